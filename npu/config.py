@@ -1,0 +1,372 @@
+"""Architecture configuration: every synthesis-time parameter of an NPU instance.
+
+The compiler, the simulator and the RTL generator all read an :class:`NpuConfig`;
+nothing else in the project types in a dimension, a depth or a latency.  Field
+widths of the ISA (npu/isa.py) are computed from it.
+
+A configuration is frozen and validated on construction: a bad value raises
+:class:`npu.errors.ConfigError` naming the field and the rule.  Named presets
+live in :data:`PRESETS`; configurations round-trip through JSON and TOML.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from npu.errors import ConfigError
+
+
+class MfuUnit(str, Enum):
+    """The three stages of a multifunction unit, in pipeline order."""
+
+    ADDSUB = "addsub"  # vv_add, vv_a_sub_b, vv_b_sub_a, vv_max, vv_min
+    MUL = "mul"        # vv_mul
+    ACT = "act"        # v_relu, v_lrelu, v_sigm, v_tanh
+
+
+ALL_MFU_UNITS = (MfuUnit.ADDSUB, MfuUnit.MUL, MfuUnit.ACT)
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """Pipeline latencies in cycles (fill time of each stage)."""
+
+    decode: int = 2        # fetch + decode of one instruction
+    vrf_read: int = 2      # VRF read port to the chain
+    mvm: int = 8           # MVM pipeline depth: BFP convert, multiplier tree, accumulator
+    mvm_reduce: int = 3    # cross-tile-engine reduction and fp16 conversion
+    mfu_stage: int = 3     # one MFU stage (add/sub, mul or activation)
+    vrf_write: int = 1     # chain result into a VRF
+    chain_setup: int = 2   # bubble between consecutive chains on the same units
+
+
+@dataclass(frozen=True)
+class NpuConfig:
+    """A complete NPU instance.
+
+    Vector memories are measured in *native vectors* (``native_dim`` fp16
+    elements); the MRF and the weight image in *native tiles*
+    (``native_dim`` x ``native_dim`` BFP weights).
+    """
+
+    name: str
+    native_dim: int                 # N: elements of a native vector, rows/cols of a tile
+    tile_engines: int               # MVM tile engines working on tiles in parallel
+    dpe_lanes: int                  # multipliers per dot-product engine (N engines per tile engine)
+    mrf_tiles: int                  # matrix register file capacity, native tiles
+    ivrf_depth: int                 # MVM initial VRF, native vectors
+    asvrf_depth: int                # each MFU's add/sub VRF, native vectors
+    mulvrf_depth: int               # each MFU's multiply VRF, native vectors
+    dram_vectors: int               # vector DRAM, native vectors
+    dram_tiles: int                 # weight image region of DRAM, native tiles
+    mfus: tuple[tuple[str, ...], ...] = (("addsub", "mul", "act"), ("addsub", "mul", "act"))
+    weight_format: str = "msfp16"   # BFP format of MRF weights (npu/numerics.py)
+    act_format: str = "msfp16"      # BFP format the MVM converts its input vector to
+    mfu_format: str = "fp16"        # MFU arithmetic and the format of every vector memory
+    dram_bytes_per_cycle: int = 64  # DRAM bandwidth
+    dram_latency: int = 100         # DRAM access latency, cycles
+    netq_bytes_per_cycle: int = 16  # network input/output queue bandwidth
+    netq_latency: int = 20          # network queue latency, cycles
+    vrf_ports: int = 1              # native vectors per cycle per VRF read or write port
+    clock_mhz: float = 250.0
+    latencies: Latencies = field(default_factory=Latencies)
+    source: str = ""                # where the numbers come from
+
+    def __post_init__(self) -> None:
+        # Normalise containers that JSON/TOML hand back as lists.
+        object.__setattr__(self, "mfus", tuple(tuple(str(u) for u in m) for m in self.mfus))
+        if isinstance(self.latencies, dict):
+            object.__setattr__(self, "latencies", Latencies(**self.latencies))
+        self._validate()
+
+    # ------------------------------------------------------------------ rules
+    def _validate(self) -> None:
+        from npu.numerics import MFU_FORMATS, get_bfp_format
+
+        for name in ("native_dim", "tile_engines", "dpe_lanes", "mrf_tiles", "ivrf_depth", "asvrf_depth",
+                     "mulvrf_depth", "dram_vectors", "dram_tiles", "dram_bytes_per_cycle",
+                     "netq_bytes_per_cycle", "vrf_ports"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(name, f"must be a positive integer, not {value!r}")
+        for name in ("dram_latency", "netq_latency"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ConfigError(name, f"must be a non-negative integer, not {value!r}")
+        for f in dataclasses.fields(Latencies):
+            value = getattr(self.latencies, f.name)
+            if not isinstance(value, int) or value < 0:
+                raise ConfigError(f"latencies.{f.name}", f"must be a non-negative integer, not {value!r}")
+        if not (isinstance(self.clock_mhz, (int, float)) and self.clock_mhz > 0):
+            raise ConfigError("clock_mhz", f"must be a positive number, not {self.clock_mhz!r}")
+        if self.native_dim % self.dpe_lanes:
+            raise ConfigError("dpe_lanes", f"must divide native_dim ({self.native_dim}), not {self.dpe_lanes}")
+        if not self.mfus:
+            raise ConfigError("mfus", "needs at least one MFU")
+        valid_units = {u.value for u in MfuUnit}
+        for i, units in enumerate(self.mfus):
+            bad = [u for u in units if u not in valid_units]
+            if bad or not units:
+                raise ConfigError(f"mfus[{i}]", f"units must be a non-empty subset of {sorted(valid_units)}, not {list(units)}")
+        if self.mfu_format not in MFU_FORMATS:
+            raise ConfigError("mfu_format", f"unknown format {self.mfu_format!r}; known: {sorted(MFU_FORMATS)}")
+        for name in ("weight_format", "act_format"):
+            try:
+                fmt = get_bfp_format(getattr(self, name))
+            except ValueError as exc:
+                raise ConfigError(name, str(exc)) from None
+            block = fmt.block_size(self.native_dim)
+            if self.native_dim % block:
+                raise ConfigError("native_dim", f"must be a multiple of the {name} BFP block ({block}), not {self.native_dim}")
+        w, a = self.weight_fmt, self.act_fmt
+        if w.block_size(self.native_dim) != a.block_size(self.native_dim):
+            raise ConfigError("act_format", f"block size ({a.block_size(self.native_dim)}) must equal weight_format's "
+                              f"({w.block_size(self.native_dim)}): the MVM multiplies block by block")
+        if w.exp_bits != a.exp_bits:
+            raise ConfigError("act_format", f"shared-exponent width ({a.exp_bits}) must equal weight_format's ({w.exp_bits})")
+
+    # ------------------------------------------------------------ derived facts
+    @property
+    def weight_fmt(self):
+        from npu.numerics import get_bfp_format
+
+        return get_bfp_format(self.weight_format)
+
+    @property
+    def act_fmt(self):
+        from npu.numerics import get_bfp_format
+
+        return get_bfp_format(self.act_format)
+
+    @property
+    def block(self) -> int:
+        """Elements sharing one exponent along the dot-product dimension."""
+        return self.weight_fmt.block_size(self.native_dim)
+
+    @property
+    def n_mfus(self) -> int:
+        return len(self.mfus)
+
+    @property
+    def macs_per_cycle(self) -> int:
+        """Peak multiply-accumulates per cycle: tile engines x N dot-product engines x lanes."""
+        return self.tile_engines * self.native_dim * self.dpe_lanes
+
+    @property
+    def peak_tops(self) -> float:
+        """Peak tera-operations per second (2 operations per MAC)."""
+        return 2 * self.macs_per_cycle * self.clock_mhz * 1e6 / 1e12
+
+    @property
+    def cycles_per_tile(self) -> int:
+        """Cycles one tile engine needs for one N x N tile-vector product."""
+        return self.native_dim // self.dpe_lanes
+
+    def vector_space_depth(self, space) -> int:
+        """Depth in native vectors of a vector memory space (npu.isa.Space)."""
+        from npu.isa import Space
+
+        return {
+            Space.IVRF: self.ivrf_depth,
+            Space.ASVRF: self.asvrf_depth,
+            Space.MULVRF: self.mulvrf_depth,
+            Space.DRAM: self.dram_vectors,
+        }.get(Space(space), 0)
+
+    def mfu_has(self, mfu: int, unit: MfuUnit | str) -> bool:
+        return 0 <= mfu < self.n_mfus and MfuUnit(unit).value in self.mfus[mfu]
+
+    # ------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["mfus"] = [list(m) for m in self.mfus]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "NpuConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown configuration field; known fields: {sorted(known)}")
+        missing = [f.name for f in dataclasses.fields(cls)
+                   if f.name not in d and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ConfigError(missing[0], "required field is missing")
+        d = dict(d)
+        if "latencies" in d and isinstance(d["latencies"], dict):
+            lat_known = {f.name for f in dataclasses.fields(Latencies)}
+            bad = sorted(set(d["latencies"]) - lat_known)
+            if bad:
+                raise ConfigError(f"latencies.{bad[0]}", f"unknown latency; known: {sorted(lat_known)}")
+            d["latencies"] = Latencies(**d["latencies"])
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.write_text(self.to_toml() if path.suffix == ".toml" else self.to_json() + "\n")
+
+    def replace(self, **changes) -> "NpuConfig":
+        return dataclasses.replace(self, **changes)
+
+    def fingerprint(self) -> str:
+        """A short stable hash of every field: programs record it."""
+        import hashlib
+
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_config(path: str | Path) -> NpuConfig:
+    """Read a configuration from a ``.toml`` or ``.json`` file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read configuration file: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(str(path), f"not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}") from None
+    return NpuConfig.from_dict(data)
+
+
+# ---------------------------------------------------------------------- presets
+PRESETS: dict[str, NpuConfig] = {}
+
+
+def _preset(cfg: NpuConfig) -> NpuConfig:
+    PRESETS[cfg.name] = cfg
+    return cfg
+
+
+# Fowers et al., "A Configurable Cloud-Scale DNN Processor for Real-Time AI",
+# ISCA 2018, Table/Section 6: the Stratix 10 280 instance runs at 250 MHz with
+# native dimension 400, 6 tile engines and 40 lanes per dot-product engine
+# (6 x 400 x 40 = 96,000 MACs, 48 TFLOPS peak) in ms-fp8/ms-fp9 with a 5-bit
+# exponent shared per native vector.  MRF and VRF depths are our assumptions,
+# sized so the on-chip memories stay near the S10 280's ~30 MB of M20K.
+BRAINWAVE_S10 = _preset(NpuConfig(
+    name="brainwave-s10",
+    native_dim=400,
+    tile_engines=6,
+    dpe_lanes=40,
+    mrf_tiles=1152,
+    ivrf_depth=16384,
+    asvrf_depth=16384,
+    mulvrf_depth=4096,
+    dram_vectors=1 << 17,
+    dram_tiles=1 << 14,
+    mfus=(("addsub", "mul", "act"), ("addsub", "mul", "act")),
+    weight_format="ms-fp9",
+    act_format="ms-fp9",
+    dram_bytes_per_cycle=256,
+    dram_latency=120,
+    netq_bytes_per_cycle=64,
+    clock_mhz=250.0,
+    source="Fowers et al., ISCA 2018 (Stratix 10 280 build: N=400, 6 tile engines, 40 lanes, 250 MHz, ms-fp8/9); "
+           "memory depths assumed",
+))
+
+# BrainSlice, the production soft NPU behind Azure's hardware-accelerated
+# models (Chung et al., "Serving DNNs in Real Time at Datacenter Scale with
+# Project Brainwave", IEEE Micro 2018; Microsoft's Arria 10 deployments):
+# native dimension 128, MSFP weights, an MRF of 128 native tiles with weights
+# streamed from DRAM when a model is larger (ResNet-50's 1,461 tiles).  Tile
+# engines/lanes (4 x 128 x 16 = 8,192 MACs at 300 MHz) are our assumption,
+# chosen to land near the ~2 ms batch-1 ResNet-50 latency Azure reported.
+BRAINSLICE_128 = _preset(NpuConfig(
+    name="brainslice-128",
+    native_dim=128,
+    tile_engines=4,
+    dpe_lanes=16,
+    mrf_tiles=128,
+    ivrf_depth=32768,
+    asvrf_depth=32768,
+    mulvrf_depth=4096,
+    dram_vectors=1 << 17,
+    dram_tiles=1 << 13,
+    mfus=(("addsub", "mul", "act"), ("addsub", "mul", "act")),
+    weight_format="msfp16",
+    act_format="msfp16",
+    dram_bytes_per_cycle=64,
+    dram_latency=100,
+    netq_bytes_per_cycle=32,
+    clock_mhz=300.0,
+    source="Chung et al., IEEE Micro 2018 (BrainSlice: N=128, 128-tile MRF, weights streamed from DRAM, MSFP); "
+           "engine count, lanes and clock assumed",
+))
+
+# Sizes the RTL simulates in CI.  Numbers are ours: small enough for a
+# Verilator build in about a minute, large enough for the zoo's tiny models.
+SMALL = _preset(NpuConfig(
+    name="small",
+    native_dim=32,
+    tile_engines=2,
+    dpe_lanes=8,
+    mrf_tiles=64,
+    ivrf_depth=1024,
+    asvrf_depth=1024,
+    mulvrf_depth=256,
+    dram_vectors=4096,
+    dram_tiles=256,
+    weight_format="msfp16",
+    act_format="msfp16",
+    dram_bytes_per_cycle=32,
+    dram_latency=20,
+    netq_bytes_per_cycle=16,
+    netq_latency=4,
+    clock_mhz=200.0,
+    source="project-defined RTL simulation size",
+))
+
+TINY = _preset(NpuConfig(
+    name="tiny",
+    native_dim=8,
+    tile_engines=1,
+    dpe_lanes=4,
+    mrf_tiles=64,
+    ivrf_depth=512,
+    asvrf_depth=512,
+    mulvrf_depth=64,
+    dram_vectors=1024,
+    dram_tiles=128,
+    weight_format="bfp-e8m7b8",
+    act_format="bfp-e8m7b8",
+    dram_bytes_per_cycle=16,
+    dram_latency=10,
+    netq_bytes_per_cycle=16,
+    netq_latency=2,
+    clock_mhz=100.0,
+    latencies=Latencies(decode=1, vrf_read=1, mvm=4, mvm_reduce=1, mfu_stage=2, vrf_write=1, chain_setup=1),
+    source="project-defined RTL simulation size (msfp16-like, block 8 = N)",
+))
+
+
+def get_config(name_or_path: str | NpuConfig) -> NpuConfig:
+    """A preset by name, or a configuration file (.toml/.json) by path."""
+    if isinstance(name_or_path, NpuConfig):
+        return name_or_path
+    if name_or_path in PRESETS:
+        return PRESETS[name_or_path]
+    if name_or_path.endswith((".toml", ".json")):
+        return load_config(name_or_path)
+    raise ConfigError("config", f"unknown preset {name_or_path!r}; presets: {', '.join(PRESETS)} "
+                                "(or give a .toml/.json file)")
+
+
+def bits_for(count: int) -> int:
+    """Bits to hold the values 0 .. count-1 (at least 1)."""
+    return max(1, math.ceil(math.log2(count))) if count > 1 else 1

@@ -1,0 +1,294 @@
+"""Programs: instructions for one configuration, their file format and static analysis.
+
+File format (``.bin``): ``b"NPUPROG1"``, a little-endian u32 header length, a
+JSON header (``config``: the full NpuConfig dict, ``word_bits``, ``count``,
+``fingerprint``), then ``count`` little-endian words of ``word_bits``.  A
+program file is self-describing: ``npu disasm prog.bin`` needs no --config.
+
+:func:`analyze` walks a program once, tracking the scalar registers (there is
+no data-dependent control flow, so every register value is known statically),
+checks every rule and returns the list of :class:`Chain` and :class:`Dma` steps
+the simulator executes.  A broken rule raises :class:`npu.errors.ProgramError`
+naming the pc, the instruction and the rule.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from npu.config import MfuUnit, NpuConfig
+from npu.errors import EncodingError, ProgramError
+from npu.isa import (BY_MNEMONIC, INSTRUCTIONS, READ_SPACES, REG_RESET, STAGE_ORDER, WRITE_SPACES, Instruction,
+                     Reg, Space, Unit, encoding_for)
+from npu.numerics import MAX_DOT_LENGTH
+
+MAGIC = b"NPUPROG1"
+
+
+@dataclass
+class Program:
+    """A sequence of instructions for one configuration."""
+
+    config: NpuConfig
+    instructions: list[Instruction]
+
+    def __len__(self) -> int:
+        return len(self.instructions)
+
+    def to_bytes(self) -> bytes:
+        enc = encoding_for(self.config)
+        header = json.dumps({"config": self.config.to_dict(), "word_bits": enc.word_bits,
+                             "count": len(self.instructions), "fingerprint": self.config.fingerprint()}).encode()
+        return MAGIC + struct.pack("<I", len(header)) + header + enc.to_bytes(self.instructions)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "<program>") -> "Program":
+        config, words = _split(data, source)
+        try:
+            return cls(config, encoding_for(config).from_bytes(words))
+        except EncodingError as exc:
+            raise EncodingError(f"{source}: {exc}") from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(self.to_bytes())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Program":
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise EncodingError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        return cls.from_bytes(data, str(path))
+
+
+def _split(data: bytes, source: str) -> tuple[NpuConfig, bytes]:
+    if data[:8] != MAGIC or len(data) < 12:
+        raise EncodingError(f"{source}: not an NPU program (missing the {MAGIC!r} header)")
+    (hlen,) = struct.unpack("<I", data[8:12])
+    try:
+        header = json.loads(data[12:12 + hlen])
+        config = NpuConfig.from_dict(header["config"])
+    except (ValueError, KeyError) as exc:
+        raise EncodingError(f"{source}: corrupt program header: {exc}") from None
+    words = data[12 + hlen:]
+    enc = encoding_for(config)
+    if header.get("word_bits") != enc.word_bits or len(words) != header.get("count", -1) * enc.word_bytes:
+        raise EncodingError(f"{source}: program is truncated or its header does not match its words "
+                            f"(expected {header.get('count')} words of {enc.word_bits} bits, got {len(words)} bytes)")
+    return config, words
+
+
+def program_words(data: bytes, source: str = "<program>") -> tuple[NpuConfig, dict[str, np.ndarray]]:
+    """Vectorized decode of a program file into columns (see Encoding.decode_columns)."""
+    config, words = _split(data, source)
+    return config, encoding_for(config).decode_columns(words)
+
+
+# ---------------------------------------------------------------- static analysis
+@dataclass(frozen=True)
+class Operand:
+    """A vector memory operand: space (+ MFU for ASVRF/MULVRF), base address and strides."""
+
+    space: Space
+    mfu: int
+    addr: int
+    so: int
+    si: int
+
+
+@dataclass(frozen=True)
+class MfuOp:
+    mnemonic: str
+    mfu: int
+    stage: str
+    operand: Operand | None  # the VRF operand of binary ops
+
+
+@dataclass
+class Chain:
+    """One chain with the register values in force when it ran."""
+
+    pc: int                 # pc of its v_rd
+    end_pc: int             # pc of its end_chain
+    rows: int
+    cols: int
+    iter_outer: int
+    iter_inner: int
+    win_run: int
+    win_pitch: int
+    alpha: int              # fp16 bits
+    read: Operand
+    mrf: int | None         # mv_mul tile address, None without mv_mul
+    ops: list[MfuOp] = field(default_factory=list)
+    writes: list[Operand] = field(default_factory=list)
+
+    @property
+    def iterations(self) -> int:
+        return self.iter_outer * self.iter_inner
+
+    @property
+    def read_width(self) -> int:
+        """Native vectors read per iteration."""
+        return self.cols if self.mrf is not None else self.rows
+
+    def read_offsets(self) -> np.ndarray:
+        """Address offsets of one iteration's read, relative to its base."""
+        width = self.read_width
+        if self.win_run <= 0:
+            return np.arange(width, dtype=np.int64)
+        runs = width // self.win_run
+        return (np.arange(runs, dtype=np.int64)[:, None] * self.win_pitch
+                + np.arange(self.win_run, dtype=np.int64)[None, :]).ravel()
+
+    def mvm_macs(self, native_dim: int) -> int:
+        return 0 if self.mrf is None else self.iterations * self.rows * self.cols * native_dim * native_dim
+
+
+@dataclass
+class Dma:
+    """An m_rd (to_mrf=True) or m_wr transfer of `count` tiles."""
+
+    pc: int
+    to_mrf: bool
+    tile: int
+    mrf: int
+    count: int
+
+
+def _fail(pc: int, ins: Instruction, rule: str):
+    raise ProgramError(pc, str(ins), rule)
+
+
+def _check_operand(pc, ins, config: NpuConfig, op: Operand, width_offsets: np.ndarray | int, chain_regs,
+                   writing: bool):
+    spaces = WRITE_SPACES if writing else READ_SPACES
+    if op.space not in spaces:
+        _fail(pc, ins, f"space {op.space.name.lower()} cannot be {'written' if writing else 'read'}")
+    if op.space in (Space.ASVRF, Space.MULVRF) and not 0 <= op.mfu < config.n_mfus:
+        _fail(pc, ins, f"mfu {op.mfu} does not exist (config has {config.n_mfus} MFUs)")
+    if op.space in (Space.NETQ, Space.ZERO):
+        return
+    depth = config.vector_space_depth(op.space)
+    io, ii = chain_regs
+    max_off = int(np.max(width_offsets)) if isinstance(width_offsets, np.ndarray) else width_offsets - 1
+    last = op.addr + (io - 1) * op.so + (ii - 1) * op.si + max_off
+    if last >= depth:
+        _fail(pc, ins, f"address out of range: iterations reach {op.space.name.lower()} address {last} "
+                       f"but its depth is {depth}")
+
+
+def analyze(program: Program) -> list[Chain | Dma]:
+    """Check every rule and return the program's steps in order."""
+    config = program.config
+    regs = {r: v for r, v in REG_RESET.items()}
+    steps: list[Chain | Dma] = []
+    chain: Chain | None = None
+    last_stage = (-1, -1)
+    n = len(program.instructions)
+    for pc, ins in enumerate(program.instructions):
+        d = ins.definition
+        m = d.mnemonic
+        if m == "v_rd":
+            if chain is not None:
+                _fail(pc, ins, "malformed chain: v_rd inside a chain (missing end_chain)")
+            chain = Chain(pc=pc, end_pc=-1, rows=regs[Reg.ROWS], cols=regs[Reg.COLS],
+                          iter_outer=regs[Reg.ITER_OUTER], iter_inner=regs[Reg.ITER_INNER],
+                          win_run=regs[Reg.WIN_RUN], win_pitch=regs[Reg.WIN_PITCH], alpha=regs[Reg.ALPHA],
+                          read=Operand(Space(ins["space"]) if ins["space"] in Space._value2member_map_ else ins["space"],
+                                       ins["mfu"], ins["addr"], ins["so"], ins["si"]), mrf=None)
+            if not isinstance(chain.read.space, Space):
+                _fail(pc, ins, f"unknown memory space {ins['space']}")
+            last_stage = (-1, -1)
+            continue
+        if chain is None:
+            if d.unit in (Unit.MVM, Unit.MFU, Unit.WRITE) or m == "end_chain":
+                _fail(pc, ins, f"malformed chain: {m} outside a chain (chains start with v_rd)")
+            if m == "s_wr":
+                if ins["reg"] not in Reg._value2member_map_:
+                    _fail(pc, ins, f"unknown scalar register {ins['reg']}")
+                reg = Reg(ins["reg"])
+                value = ins["imm"]
+                if reg in (Reg.ROWS, Reg.COLS, Reg.ITER_OUTER, Reg.ITER_INNER) and value < 1:
+                    _fail(pc, ins, f"scalar register {reg.name.lower()} must be at least 1")
+                regs[reg] = value
+            elif m in ("m_rd", "m_wr"):
+                dma = Dma(pc, m == "m_rd", ins["tile"], ins["mrf"], ins["count"])
+                if dma.mrf + dma.count > config.mrf_tiles:
+                    _fail(pc, ins, f"MRF overflow: tiles {dma.mrf}..{dma.mrf + dma.count - 1} exceed the "
+                                   f"{config.mrf_tiles}-tile MRF")
+                if dma.tile + dma.count > config.dram_tiles:
+                    _fail(pc, ins, f"weight DRAM overflow: tiles {dma.tile}..{dma.tile + dma.count - 1} exceed "
+                                   f"{config.dram_tiles} tiles")
+                steps.append(dma)
+            continue
+        # inside a chain
+        if m == "mv_mul":
+            if chain.mrf is not None or chain.ops or chain.writes:
+                _fail(pc, ins, "malformed chain: mv_mul must directly follow v_rd, once")
+            tiles = chain.rows * chain.cols
+            if ins["mrf"] + tiles > config.mrf_tiles:
+                _fail(pc, ins, f"MRF overflow: {chain.rows} x {chain.cols} tiles at {ins['mrf']} exceed the "
+                               f"{config.mrf_tiles}-tile MRF")
+            if chain.cols * config.native_dim > MAX_DOT_LENGTH:
+                _fail(pc, ins, f"dot product of {chain.cols * config.native_dim} elements exceeds "
+                               f"{MAX_DOT_LENGTH} (the exact-accumulation limit)")
+            chain.mrf = ins["mrf"]
+        elif d.unit is Unit.MFU:
+            if chain.writes:
+                _fail(pc, ins, "malformed chain: MFU operation after v_wr")
+            mfu = ins["mfu"]
+            if not config.mfu_has(mfu, d.stage):
+                _fail(pc, ins, f"MFU {mfu} has no {d.stage} unit (config: {list(config.mfus)})")
+            key = (mfu, STAGE_ORDER[d.stage])
+            if key <= last_stage:
+                _fail(pc, ins, f"malformed chain: MFU stages must be used in pipeline order "
+                               f"(MFU index, then addsub -> mul -> act), each once; {m} on MFU {mfu} comes too late")
+            last_stage = key
+            operand = None
+            if "addr" in d.field_names:
+                space = Space.MULVRF if d.stage == MfuUnit.MUL.value else Space.ASVRF
+                operand = Operand(space, mfu, ins["addr"], ins["so"], ins["si"])
+            chain.ops.append(MfuOp(m, mfu, d.stage, operand))
+        elif m == "v_wr":
+            if ins["space"] not in Space._value2member_map_:
+                _fail(pc, ins, f"unknown memory space {ins['space']}")
+            chain.writes.append(Operand(Space(ins["space"]), ins["mfu"], ins["addr"], ins["so"], ins["si"]))
+        elif m == "end_chain":
+            if not chain.writes:
+                _fail(pc, ins, "malformed chain: a chain must end in at least one v_wr")
+            chain.end_pc = pc
+            regs_loop = (chain.iter_outer, chain.iter_inner)
+            if chain.win_run > 0 and chain.read_width % chain.win_run:
+                _fail(chain.pc, program.instructions[chain.pc],
+                      f"read width {chain.read_width} is not a multiple of win_run {chain.win_run}")
+            _check_operand(chain.pc, program.instructions[chain.pc], config, chain.read, chain.read_offsets(),
+                           regs_loop, writing=False)
+            for op in chain.ops:
+                if op.operand is not None:
+                    _check_operand(chain.pc, program.instructions[chain.pc], config, op.operand, chain.rows,
+                                   regs_loop, writing=False)
+            for w in chain.writes:
+                _check_operand(chain.pc, program.instructions[chain.pc], config, w, chain.rows, regs_loop,
+                               writing=True)
+            steps.append(chain)
+            chain = None
+        else:
+            _fail(pc, ins, f"{m} is not allowed inside a chain")
+    if chain is not None:
+        _fail(chain.pc, program.instructions[chain.pc], "malformed chain: program ends before end_chain")
+    return steps
+
+
+def instruction_mix(program: Program) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for ins in program.instructions:
+        counts[ins.mnemonic] = counts.get(ins.mnemonic, 0) + 1
+    return counts
+
+
+__all__ = ["Program", "Chain", "Dma", "Operand", "MfuOp", "analyze", "program_words", "instruction_mix",
+           "INSTRUCTIONS", "BY_MNEMONIC"]

@@ -1,0 +1,198 @@
+"""Functional execution of chains and DMA transfers, one whole-array step each.
+
+A chain's iterations are computed together: its reads become one gather
+``[iterations, width, N]``, the MVM one float64 GEMM, each MFU op one fp16
+array operation, each write one scatter.  This equals running the iterations
+one after another because :func:`check_iteration_hazards` rejects chains in
+which an iteration reads what an earlier iteration of the same chain wrote.
+
+MVM exactness: mantissa products are small integers times powers of two, and
+the flush windows of npu.numerics bound every partial sum of a dot product to
+fewer than 53 significant bits over a common quantum, so the float64 GEMM is
+exact in any summation order; the single rounding to fp16 then matches the
+RTL's exact accumulator bit for bit (tests/sim/test_mvm_exact.py checks
+against integer arithmetic).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from npu.errors import SimulationError
+from npu.isa import Space
+from npu.numerics import (bfp_quantize, bfp_values, flush_blocks, flush_windows, fp16_activation, fp16_add,
+                          fp16_lrelu, fp16_max, fp16_min, fp16_mul, fp16_relu, fp16_sub, to_fp16, weight_span_ok)
+from npu.program import Chain, Dma, Operand
+from npu.weights import untile
+from sim.state import MachineState
+
+
+def iteration_bases(chain: Chain, op: Operand) -> np.ndarray:
+    """Base address of each iteration (outer index i, inner j): addr + i*so + j*si."""
+    i = np.arange(chain.iter_outer, dtype=np.int64)[:, None] * op.so
+    j = np.arange(chain.iter_inner, dtype=np.int64)[None, :] * op.si
+    return (op.addr + i + j).ravel()
+
+
+class Executor:
+    """Executes steps on a :class:`MachineState`; keeps a cache of MVM weight matrices."""
+
+    def __init__(self, state: MachineState):
+        self.state = state
+        self.config = state.config
+        self._wcache: dict[tuple, np.ndarray] = {}
+        self._wcache_version = -1
+        wwin, awin = flush_windows(self.config.weight_fmt, self.config.act_fmt)
+        self.weight_window, self.act_window = wwin, awin
+
+    # ------------------------------------------------------------------ DMA
+    def dma(self, step: Dma, text: str) -> None:
+        s = self.state
+        if step.to_mrf:
+            s.mrf.mant[step.mrf:step.mrf + step.count] = s.wdram.mant[step.tile:step.tile + step.count]
+            s.mrf.exp[step.mrf:step.mrf + step.count] = s.wdram.exp[step.tile:step.tile + step.count]
+            s.mrf_version += 1
+        else:
+            s.wdram.mant[step.tile:step.tile + step.count] = s.mrf.mant[step.mrf:step.mrf + step.count]
+            s.wdram.exp[step.tile:step.tile + step.count] = s.mrf.exp[step.mrf:step.mrf + step.count]
+
+    # ------------------------------------------------------------------ chains
+    def chain(self, c: Chain, text: str) -> None:
+        n = self.config.native_dim
+        it = c.iterations
+        offsets = c.read_offsets()
+        width = len(offsets)
+        if c.read.space not in (Space.NETQ, Space.ZERO):
+            check_iteration_hazards(c, text, offsets)
+        # read
+        if c.read.space == Space.NETQ:
+            need = it * width
+            if len(self.state.inq) < need:
+                raise SimulationError(c.pc, text, f"reading an empty queue: the chain pops {need} vectors but the "
+                                                  f"input queue holds {len(self.state.inq)}")
+            x = self.state.inq.pop(need).reshape(it, width, n)
+            read_index = None
+        elif c.read.space == Space.ZERO:
+            x = np.zeros((it, width, n), np.float16)
+            read_index = None
+        else:
+            read_index = iteration_bases(c, c.read)[:, None] + offsets[None, :]
+            x = None
+        # MVM
+        if c.mrf is not None:
+            y = self._mvm(c, text, x, read_index)
+        else:
+            y = x if x is not None else self.state.memory(c.read.space, c.read.mfu)[read_index]
+        # MFUs
+        rows = np.arange(c.rows, dtype=np.int64)
+        for op in c.ops:
+            if op.operand is not None:
+                b = self.state.memory(op.operand.space, op.operand.mfu)[iteration_bases(c, op.operand)[:, None] + rows]
+            m = op.mnemonic
+            if m == "vv_add":
+                y = fp16_add(y, b)
+            elif m == "vv_a_sub_b":
+                y = fp16_sub(y, b)
+            elif m == "vv_b_sub_a":
+                y = fp16_sub(b, y)
+            elif m == "vv_max":
+                y = fp16_max(y, b)
+            elif m == "vv_min":
+                y = fp16_min(y, b)
+            elif m == "vv_mul":
+                y = fp16_mul(y, b)
+            elif m == "v_relu":
+                y = fp16_relu(y)
+            elif m == "v_lrelu":
+                y = fp16_lrelu(y, np.array(c.alpha, np.uint16).view(np.float16))
+            elif m == "v_sigm":
+                y = fp16_activation("sigm", y)
+            elif m == "v_tanh":
+                y = fp16_activation("tanh", y)
+            else:  # pragma: no cover - the ISA table and this dispatch must agree
+                raise AssertionError(m)
+        # writes
+        for w in c.writes:
+            if w.space == Space.NETQ:
+                self.state.outq.push(y.reshape(-1, n))
+            else:
+                mem = self.state.memory(w.space, w.mfu)
+                mem[iteration_bases(c, w)[:, None] + rows] = y
+
+    def _weights(self, c: Chain, text: str) -> np.ndarray:
+        """Exact float64 weight matrix [rows*N, cols*N] of the chain's MRF tiles (cached)."""
+        s = self.state
+        if self._wcache_version != s.mrf_version:
+            self._wcache.clear()
+            self._wcache_version = s.mrf_version
+        key = (c.mrf, c.rows, c.cols)
+        w = self._wcache.get(key)
+        if w is None:
+            mant, exp = untile(s.mrf, c.rows, c.cols, self.config, start=c.mrf)
+            ok = weight_span_ok(mant, exp, self.config.block, self.weight_window)
+            if not ok.all():
+                r = int(np.argmin(ok))
+                raise SimulationError(c.pc, text, f"weight row {r} of MRF tiles {c.mrf}.. spans more than the "
+                                                  f"{self.weight_window}-step weight exponent window; quantize "
+                                                  f"weights with npu.weights.tile_matrix")
+            w = bfp_values(mant, exp, self.config.weight_fmt, self.config.block).T.copy()
+            self._wcache[key] = w
+        return w
+
+    def _mvm(self, c: Chain, text: str, x: np.ndarray | None, read_index: np.ndarray | None) -> np.ndarray:
+        cfg = self.config
+        n, block, afmt = cfg.native_dim, cfg.block, cfg.act_fmt
+        w = self._weights(c, text)
+        if read_index is not None:
+            # Quantize each source vector once (blocks never straddle vectors), then gather.
+            mem = self.state.memory(c.read.space, c.read.mfu)
+            lo, hi = int(read_index.min()), int(read_index.max()) + 1
+            mant, exp = bfp_quantize(mem[lo:hi], afmt, block)
+            idx = read_index - lo
+            mant, exp = mant[idx], exp[idx]  # [it, width, N], [it, width, N/block]
+        else:
+            mant, exp = bfp_quantize(x, afmt, block)
+        it = mant.shape[0]
+        mant = mant.reshape(it, -1)
+        exp = exp.reshape(it, -1)
+        mant = flush_blocks(mant, exp, block, self.act_window)
+        xv = bfp_values(mant, exp, afmt, block)
+        return to_fp16(xv @ w).reshape(it, c.rows, n)
+
+
+def check_iteration_hazards(c: Chain, text: str, read_offsets: np.ndarray) -> None:
+    """Reject a chain whose iteration reads a vector an earlier iteration of it wrote.
+
+    Such a chain would need the hardware to forward results between
+    iterations of one pipelined chain, which it does not do.
+    """
+    if c.iterations == 1:
+        return
+    reads = [(c.read, read_offsets)] + [(op.operand, None) for op in c.ops if op.operand is not None]
+    rows = np.arange(c.rows, dtype=np.int64)
+    for w in c.writes:
+        if w.space == Space.NETQ:
+            continue
+        waddr = iteration_bases(c, w)[:, None] + rows
+        wlo, whi = int(waddr.min()), int(waddr.max())
+        first_write = None
+        for r, offs in reads:
+            if (r.space, r.mfu if r.space in (Space.ASVRF, Space.MULVRF) else 0) != \
+               (w.space, w.mfu if w.space in (Space.ASVRF, Space.MULVRF) else 0):
+                continue
+            raddr = iteration_bases(c, r)[:, None] + (offs if offs is not None else rows)
+            if int(raddr.max()) < wlo or int(raddr.min()) > whi:
+                continue
+            if first_write is None:
+                first_write = np.full(whi - wlo + 1, np.iinfo(np.int64).max, dtype=np.int64)
+                its = np.broadcast_to(np.arange(c.iterations)[:, None], waddr.shape)
+                # writes are in iteration order: the first occurrence of an address is its first write
+                flat, pos = np.unique(waddr.ravel() - wlo, return_index=True)
+                first_write[flat] = its.ravel()[pos]
+            inside = (raddr >= wlo) & (raddr <= whi)
+            rit = np.broadcast_to(np.arange(c.iterations)[:, None], raddr.shape)
+            bad = inside & (first_write[np.clip(raddr - wlo, 0, whi - wlo)] < rit)
+            if bad.any():
+                k = np.argwhere(bad)[0]
+                raise SimulationError(c.pc, text, f"iteration hazard: iteration {int(k[0])} reads "
+                                                  f"{r.space.name.lower()} address {int(raddr[tuple(k)])}, which an "
+                                                  f"earlier iteration of the same chain wrote")
