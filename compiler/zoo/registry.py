@@ -1,0 +1,143 @@
+"""The registry of zoo models and :func:`build`."""
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+import onnx
+
+from compiler.zoo import densenet, digits, resnet, rnn, small, ssd, vgg
+from compiler.zoo.errors import ZooError
+
+Kind = Literal["classifier", "detector", "rnn"]
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One buildable network.
+
+    Members
+    -------
+    name:
+        Registry key, e.g. ``"resnet50"``.
+    description:
+        One line for ``npu zoo list``.
+    builder:
+        ``builder(name, *, seed, input_size, **params) -> onnx.ModelProto``.
+    params:
+        Default keyword parameters besides ``input_size``; :func:`build` accepts
+        exactly these names.
+    input_size:
+        Default input size: height = width for CNNs, the feature width for RNNs
+        and the MLP.
+    kind:
+        ``"classifier"`` (output ``output`` [1, classes]), ``"detector"``
+        (outputs ``boxes`` and ``scores``) or ``"rnn"``.
+    min_input_size, max_input_size:
+        The input sizes the model accepts (inclusive); ``max_input_size`` None
+        means unbounded.  Digits is fixed at 8.
+    """
+
+    name: str
+    description: str
+    builder: Callable[..., onnx.ModelProto]
+    params: Mapping[str, object] = field(default_factory=dict)
+    input_size: int = 224
+    kind: Kind = "classifier"
+    min_input_size: int = 32
+    max_input_size: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+
+def _defaults(fn: Callable, **overrides) -> dict[str, object]:
+    """A builder's keyword defaults (less seed and input_size), so they are stated once."""
+    params = {p.name: p.default for p in inspect.signature(fn).parameters.values()
+              if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+    return {**params, **overrides}
+
+
+_MODELS = (
+    ZooModel("resnet50", "ResNet-50 v1.5 (torchvision layout), ImageNet classes",
+             resnet.build, _defaults(resnet.build)),
+    ZooModel("resnet152", "ResNet-152 v1.5 (torchvision layout), ImageNet classes",
+             resnet.build, _defaults(resnet.build)),
+    ZooModel("densenet121", "DenseNet-121 (growth 32, blocks 6/12/24/16), ImageNet classes",
+             densenet.build, _defaults(densenet.build)),
+    ZooModel("vgg16", "VGG-16 (13 convs, FC 4096/4096/classes), ImageNet classes",
+             vgg.build, _defaults(vgg.build)),
+    ZooModel("ssd_vgg16", "SSD300 on VGG-16: outputs boxes [1,P,4] and scores [1,P,classes]",
+             ssd.build, _defaults(ssd.build), input_size=300, kind="detector"),
+    ZooModel("lstm", "one LSTM layer, DeepBench-like (hidden 512, input 512, 25 steps)",
+             functools.partial(rnn.build, cell="lstm"), _defaults(rnn.build, cell="lstm"),
+             input_size=512, kind="rnn", min_input_size=1),
+    ZooModel("gru", "one GRU layer (linear_before_reset=1), DeepBench-like (512/512/25)",
+             functools.partial(rnn.build, cell="gru"), _defaults(rnn.build, cell="gru"),
+             input_size=512, kind="rnn", min_input_size=1),
+    ZooModel("mlp", "MLP 784-512-512-10 with Relu",
+             small.build_mlp, _defaults(small.build_mlp), input_size=784, min_input_size=1),
+    ZooModel("tiny_cnn", "3x8x8 CNN with BN, pool and a residual Add (~69k MACs) for RTL runs",
+             small.build_tiny_cnn, _defaults(small.build_tiny_cnn), input_size=8, min_input_size=2),
+    ZooModel("tiny_rnn", "LSTM hidden 8, input 8, 4 steps, Gemm head to 8, for RTL runs",
+             functools.partial(rnn.build, cell="lstm"),
+             _defaults(rnn.build, cell="lstm", hidden_size=8, timesteps=4, output_size=8),
+             input_size=8, kind="rnn", min_input_size=1),
+    ZooModel("digits", "MLP 64-32-10 trained here on sklearn's 8x8 digits (see digits_dataset)",
+             digits.build, _defaults(digits.build), input_size=8, min_input_size=8, max_input_size=8),
+)
+
+MODELS: Mapping[str, ZooModel] = MappingProxyType({m.name: m for m in _MODELS})
+
+
+def list_models() -> list[ZooModel]:
+    """Every registered model, in registry order."""
+    return list(MODELS.values())
+
+
+def get(name: str) -> ZooModel:
+    """The registry entry for ``name``; a :class:`ZooError` listing valid names otherwise."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ZooError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}") from None
+
+
+def resolve(name: str, input_size: int | None = None, **params) -> tuple[ZooModel, int, dict]:
+    """Check a request against the registry: the entry, the input size and the full parameters."""
+    model = get(name)
+    unknown = sorted(set(params) - set(model.params))
+    if unknown:
+        valid = ", ".join(model.params) or "none"
+        raise ZooError(f"{name}: unknown parameter(s) {', '.join(unknown)}; valid: {valid}")
+    size = model.input_size if input_size is None else input_size
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise ZooError(f"{name}: input size must be an integer, not {size!r}")
+    if model.max_input_size == model.min_input_size and size != model.min_input_size:
+        raise ZooError(f"{name}: the input size is fixed at {model.min_input_size}, not {size}")
+    if size < model.min_input_size:
+        raise ZooError(f"{name}: input size {size} is too small; it needs at least {model.min_input_size}")
+    if model.max_input_size is not None and size > model.max_input_size:
+        raise ZooError(f"{name}: input size {size} is too large; at most {model.max_input_size}")
+    return model, size, {**model.params, **params}
+
+
+def build(name: str, *, seed: int = 0, input_size: int | None = None, **params) -> onnx.ModelProto:
+    """Build a zoo model as an ONNX ModelProto (opset 17), weights drawn from ``seed``.
+
+    ``input_size`` is the height = width of a CNN's input (the feature width of
+    an RNN or MLP); ``params`` override the entry's :attr:`ZooModel.params`.
+    The model carries its name, seed, input size and parameters in
+    ``metadata_props`` (``zoo_name``, ``zoo_seed``, ``zoo_input_size``, ``zoo_params``).
+    """
+    model, size, full = resolve(name, input_size, **params)
+    proto = model.builder(name, seed=seed, input_size=size, **full)
+    for key, value in (("zoo_name", name), ("zoo_seed", str(seed)), ("zoo_input_size", str(size)),
+                       ("zoo_params", json.dumps(full, sort_keys=True))):
+        proto.metadata_props.add(key=key, value=value)
+    return proto

@@ -1,0 +1,62 @@
+"""Recurrent models: one ONNX LSTM or GRU layer (layout 0), as PyTorch exports ``nn.LSTM`` / ``nn.GRU``.
+
+The input is the sequence ``[timesteps, 1, input_size]``.  Without a head the
+output is the hidden state of every step, ``[timesteps, 1, hidden_size]`` (the
+exporter's Squeeze of Y's direction axis, written here as a Reshape); with
+``output_size > 0`` a Gemm maps the last hidden state to ``[1, output_size]``.
+
+Weights are drawn like PyTorch's default, U(-1/sqrt(H), 1/sqrt(H)), in ONNX's
+gate order (LSTM: i, o, f, c; GRU: z, r, h); B holds both bias vectors
+(W-bias then R-bias), so the parameter count equals PyTorch's.  The GRU uses
+``linear_before_reset=1``, which is PyTorch's formulation.
+
+The defaults (hidden 512, input 512, 25 steps) are a DeepBench inference shape
+(DeepBench's RNN kernels use input width = hidden width, batch 1 for inference).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+
+from compiler.zoo.errors import ZooError
+from compiler.zoo.layers import GraphBuilder
+
+GATES = {"LSTM": 4, "GRU": 3}
+
+
+def build(name: str, *, seed: int, input_size: int, cell: str = "lstm", hidden_size: int = 512,
+          timesteps: int = 25, output_size: int = 0) -> onnx.ModelProto:
+    op = cell.upper()
+    if op not in GATES:
+        raise ZooError(f"{name}: cell must be 'lstm' or 'gru', not {cell!r}")
+    for field, value in (("hidden_size", hidden_size), ("input_size", input_size), ("timesteps", timesteps)):
+        if value < 1:
+            raise ZooError(f"{name}: {field} must be a positive integer, not {value}")
+    b = GraphBuilder(name, seed=seed)
+    x = b.input("input", (timesteps, 1, input_size))
+    gates, h = GATES[op], hidden_size
+    bound = 1.0 / math.sqrt(h)
+
+    def uniform(*shape: int) -> np.ndarray:
+        return b.rng.uniform(-bound, bound, shape).astype(np.float32)
+
+    path = cell.lower()
+    inputs = [x, b.param(f"{path}.W", uniform(1, gates * h, input_size)),
+              b.param(f"{path}.R", uniform(1, gates * h, h)),
+              b.param(f"{path}.B", uniform(1, 2 * gates * h))]
+    attrs = {"hidden_size": h, "direction": "forward", "layout": 0}
+    if op == "GRU":
+        attrs["linear_before_reset"] = 1
+    head = output_size > 0
+    # Y is only produced when it is used: a head reads Y_h alone.
+    y, y_h = b.multi_output_node(op, inputs, path, [("", None if head else (timesteps, 1, 1, h)),
+                                                     ("", (1, 1, h) if head else None)], **attrs)
+    if head:
+        last = b.reshape(y_h, (1, h), path)
+        out = b.gemm(last, output_size, "fc", output="output")
+    else:
+        out = b.reshape(y, (timesteps, 1, h), path, output="output")
+    return b.finish([out], doc=f"{name}: {op} hidden {h}, input {input_size}, {timesteps} steps"
+                               + (f", Gemm head to {output_size}" if head else ""))
