@@ -111,6 +111,16 @@ class Machine:
         self.timing = TimingModel(self.config)
         self._analysis: tuple[Program, list] | None = None  # last program and its steps
 
+    # ------------------------------------------------------------ loading (npu.backend.MachineLike)
+    def load_mrf(self, image, at: int = 0) -> None:
+        self.state.load_mrf(image, at)
+
+    def load_weight_dram(self, image, at: int = 0) -> None:
+        self.state.load_weight_dram(image, at)
+
+    def load_vectors(self, space: Space, addr: int, vectors: np.ndarray, mfu: int = 0) -> None:
+        self.state.load_vectors(space, addr, vectors, mfu)
+
     # ------------------------------------------------------------ queues
     def push_input(self, vectors: np.ndarray) -> None:
         """Append native vectors (any float dtype, rounded to fp16) to the input queue."""
