@@ -62,7 +62,7 @@ def _train(seed: int, hidden: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     from sklearn.neural_network import MLPClassifier
 
     x_train, _, y_train, _ = _split()
-    clf = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=1e-4, max_iter=300,
+    clf = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=1e-4, max_iter=200,
                         random_state=seed)
     with warnings.catch_warnings():
         # Adam stopping at max_iter is expected and harmless here; accuracy is checked.

@@ -57,10 +57,16 @@ class ZooModel:
 
 
 def _defaults(fn: Callable, **overrides) -> dict[str, object]:
-    """A builder's keyword defaults (less seed and input_size), so they are stated once."""
+    """A builder's keyword defaults (less seed, input_size and what a partial fixes),
+    so each default is stated once, in the builder's signature."""
+    fixed = fn.keywords if isinstance(fn, functools.partial) else {}
     params = {p.name: p.default for p in inspect.signature(fn).parameters.values()
-              if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+              if p.kind is p.KEYWORD_ONLY and p.default is not p.empty and p.name not in fixed}
     return {**params, **overrides}
+
+
+_LSTM = functools.partial(rnn.build, cell="lstm")
+_GRU = functools.partial(rnn.build, cell="gru")
 
 
 _MODELS = (
@@ -75,18 +81,17 @@ _MODELS = (
     ZooModel("ssd_vgg16", "SSD300 on VGG-16: outputs boxes [1,P,4] and scores [1,P,classes]",
              ssd.build, _defaults(ssd.build), input_size=300, kind="detector"),
     ZooModel("lstm", "one LSTM layer, DeepBench-like (hidden 512, input 512, 25 steps)",
-             functools.partial(rnn.build, cell="lstm"), _defaults(rnn.build, cell="lstm"),
+             _LSTM, _defaults(_LSTM),
              input_size=512, kind="rnn", min_input_size=1),
     ZooModel("gru", "one GRU layer (linear_before_reset=1), DeepBench-like (512/512/25)",
-             functools.partial(rnn.build, cell="gru"), _defaults(rnn.build, cell="gru"),
+             _GRU, _defaults(_GRU),
              input_size=512, kind="rnn", min_input_size=1),
     ZooModel("mlp", "MLP 784-512-512-10 with Relu",
              small.build_mlp, _defaults(small.build_mlp), input_size=784, min_input_size=1),
     ZooModel("tiny_cnn", "3x8x8 CNN with BN, pool and a residual Add (~69k MACs) for RTL runs",
              small.build_tiny_cnn, _defaults(small.build_tiny_cnn), input_size=8, min_input_size=2),
-    ZooModel("tiny_rnn", "LSTM hidden 8, input 8, 4 steps, Gemm head to 8, for RTL runs",
-             functools.partial(rnn.build, cell="lstm"),
-             _defaults(rnn.build, cell="lstm", hidden_size=8, timesteps=4, output_size=8),
+    ZooModel("tiny_rnn", "LSTM (or cell=gru) hidden 8, input 8, 4 steps, Gemm head to 8, for RTL runs",
+             rnn.build, _defaults(rnn.build, hidden_size=8, timesteps=4, output_size=8),
              input_size=8, kind="rnn", min_input_size=1),
     ZooModel("digits", "MLP 64-32-10 trained here on sklearn's 8x8 digits (see digits_dataset)",
              digits.build, _defaults(digits.build), input_size=8, min_input_size=8, max_input_size=8),
