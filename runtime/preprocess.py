@@ -1,0 +1,121 @@
+"""Image pre-processing as a model's manifest describes it.
+
+``manifest["preprocessing"]`` (keys in :mod:`npu.modelfile`): ``kind`` "image",
+``layout`` "NCHW" or "NHWC", ``size`` [H, W], ``resize`` (shorter side before
+the center crop; default ``size * 256 / 224``, the usual ImageNet ratio),
+``mean`` / ``std`` per channel on 0..1 pixel values.
+
+The steps, in order: decode (JPEG, PNG, anything Pillow reads) -> RGB ->
+resize the shorter side (bilinear) -> center crop -> scale to 0..1 ->
+normalize -> layout.  Servers use :func:`images_to_tensor` for string tensors
+that carry encoded images.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from npu.modelfile import TensorSpec
+from runtime.errors import InvalidRequest
+
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # a decompression bomb is refused, not decoded
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """The parts of ``preprocessing`` an image input needs."""
+
+    size: tuple[int, int]
+    resize: int
+    layout: str = "NCHW"
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    dtype: str = "float32"
+
+    @classmethod
+    def from_manifest(cls, manifest: dict, spec: TensorSpec | None = None) -> "ImageConfig | None":
+        """The image config of a model, or None when its input is not an image."""
+        pre = manifest.get("preprocessing") or {}
+        if pre.get("kind", "image" if pre else "none") != "image":
+            return None
+        layout = str(pre.get("layout", "NCHW")).upper()
+        if layout not in ("NCHW", "NHWC"):
+            raise ValueError(f"preprocessing.layout must be NCHW or NHWC, not {layout!r}")
+        if "size" in pre:
+            h, w = (int(v) for v in pre["size"])
+        elif spec is not None and len(spec.shape) == 4:
+            h, w = (spec.shape[2], spec.shape[3]) if layout == "NCHW" else (spec.shape[1], spec.shape[2])
+        else:
+            raise ValueError("preprocessing.size is missing and the input shape does not give it")
+        resize = int(pre.get("resize") or round(max(h, w) * 256 / 224))
+        mean = tuple(float(v) for v in pre.get("mean", (0.0, 0.0, 0.0)))
+        std = tuple(float(v) for v in pre.get("std", (1.0, 1.0, 1.0)))
+        return cls((h, w), resize, layout, mean, std, spec.dtype if spec else "float32")
+
+
+def decode(data: bytes):
+    """Decode encoded image bytes to an RGB Pillow image; InvalidRequest if they are not an image."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception as exc:  # Pillow raises many types for bad data
+        head = bytes(data[:8])
+        raise InvalidRequest(f"cannot decode the image ({len(data)} bytes starting {head!r}): {exc}; "
+                             "expected JPEG or PNG bytes") from None
+    return image.convert("RGB")
+
+
+def resize_and_crop(image, size: tuple[int, int], resize: int):
+    """Resize the shorter side to ``resize`` (bilinear), then center-crop to ``size`` (H, W)."""
+    from PIL import Image
+
+    w, h = image.size
+    scale = resize / min(w, h)
+    nw, nh = max(size[1], round(w * scale)), max(size[0], round(h * scale))
+    image = image.resize((nw, nh), Image.BILINEAR)
+    left, top = (nw - size[1]) // 2, (nh - size[0]) // 2
+    return image.crop((left, top, left + size[1], top + size[0]))
+
+
+def to_tensor(pixels: np.ndarray, config: ImageConfig) -> np.ndarray:
+    """HWC uint8 RGB pixels (already cropped) -> one normalized image, layout CHW or HWC."""
+    x = pixels.astype(np.float32) / 255.0
+    x = (x - np.asarray(config.mean, np.float32)) / np.asarray(config.std, np.float32)
+    if config.layout == "NCHW":
+        x = x.transpose(2, 0, 1)
+    return np.ascontiguousarray(x, dtype=config.dtype)
+
+
+def preprocess_image(image, config: ImageConfig) -> np.ndarray:
+    """Encoded bytes, a Pillow image or an HWC uint8 array -> one model-ready image (no batch axis)."""
+    from PIL import Image
+
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        image = decode(bytes(image))
+    elif isinstance(image, np.ndarray):
+        image = Image.fromarray(image.astype(np.uint8)).convert("RGB")
+    else:
+        image = image.convert("RGB")
+    cropped = resize_and_crop(image, config.size, config.resize)
+    return to_tensor(np.asarray(cropped), config)
+
+
+def images_to_tensor(images, config: ImageConfig) -> np.ndarray:
+    """A batch of encoded images (a string tensor, any shape of N elements) -> [N, ...] floats."""
+    items = list(np.asarray(images, dtype=object).reshape(-1))
+    if not items:
+        raise InvalidRequest("the image input is empty; expected one or more encoded JPEG or PNG images")
+    return np.stack([preprocess_image(_as_bytes(item), config) for item in items])
+
+
+def _as_bytes(item) -> bytes:
+    if isinstance(item, str):
+        return item.encode("latin-1")
+    if isinstance(item, (bytes, bytearray, np.bytes_)):
+        return bytes(item)
+    raise InvalidRequest(f"an image input element must be encoded image bytes, not {type(item).__name__}")
