@@ -1,0 +1,97 @@
+"""runtime.load / Session / SessionPool."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import runtime
+from npu.modelfile import RunStats, read_model
+from runtime.errors import InvalidRequest, ModelNotFound
+from runtime.registry import Registry
+
+from conftest import reference_scores
+
+
+def test_load_and_run(tiny_model):
+    session = runtime.load(str(tiny_model))
+    assert [s.name for s in session.inputs] == ["images"]
+    assert [s.name for s in session.outputs] == ["scores", "probs"]
+    assert session.last_stats is None
+    x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+    out = session.run({"images": x})
+    np.testing.assert_allclose(out["scores"], reference_scores(x), atol=1e-4)
+    assert isinstance(session.last_stats, RunStats) and session.last_stats.npu_cycles > 0
+    assert session.last_stats.wall_time_s > 0
+
+
+def test_load_model_file_and_registry_ref(tiny_model):
+    assert runtime.load(read_model(tiny_model)).inputs[0].shape == (1, 3, 16, 16)
+    Registry().register(tiny_model, "tiny")
+    Registry().register(tiny_model, "tiny")
+    session = runtime.load("tiny:1")
+    assert (session.name, session.version) == ("tiny", 1)
+    assert runtime.load("tiny").version == 2
+    with pytest.raises(ModelNotFound):
+        runtime.load("nope")
+
+
+def test_aliases_casts_and_batches(tiny_model):
+    session = runtime.load(tiny_model)
+    x = np.random.default_rng(1).random((4, 3, 16, 16))  # float64, batch of 4
+    out = session.run({"images:0": x})
+    assert out["scores"].shape == (4, 1000)
+    np.testing.assert_allclose(out["scores"], reference_scores(x.astype(np.float32)), atol=1e-4)
+    assert session.last_stats.extra == {"batch": 4}
+
+
+@pytest.mark.parametrize("feeds, message", [
+    ({"images": np.zeros((1, 3, 8, 8), np.float32)}, r"must have shape \[1, 3, 16, 16\].*got \[1, 3, 8, 8\]"),
+    ({"images": np.zeros((1, 3, 16, 16), np.int32)}, r"must be float32 \[1, 3, 16, 16\], got int32"),
+    ({"pixels": np.zeros((1, 3, 16, 16), np.float32)}, r"no input 'pixels'; its inputs are images \(float32"),
+    ({}, r"needs input images"),
+])
+def test_bad_feeds_say_what_was_expected(tiny_model, feeds, message):
+    with pytest.raises(InvalidRequest, match=message):
+        runtime.load(tiny_model).run(feeds)
+
+
+def test_backend_checked(tiny_model):
+    with pytest.raises(ValueError, match="backend must be one of sim, rtl"):
+        runtime.load(tiny_model, backend="gpu")
+
+
+def test_session_runs_one_request_at_a_time(tiny_model):
+    session = runtime.load(tiny_model)
+    active, peak = [0], [0]
+    real_run = session._executor.run
+
+    def run(feeds):
+        active[0] += 1
+        peak[0] = max(peak[0], active[0])
+        try:
+            return real_run(feeds)
+        finally:
+            active[0] -= 1
+
+    session._executor.run = run
+    x = np.zeros((1, 3, 16, 16), np.float32)
+    threads = [threading.Thread(target=lambda: [session.run({"images": x}) for _ in range(20)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 1
+
+
+def test_pool_lends_distinct_sessions(tiny_model):
+    pool = runtime.SessionPool(read_model(tiny_model), size=2)
+    with pool.session() as a, pool.session() as b:
+        assert a is not b
+        with pytest.raises(TimeoutError, match="no free NPU session"):
+            with pool.session(timeout=0.05):
+                pass
+    assert pool.run({"images": np.zeros((1, 3, 16, 16), np.float32)})["probs"].shape == (1, 1000)
+    with pytest.raises(ValueError, match="pool size must be a positive integer"):
+        runtime.SessionPool(read_model(tiny_model), size=0)
