@@ -246,15 +246,18 @@ def fp16_add(a, b):
     # float32 holds 24 >= 2*11 + 2 bits: rounding the float32 sum to fp16 is a
     # single correct rounding (double rounding is innocuous), which is what
     # numpy's float16 arithmetic does.
-    return canonicalize_nan(np.add(a, b, dtype=np.float16))
+    with np.errstate(all="ignore"):  # inf - inf, overflow: defined IEEE results
+        return canonicalize_nan(np.add(a, b, dtype=np.float16))
 
 
 def fp16_sub(a, b):
-    return canonicalize_nan(np.subtract(a, b, dtype=np.float16))
+    with np.errstate(all="ignore"):  # inf - inf, overflow: defined IEEE results
+        return canonicalize_nan(np.subtract(a, b, dtype=np.float16))
 
 
 def fp16_mul(a, b):
-    return canonicalize_nan(np.multiply(a, b, dtype=np.float16))
+    with np.errstate(all="ignore"):  # inf - inf, overflow: defined IEEE results
+        return canonicalize_nan(np.multiply(a, b, dtype=np.float16))
 
 
 def fp16_max(a, b):
@@ -274,7 +277,8 @@ def fp16_relu(a):
 
 def fp16_lrelu(a, alpha: np.float16):
     """``a if a > 0 else fp16(a * alpha)``."""
-    return canonicalize_nan(np.where(a > 0, a, np.multiply(a, alpha, dtype=np.float16)).astype(np.float16))
+    with np.errstate(all="ignore"):
+        return canonicalize_nan(np.where(a > 0, a, np.multiply(a, alpha, dtype=np.float16)).astype(np.float16))
 
 
 # ------------------------------------------------------------------ activations
@@ -343,8 +347,9 @@ def fp16_activation(fn: str, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float16)
     a, b = activation_table(fn)
     idx = activation_index(x)
-    prod = np.multiply(a[idx], x, dtype=np.float16)
-    # inf * 0 on the saturating entry would be NaN: the saturating entry ignores x.
-    prod = np.where(idx % ACT_ENTRIES_PER_SIGN == ACT_SATURATE, np.float16(0), prod)
-    y = np.add(prod, b[idx], dtype=np.float16)
+    with np.errstate(all="ignore"):
+        prod = np.multiply(a[idx], x, dtype=np.float16)
+        # inf * 0 on the saturating entry would be NaN: the saturating entry ignores x.
+        prod = np.where(idx % ACT_ENTRIES_PER_SIGN == ACT_SATURATE, np.float16(0), prod)
+        y = np.add(prod, b[idx], dtype=np.float16)
     return _where_nan(y, x)

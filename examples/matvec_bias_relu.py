@@ -1,0 +1,39 @@
+"""A matrix-vector product with bias and ReLU, hand-written in NPU assembly.
+
+Runs examples/matvec_bias_relu.s on the simulator and compares with numpy.
+Usage: python examples/matvec_bias_relu.py
+"""
+from pathlib import Path
+
+import numpy as np
+
+from npu.asm import assemble
+from npu.config import get_config
+from npu.isa import Space
+from npu.program import Program
+from npu.weights import tile_matrix
+from sim.machine import Machine
+
+config = get_config("tiny")
+rng = np.random.default_rng(7)
+W = rng.normal(0, 0.3, size=(16, 24))
+b = rng.normal(0, 0.5, size=16)
+x = rng.normal(0, 1.0, size=24)
+
+program = Program(config, assemble((Path(__file__).parent / "matvec_bias_relu.s").read_text()))
+machine = Machine(config)
+image, rows, cols = tile_matrix(W, config)
+machine.load_mrf(image)
+machine.load_vectors(Space.ASVRF, 0, b.reshape(-1, config.native_dim), mfu=0)
+machine.push_input(x)
+result = machine.run(program)
+y = machine.pop_output().astype(np.float64).ravel()
+
+reference = np.maximum(W @ x + b, 0)
+# msfp16-like weights and activations: 7 mantissa bits, so about 2**-7 relative per product.
+err = np.abs(y - reference).max()
+bound = 2 ** -6 * (np.abs(W) @ np.abs(x)).max() + 2 ** -10 * np.abs(reference).max()
+print(f"y = {np.round(y, 3)}")
+print(f"max |y - numpy| = {err:.4g} (bound {bound:.4g}); {result.cycles} cycles, "
+      f"{result.latency_us:.2f} us, utilization {100 * result.utilization:.1f} %")
+assert err <= bound, "NPU result differs from numpy beyond the format's error bound"

@@ -1,0 +1,20 @@
+import pytest
+
+from npu.errors import ModelFileError
+from npu.modelfile import TensorSpec, read_model, write_model
+
+
+def test_round_trip_and_refusals(tmp_path):
+    path = tmp_path / "m.npu"
+    write_model(path, {"inputs": [TensorSpec("x", (1, 3)).to_dict()]}, {"program.bin": b"abc", "w": b"\x00" * 100})
+    m = read_model(path)
+    assert m.member("program.bin") == b"abc" and m.inputs == [TensorSpec("x", (1, 3))]
+    data = path.read_bytes()
+    (tmp_path / "t.npu").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="truncated or corrupt"):
+        read_model(tmp_path / "t.npu")
+    tampered = data.replace(b"abc", b"abd")
+    with pytest.raises(ModelFileError, match="program.bin"):
+        read_model(tampered)
+    with pytest.raises(ModelFileError, match="cannot read"):
+        read_model(tmp_path / "missing.npu")
