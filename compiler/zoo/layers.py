@@ -61,7 +61,6 @@ class GraphBuilder:
         self._model = onnx.ModelProto()
         self._graph = self._model.graph
         self._initializer_names: set[str] = set()
-        self._outputs: list[str] = []
         self._node_names: set[str] = set()
 
     # -- graph plumbing -------------------------------------------------------------
@@ -86,13 +85,11 @@ class GraphBuilder:
         self.shapes[name] = array.shape
         return name
 
-    def node(self, op: str, inputs: Sequence[str], path: str, shape: Sequence[int],
-             *, output: str | None = None, **attrs) -> str:
-        """Append one node with a single output of the given shape and return that output.
+    def _node_name(self, path: str, op: str) -> str:
+        """``/layer1/0/conv1/Conv`` for module path ``layer1.0.conv1``.
 
-        ``path`` is the module path (``layer1.0.conv1``); a node reusing a path
-        (a module called twice, as torchvision's shared ``relu``) gets ``_1``,
-        ``_2``... on its last scope, as the exporter does.
+        A module called twice (torchvision's shared ``relu``) gets ``_1``, ``_2``...
+        on its last scope, as the exporter does.
         """
         scope = "/" + path.replace(".", "/") if path else ""
         name = f"{scope}/{op}"
@@ -101,32 +98,40 @@ class GraphBuilder:
             k += 1
             name = f"{scope}_{k}/{op}"
         self._node_names.add(name)
-        out = output or f"{name}_output_0"
+        return name
+
+    def _shape(self, path: str, shape: Sequence[int]) -> Shape:
         shape = tuple(int(d) for d in shape)
         if min(shape) < 1:
-            raise ZooError(f"{self.name}: the input is too small: {path or op} would produce "
+            raise ZooError(f"{self.name}: the input is too small: {path} would produce "
                            f"a tensor of shape {list(shape)}; use a larger input size")
-        self.shapes[out] = shape
+        return shape
+
+    def node(self, op: str, inputs: Sequence[str], path: str, shape: Sequence[int],
+             *, output: str | None = None, **attrs) -> str:
+        """Append one node with a single output of the given shape and return that output.
+
+        ``path`` is the module path (``layer1.0.conv1``) the node is named after;
+        ``output`` names the output instead of ``<node name>_output_0``.
+        """
+        name = self._node_name(path, op)
+        out = output or f"{name}_output_0"
+        self.shapes[out] = self._shape(path or op, shape)
         self._graph.node.append(helper.make_node(op, list(inputs), [out], name=name, **attrs))
         return out
 
     def multi_output_node(self, op: str, inputs: Sequence[str], path: str,
-                          outputs: Sequence[tuple[str, Shape | None]], **attrs) -> list[str]:
-        """Append a node with several outputs; an output given as ``None`` shape is left out ('')."""
-        scope = "/" + path.replace(".", "/") if path else ""
-        name = f"{scope}/{op}"
-        assert name not in self._node_names, name
-        self._node_names.add(name)
-        names = []
-        for i, (suffix, shape) in enumerate(outputs):
-            if shape is None:
-                names.append("")
-                continue
-            out = f"{name}_output_{i}" if not suffix else suffix
-            self.shapes[out] = tuple(shape)
-            names.append(out)
-        self._graph.node.append(helper.make_node(op, list(inputs), names, name=name, **attrs))
-        return names
+                          shapes: Sequence[Sequence[int] | None], **attrs) -> list[str]:
+        """Append a node with several outputs; one whose shape is ``None`` is not produced ('')."""
+        name = self._node_name(path, op)
+        outputs = []
+        for i, shape in enumerate(shapes):
+            out = "" if shape is None else f"{name}_output_{i}"
+            if out:
+                self.shapes[out] = self._shape(path or op, shape)
+            outputs.append(out)
+        self._graph.node.append(helper.make_node(op, list(inputs), outputs, name=name, **attrs))
+        return outputs
 
     def finish(self, outputs: Sequence[str], *, doc: str = "") -> onnx.ModelProto:
         """Close the graph with the given outputs and return the model (opset 17).

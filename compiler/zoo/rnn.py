@@ -51,8 +51,8 @@ def build(name: str, *, seed: int, input_size: int, cell: str = "lstm", hidden_s
         attrs["linear_before_reset"] = 1
     head = output_size > 0
     # Y is only produced when it is used: a head reads Y_h alone.
-    y, y_h = b.multi_output_node(op, inputs, path, [("", None if head else (timesteps, 1, 1, h)),
-                                                     ("", (1, 1, h) if head else None)], **attrs)
+    y, y_h = b.multi_output_node(op, inputs, path, [None if head else (timesteps, 1, 1, h),
+                                                     (1, 1, h) if head else None], **attrs)
     if head:
         last = b.reshape(y_h, (1, h), path)
         out = b.gemm(last, output_size, "fc", output="output")

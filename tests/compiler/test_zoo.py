@@ -94,12 +94,15 @@ def test_cnns_take_64(name):
     assert all(np.isfinite(v).all() for v in run(model).values())
 
 
+def float_weights(model: onnx.ModelProto) -> dict[str, bytes]:
+    return {t.name: t.raw_data for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+
+
 def test_same_seed_same_model_other_seed_other_weights():
     for name in ("tiny_cnn", "resnet50", "lstm", "digits"):
         a, b, c = small_build(name), zoo.build(name, **small_kwargs(name)), small_build(name, seed=1)
         assert a.SerializeToString() == b.SerializeToString(), name
-        weights = lambda m: {t.name: t.raw_data for t in m.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
-        wa, wc = weights(a), weights(c)
+        wa, wc = float_weights(a), float_weights(c)
         assert wa.keys() == wc.keys()
         assert all(wa[k] != wc[k] for k in wa), name
 
@@ -189,9 +192,10 @@ def test_rnn_defaults_are_deepbench_like_and_gru_resets_like_pytorch():
 def test_tiny_models_fit_rtl_simulation():
     cnn = zoo.build("tiny_cnn")
     assert zoo.count_macs(cnn) < 100_000
-    assert {"Conv", "BatchNormalization", "MaxPool", "Add", "GlobalAveragePool", "Gemm"} <= set(op_counts(cnn))
+    expected_ops = {"Conv", "BatchNormalization", "MaxPool", "Add", "GlobalAveragePool", "Gemm"}
+    assert expected_ops <= op_counts(cnn).keys()
     rnn = zoo.build("tiny_rnn")
-    assert {"LSTM", "Gemm"} <= set(op_counts(rnn))
+    assert {"LSTM", "Gemm"} <= op_counts(rnn).keys()
     assert run(rnn)["output"].shape == (1, 8)
 
 
@@ -214,7 +218,9 @@ def test_digits_is_trained_and_its_accuracy_is_the_exported_models():
     model = zoo.build("digits")
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     predicted = [session.run(None, {"input": x[None]})[0].argmax() for x in data.x_test]
-    assert np.mean(np.array(predicted) == data.y_test) == pytest.approx(data.float_accuracy, abs=1 / len(data.y_test))
+    accuracy = np.mean(np.array(predicted) == data.y_test)
+    # float32 in numpy and in onnxruntime may round one borderline digit differently.
+    assert accuracy == pytest.approx(data.float_accuracy, abs=1 / len(data.y_test))
 
 
 # -- errors --------------------------------------------------------------------------
