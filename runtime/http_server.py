@@ -63,10 +63,11 @@ def _http_status(exc: Exception) -> tuple[int, str]:
     return 500, f"internal error: {type(exc).__name__}: {exc}"
 
 
-def _json_value(array: np.ndarray):
+def _json_value(array: np.ndarray) -> list:
+    """The v2 JSON ``data`` of an array: flat, row-major."""
     if array.dtype == object:
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in array.reshape(-1)]
-    return array.tolist()
+    return array.reshape(-1).tolist()
 
 
 class Handler(BaseHTTPRequestHandler):
