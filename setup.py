@@ -2,7 +2,7 @@
 
 Dependencies are pinned to versions checked to work together on Python 3.11.
 """
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from Cython.Build import cythonize
 import numpy
 
@@ -46,7 +46,7 @@ setup(
     version="0.1.0",
     description="An open Brainwave-style NPU toolkit: compiler, simulator, RTL and runtime",
     python_requires=">=3.11",
-    packages=["npu", "compiler", "sim", "rtl", "runtime"],
+    packages=find_packages(include=["npu*", "compiler*", "sim*", "rtl*", "runtime*"]),
     package_data={"npu": ["data/*"], "runtime": ["data/*", "protos/**/*"]},
     ext_modules=extensions,
     install_requires=RUNTIME_DEPS,

@@ -168,7 +168,8 @@ def bfp_quantize(x: np.ndarray, fmt: BfpFormat, block: int) -> tuple[np.ndarray,
     x = np.asarray(x, dtype=np.float64)
     if x.shape[-1] % block:
         raise FormatError(f"length {x.shape[-1]} is not a multiple of the BFP block {block}")
-    x = np.nan_to_num(x, nan=0.0, posinf=np.finfo(np.float64).max, neginf=-np.finfo(np.float64).max)
+    if not np.isfinite(x).all():
+        x = np.nan_to_num(x, nan=0.0, posinf=np.finfo(np.float64).max, neginf=-np.finfo(np.float64).max)
     xb = x.reshape(*x.shape[:-1], x.shape[-1] // block, block)
     amax = np.abs(xb).max(axis=-1)
     _, p = np.frexp(amax)  # amax = f * 2**p, f in [0.5, 1): floor(log2 amax) = p - 1
@@ -182,8 +183,10 @@ def bfp_quantize(x: np.ndarray, fmt: BfpFormat, block: int) -> tuple[np.ndarray,
 
 def bfp_values(mant: np.ndarray, exp: np.ndarray, fmt: BfpFormat, block: int) -> np.ndarray:
     """The exact float64 values of BFP data (mantissas [..., L], exponents [..., L // block])."""
-    e = np.repeat(np.asarray(exp, dtype=np.int64), block, axis=-1)
-    return np.ldexp(np.asarray(mant, dtype=np.float64), e - (fmt.mant_bits - 1))
+    mant = np.asarray(mant)
+    scale = np.ldexp(1.0, np.asarray(exp, dtype=np.int64) - (fmt.mant_bits - 1))  # exact powers of two
+    v = mant.reshape(*mant.shape[:-1], -1, block) * scale[..., None]
+    return v.reshape(mant.shape)
 
 
 def flush_blocks(mant: np.ndarray, exp: np.ndarray, block: int, window: int) -> np.ndarray:

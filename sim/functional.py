@@ -142,21 +142,81 @@ class Executor:
         cfg = self.config
         n, block, afmt = cfg.native_dim, cfg.block, cfg.act_fmt
         w = self._weights(c, text)
-        if read_index is not None:
-            # Quantize each source vector once (blocks never straddle vectors), then gather.
-            mem = self.state.memory(c.read.space, c.read.mfu)
-            lo, hi = int(read_index.min()), int(read_index.max()) + 1
-            mant, exp = bfp_quantize(mem[lo:hi], afmt, block)
-            idx = read_index - lo
-            mant, exp = mant[idx], exp[idx]  # [it, width, N], [it, width, N/block]
+        if read_index is None:  # queue or ZERO: the vectors are already in hand
+            it = x.shape[0]
+            mant, exp = bfp_quantize(x.reshape(it, -1), afmt, block)
+            xv = bfp_values(flush_blocks(mant, exp, block, self.act_window), exp, afmt, block)
+            return to_fp16(xv @ w).reshape(it, c.rows, n)
+        # Quantize each source vector once (blocks never straddle vectors): values, exponents and
+        # nonzero flags of the region the chain reads, then work on the small exponent arrays.
+        mem = self.state.memory(c.read.space, c.read.mfu)
+        lo, hi = int(read_index.min()), int(read_index.max()) + 1
+        mant, exp = bfp_quantize(mem[lo:hi], afmt, block)
+        nb = n // block
+        nonzero = (mant.reshape(hi - lo, nb, block) != 0).any(axis=-1)
+        vals = bfp_values(mant, exp, afmt, block)
+        idx = read_index - lo
+        it = idx.shape[0]
+        e = np.where(nonzero, exp, np.iinfo(np.int16).min)[idx]        # [it, width, nb]
+        eref = e.reshape(it, -1).max(axis=1)
+        flushed = e < (eref - self.act_window)[:, None, None]
+        flushed &= e != np.iinfo(np.int16).min
+        if flushed.any():
+            xv = vals[idx].reshape(it, -1, nb, block)
+            xv[flushed] = 0.0
+            y = xv.reshape(it, -1) @ w
         else:
-            mant, exp = bfp_quantize(x, afmt, block)
-        it = mant.shape[0]
-        mant = mant.reshape(it, -1)
-        exp = exp.reshape(it, -1)
-        mant = flush_blocks(mant, exp, block, self.act_window)
-        xv = bfp_values(mant, exp, afmt, block)
-        return to_fp16(xv @ w).reshape(it, c.rows, n)
+            y = _strided_gemm(c, vals, int(idx[0, 0]) - int(c.read_offsets()[0]), w, n)
+            if y is None:
+                y = vals[idx].reshape(it, -1) @ w
+        return to_fp16(y).reshape(it, c.rows, n)
+
+
+def _strided_gemm(c: Chain, vals: np.ndarray, base: int, w: np.ndarray, n: int) -> np.ndarray | None:
+    """The chain's GEMM without materialising its gathered input, or None when it does not pay.
+
+    The read window is cut into chunks of L contiguous vectors; for each chunk the iterations' inputs are
+    rows of a strided view of ``vals`` (row stride = the inner address stride), so the product is a sum of
+    plain BLAS GEMMs.  Where the outer stride is not a whole number of inner strides apart from the inner
+    loop's extent (a padded feature map), the extra rows are computed and dropped.  Exact because every
+    partial sum of an MVM dot product is exact in float64 (npu.numerics.flush_windows).
+    """
+    io, ii = c.iter_outer, c.iter_inner
+    if io * ii < 16:
+        return None
+    offsets = c.read_offsets()
+    width = len(offsets)
+    if ii > 1:
+        stride = c.read.si
+        if io > 1 and (stride <= 0 or c.read.so % stride):
+            return None
+        ext = c.read.so // stride if io > 1 else ii
+    else:
+        stride, ext = c.read.so, 1
+    if stride <= 0 or ext < ii:
+        return None
+    rows_ext = (io - 1) * ext + ii
+    if rows_ext > 1.3 * io * ii:
+        return None
+    run = c.win_run if c.win_run > 0 else width
+    chunk = int(np.gcd(stride, run))
+    if width % chunk:
+        return None
+    flat = vals.reshape(-1)
+    item = flat.itemsize
+    y = None
+    for k in range(width // chunk):
+        start = (base + int(offsets[k * chunk])) * n
+        if start < 0 or start + ((rows_ext - 1) * stride + chunk) * n > flat.size:
+            return None
+        view = np.lib.stride_tricks.as_strided(flat[start:], shape=(rows_ext, chunk * n),
+                                               strides=(stride * n * item, item), writeable=False)
+        part = view @ w[k * chunk * n:(k + 1) * chunk * n]
+        y = part if y is None else y.__iadd__(part)
+    if ext != ii:
+        keep = (np.arange(io)[:, None] * ext + np.arange(ii)[None, :]).ravel()
+        y = y[keep]
+    return y
 
 
 def check_iteration_hazards(c: Chain, text: str, read_offsets: np.ndarray) -> None:
