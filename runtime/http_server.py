@@ -73,6 +73,9 @@ def _json_value(array: np.ndarray) -> list:
 class Handler(BaseHTTPRequestHandler):
     server_version = f"{SERVER_NAME}/{SERVER_VERSION}"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, a keep-alive client's
+    # delayed ACK stalls the second one by ~40 ms.
+    disable_nagle_algorithm = True
     model_server: ModelServer  # set on the subclass made by build_http_server
 
     def log_message(self, format, *args):  # noqa: A002 -- the stdlib's signature
