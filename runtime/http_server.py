@@ -265,13 +265,15 @@ class Handler(BaseHTTPRequestHandler):
             from google.protobuf import json_format
 
             status = model_status(server, name, int(version) if version and version.isdigit() else None)
-            self._send_json(200, json_format.MessageToDict(status, preserving_proto_field_name=True))
+            self._send_json(200, json_format.MessageToDict(status, preserving_proto_field_name=True,
+                                                               always_print_fields_with_no_presence=True))
             return None
         if method == "GET" and rest == "/metadata":
             from google.protobuf import json_format
 
             model = server.get(name, version)
-            sigmap = json_format.MessageToDict(signature_def_map(model), preserving_proto_field_name=True)
+            sigmap = json_format.MessageToDict(signature_def_map(model), preserving_proto_field_name=True,
+                                                always_print_fields_with_no_presence=True)
             self._send_json(200, {"model_spec": {"name": model.name, "signature_name": "",
                                                  "version": str(model.version)},
                                   "metadata": {"signature_def": sigmap}})

@@ -247,7 +247,8 @@ def test_tf_rest_predict_rows_and_columns(server, sample_jpeg):
 def test_tf_rest_status_and_metadata(server):
     status, raw, _ = http(server, "GET", "/v1/models/tiny")
     assert status == 200
-    assert json.loads(raw)["model_version_status"][0]["state"] == "AVAILABLE"
+    assert json.loads(raw)["model_version_status"] == [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
     status, raw, _ = http(server, "GET", "/v1/models/tiny/metadata")
     meta = json.loads(raw)
     assert status == 200 and meta["model_spec"]["version"] == "1"
