@@ -25,7 +25,6 @@ import json
 import logging
 import re
 import time
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
