@@ -275,7 +275,9 @@ def fp16_min(a, b):
 
 def fp16_relu(a):
     """``a if a > 0 else +0`` (NaN gives +0: it is a comparison)."""
-    return np.where(a > 0, a, np.float16(0)).astype(np.float16)
+    bits = np.ascontiguousarray(a, dtype=np.float16).view(np.uint16)
+    # x > 0 exactly when the sign is clear and the bits are nonzero and not a NaN (<= +inf)
+    return np.where((bits >= 1) & (bits <= 0x7C00), bits, np.uint16(0)).view(np.float16)
 
 
 def fp16_lrelu(a, alpha: np.float16):

@@ -23,7 +23,11 @@ from npu.numerics import (bfp_quantize, bfp_values, flush_blocks, flush_windows,
                           fp16_lrelu, fp16_max, fp16_min, fp16_mul, fp16_relu, fp16_sub, to_fp16, weight_span_ok)
 from npu.program import Chain, Dma, Operand
 from npu.weights import untile
+from sim._kernels import quantize_fp16
 from sim.state import MachineState
+
+# fp16 bits -> float32, for the quantization kernel
+_FP16_TO_F32 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 
 
 def iteration_bases(chain: Chain, op: Operand) -> np.ndarray:
@@ -151,10 +155,9 @@ class Executor:
         # nonzero flags of the region the chain reads, then work on the small exponent arrays.
         mem = self.state.memory(c.read.space, c.read.mfu)
         lo, hi = int(read_index.min()), int(read_index.max()) + 1
-        mant, exp = bfp_quantize(mem[lo:hi], afmt, block)
         nb = n // block
-        nonzero = (mant.reshape(hi - lo, nb, block) != 0).any(axis=-1)
-        vals = bfp_values(mant, exp, afmt, block)
+        vals, exp, nonzero = quantize_fp16(mem[lo:hi], block, afmt.mant_bits, afmt.emin, afmt.emax, _FP16_TO_F32)
+        nonzero = nonzero.view(bool)
         idx = read_index - lo
         it = idx.shape[0]
         e = np.where(nonzero, exp, np.iinfo(np.int16).min)[idx]        # [it, width, nb]

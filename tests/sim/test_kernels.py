@@ -1,0 +1,23 @@
+"""The simulator's C kernels against the numerics contract they implement."""
+import numpy as np
+import pytest
+
+from npu import numerics as nm
+from sim._kernels import quantize_fp16
+from sim.functional import _FP16_TO_F32
+
+
+@pytest.mark.parametrize("name", ["msfp16", "msfp12", "ms-fp9", "ms-fp8", "bfp-e8m7b8", "bfp-e6m4b4"])
+def test_quantize_kernel_equals_numerics(name, rng):
+    fmt = nm.get_bfp_format(name)
+    block = fmt.block_size(32)
+    # every fp16 bit pattern appears, including subnormals, infinities and NaNs, plus typical data
+    allbits = rng.permutation(np.arange(1 << 16, dtype=np.uint32)).astype(np.uint16).view(np.float16)
+    typical = (rng.normal(size=32 * 512) * 2.0 ** rng.integers(-26, 16, size=32 * 512 // block).repeat(block))
+    for x in (allbits.reshape(-1, 32), typical.astype(np.float16).reshape(-1, 32)):
+        vals, exps, nz = quantize_fp16(x, block, fmt.mant_bits, fmt.emin, fmt.emax, _FP16_TO_F32)
+        with np.errstate(all="ignore"):
+            m, e = nm.bfp_quantize(x, fmt, block)
+        np.testing.assert_array_equal(exps, e)
+        np.testing.assert_array_equal(vals.view(np.uint64), nm.bfp_values(m, e, fmt, block).view(np.uint64))
+        np.testing.assert_array_equal(nz.view(bool), (m.reshape(len(x), -1, block) != 0).any(-1))
