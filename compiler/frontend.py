@@ -1,0 +1,190 @@
+"""ONNX in, :class:`compiler.ir.Graph` out.
+
+Loads a path, bytes or ``onnx.ModelProto`` (with external data), fixes
+dynamic input dimensions from ``input_shapes``, runs ``onnx.checker`` and
+shape inference, and turns every initializer and ``Constant`` into a constant
+:class:`~compiler.ir.Tensor`.  Every problem is a :class:`CompileError` that
+says how to fix it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference
+
+from compiler.ir import Graph, Node, Tensor
+from npu.errors import CompileError
+
+MIN_OPSET = 9
+
+
+def parse_input_shapes(specs) -> dict[str, tuple[int, ...]]:
+    """``["input=1,3,224,224", ...]`` (or a dict) -> {name: shape}."""
+    if not specs:
+        return {}
+    if isinstance(specs, dict):
+        return {k: tuple(int(d) for d in v) for k, v in specs.items()}
+    out = {}
+    for spec in specs:
+        name, sep, dims = str(spec).rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or min(shape) <= 0:
+            raise CompileError(f"--input-shape {spec!r} is not NAME=D1,D2,... with positive dimensions",
+                               hint="e.g. --input-shape input=1,3,224,224")
+        out[name] = shape
+    return out
+
+
+def load_model(source, input_shapes=None) -> onnx.ModelProto:
+    """Read, fix input shapes, check and shape-infer an ONNX model."""
+    if isinstance(source, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+        base_dir = None
+    else:
+        try:
+            if isinstance(source, (bytes, bytearray)):
+                model = onnx.load_from_string(bytes(source))
+                base_dir = None
+            else:
+                path = Path(os.fspath(source))
+                if not path.exists():
+                    raise CompileError(f"{path}: no such file")
+                model = onnx.load(str(path), load_external_data=False)
+                base_dir = str(path.parent)
+        except CompileError:
+            raise
+        except Exception as exc:  # protobuf raises DecodeError and friends
+            raise CompileError(f"{source if not isinstance(source, bytes) else '<bytes>'}: not a valid ONNX model "
+                               f"({type(exc).__name__}: {exc})", hint="check the file is a complete .onnx export") from None
+    if base_dir is not None:
+        try:
+            onnx.external_data_helper.load_external_data_for_model(model, base_dir)
+        except (OSError, ValueError) as exc:
+            raise CompileError(f"cannot load the model's external data: {exc}",
+                               hint="keep the .onnx file next to its external data files") from None
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset < MIN_OPSET:
+        raise CompileError(f"model uses ONNX opset {opset}; the compiler needs opset >= {MIN_OPSET}",
+                           hint="re-export with a newer opset or run onnx.version_converter.convert_version")
+    _fix_input_shapes(model, parse_input_shapes(input_shapes))
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise CompileError(f"the model fails onnx.checker: {str(exc).splitlines()[0]}",
+                           hint="re-export the model, or fix it with onnx tools") from None
+    try:
+        model = shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:
+        raise CompileError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}") from None
+    return model
+
+
+def _fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> None:
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    names = {i.name for i in inputs}
+    for name in shapes:
+        if name not in names:
+            raise CompileError(f"--input-shape names {name!r}, which is not a model input",
+                               hint=f"inputs: {', '.join(sorted(names))}")
+    for vi in inputs:
+        tt = vi.type.tensor_type
+        if vi.name in shapes:
+            shape = shapes[vi.name]
+            if tt.HasField("shape") and len(tt.shape.dim) != len(shape):
+                raise CompileError(f"--input-shape gives {vi.name!r} {len(shape)} dimensions, the model has "
+                                   f"{len(tt.shape.dim)}")
+            for d, s in zip(tt.shape.dim, shape) if tt.HasField("shape") else ():
+                if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != s:
+                    raise CompileError(f"--input-shape {vi.name}: dimension {d.dim_value} is fixed in the model, "
+                                       f"not {s}")
+            tt.ClearField("shape")
+            tt.shape.dim.extend([onnx.TensorShapeProto.Dimension(dim_value=s) for s in shape])
+            continue
+        if not tt.HasField("shape"):
+            raise CompileError(f"input {vi.name!r} has no shape",
+                               hint=f"give one with --input-shape {vi.name}=1,3,224,224")
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+        if any(d <= 0 for d in dims):
+            shown = ",".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
+                             for d in tt.shape.dim)
+            raise CompileError(f"input {vi.name!r} has a dynamic shape [{shown}]; the NPU needs static shapes",
+                               hint=f"fix it with --input-shape {vi.name}=" + ",".join(
+                                   str(d) if d > 0 else "1" for d in dims))
+
+
+def _attr_value(a: onnx.AttributeProto):
+    v = helper.get_attribute_value(a)
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, onnx.TensorProto):
+        return numpy_helper.to_array(v)
+    if isinstance(v, list) and v and isinstance(v[0], bytes):
+        return [x.decode() for x in v]
+    return v
+
+
+def _np_dtype(elem_type: int) -> str:
+    try:
+        return str(np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)))
+    except Exception:
+        return "float32"
+
+
+def to_graph(model: onnx.ModelProto) -> Graph:
+    """Build the IR of a checked, shape-inferred model."""
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    g = Graph(opset)
+    g.onnx_opsets = {o.domain: o.version for o in model.opset_import}
+    g.ir_version = model.ir_version
+    for init in model.graph.initializer:
+        g.const(init.name, numpy_helper.to_array(init))
+    value_infos = list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output)
+    for vi in value_infos:
+        if vi.name in g.tensors:
+            continue
+        tt = vi.type.tensor_type
+        shape = None
+        if tt.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+            shape = tuple(dims) if all(d >= 0 for d in dims) else None
+        g.tensors[vi.name] = Tensor(vi.name, shape, _np_dtype(tt.elem_type) if tt.elem_type else "float32")
+    inits = {i.name for i in model.graph.initializer}
+    g.inputs = [i.name for i in model.graph.input if i.name not in inits]
+    g.outputs = [o.name for o in model.graph.output]
+    for k, n in enumerate(model.graph.node):
+        name = n.name or f"{n.op_type}_{k}"
+        attrs = {a.name: _attr_value(a) for a in n.attribute}
+        if n.op_type == "Constant":
+            value = _constant_value(n, attrs)
+            g.const(n.output[0], value)
+            continue
+        for sub in ("body", "then_branch", "else_branch"):
+            if sub in attrs:
+                attrs[sub] = None  # subgraphs run on the host from the original proto
+        node = Node(name, n.op_type, list(n.input), list(n.output), attrs, n.domain, proto=n)
+        g.add(node)
+        for o in n.output:
+            if o and o not in g.tensors:
+                g.tensors[o] = Tensor(o, None)
+    g.rebuild()
+    return g
+
+
+def _constant_value(n: onnx.NodeProto, attrs: dict) -> np.ndarray:
+    if "value" in attrs:
+        return np.asarray(attrs["value"])
+    for key, dtype in (("value_float", np.float32), ("value_int", np.int64)):
+        if key in attrs:
+            return np.asarray(attrs[key], dtype=dtype)
+    for key, dtype in (("value_floats", np.float32), ("value_ints", np.int64)):
+        if key in attrs:
+            return np.asarray(attrs[key], dtype=dtype)
+    raise CompileError("Constant without a supported value attribute", node=n.name, op="Constant")

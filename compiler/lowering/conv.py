@@ -1,0 +1,208 @@
+"""Conv (and Gemm/MatMul) as mv_mul chains.
+
+A convolution is one chain per MRF-sized chunk of output tiles:
+iter_outer = output rows, iter_inner = output columns; v_rd gathers the
+receptive field from the padded, pixel-major input with a window (one run of
+``kw * Ct`` vectors per kernel row, ``Wp * Ct`` apart); mv_mul's columns are
+``kh * kw * Ct``.  Dilated kernels read one run of ``Ct`` per tap.  A conv
+whose input is a segment input is fed from the host as im2col vectors.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.ir import Node
+from compiler.kernels import NETQ, LoweringError, Ref
+from compiler.lowering.core import ColGroup, InputSpec, Lowering, OutGrid, split_columns
+
+
+def conv_params(node: Node, in_shape, w_shape) -> dict:
+    kh, kw = int(w_shape[2]), int(w_shape[3])
+    H, W = int(in_shape[2]), int(in_shape[3])
+    sh, sw = (node.attr("strides") or [1, 1])
+    dh, dw = (node.attr("dilations") or [1, 1])
+    pads = list(node.attr("pads") or [0, 0, 0, 0])
+    auto = node.attr("auto_pad", "NOTSET")
+    ekh, ekw = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        oh, ow = -(-H // sh), -(-W // sw)
+        ph = max(0, (oh - 1) * sh + ekh - H)
+        pw = max(0, (ow - 1) * sw + ekw - W)
+        if auto == "SAME_UPPER":
+            pads = [ph // 2, pw // 2, ph - ph // 2, pw - pw // 2]
+        else:
+            pads = [ph - ph // 2, pw - pw // 2, ph // 2, pw // 2]
+    elif auto == "VALID":
+        pads = [0, 0, 0, 0]
+    oh = (H + pads[0] + pads[2] - ekh) // sh + 1
+    ow = (W + pads[1] + pads[3] - ekw) // sw + 1
+    return dict(kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, pads=pads, H=H, W=W, oh=oh, ow=ow,
+                group=int(node.attr("group", 1)))
+
+
+def needed_pad(p: dict) -> tuple[int, int, int, int]:
+    """Padding of the input buffer a windowed op needs (bottom/right cover every window)."""
+    t, l = p["pads"][0], p["pads"][1]
+    b = max(0, (p["oh"] - 1) * p["sh"] + (p["kh"] - 1) * p["dh"] + 1 - p["H"] - t)
+    r = max(0, (p["ow"] - 1) * p["sw"] + (p["kw"] - 1) * p["dw"] + 1 - p["W"] - l)
+    return t, l, b, r
+
+
+def dense_weight(w: np.ndarray, group: int) -> np.ndarray:
+    """Grouped weights [Cout, Cin/g, kh, kw] expanded to a dense [Cout, Cin, kh, kw] with zeros."""
+    if group == 1:
+        return w
+    cout, cg = w.shape[0], w.shape[1]
+    og = cout // group
+    out = np.zeros((cout, cg * group) + w.shape[2:], w.dtype)
+    for k in range(group):
+        out[k * og:(k + 1) * og, k * cg:(k + 1) * cg] = w[k * og:(k + 1) * og]
+    return out
+
+
+def lower_conv(lw: Lowering, node: Node) -> None:
+    g, n = lw.g, lw.n
+    x = node.inputs[0]
+    w = lw.g.value(node.inputs[1]).astype(np.float64)
+    b = g.value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    p = conv_params(node, g.shape(x), w.shape)
+    w = dense_weight(w, p["group"])
+    cout, cin, kh, kw = w.shape
+    rt = lw.ct(cout)
+    epilogue = list(node.epilogue)
+    if b is not None and np.any(b):
+        from compiler.ir import EpOp
+
+        epilogue.insert(0, EpOp("add", const=np.asarray(b, np.float64)))
+    out = lw.new_grid(node.outputs[0], p["oh"], p["ow"], rt)
+    out_grid = OutGrid(p["oh"], p["ow"], rt, out.slots)
+    dst = out.view.pixel_ref()
+    if x not in lw.placements and lw.im2col.get(x) is node.name:
+        return _conv_im2col(lw, node, w, p, out_grid, dst, epilogue)
+    src = lw.placement(x)
+    slots = src.grid_slots()
+    v = src.view
+    if slots is None or (v.H, v.W) != (p["H"], p["W"]):
+        raise LoweringError("input is not in the native pixel-major layout")
+    t, l, bpad, r = needed_pad(p)
+    if v.pad[0] < t or v.pad[1] < l or v.pad[2] < bpad or v.pad[3] < r:
+        raise LoweringError(f"input buffer padding {v.pad} is smaller than the {(t, l, bpad, r)} the window needs")
+    ct = v.ct
+    if v.pitch != ct and (kh > 1 or kw > 1):
+        raise LoweringError("windowed read of a strided view")
+    # weight columns: tap (ky, kx) occupies ct*N columns, input channel c at its slot
+    m = np.zeros((rt * n, kh * kw * ct * n))
+    cols = ((np.arange(kh)[:, None, None] * kw + np.arange(kw)[None, :, None]) * ct * n
+            + slots[None, None, :]).reshape(-1)  # [kh*kw*cin] in (ky, kx, c) order
+    m[:cout][:, cols] = w.transpose(0, 2, 3, 1).reshape(cout, -1)
+    base = Ref(v.buf, v.at(-p["pads"][0], -p["pads"][1]), p["sh"] * v.Wp * v.pitch, p["sw"] * v.pitch)
+    row_step = p["dh"] * v.Wp * ct
+    unit = kw * ct
+    groups = []
+    if p["dw"] == 1 or kw == 1:
+        for c0, cols_ in split_columns(kh * unit, unit, lw.capacity):
+            ky0, nrows = c0 // unit, cols_ // unit
+            win = (unit, row_step) if nrows > 1 else (0, 0)
+            groups.append(ColGroup(c0, cols_, ky0 * row_step, win))
+    else:
+        if unit > lw.capacity:
+            raise LoweringError("a dilated kernel row exceeds the MRF share")
+        for ky in range(kh):
+            groups.append(ColGroup(ky * unit, unit, ky * row_step, (ct, p["dw"] * ct)))
+    lw.mvm(read=base, groups=groups, matrix=m, out=out_grid, dst=dst, epilogue=epilogue, name=node.name)
+
+
+def _conv_im2col(lw: Lowering, node: Node, w: np.ndarray, p: dict, out_grid: OutGrid, dst: Ref, epilogue) -> None:
+    """First layer: the host sends each output pixel's receptive field, (ky, kx, c)-ordered."""
+    n = lw.n
+    cout, cin, kh, kw = w.shape
+    k = kh * kw * cin
+    kt = lw.ct(k)
+    rt = out_grid.ct
+    m = np.zeros((rt * n, kt * n))
+    m[:cout, :k] = w.transpose(0, 2, 3, 1).reshape(cout, -1)
+    spec = dict(kh=kh, kw=kw, sh=p["sh"], sw=p["sw"], dh=p["dh"], dw=p["dw"], pads=p["pads"], oh=p["oh"],
+                ow=p["ow"], kt=kt)
+    vectors = p["oh"] * p["ow"] * kt
+    lw.inputs.append(InputSpec(node.inputs[0], "im2col", vectors, im2col=spec))
+    rc = max(1, lw.capacity // kt)
+    if kt <= lw.capacity and rc >= rt:
+        lw.mvm(read=NETQ, groups=[ColGroup(0, kt)], matrix=m, out=out_grid, dst=dst, epilogue=epilogue,
+               name=node.name)
+        return
+    # several chunks re-read the patches: land them in a buffer first
+    buf = lw.buffer(f"{node.name}.im2col", vectors)
+    from compiler.kernels import ChainSpec
+
+    lw.chain(ChainSpec(NETQ, kt, (p["oh"], p["ow"]), writes=[Ref(buf, 0, p["ow"] * kt, kt)]))
+    groups = [ColGroup(c0, c) for c0, c in split_columns(kt, 1, lw.capacity)]
+    lw.mvm(read=Ref(buf, 0, p["ow"] * kt, kt), groups=groups, matrix=m, out=out_grid, dst=dst,
+           epilogue=epilogue, name=node.name)
+
+
+def im2col(x: np.ndarray, spec: dict, n: int) -> np.ndarray:
+    """Host side of the first layer: [1, C, H, W] -> [oh*ow*kt, N] patch vectors."""
+    x = np.asarray(x, np.float32)[0]
+    c, H, W = x.shape
+    t, l, b, r = spec["pads"]
+    kh, kw, sh, sw, dh, dw = (spec[k] for k in ("kh", "kw", "sh", "sw", "dh", "dw"))
+    oh, ow, kt = spec["oh"], spec["ow"], spec["kt"]
+    extra_b = max(0, (oh - 1) * sh + (kh - 1) * dh + 1 - H - t)
+    extra_r = max(0, (ow - 1) * sw + (kw - 1) * dw + 1 - W - l)
+    xp = np.zeros((c, H + t + extra_b, W + l + extra_r), np.float32)
+    xp[:, t:t + H, l:l + W] = x
+    cols = np.empty((oh, ow, kh, kw, c), np.float32)
+    for ky in range(kh):
+        for kx in range(kw):
+            y0, x0 = ky * dh, kx * dw
+            patch = xp[:, y0:y0 + (oh - 1) * sh + 1:sh, x0:x0 + (ow - 1) * sw + 1:sw]
+            cols[:, :, ky, kx, :] = patch.transpose(1, 2, 0)
+    out = np.zeros((oh * ow, kt * n), np.float32)
+    out[:, :kh * kw * c] = cols.reshape(oh * ow, -1)
+    return out.reshape(-1, n)
+
+
+def lower_gemm(lw: Lowering, node: Node) -> None:
+    """Canonical Gemm (weight [M, K], bias [M]) on a [B, K] input."""
+    from compiler.ir import EpOp
+
+    n, g = lw.n, lw.g
+    x = node.inputs[0]
+    w = g.value(node.inputs[1]).astype(np.float64)
+    bias = g.value(node.inputs[2])
+    M, K = w.shape
+    B = g.shape(x)[0]
+    src = lw.placement(x)
+    v = src.view
+    mt = lw.ct(M)
+    epilogue = list(node.epilogue)
+    if bias is not None and np.any(bias):
+        epilogue.insert(0, EpOp("add", const=np.asarray(bias, np.float64)))
+    out = lw.new_grid(node.outputs[0], 1, B, mt)
+    out_grid = OutGrid(1, B, mt, out.slots)
+    if B == 1:
+        emap = src.emap
+        total = v.H * v.W * v.ct
+        m = np.zeros((mt * n, total * n))
+        m[:M, emap] = w
+        if v.contiguous or v.H == 1 and not v.pad[1] and not v.pad[3] and v.pitch == v.ct:
+            groups = [ColGroup(c0, c, c0) for c0, c in split_columns(total, 1, lw.capacity)]
+        elif v.pitch == v.ct:
+            unit = v.W * v.ct
+            groups = []
+            for c0, c in split_columns(total, unit, lw.capacity):
+                r0, nr = c0 // unit, c // unit
+                groups.append(ColGroup(c0, c, r0 * v.Wp * v.ct, (unit, v.Wp * v.ct) if nr > 1 else (0, 0)))
+        else:
+            raise LoweringError("Gemm input is a strided view")
+        read = Ref(v.buf, v.at(0, 0), 0, 0)
+    else:
+        slots = src.grid_slots()
+        if slots is None or (v.H, v.W) != (1, B):
+            raise LoweringError("batched Gemm input is not one pixel per row")
+        m = np.zeros((mt * n, v.ct * n))
+        m[:M, slots] = w
+        groups = [ColGroup(c0, c, c0) for c0, c in split_columns(v.ct, 1, lw.capacity)]
+        read = Ref(v.buf, v.at(0, 0), 0, v.pitch)
+    lw.mvm(read=read, groups=groups, matrix=m, out=out_grid, dst=out.view.pixel_ref(), epilogue=epilogue,
+           name=node.name)

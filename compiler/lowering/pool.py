@@ -1,0 +1,127 @@
+"""Pooling as MFU passes over the kernel taps.
+
+MaxPool: the first tap is copied into an accumulator in ASVRF 0, every
+other tap is a ``vv_max`` pass, the last one writes the result (inputs that
+may be negative get a -inf padding ring).  AveragePool: ``vv_add`` passes and
+a ``vv_mul`` by 1/k.  GlobalAveragePool: one pass per input row into a row
+accumulator, one per column into the result, then 1/(H*W).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.ir import EpOp, Node
+from compiler.kernels import ChainOp, ChainSpec, LoweringError, Ref
+from compiler.lowering.core import Lowering, OutGrid
+from npu.isa import Space
+
+
+def pool_params(node: Node, in_shape) -> dict:
+    from compiler.lowering.conv import conv_params
+
+    kh, kw = node.attr("kernel_shape")
+    p = conv_params(node, in_shape, (0, 0, kh, kw))
+    if node.attr("ceil_mode", 0):
+        H, W = in_shape[2], in_shape[3]
+        pads = p["pads"]
+        oh = -(-(H + pads[0] + pads[2] - ((kh - 1) * p["dh"] + 1)) // p["sh"]) + 1
+        ow = -(-(W + pads[1] + pads[3] - ((kw - 1) * p["dw"] + 1)) // p["sw"]) + 1
+        # the last window must start inside the (left-padded) input
+        if (oh - 1) * p["sh"] >= H + pads[0]:
+            oh -= 1
+        if (ow - 1) * p["sw"] >= W + pads[1]:
+            ow -= 1
+        p["oh"], p["ow"] = oh, ow
+    return p
+
+
+def _grid_input(lw: Lowering, node: Node):
+    src = lw.placement(node.inputs[0])
+    slots = src.grid_slots()
+    if slots is None:
+        raise LoweringError("pooling input is not in grid form")
+    return src, slots
+
+
+def lower_pool(lw: Lowering, node: Node) -> None:
+    from compiler.lowering.conv import needed_pad
+
+    src, slots = _grid_input(lw, node)
+    v = src.view
+    p = pool_params(node, lw.g.shape(node.inputs[0]))
+    t, l, b, r = needed_pad(p)
+    if v.pad[0] < t or v.pad[1] < l or v.pad[2] < b or v.pad[3] < r:
+        raise LoweringError(f"input buffer padding {v.pad} is smaller than the {(t, l, b, r)} the window needs")
+    is_max = node.op == "MaxPool"
+    kh, kw = p["kh"], p["kw"]
+    if not is_max and any(p["pads"]) and not node.attr("count_include_pad", 0):
+        raise LoweringError("AveragePool with padding excluded from the count")
+    oh, ow, ct = p["oh"], p["ow"], v.ct
+    out = lw.new_grid(node.outputs[0], oh, ow, ct, slots=slots)
+    out.nonneg = src.nonneg
+    grid = OutGrid(oh, ow, ct, slots)
+    taps = [(ky * p["dh"], kx * p["dw"]) for ky in range(kh) for kx in range(kw)]
+    base = v.at(-p["pads"][0], -p["pads"][1])
+    so, si = p["sh"] * v.Wp * v.pitch, p["sw"] * v.pitch
+
+    def tap_ref(k):
+        dy, dx = taps[k]
+        return Ref(v.buf, base + (dy * v.Wp + dx) * v.pitch, so, si)
+
+    epilogue = list(node.epilogue)
+    if not is_max:
+        epilogue.insert(0, EpOp("mul", const=np.array([1.0 / (kh * kw)])))
+    dst = out.view.pixel_ref()
+    if len(taps) == 1:
+        lw.finish(ChainSpec(tap_ref(0), ct, (oh, ow)), lw.assign(epilogue), 0, ct, grid, [dst])
+        return
+    acc = lw.buffer(f"{node.name}.acc", oh * ow * ct, Space.ASVRF, 0)
+    aref = Ref(acc, 0, ow * ct, ct)
+    op = "vv_max" if is_max else "vv_add"
+    lw.chain(ChainSpec(tap_ref(0), ct, (oh, ow), writes=[aref]))
+    for k in range(1, len(taps) - 1):
+        lw.chain(ChainSpec(tap_ref(k), ct, (oh, ow), ops=[ChainOp(op, 0, aref)], writes=[aref]))
+    spec = ChainSpec(tap_ref(len(taps) - 1), ct, (oh, ow))
+    groups = lw.assign(epilogue, start=1)
+    lw.finish(spec, groups, 0, ct, grid, [dst])
+    spec.ops.insert(0, ChainOp(op, 0, aref))
+
+
+def lower_global_pool(lw: Lowering, node: Node) -> None:
+    src, slots = _grid_input(lw, node)
+    v = src.view
+    ct = v.ct
+    is_max = node.op == "GlobalMaxPool"
+    op = "vv_max" if is_max else "vv_add"
+    out = lw.new_grid(node.outputs[0], 1, 1, ct, slots=slots)
+    out.nonneg = src.nonneg
+    grid = OutGrid(1, 1, ct, slots)
+    epilogue = list(node.epilogue)
+    if not is_max:
+        epilogue.insert(0, EpOp("mul", const=np.array([1.0 / (v.H * v.W)])))
+    dst = [out.view.pixel_ref()]
+    if v.H * v.W == 1:
+        lw.finish(ChainSpec(v.pixel_ref(), ct, (1, 1)), lw.assign(epilogue), 0, ct, grid, dst)
+        return
+    # rows: accumulate row y of the input into a W-pixel accumulator
+    if v.H > 1:
+        accw = lw.buffer(f"{node.name}.row", v.W * ct, Space.ASVRF, 0)
+        aref = Ref(accw, 0, 0, ct)
+        row = lambda y: Ref(v.buf, v.at(y, 0), 0, v.pitch)
+        lw.chain(ChainSpec(row(0), ct, (1, v.W), writes=[aref]))
+        for y in range(1, v.H):
+            lw.chain(ChainSpec(row(y), ct, (1, v.W), ops=[ChainOp(op, 0, aref)], writes=[aref]))
+        col = lambda x: Ref(accw, x * ct, 0, 0)
+    else:
+        col = lambda x: Ref(v.buf, v.at(0, x), 0, 0)
+    if v.W == 1:
+        lw.finish(ChainSpec(col(0), ct, (1, 1)), lw.assign(epilogue), 0, ct, grid, dst)
+        return
+    acc = lw.buffer(f"{node.name}.acc", ct, Space.ASVRF, 0)
+    aref = Ref(acc, 0, 0, 0)
+    lw.chain(ChainSpec(col(0), ct, (1, 1), writes=[aref]))
+    for x in range(1, v.W - 1):
+        lw.chain(ChainSpec(col(x), ct, (1, 1), ops=[ChainOp(op, 0, aref)], writes=[aref]))
+    spec = ChainSpec(col(v.W - 1), ct, (1, 1))
+    lw.finish(spec, lw.assign(epilogue, start=1), 0, ct, grid, dst)
+    spec.ops.insert(0, ChainOp(op, 0, aref))

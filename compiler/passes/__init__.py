@@ -1,0 +1,1 @@
+"""Graph passes, one per module; compiler/driver.py calls them in order."""

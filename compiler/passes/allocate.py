@@ -1,0 +1,101 @@
+"""Allocation: MRF/DRAM tiles for weight chunks, addresses for constants and activation buffers.
+
+Weights are *pinned* (loaded into the MRF once, before the first run) when
+every chunk fits the MRF together; otherwise they stay in the weight region
+of DRAM and schedule.py streams them with ``m_rd`` into two MRF halves.
+Activation buffers get first-fit addresses over their lifetimes (chain index
+of first and last use), in the memory an MFU operand requires or else the
+IVRF, spilling to DRAM.
+"""
+from __future__ import annotations
+
+from compiler.kernels import Buffer, ChainSpec, DmaSpec, Ref, WeightChunk
+from npu.config import NpuConfig
+from npu.errors import CompileError
+from npu.isa import Space
+
+
+def allocate_weights(chunks: list[WeightChunk], config: NpuConfig, streaming: bool) -> None:
+    if not streaming:
+        at = 0
+        for c in chunks:
+            c.mrf, at = at, at + c.tiles
+        assert at <= config.mrf_tiles
+        return
+    at = 0
+    for c in chunks:
+        c.tile, at = at, at + c.tiles
+    if at > config.dram_tiles:
+        raise CompileError(f"the weights need {at} tiles but the weight region of DRAM holds {config.dram_tiles} "
+                           f"(configuration {config.name!r})", hint="use a configuration with more dram_tiles")
+
+
+def _spaces_key(space: Space, mfu: int) -> tuple[int, int]:
+    return int(space), (mfu if space in (Space.ASVRF, Space.MULVRF) else 0)
+
+
+def allocate_constants(consts: list[Buffer], config: NpuConfig) -> dict[tuple[int, int], int]:
+    """Constants sit at the bottom of their memory; returns the first free address per memory."""
+    top: dict[tuple[int, int], int] = {}
+    for b in consts:
+        key = _spaces_key(b.space, b.mfu)
+        b.addr = top.get(key, 0)
+        top[key] = b.addr + b.size
+        if top[key] > config.vector_space_depth(b.space):
+            raise CompileError(f"constants overflow {b.space.name}[{b.mfu}] ({top[key]} > "
+                               f"{config.vector_space_depth(b.space)} vectors)")
+    return top
+
+
+def step_refs(step) -> list[Ref]:
+    if isinstance(step, DmaSpec):
+        return []
+    refs = [step.read] + [o.ref for o in step.ops if o.ref is not None] + list(step.writes)
+    return refs
+
+
+def liveness(steps: list) -> list[Buffer]:
+    seen: dict[int, Buffer] = {}
+    for i, step in enumerate(steps):
+        for r in step_refs(step):
+            b = r.buf
+            if b is None or b.const is not None:
+                continue
+            b.first = min(b.first, i)
+            b.last = max(b.last, i)
+            seen[id(b)] = b
+    return list(seen.values())
+
+
+def allocate_buffers(steps: list, config: NpuConfig, base: dict[tuple[int, int], int]) -> dict[str, int]:
+    """First-fit by lifetime; returns the high-water mark per memory name."""
+    buffers = sorted(liveness(steps), key=lambda b: (b.first, -b.size))
+    placed: dict[tuple[int, int], list[Buffer]] = {}
+    high: dict[str, int] = {}
+    for b in buffers:
+        candidates = [(b.space, b.mfu)] if b.space is not None else [(Space.IVRF, 0), (Space.DRAM, 0)]
+        for space, mfu in candidates:
+            key = _spaces_key(space, mfu)
+            depth = config.vector_space_depth(space)
+            live = sorted((o for o in placed.get(key, []) if o.first <= b.last and b.first <= o.last),
+                          key=lambda o: o.addr)
+            addr = base.get(key, 0)
+            for o in live:
+                if addr + b.size <= o.addr:
+                    break
+                addr = max(addr, o.addr + o.size)
+            if addr + b.size <= depth:
+                b.space, b.mfu, b.addr = Space(space), mfu, addr
+                placed.setdefault(key, []).append(b)
+                name = f"{Space(space).name.lower()}{mfu if space in (Space.ASVRF, Space.MULVRF) else ''}"
+                high[name] = max(high.get(name, 0), addr + b.size)
+                break
+        else:
+            where = " or ".join(f"{Space(s).name}" for s, _ in candidates)
+            raise CompileError(f"out of vector memory: buffer {b.name} ({b.size} vectors) does not fit {where} "
+                               f"(configuration {config.name!r})",
+                               hint="use a smaller input size or a configuration with deeper VRFs/DRAM")
+    return high
+
+
+__all__ = ["allocate_weights", "allocate_constants", "allocate_buffers", "liveness", "ChainSpec"]

@@ -1,0 +1,109 @@
+"""Lowering pass: every NPU segment of the partitioned graph becomes a list of chain steps.
+
+Segment inputs arrive on the network input queue (converted on the host to
+the native layout, or as im2col patches for a first convolution); segment
+outputs leave on the output queue.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from compiler.ir import Graph, Node
+from compiler.kernels import NETQ, ChainSpec, LoweringError, Ref, standard_grid
+from compiler.lowering.core import InputSpec, Lowering, OutputSpec, PadReq, Shared
+from npu.config import NpuConfig
+
+
+def lowerings():
+    from compiler.lowering import conv, eltwise, pool, rnn
+
+    table = {"Conv": conv.lower_conv, "Gemm": conv.lower_gemm, "Eltwise": eltwise.lower_eltwise,
+             "Concat": eltwise.lower_concat, "MaxPool": pool.lower_pool, "AveragePool": pool.lower_pool,
+             "GlobalAveragePool": pool.lower_global_pool, "GlobalMaxPool": pool.lower_global_pool,
+             "LSTM": rnn.lower_lstm, "GRU": rnn.lower_gru}
+    for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity"):
+        table[op] = eltwise.lower_view
+    return table
+
+
+@dataclass
+class NpuSegment:
+    index: int
+    nodes: list[Node]
+    steps: list
+    buffers: list
+    inputs: list[InputSpec]
+    outputs: list[OutputSpec]
+    program: object = None
+    regions: list = field(default_factory=list)
+    memory: dict = field(default_factory=dict)
+
+
+@dataclass
+class HostSegment:
+    index: int
+    nodes: list[Node]
+    inputs: list[str]
+    outputs: list[str]
+
+
+def segment_io(g: Graph, nodes: list[Node]) -> tuple[list[str], list[str]]:
+    produced = {o for n in nodes for o in n.outputs if o}
+    names = {n.name for n in nodes}
+    ins: list[str] = []
+    for n in nodes:
+        for t in g.node_inputs(n):
+            if t not in produced and g.value(t) is None and t not in ins:
+                ins.append(t)
+    outs = []
+    for n in nodes:
+        for o in n.outputs:
+            if not o:
+                continue
+            if o in g.outputs or any(c.name not in names for c in g.consumers_of(o)):
+                outs.append(o)
+    return ins, outs
+
+
+def lower_npu_segment(g: Graph, index: int, nodes: list[Node], config: NpuConfig, shared: Shared,
+                      pads: dict[str, PadReq], capacity: int) -> NpuSegment:
+    lw = Lowering(g, config, shared, pads, capacity)
+    ins, outs = segment_io(g, nodes)
+    table = lowerings()
+    lw.im2col = {}
+    for t in ins:
+        users = g.consumers_of(t)
+        if len(users) == 1 and users[0].op == "Conv" and users[0].inputs[0] == t and t not in g.outputs \
+                and users[0].name in {n.name for n in nodes} and g.shape(t)[1] < lw.n:
+            lw.im2col[t] = users[0].name
+    for t in ins:
+        if t in lw.im2col:
+            continue
+        shape = tuple(g.shape(t))
+        grid = standard_grid(shape)
+        if grid is None:
+            raise LoweringError(f"segment input {t!r} of shape {list(shape)} has no native layout")
+        H, W, C = grid
+        lw.region = f"input {t}"
+        p = lw.new_grid(t, H, W, lw.ct(C), shape=shape)
+        v = p.view
+        lw.inputs.append(InputSpec(t, "stream", H * W * v.ct, emap=p.emap))
+        lw.chain(ChainSpec(NETQ, v.ct, (H, W), writes=[v.pixel_ref()]))
+    for node in nodes:
+        lw.region = node.name
+        lw.node = node
+        try:
+            table[node.op](lw, node)
+        except LoweringError as exc:
+            exc.node = exc.node or node.name
+            exc.op = exc.op or node.op
+            raise
+    for t in outs:
+        p = lw.placement(t)
+        v = p.view
+        lw.region = f"output {t}"
+        lw.chain(ChainSpec(v.pixel_ref(), v.ct, (v.H, v.W), writes=[Ref(None)]))
+        lw.outputs.append(OutputSpec(t, tuple(g.shape(t)), v.H * v.W * v.ct, np.asarray(p.emap)))
+    return NpuSegment(index, nodes, lw.steps, lw.buffers, lw.inputs, lw.outputs)

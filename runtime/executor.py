@@ -1,0 +1,144 @@
+"""Runs a compiled model file: NPU segments on a machine, host segments on onnxruntime.
+
+    from npu.modelfile import read_model
+    from runtime.executor import Executor
+    ex = Executor(read_model("resnet50.npu"))           # backend="sim" or "rtl"
+    outputs, stats = ex.run({"input": x})
+
+The machine is built once, and the weights (pinned in the MRF or placed in
+the weight region of DRAM) and constant vectors are loaded once.  Every
+segment's program clears what it reads before it reads it, so running twice
+gives identical results.
+"""
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+
+from npu.errors import NpuError
+from npu.isa import Space
+from npu.modelfile import ModelFile, RunStats, TensorSpec
+from npu.program import Program
+from npu.weights import WeightImage
+
+
+def _load_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+class Executor:
+    """Executes the manifest's ``plan`` of a :class:`~npu.modelfile.ModelFile`."""
+
+    def __init__(self, model: ModelFile, backend: str = "sim"):
+        from npu.backend import make_machine
+
+        self.model = model
+        self.manifest = model.manifest
+        self.backend = backend
+        if "plan" not in self.manifest:
+            raise NpuError(f"{model.path or '<model>'}: the model file has no execution plan")
+        self.config = model.config
+        self.machine = make_machine(self.config, backend)
+        self._sessions = {}
+        self._programs = {}
+        self._emaps = {}
+        for step in self.manifest["plan"]:
+            if step["kind"] == "npu":
+                self._programs[step["program"]] = Program.from_bytes(model.member(step["program"]), step["program"])
+                for spec in step["inputs"] + step["outputs"]:
+                    if "emap" in spec:
+                        self._emaps[spec["emap"]] = _load_npy(model.member(spec["emap"]))
+            else:
+                import onnxruntime as ort
+
+                opts = ort.SessionOptions()
+                opts.log_severity_level = 3
+                self._sessions[step["model"]] = ort.InferenceSession(
+                    model.member(step["model"]), opts, providers=["CPUExecutionProvider"])
+        weights = WeightImage.from_bytes(model.member(self.manifest["weights"]["member"]))
+        if weights.tiles:
+            if self.manifest["weights"]["mode"] == "pinned":
+                self.machine.load_mrf(weights, 0)
+            else:
+                self.machine.load_weight_dram(weights, 0)
+        consts = self.manifest["constants"]
+        with np.load(io.BytesIO(model.member(consts["member"]))) as z:
+            for c in consts["vectors"]:
+                self.machine.load_vectors(Space(c["space"]), c["addr"], z[c["key"]], c["mfu"])
+        self._const_outputs = {k: _load_npy(model.member(v)) for k, v in self.manifest.get("const_outputs", {}).items()}
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self.model.inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self.model.outputs
+
+    # ------------------------------------------------------------------ running
+    def run(self, feeds: dict[str, np.ndarray], *, trace: list | None = None) -> tuple[dict[str, np.ndarray], RunStats]:
+        """Run one inference; ``trace`` (a list) receives each NPU segment's RunResult."""
+        t0 = time.perf_counter()
+        env: dict[str, np.ndarray] = {}
+        for spec in self.inputs:
+            if spec.name not in feeds:
+                raise NpuError(f"missing input {spec.name!r}; the model takes "
+                               f"{', '.join(s.name for s in self.inputs)}")
+            x = np.asarray(feeds[spec.name])
+            if spec.shape and tuple(x.shape) != tuple(spec.shape):
+                raise NpuError(f"input {spec.name!r} has shape {list(x.shape)}, the model expects {list(spec.shape)}")
+            env[spec.name] = x.astype(spec.dtype, copy=False)
+        stats = RunStats()
+        host_time = 0.0
+        for step in self.manifest["plan"]:
+            if step["kind"] == "host":
+                th = time.perf_counter()
+                sess = self._sessions[step["model"]]
+                names = [i.name for i in sess.get_inputs()]
+                outs = sess.run(step["outputs"], {k: env[k] for k in names})
+                env.update(zip(step["outputs"], outs))
+                host_time += time.perf_counter() - th
+            else:
+                result = self._run_npu(step, env)
+                stats.npu_cycles += result.cycles
+                stats.macs += result.macs
+                stats.instructions += result.instructions
+                if trace is not None:
+                    trace.append(result)
+        env.update(self._const_outputs)
+        outputs = {s.name: np.asarray(env[s.name]) for s in self.outputs}
+        stats.latency_us = stats.npu_cycles / self.config.clock_mhz
+        stats.utilization = stats.macs / (stats.npu_cycles * self.config.macs_per_cycle) if stats.npu_cycles else 0.0
+        stats.host_time_s = host_time
+        stats.wall_time_s = time.perf_counter() - t0
+        stats.extra = {"backend": self.backend, "config": self.config.name}
+        return outputs, stats
+
+    def _run_npu(self, step: dict, env: dict):
+        n = self.config.native_dim
+        m = self.machine
+        for spec in step["inputs"]:
+            x = np.asarray(env[spec["tensor"]], np.float32)
+            if spec["kind"] == "im2col":
+                from compiler.lowering.conv import im2col
+
+                vectors = im2col(x, spec["im2col"], n)
+            else:
+                stream = np.zeros(spec["vectors"] * n, np.float32)
+                stream[self._emaps[spec["emap"]]] = x.ravel()
+                vectors = stream.reshape(-1, n)
+            m.push_input(vectors)
+        program = self._programs[step["program"]]
+        result = m.run(program, regions=[tuple(r) for r in step["regions"]])
+        out = m.pop_output()
+        at = 0
+        for spec in step["outputs"]:
+            count = spec["vectors"]
+            stream = out[at:at + count].reshape(-1)
+            at += count
+            env[spec["tensor"]] = stream[self._emaps[spec["emap"]]].astype(np.float32).reshape(spec["shape"])
+        if at != len(out):
+            raise NpuError(f"{step['program']}: the program wrote {len(out)} output vectors, the plan expects {at}")
+        return result
