@@ -35,7 +35,8 @@ def quantize_fp16(cnp.ndarray x not None, int block, int mant_bits, int emin, in
     Returns (values float64 [V, N], exponents int16 [V, N/block], nonzero uint8 [V, N/block]) exactly as
     ``bfp_values(*bfp_quantize(x))`` and the "block has a nonzero mantissa" flags.
     """
-    cdef cnp.ndarray[cnp.uint16_t, ndim=2, mode="c"] bits = np.ascontiguousarray(x, dtype=np.float16).view(np.uint16).reshape(x.shape[0], -1)
+    bits_np = np.ascontiguousarray(x, dtype=np.float16).view(np.uint16).reshape(x.shape[0], -1)
+    cdef const unsigned short[:, ::1] bits = bits_np
     cdef Py_ssize_t V = bits.shape[0], N = bits.shape[1], nb = N // block
     vals_np = np.empty((V, N), dtype=np.float64)
     exps_np = np.empty((V, nb), dtype=np.int16)
