@@ -74,16 +74,46 @@ def load_model(source, input_shapes=None) -> onnx.ModelProto:
         raise CompileError(f"model uses ONNX opset {opset}; the compiler needs opset >= {MIN_OPSET}",
                            hint="re-export with a newer opset or run onnx.version_converter.convert_version")
     _fix_input_shapes(model, parse_input_shapes(input_shapes))
+    skeleton, big = _without_large_initializers(model)
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(skeleton)
     except onnx.checker.ValidationError as exc:
         raise CompileError(f"the model fails onnx.checker: {str(exc).splitlines()[0]}",
                            hint="re-export the model, or fix it with onnx tools") from None
     try:
-        model = shape_inference.infer_shapes(model, data_prop=True)
+        inferred = shape_inference.infer_shapes(skeleton, data_prop=True)
     except Exception as exc:
         raise CompileError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}") from None
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.graph.value_info)
+    del model.graph.output[:]
+    model.graph.output.extend(inferred.graph.output)
     return model
+
+
+LARGE_INITIALIZER = 4096  # elements; smaller ones (shapes, axes) stay for shape inference's data propagation
+
+
+def _without_large_initializers(model: onnx.ModelProto):
+    """A copy whose big weights are graph inputs of the same type and shape.
+
+    The checker and shape inference serialize the whole model; weights only
+    cost time there (seconds for ResNet-152), so they see declarations instead.
+    """
+    skeleton = onnx.ModelProto()
+    skeleton.CopyFrom(model)
+    keep, big = [], []
+    for init in skeleton.graph.initializer:
+        (big if np.prod(init.dims, dtype=np.int64) > LARGE_INITIALIZER else keep).append(init)
+    if not big:
+        return skeleton, big
+    declared = {i.name for i in skeleton.graph.input}
+    del skeleton.graph.initializer[:]
+    skeleton.graph.initializer.extend(keep)
+    for init in big:
+        if init.name not in declared:
+            skeleton.graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    return skeleton, big
 
 
 def _fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> None:

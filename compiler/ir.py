@@ -92,7 +92,7 @@ class Graph:
         self.inputs: list[str] = []
         self.outputs: list[str] = []
         self.opset = opset
-        self.nx = nx.DiGraph()
+        self._nx: nx.DiGraph | None = None
         self.producer: dict[str, str] = {}
         self.consumers: dict[str, list[str]] = {}
         self.onnx_opsets: dict[str, int] = {"": opset}
@@ -157,19 +157,26 @@ class Graph:
         """Recompute producer/consumer maps and the networkx edges from the nodes."""
         self.producer = {}
         self.consumers = {}
-        g = nx.DiGraph()
         for n in self.nodes.values():
-            g.add_node(n.name)
             for o in n.outputs:
                 if o:
                     self.producer[o] = n.name
         for n in self.nodes.values():
             for t in self.node_inputs(n):
                 self.consumers.setdefault(t, []).append(n.name)
+        self._nx = None  # rebuilt on demand: passes edit nodes far more often than they sort them
+
+    @property
+    def nx(self) -> nx.DiGraph:
+        if self._nx is None:
+            g = nx.DiGraph()
+            g.add_nodes_from(self.nodes)
+            for t, users in self.consumers.items():
                 p = self.producer.get(t)
-                if p is not None and p != n.name:
-                    g.add_edge(p, n.name, tensor=t)
-        self.nx = g
+                if p is not None:
+                    g.add_edges_from((p, u) for u in users if u != p)
+            self._nx = g
+        return self._nx
 
     @staticmethod
     def node_inputs(n: Node) -> list[str]:

@@ -1,0 +1,164 @@
+"""Fidelity check: the compiled model on the simulator against onnxruntime on the same ONNX.
+
+:func:`check_model` compiles, runs ``inputs`` random (or given) feeds through
+both, and returns :class:`CheckResult` with the minimum cosine similarity,
+the largest absolute and relative errors and top-1/top-5 agreement; with
+``per_layer`` it also compares every intermediate tensor.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+
+
+@dataclass
+class TensorCheck:
+    name: str
+    cosine_min: float = 1.0
+    max_abs_err: float = 0.0
+    max_rel_err: float = 0.0
+
+
+@dataclass
+class CheckResult:
+    config: str
+    format: str
+    inputs: int
+    cosine_min: float = 1.0
+    max_abs_err: float = 0.0
+    max_rel_err: float = 0.0
+    top1_agreement: float | None = None
+    top5_agreement: float | None = None
+    outputs: list[TensorCheck] = field(default_factory=list)
+    layers: list[TensorCheck] = field(default_factory=list)
+    npu_cycles: int = 0
+    latency_us: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 and nb == 0:
+        return 1.0
+    if na == 0 or nb == 0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def compare(a: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
+    """(cosine, max abs error, max error relative to the reference's largest magnitude)."""
+    a = np.asarray(a, np.float64)
+    ref = np.asarray(ref, np.float64)
+    err = float(np.abs(a - ref).max()) if a.size else 0.0
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    return cosine(a, ref), err, err / scale if scale else err
+
+
+def random_feeds(model: onnx.ModelProto, count: int, seed: int = 0, shapes: dict | None = None) -> list[dict]:
+    """Standard-normal float inputs (image-like models get N(0, 1) per pixel, as normalized images are)."""
+    from onnx import helper
+
+    rng = np.random.default_rng(seed)
+    inits = {i.name for i in model.graph.initializer}
+    feeds = []
+    for _ in range(count):
+        feed = {}
+        for vi in model.graph.input:
+            if vi.name in inits:
+                continue
+            tt = vi.type.tensor_type
+            shape = (shapes or {}).get(vi.name) or [d.dim_value for d in tt.shape.dim]
+            dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+            if np.issubdtype(dtype, np.floating):
+                feed[vi.name] = rng.standard_normal(shape).astype(dtype)
+            else:
+                feed[vi.name] = rng.integers(0, 2, size=shape).astype(dtype)
+        feeds.append(feed)
+    return feeds
+
+
+def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    from onnx import helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    infos = {vi.name: vi for vi in m.graph.value_info}
+    for n in names:
+        if n not in have and n in infos:
+            m.graph.output.append(infos[n])
+    return m
+
+
+def intermediate_tensors(model: onnx.ModelProto) -> list[str]:
+    """Float outputs of the layers worth comparing (Conv/Gemm/pool/activation/add outputs)."""
+    float_ok = {vi.name for vi in model.graph.value_info if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+                and vi.type.tensor_type.HasField("shape")}
+    keep = ("Conv", "Gemm", "MatMul", "Relu", "Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat",
+            "LSTM", "GRU", "Sigmoid", "Tanh", "Clip", "BatchNormalization", "Mul", "Sum")
+    return [n.output[0] for n in model.graph.node if n.op_type in keep and n.output[0] in float_ok]
+
+
+def check_model(source, config="brainslice-128", fmt=None, inputs: int = 20, seed: int = 0, feeds=None,
+                per_layer: bool = False, input_shapes=None, host_fallback: bool = True, progress=None) -> CheckResult:
+    import onnxruntime as ort
+
+    from compiler import compile_model
+    from compiler.driver import resolve_config
+    from compiler.frontend import load_model, parse_input_shapes
+    from npu.modelfile import read_model
+    from runtime.executor import Executor
+
+    model = load_model(source, input_shapes)
+    layers = intermediate_tensors(model) if per_layer else []
+    target = _with_outputs(model, layers) if layers else model
+    data = compile_model(target, config=config, fmt=fmt, input_shapes=input_shapes, host_fallback=host_fallback)
+    ex = Executor(read_model(data))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(target.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    if feeds is None:
+        feeds = random_feeds(model, inputs, seed, parse_input_shapes(input_shapes))
+    out_names = [o.name for o in model.graph.output]
+    cfg = resolve_config(config, fmt)
+    res = CheckResult(cfg.name, cfg.weight_format, len(feeds))
+    per: dict[str, TensorCheck] = {n: TensorCheck(n) for n in out_names + layers}
+    top1 = top5 = 0
+    classify = False
+    for k, feed in enumerate(feeds):
+        got, stats = ex.run(feed)
+        res.npu_cycles, res.latency_us = stats.npu_cycles, stats.latency_us
+        names = out_names + layers
+        ref = dict(zip(names, sess.run(names, feed)))
+        for name in names:
+            c, a, r = compare(got[name] if name in got else _layer_value(ex, name), ref[name])
+            t = per[name]
+            t.cosine_min, t.max_abs_err, t.max_rel_err = min(t.cosine_min, c), max(t.max_abs_err, a), max(t.max_rel_err, r)
+        first = np.asarray(ref[out_names[0]])
+        if first.ndim == 2 and first.shape[0] == 1 and first.shape[1] > 1:
+            classify = True
+            g = np.asarray(got[out_names[0]]).ravel()
+            r = first.ravel()
+            top1 += int(g.argmax() == r.argmax())
+            top5 += int(r.argmax() in np.argsort(-g)[:5])
+        if progress is not None:
+            progress(k + 1, len(feeds))
+    res.outputs = [per[n] for n in out_names]
+    res.layers = [per[n] for n in layers]
+    res.cosine_min = min(t.cosine_min for t in res.outputs)
+    res.max_abs_err = max(t.max_abs_err for t in res.outputs)
+    res.max_rel_err = max(t.max_rel_err for t in res.outputs)
+    if classify:
+        res.top1_agreement = top1 / len(feeds)
+        res.top5_agreement = top5 / len(feeds)
+    return res
+
+
+def _layer_value(ex, name):
+    raise KeyError(name)

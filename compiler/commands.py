@@ -1,0 +1,253 @@
+"""``npu compile``, ``npu run``, ``npu check`` and ``npu zoo``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from npu.errors import NpuError
+
+COMPILE_EPILOG = """\
+examples:
+  npu compile resnet50.onnx --config brainslice-128 -o resnet50.npu
+  npu compile model.onnx --config small --format msfp12 -o model.npu --json
+  npu compile bert.onnx --input-shape input_ids=1,128 --no-host-fallback -o bert.npu
+"""
+
+RUN_EPILOG = """\
+examples:
+  npu run resnet50.npu --input cat.jpg
+  npu run mlp.npu --input x.npy --json
+  npu run resnet50.npu --input x.npy --trace run.json   # open in https://ui.perfetto.dev
+"""
+
+CHECK_EPILOG = """\
+examples:
+  npu check resnet50.onnx --config brainslice-128 --inputs 20
+  npu check tiny_cnn.onnx --config tiny --format msfp12 --json
+  npu check model.onnx --config small --per-layer --inputs 2
+"""
+
+
+class _Fmt(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _progress(args, desc: str):
+    """A tqdm progress callback on stderr, or None when quiet or not a terminal."""
+    if getattr(args, "quiet", False) or getattr(args, "json", False) or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = {}
+
+    def update(done: int, total: int):
+        if "b" not in bar:
+            bar["b"] = tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
+        bar["b"].n = done
+        bar["b"].refresh()
+        if done >= total:
+            bar["b"].close()
+
+    return update
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser("compile", help="compile an ONNX model to a .npu model file",
+                              description="Compile an ONNX model for an NPU configuration: NPU chains for what "
+                                          "maps, onnxruntime on the host for the rest, in one .npu file.",
+                              epilog=COMPILE_EPILOG, formatter_class=_Fmt)
+    p.add_argument("model", type=Path, help="ONNX model file")
+    p.add_argument("--config", default="brainslice-128", help="preset name or .toml/.json (default brainslice-128)")
+    p.add_argument("-o", "--output", type=Path, help="model file to write (default: MODEL with .npu)")
+    p.add_argument("--format", dest="fmt", help="BFP format for weights and activations (e.g. msfp16, msfp12, ms-fp9)")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
+                   help="fix a dynamic input shape; repeatable")
+    p.add_argument("--no-host-fallback", action="store_true", help="fail instead of running unsupported ops on the host")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_compile)
+
+    p = subparsers.add_parser("run", help="run a .npu model on the simulator (or RTL)",
+                              description="Run one inference of a compiled model and print its outputs "
+                                          "(top-5 for a classifier) with the modeled cycles and latency.",
+                              epilog=RUN_EPILOG, formatter_class=_Fmt)
+    p.add_argument("model", type=Path, help=".npu model file")
+    p.add_argument("--input", action="append", default=[], metavar="[NAME=]FILE",
+                   help=".npy array or an image (jpg/png) for an image model; repeatable for several inputs")
+    p.add_argument("--json", action="store_true", help="print outputs and statistics as JSON")
+    p.add_argument("--trace", type=Path, help="write a Chrome/Perfetto trace of the NPU segments")
+    p.add_argument("--backend", default="sim", choices=("sim", "rtl"), help="machine to run on (default sim)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = subparsers.add_parser("check", help="compare the compiled model on the simulator with onnxruntime",
+                              description="Compile, run random (or given) inputs on the simulator and on "
+                                          "onnxruntime, and report cosine similarity, errors and top-k agreement.",
+                              epilog=CHECK_EPILOG, formatter_class=_Fmt)
+    p.add_argument("model", type=Path, help="ONNX model file")
+    p.add_argument("--config", default="brainslice-128")
+    p.add_argument("--format", dest="fmt")
+    p.add_argument("--inputs", type=int, default=20, help="number of random inputs (default 20)")
+    p.add_argument("--input", action="append", default=[], metavar="[NAME=]FILE.npy",
+                   help="use this input instead of random ones (a leading axis is iterated when it is extra)")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-layer", action="store_true", help="also compare every intermediate tensor")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_check)
+
+    from compiler.zoo.cli import add_zoo_command
+
+    add_zoo_command(subparsers)
+
+
+# ---------------------------------------------------------------------- compile
+def cmd_compile(args) -> int:
+    from compiler import compile_to_file
+
+    out = args.output or args.model.with_suffix(".npu")
+    report = compile_to_file(args.model, out, config=args.config, fmt=args.fmt, input_shapes=args.input_shape,
+                             host_fallback=not args.no_host_fallback, progress=_progress(args, "compiling"))
+    if args.json:
+        print(json.dumps(dict(report.to_dict(), output=str(out)), indent=1))
+    else:
+        print(report.table())
+        print(f"wrote {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------- run
+def _parse_inputs(items, specs) -> dict[str, object]:
+    out = {}
+    for k, item in enumerate(items):
+        name, sep, path = item.partition("=")
+        if not sep:
+            if k >= len(specs):
+                raise NpuError(f"--input {item}: the model has only {len(specs)} inputs")
+            name, path = specs[k].name, item
+        out[name] = Path(path)
+    return out
+
+
+def _load_input(path: Path, spec, manifest) -> "np.ndarray":
+    import numpy as np
+
+    if not path.exists():
+        raise NpuError(f"--input {path}: no such file")
+    if path.suffix == ".npy":
+        return np.load(path)
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            return z[spec.name] if spec.name in z else z[z.files[0]]
+    from runtime.preprocess import ImageConfig, preprocess_image
+
+    cfg = ImageConfig.from_manifest(manifest, spec)
+    if cfg is None:
+        raise NpuError(f"--input {path}: this model takes no images (its manifest has no image preprocessing); "
+                       "give a .npy array")
+    return preprocess_image(path.read_bytes(), cfg)[None].astype(spec.dtype)
+
+
+def cmd_run(args) -> int:
+    import numpy as np
+
+    from npu.modelfile import read_model
+    from runtime.executor import Executor
+
+    model = read_model(args.model)
+    ex = Executor(model, backend=args.backend)
+    specs = ex.inputs
+    paths = _parse_inputs(args.input, specs)
+    feeds = {}
+    for spec in specs:
+        if spec.name not in paths:
+            raise NpuError(f"missing --input for {spec.name!r} ({spec.dtype} {list(spec.shape)})")
+        feeds[spec.name] = _load_input(paths[spec.name], spec, model.manifest)
+    trace = [] if args.trace else None
+    outputs, stats = ex.run(feeds, trace=trace)
+    if args.trace and trace:
+        from sim.trace import write_trace
+
+        write_trace(trace[0], args.trace) if len(trace) == 1 else _write_traces(trace, args.trace)
+    labels = (model.manifest.get("preprocessing") or {}).get("labels")
+    result = {"outputs": {}, "stats": stats.to_dict()}
+    for name, value in outputs.items():
+        entry = {"shape": list(value.shape), "dtype": str(value.dtype)}
+        if value.ndim == 2 and value.shape[0] == 1 and value.shape[1] > 1:
+            from runtime.labels import top_k
+
+            entry["top5"] = [{"index": i, "label": lab, "score": round(p, 6)}
+                             for i, lab, p in top_k(value, 5, labels)]
+        if value.size <= 64:
+            entry["values"] = np.asarray(value, np.float64).ravel().round(6).tolist()
+        result["outputs"][name] = entry
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    for name, entry in result["outputs"].items():
+        print(f"{name}: {entry['dtype']} {entry['shape']}")
+        for t in entry.get("top5", []):
+            print(f"  {t['index']:>5}  {t['score']:.4f}  {t['label']}")
+        if "top5" not in entry and "values" in entry:
+            print("  " + " ".join(f"{v:.5g}" for v in entry["values"]))
+    print(f"NPU: {stats.npu_cycles:,} cycles, {stats.latency_us:,.1f} us modeled at "
+          f"{ex.config.clock_mhz:g} MHz, utilization {stats.utilization:.1%}, {stats.macs:,} MACs; "
+          f"host {stats.host_time_s * 1e3:.1f} ms; wall {stats.wall_time_s:.2f} s ({args.backend})")
+    return 0
+
+
+def _write_traces(results, path: Path) -> None:
+    from sim.trace import trace_events
+
+    events = []
+    for k, r in enumerate(results):
+        for e in trace_events(r, process_name=f"npu segment {k}"):
+            events.append(dict(e, pid=k + 1))
+    path.write_text(json.dumps({"traceEvents": events}))
+
+
+# ---------------------------------------------------------------------- check
+def cmd_check(args) -> int:
+    import numpy as np
+
+    from compiler.check import check_model
+
+    feeds = None
+    if args.input:
+        import onnx
+
+        from compiler.frontend import load_model
+
+        model = load_model(args.model, args.input_shape)
+        inits = {i.name for i in model.graph.initializer}
+        names = [i.name for i in model.graph.input if i.name not in inits]
+        arrays = {}
+        for k, item in enumerate(args.input):
+            name, sep, path = item.partition("=")
+            if not sep:
+                name, path = names[k], item
+            arrays[name] = np.load(path)
+        ranks = {i.name: len(i.type.tensor_type.shape.dim) for i in model.graph.input}
+        count = max((len(a) if a.ndim > ranks[n] else 1) for n, a in arrays.items())
+        feeds = [{n: (a[j] if a.ndim > ranks[n] else a) for n, a in arrays.items()} for j in range(count)]
+        _ = onnx
+    res = check_model(args.model, args.config, args.fmt, args.inputs, args.seed, feeds, args.per_layer,
+                      args.input_shape, progress=_progress(args, "checking"))
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=1))
+        return 0
+    print(f"{args.model} on {res.config} ({res.format}), {res.inputs} inputs, simulator vs onnxruntime:")
+    for t in res.outputs:
+        print(f"  output {t.name}: cosine min {t.cosine_min:.6f}, max abs err {t.max_abs_err:.4g}, "
+              f"max rel err {t.max_rel_err:.4g}")
+    if res.top1_agreement is not None:
+        print(f"  top-1 agreement {res.top1_agreement:.1%}, top-5 agreement {res.top5_agreement:.1%}")
+    if args.per_layer:
+        print(f"  {'tensor':<48} {'cosine':>9} {'max abs':>10} {'max rel':>9}")
+        for t in res.layers:
+            print(f"  {t.name[:48]:<48} {t.cosine_min:>9.6f} {t.max_abs_err:>10.4g} {t.max_rel_err:>9.4g}")
+    print(f"  modeled NPU latency {res.latency_us:,.1f} us ({res.npu_cycles:,} cycles)")
+    return 0
