@@ -1,86 +1,28 @@
-"""Fixtures of the runtime tests: a tiny classifier model file and, until the
-compiler's executor lands, a stand-in for it.
+"""Fixtures of the runtime tests: a tiny classifier compiled to a real model file.
 
-########################################################################
-# FAKE EXECUTOR -- a test double, not the product.                     #
-# runtime/executor.py (the compiler's Executor, which runs a model     #
-# file's plan on the NPU) does not exist yet.  When it cannot be       #
-# imported, or NPU_TEST_FAKE_EXECUTOR=1, ``FakeExecutor`` is installed  #
-# as ``runtime.executor``: it runs a host-only plan with onnxruntime    #
-# and reports made-up cycle counts.  Everything else under test is the #
-# real runtime.                                                         #
-########################################################################
+The classifier (Flatten, MatMul, Add on the NPU; Softmax on the host) is
+compiled by the real compiler for brainslice-128 and executed by the real
+executor on the simulator.  Serving tests compare what comes over the wire with
+what the same model computes in-process (bit for bit), and test_session checks
+that against the float model within the number format.
 """
 from __future__ import annotations
 
-import os
+import functools
 import socket
-import sys
-import time
-import types
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from npu.modelfile import ModelFile, RunStats, write_model
-
 INPUT_SHAPE = (1, 3, 16, 16)
 CLASSES = 1000
+CONFIG = "brainslice-128"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-
-
-class FakeExecutor:
-    """Runs the ``host`` steps of a plan with onnxruntime (see the module docstring)."""
-
-    def __init__(self, model: ModelFile, backend: str = "sim"):
-        import onnxruntime as ort
-
-        self.manifest = model.manifest
-        self.inputs = model.inputs
-        self.outputs = model.outputs
-        self.steps = []
-        for step in model.manifest["plan"]:
-            assert step["kind"] == "host", f"the fake executor runs host steps only, not {step['kind']!r}"
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
-            session = ort.InferenceSession(model.member(step["member"]), options,
-                                           providers=["CPUExecutionProvider"])
-            self.steps.append((step, session))
-
-    def run(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], RunStats]:
-        start = time.perf_counter()
-        env = dict(feeds)
-        for step, session in self.steps:
-            values = session.run(step["outputs"], {name: env[name] for name in step["inputs"]})
-            env.update(zip(step["outputs"], values))
-        elapsed = time.perf_counter() - start
-        return ({spec.name: env[spec.name] for spec in self.outputs},
-                RunStats(npu_cycles=12345, latency_us=49.4, macs=768 * CLASSES, host_time_s=elapsed))
-
-
-def install_fake_executor() -> bool:
-    """Make ``runtime.executor`` importable; True if the fake had to be installed."""
-    if os.environ.get("NPU_TEST_FAKE_EXECUTOR") != "1":
-        try:
-            import runtime.executor  # noqa: F401
-            return False
-        except ImportError as exc:
-            if exc.name != "runtime.executor":
-                raise
-    module = types.ModuleType("runtime.executor")
-    module.Executor = FakeExecutor
-    module.__doc__ = "FAKE EXECUTOR installed by tests/runtime/conftest.py"
-    sys.modules["runtime.executor"] = module
-    import runtime
-
-    runtime.executor = module
-    return True
-
-
-FAKE_EXECUTOR = install_fake_executor()
+PREPROCESSING = {"kind": "image", "layout": "NCHW", "size": [16, 16], "resize": 18,
+                 "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "labels": "imagenet"}
 
 
 def tiny_classifier_onnx(seed: int = 0) -> bytes:
@@ -108,32 +50,37 @@ def tiny_classifier_onnx(seed: int = 0) -> bytes:
     return model.SerializeToString()
 
 
-def tiny_manifest() -> dict:
-    return {
-        "config": {"name": "test-tiny"},
-        "inputs": [{"name": "images", "shape": list(INPUT_SHAPE), "dtype": "float32"}],
-        "outputs": [{"name": "scores", "shape": [1, CLASSES], "dtype": "float32"},
-                    {"name": "probs", "shape": [1, CLASSES], "dtype": "float32"}],
-        "preprocessing": {"kind": "image", "layout": "NCHW", "size": [16, 16], "resize": 18,
-                          "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "labels": "imagenet"},
-        "compiler": {"note": "hand-made for the runtime tests"},
-        "plan": [{"kind": "host", "member": "host/0.onnx", "inputs": ["images"], "outputs": ["scores", "probs"]}],
-    }
-
-
 def write_tiny_model(path: Path, seed: int = 0) -> Path:
-    write_model(path, tiny_manifest(), {"host/0.onnx": tiny_classifier_onnx(seed)})
+    from compiler import compile_to_file
+
+    compile_to_file(tiny_classifier_onnx(seed), path, config=CONFIG, preprocessing=PREPROCESSING)
     return path
 
 
-def reference_scores(images: np.ndarray, seed: int = 0) -> np.ndarray:
-    """What the tiny classifier computes, in numpy."""
+def float_reference_scores(images: np.ndarray, seed: int = 0) -> np.ndarray:
+    """What the tiny classifier computes in float32 numpy."""
     import onnx
     from onnx import numpy_helper
 
     graph = onnx.load_from_string(tiny_classifier_onnx(seed)).graph
     init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     return images.reshape(images.shape[0], -1) @ init["weight"] + init["bias"]
+
+
+@functools.lru_cache(maxsize=4)
+def _reference_executor(seed: int):
+    from npu.modelfile import read_model
+    from runtime.executor import Executor
+
+    path = write_tiny_model(Path(tempfile.mkdtemp(prefix="npu-ref-")) / "tiny.npu", seed)
+    return Executor(read_model(path))
+
+
+def reference_scores(images: np.ndarray, seed: int = 0) -> np.ndarray:
+    """What the compiled tiny classifier computes in-process on the simulator, one image at a time."""
+    ex = _reference_executor(seed)
+    images = np.asarray(images, dtype=np.float32).reshape(-1, *INPUT_SHAPE[1:])
+    return np.concatenate([ex.run({"images": im[None]})[0]["scores"] for im in images])
 
 
 @pytest.fixture(scope="session")

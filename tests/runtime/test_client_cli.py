@@ -118,7 +118,7 @@ def test_serve_drains_on_sigterm(tiny_model, sample_jpeg, tmp_path):
                 "def slow(self, feeds):\n    time.sleep(1.0)\n    return real(self, feeds)\n"
                 "e.Executor.run = slow\n"
                 "from npu.cli import main; sys.exit(main(sys.argv[1:]))") % str(Path(__file__).parent)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), NPU_HOME=str(tmp_path / "home"), NPU_TEST_FAKE_EXECUTOR="1")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NPU_HOME=str(tmp_path / "home"))
     proc = subprocess.Popen([sys.executable, "-c", launcher, "serve", str(tiny_model), "--host", "127.0.0.1",
                              "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--drain-seconds", "10"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

@@ -12,7 +12,7 @@ from npu.errors import ModelFileError
 from runtime.errors import ModelNotFound, RegistryError
 from runtime.registry import Registry, parse_ref
 
-from conftest import tiny_manifest, tiny_classifier_onnx, write_tiny_model
+from conftest import tiny_classifier_onnx, write_tiny_model
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def test_versions_increment_per_name(registry, tiny_model):
     a2 = registry.register(tiny_model, "alpha")
     b1 = registry.register(tiny_model, "beta")
     assert (a1.version, a2.version, b1.version) == (1, 2, 1)
-    assert a1.config == "test-tiny" and a1.tags == ("t1",) and a1.description == "first"
+    assert a1.config == "brainslice-128" and a1.tags == ("t1",) and a1.description == "first"
     assert [r.ref for r in registry.list()] == ["alpha:1", "alpha:2", "beta:1"]
     assert registry.resolve("alpha").version == 2
     assert registry.resolve("alpha:1").version == 1
@@ -135,29 +135,25 @@ def test_corrupt_and_incompatible_files_are_refused(registry, tiny_model, tmp_pa
 
     tampered = tmp_path / "tampered.npu"
     raw = bytearray(tiny_model.read_bytes())
-    at = raw.find(b"tiny_classifier")
-    raw[at:at + 4] = b"TINY"
+    with zipfile.ZipFile(tiny_model) as z:
+        info = z.getinfo("weights.bin")
+    at = info.header_offset + 30 + len(info.filename) + info.file_size // 2  # inside the weight image
+    raw[at] ^= 0xFF
     tampered.write_bytes(bytes(raw))
     with pytest.raises(ModelFileError, match="checksum mismatch|Bad CRC"):
         registry.register(tampered, "bad")
     assert registry.list() == [] and not list(registry.blob_dir.glob("*/*.npu"))
 
 
-def test_onnx_is_compiled_on_registration(registry, tmp_path, monkeypatch):
+def test_onnx_is_compiled_on_registration(registry, tmp_path):
     onnx_path = tmp_path / "tiny.onnx"
     onnx_path.write_bytes(tiny_classifier_onnx())
-    calls = []
-
-    def compile_model(path, config="default"):
-        from npu.modelfile import model_bytes
-
-        calls.append((path, config))
-        return model_bytes(tiny_manifest(), {"host/0.onnx": tiny_classifier_onnx()})
-
-    monkeypatch.setitem(sys.modules, "compiler", types.SimpleNamespace(compile_model=compile_model))
     record = registry.register(onnx_path, "compiled", config="brainslice-128")
-    assert calls == [(str(onnx_path), "brainslice-128")] and record.config == "brainslice-128"
-    assert registry.open(record).outputs[0].name == "scores"
+    assert record.config == "brainslice-128"
+    model = registry.open(record)
+    assert model.outputs[0].name == "scores" and model.config.name == "brainslice-128"
+    kinds = [s["kind"] for s in model.manifest["plan"]]
+    assert "npu" in kinds and kinds[-1] == "host"  # MatMul+Add on the NPU, Softmax on the host
 
 
 def test_onnx_without_compiler_is_a_clear_error(registry, tmp_path, monkeypatch):

@@ -95,3 +95,13 @@ def test_pool_lends_distinct_sessions(tiny_model):
     assert pool.run({"images": np.zeros((1, 3, 16, 16), np.float32)})["probs"].shape == (1, 1000)
     with pytest.raises(ValueError, match="pool size must be a positive integer"):
         runtime.SessionPool(read_model(tiny_model), size=0)
+
+
+def test_npu_scores_match_the_float_model_within_the_format(tiny_model):
+    from conftest import float_reference_scores
+
+    x = np.random.default_rng(5).random((1, 3, 16, 16), dtype=np.float32)
+    got = runtime.load(tiny_model).run({"images": x})["scores"].ravel().astype(np.float64)
+    want = float_reference_scores(x).ravel().astype(np.float64)
+    cosine = got @ want / np.linalg.norm(got) / np.linalg.norm(want)
+    assert cosine > 0.999 and np.abs(got - want).max() < 0.05 * np.abs(want).max()
