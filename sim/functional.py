@@ -30,6 +30,22 @@ from sim.state import MachineState
 _FP16_TO_F32 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 
 
+#: What each MFU instruction computes: binary ops take (chain value, VRF operand), unary ones
+#: (chain value, chain) for the registers they read.  Keys must equal npu.isa.MFU_OPS (tested).
+MFU_OPS = {
+    "vv_add": fp16_add,
+    "vv_a_sub_b": fp16_sub,
+    "vv_b_sub_a": lambda x, b: fp16_sub(b, x),
+    "vv_max": fp16_max,
+    "vv_min": fp16_min,
+    "vv_mul": fp16_mul,
+    "v_relu": lambda x, c: fp16_relu(x),
+    "v_lrelu": lambda x, c: fp16_lrelu(x, np.array(c.alpha, np.uint16).view(np.float16)),
+    "v_sigm": lambda x, c: fp16_activation("sigm", x),
+    "v_tanh": lambda x, c: fp16_activation("tanh", x),
+}
+
+
 def iteration_bases(chain: Chain, op: Operand) -> np.ndarray:
     """Base address of each iteration (outer index i, inner j): addr + i*so + j*si."""
     i = np.arange(chain.iter_outer, dtype=np.int64)[:, None] * op.so
@@ -91,29 +107,9 @@ class Executor:
         for op in c.ops:
             if op.operand is not None:
                 b = self.state.memory(op.operand.space, op.operand.mfu)[iteration_bases(c, op.operand)[:, None] + rows]
-            m = op.mnemonic
-            if m == "vv_add":
-                y = fp16_add(y, b)
-            elif m == "vv_a_sub_b":
-                y = fp16_sub(y, b)
-            elif m == "vv_b_sub_a":
-                y = fp16_sub(b, y)
-            elif m == "vv_max":
-                y = fp16_max(y, b)
-            elif m == "vv_min":
-                y = fp16_min(y, b)
-            elif m == "vv_mul":
-                y = fp16_mul(y, b)
-            elif m == "v_relu":
-                y = fp16_relu(y)
-            elif m == "v_lrelu":
-                y = fp16_lrelu(y, np.array(c.alpha, np.uint16).view(np.float16))
-            elif m == "v_sigm":
-                y = fp16_activation("sigm", y)
-            elif m == "v_tanh":
-                y = fp16_activation("tanh", y)
-            else:  # pragma: no cover - the ISA table and this dispatch must agree
-                raise AssertionError(m)
+                y = MFU_OPS[op.mnemonic](y, b)
+            else:
+                y = MFU_OPS[op.mnemonic](y, c)
         # writes
         for w in c.writes:
             if w.space == Space.NETQ:

@@ -199,3 +199,10 @@ def test_convolution_chain_matches_per_pixel_reference(stride, tiny, rng):
         for oy in range(Ho) for ox in range(Wo)])
     ref = nm.mvm_reference(windows, wm, we, tiny.weight_fmt, tiny.act_fmt, N)
     np.testing.assert_array_equal(y.view(np.uint16), ref.view(np.uint16))
+
+
+def test_every_mfu_instruction_has_an_implementation():
+    from npu.isa import MFU_OPS as TABLE
+    from sim.functional import MFU_OPS
+
+    assert set(MFU_OPS) == set(TABLE)
