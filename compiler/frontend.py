@@ -88,7 +88,77 @@ def load_model(source, input_shapes=None) -> onnx.ModelProto:
     model.graph.value_info.extend(inferred.graph.value_info)
     del model.graph.output[:]
     model.graph.output.extend(inferred.graph.output)
+    _shapes_by_execution(model)
     return model
+
+
+def _static(vi) -> bool:
+    tt = vi.type.tensor_type
+    return vi.type.HasField("tensor_type") and tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim)
+
+
+def _shapes_by_execution(model: onnx.ModelProto) -> None:
+    """Fill shapes ONNX shape inference leaves open (after ai.onnx.ml operators, say) by running
+    onnxruntime once on zeros; the shapes are static because every input shape is."""
+    infos = {vi.name: vi for vi in list(model.graph.value_info) + list(model.graph.output)}
+    missing = []
+    for node in model.graph.node:
+        for o in node.output:
+            vi = infos.get(o)
+            if o and (vi is None or not _static(vi)):
+                missing.append(o)
+    if not missing:
+        return
+    values = None
+    for guess_float in (True, False):
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        known_outputs = {o.name for o in probe.graph.output}
+        typed = []
+        for name in missing:
+            vi = infos.get(name)
+            if name in known_outputs:
+                typed.append(name)
+            elif vi is not None and vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+                probe.graph.output.append(helper.make_tensor_value_info(name, vi.type.tensor_type.elem_type, None))
+                typed.append(name)
+            elif vi is None and guess_float:
+                probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+                typed.append(name)
+        if not typed:
+            return
+        try:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 4
+            sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+            inits = {i.name for i in model.graph.initializer}
+            feeds = {}
+            for vi in model.graph.input:
+                if vi.name in inits:
+                    continue
+                tt = vi.type.tensor_type
+                feeds[vi.name] = np.zeros([d.dim_value for d in tt.shape.dim],
+                                          helper.tensor_dtype_to_np_dtype(tt.elem_type))
+            values = sess.run(typed, feeds)
+            break
+        except Exception:
+            continue
+    if values is None:
+        return  # shapes stay unknown; those nodes run on the host
+    for name, v in zip(typed, values):
+        if not isinstance(v, np.ndarray):
+            continue
+        vi = infos.get(name)
+        elem = vi.type.tensor_type.elem_type if vi is not None else helper.np_dtype_to_tensor_dtype(v.dtype)
+        new = helper.make_tensor_value_info(name, elem, list(v.shape))
+        if vi is not None and name in {o.name for o in model.graph.output}:
+            vi.CopyFrom(new)
+        elif vi is not None:
+            vi.CopyFrom(new)
+        else:
+            model.graph.value_info.append(new)
 
 
 LARGE_INITIALIZER = 4096  # elements; smaller ones (shapes, axes) stay for shape inference's data propagation
@@ -177,6 +247,7 @@ def to_graph(model: onnx.ModelProto) -> Graph:
     for init in model.graph.initializer:
         g.const(init.name, numpy_helper.to_array(init))
     value_infos = list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output)
+    g.type_protos = {vi.name: vi.type for vi in value_infos}
     for vi in value_infos:
         if vi.name in g.tensors:
             continue

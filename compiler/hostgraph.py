@@ -25,6 +25,11 @@ def node_proto(node: Node) -> onnx.NodeProto:
 
 def _value_info(g: Graph, name: str) -> onnx.ValueInfoProto:
     t = g.tensors.get(name)
+    tp = g.type_protos.get(name)
+    if tp is not None and not tp.HasField("tensor_type"):
+        vi = onnx.ValueInfoProto(name=name)
+        vi.type.CopyFrom(tp)
+        return vi
     dtype = np.dtype(t.dtype if t is not None else "float32")
     elem = helper.np_dtype_to_tensor_dtype(dtype)
     shape = list(t.shape) if t is not None and t.shape is not None else None

@@ -97,6 +97,7 @@ class Graph:
         self.consumers: dict[str, list[str]] = {}
         self.onnx_opsets: dict[str, int] = {"": opset}
         self.ir_version = 8
+        self.type_protos: dict = {}  # original ONNX types (sequences, maps) for host subgraphs
 
     # ------------------------------------------------------------ editing
     def add(self, node: Node) -> Node:
@@ -221,6 +222,7 @@ def copy_graph(g: Graph) -> Graph:
     h = Graph(g.opset)
     h.onnx_opsets = dict(g.onnx_opsets)
     h.ir_version = g.ir_version
+    h.type_protos = g.type_protos
     h.tensors = dict(g.tensors)
     h.inputs, h.outputs = list(g.inputs), list(g.outputs)
     for n in g.nodes.values():

@@ -1,0 +1,231 @@
+"""Every NPU operation against onnxruntime, across attribute variations, on the tiny and small configs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from helpers import assert_matches, make_model
+
+RNG = np.random.default_rng(0)
+
+
+def w(*shape, scale=None):
+    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    return (RNG.standard_normal(shape) * (scale or np.sqrt(2.0 / fan_in))).astype(np.float32)
+
+
+def conv_model(cin, cout, hw, k, stride=1, pad=0, dilation=1, group=1, bias=True, act=None, auto_pad=None):
+    attrs = dict(kernel_shape=[k, k], strides=[stride, stride], dilations=[dilation, dilation], group=group)
+    if auto_pad:
+        attrs["auto_pad"] = auto_pad
+    else:
+        attrs["pads"] = [pad] * 4
+    inits = {"W": w(cout, cin // group, k, k)}
+    ins = ["x", "W"]
+    if bias:
+        inits["B"] = w(cout, scale=0.1)
+        ins.append("B")
+    nodes = [helper.make_node("Conv", ins, ["y" if act is None else "c"], **attrs)]
+    if act:
+        nodes.append(helper.make_node(act, ["c"], ["y"]))
+    return make_model(nodes, {"x": [1, cin, hw, hw]}, {"y": None}, inits)
+
+
+@pytest.mark.parametrize("config", ["tiny", "small"])
+@pytest.mark.parametrize("cin,cout,hw,k,stride,pad,dilation,group", [
+    (3, 8, 8, 3, 1, 1, 1, 1),      # first layer (im2col from the host)
+    (8, 8, 8, 3, 1, 1, 1, 1),
+    (12, 20, 9, 3, 2, 1, 1, 1),    # stride 2, channels not a multiple of N
+    (16, 8, 7, 1, 1, 0, 1, 1),     # 1x1
+    (8, 8, 10, 3, 1, 2, 2, 1),     # dilation
+    (8, 8, 8, 3, 1, 1, 1, 8),      # depthwise
+    (16, 16, 6, 3, 1, 1, 1, 4),    # grouped
+    (8, 16, 11, 5, 2, 2, 1, 1),    # 5x5 stride 2
+])
+def test_conv(config, cin, cout, hw, k, stride, pad, dilation, group):
+    assert_matches(conv_model(cin, cout, hw, k, stride, pad, dilation, group), config)
+
+
+def test_conv_first_layer_chained_with_second():
+    m = conv_model(3, 8, 8, 3, pad=1, act="Relu")
+    nodes = list(m.graph.node) + [helper.make_node("Conv", ["y"], ["z"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    nodes[-1].input.append("W2")
+    model = make_model(nodes, {"x": [1, 3, 8, 8]}, {"z": None},
+                       {"W": w(8, 3, 3, 3), "B": w(8, scale=0.1), "W2": w(4, 8, 3, 3)})
+    assert_matches(model, "tiny")
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+def test_conv_auto_pad(auto_pad):
+    assert_matches(conv_model(8, 8, 7, 3, stride=2, auto_pad=auto_pad), "tiny")
+
+
+@pytest.mark.parametrize("act", ["Relu", "Sigmoid", "Tanh"])
+def test_conv_fused_activation(act):
+    assert_matches(conv_model(8, 8, 6, 3, pad=1, act=act), "tiny")
+
+
+@pytest.mark.parametrize("config", ["tiny", "small"])
+@pytest.mark.parametrize("batch,k,m", [(1, 20, 10), (1, 64, 40), (3, 24, 17)])
+def test_gemm(config, batch, k, m):
+    model = make_model([helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)],
+                       {"x": [batch, k]}, {"y": None}, {"W": w(m, k), "B": w(m, scale=0.1)})
+    assert_matches(model, config)
+
+
+@pytest.mark.parametrize("trans_b,alpha,beta", [(0, 1.0, 1.0), (1, 0.5, 2.0), (0, 2.0, 0.0)])
+def test_gemm_attributes(trans_b, alpha, beta):
+    wt = w(12, 16)
+    model = make_model([helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=trans_b, alpha=alpha, beta=beta)],
+                       {"x": [1, 16]}, {"y": None}, {"W": wt if trans_b else wt.T.copy(), "B": w(12, scale=0.1)})
+    assert_matches(model, "tiny")
+
+
+def test_matmul_add():
+    model = make_model([helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "B"], ["y"])],
+                       {"x": [2, 16]}, {"y": None}, {"W": w(16, 9), "B": w(9, scale=0.1)})
+    assert_matches(model, "tiny")
+
+
+def test_gemm_columns_split_with_partial_sums():
+    # 16 x 400 on tiny: 2 x 50 tiles > the 64-tile MRF: streamed and split along columns
+    model = make_model([helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)],
+                       {"x": [1, 400]}, {"y": None}, {"W": w(16, 400), "B": w(16, scale=0.1)})
+    out = assert_matches(model, "tiny")
+    assert out["executor"].manifest["weights"]["mode"] == "streaming"
+
+
+@pytest.mark.parametrize("op,kwargs", [
+    ("Relu", {}), ("LeakyRelu", {"alpha": 0.2}), ("Sigmoid", {}), ("Tanh", {}),
+])
+def test_unary(op, kwargs):
+    model = make_model([helper.make_node(op, ["x"], ["y"], **kwargs)], {"x": [1, 10, 3, 3]}, {"y": None})
+    assert_matches(model, "tiny", rel_max=0.06)
+
+
+@pytest.mark.parametrize("lo,hi", [(0.0, 6.0), (-0.5, 0.5), (None, 1.0)])
+def test_clip(lo, hi):
+    inputs = ["x", "lo" if lo is not None else "", "hi" if hi is not None else ""]
+    inits = {}
+    if lo is not None:
+        inits["lo"] = np.array(lo, np.float32)
+    if hi is not None:
+        inits["hi"] = np.array(hi, np.float32)
+    model = make_model([helper.make_node("Clip", inputs, ["y"])], {"x": [1, 6, 4, 4]}, {"y": None}, inits)
+    assert_matches(model, "tiny")
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Max", "Min"])
+@pytest.mark.parametrize("operand", ["tensor", "channel", "scalar"])
+def test_binary(op, operand):
+    shape = [1, 10, 3, 4]
+    ins = {"a": shape}
+    inits = {}
+    if operand == "tensor":
+        ins["b"] = shape
+    elif operand == "channel":
+        inits["b"] = w(10, 1, 1, scale=1.0)
+    else:
+        inits["b"] = np.array(0.7, np.float32)
+    model = make_model([helper.make_node(op, ["a", "b"], ["y"])], ins, {"y": None}, inits)
+    assert_matches(model, "tiny")
+
+
+def test_constant_first_operand_sub():
+    model = make_model([helper.make_node("Sub", ["b", "a"], ["y"])], {"a": [1, 5]}, {"y": None},
+                       {"b": w(5, scale=1.0)})
+    assert_matches(model, "tiny")
+
+
+def test_residual_add_relu_fused():
+    c = 8
+    nodes = [helper.make_node("Conv", ["x", "W1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "W2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c2", "r1"], ["s"]),
+             helper.make_node("Relu", ["s"], ["y"])]
+    model = make_model(nodes, {"x": [1, c, 6, 6]}, {"y": None}, {"W1": w(c, c, 3, 3), "W2": w(c, c, 3, 3)})
+    out = assert_matches(model, "tiny")
+    layers = {L["name"]: L for L in out["executor"].manifest["compiler"]["report"]["layers"]}
+    assert len(layers) == 2  # conv+relu, conv+add+relu
+
+
+@pytest.mark.parametrize("config", ["tiny", "small"])
+def test_batchnorm_standalone(config):
+    c = 10
+    inits = {"s": w(c, scale=1.0), "b": w(c, scale=1.0), "m": w(c, scale=0.5),
+             "v": np.abs(w(c, scale=1.0)) + 0.5}
+    model = make_model([helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])],
+                       {"x": [1, c, 4, 4]}, {"y": None}, inits)
+    assert_matches(model, config)
+
+
+def test_batchnorm_folded_into_conv():
+    c = 8
+    inits = {"W": w(c, c, 3, 3), "s": w(c, scale=1.0), "b": w(c, scale=1.0), "m": w(c, scale=0.5),
+             "v": np.abs(w(c, scale=1.0)) + 0.5}
+    model = make_model([helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[3, 3]),
+                        helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"])],
+                       {"x": [1, c, 5, 5]}, {"y": None}, inits)
+    out = assert_matches(model, "tiny")
+    assert [L["op"] for L in out["executor"].manifest["compiler"]["report"]["layers"]] == ["Conv"]
+
+
+@pytest.mark.parametrize("config", ["tiny", "small"])
+@pytest.mark.parametrize("op,k,s,p,ceil", [
+    ("MaxPool", 3, 2, 1, 0), ("MaxPool", 2, 2, 0, 0), ("MaxPool", 3, 2, 0, 1), ("MaxPool", 3, 1, 1, 0),
+    ("AveragePool", 2, 2, 0, 0), ("AveragePool", 3, 1, 0, 0),
+])
+def test_pool(config, op, k, s, p, ceil):
+    model = make_model([helper.make_node(op, ["x"], ["y"], kernel_shape=[k, k], strides=[s, s], pads=[p] * 4,
+                                         ceil_mode=ceil)], {"x": [1, 10, 9, 9]}, {"y": None})
+    assert_matches(model, config)
+
+
+def test_avgpool_count_include_pad():
+    model = make_model([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], pads=[1] * 4,
+                                         count_include_pad=1)], {"x": [1, 6, 5, 5]}, {"y": None})
+    assert_matches(model, "tiny")
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
+@pytest.mark.parametrize("hw", [(1, 1), (1, 5), (4, 1), (7, 7)])
+def test_global_pool(op, hw):
+    model = make_model([helper.make_node(op, ["x"], ["y"])], {"x": [1, 12, *hw]}, {"y": None})
+    assert_matches(model, "tiny")
+
+
+def test_concat_channels():
+    nodes = [helper.make_node("Relu", ["a"], ["ra"]), helper.make_node("Sigmoid", ["b"], ["rb"]),
+             helper.make_node("Concat", ["ra", "rb"], ["c"], axis=1),
+             helper.make_node("Conv", ["c", "W"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    model = make_model(nodes, {"a": [1, 5, 4, 4], "b": [1, 6, 4, 4]}, {"y": None}, {"W": w(4, 11, 3, 3)})
+    assert_matches(model, "tiny")
+
+
+@pytest.mark.parametrize("view", ["Flatten", "Reshape", "Transpose"])
+def test_views_before_gemm(view):
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    inits = {"W": w(6, 4, 3, 3), "G": w(5, 6 * 3 * 3)}
+    if view == "Flatten":
+        nodes.append(helper.make_node("Flatten", ["c"], ["f"]))
+    elif view == "Reshape":
+        inits["shape"] = np.array([1, -1], np.int64)
+        nodes.append(helper.make_node("Reshape", ["c", "shape"], ["f"]))
+    else:
+        inits["shape"] = np.array([1, -1], np.int64)
+        nodes += [helper.make_node("Transpose", ["c"], ["t"], perm=[0, 2, 3, 1]),
+                  helper.make_node("Reshape", ["t", "shape"], ["f"])]
+    nodes.append(helper.make_node("Gemm", ["f", "G"], ["y"], transB=1))
+    model = make_model(nodes, {"x": [1, 4, 3, 3]}, {"y": None}, inits)
+    assert_matches(model, "tiny")
+
+
+def test_view_as_output():
+    inits = {"W": w(6, 4, 1, 1), "shape": np.array([1, 6, 4], np.int64)}
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("Transpose", ["c"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("Reshape", ["t", "shape"], ["y"])]
+    model = make_model(nodes, {"x": [1, 4, 2, 2]}, {"y": None}, inits)
+    assert_matches(model, "tiny")
