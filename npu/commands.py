@@ -57,6 +57,14 @@ def add_commands(sub) -> None:
     p.add_argument("--no-examples", action="store_true", help="skip the hand-written assembly examples")
     p.set_defaults(func=_demo)
 
+    p = sub.add_parser("bench", help="run a benchmark script from benchmarks/",
+                       description="Run benchmarks/bench_NAME.py (each prints a table and its ratio against a "
+                                   "named peer, measured in the same run). Without NAME, lists them.",
+                       **_fmt("examples:\n  npu bench\n  npu bench sim --repeat 3\n  npu bench serving"))
+    p.add_argument("name", nargs="?", help="benchmark name (bench_NAME.py)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+    p.set_defaults(func=_bench)
+
     p = sub.add_parser("isa", help="print the instruction set",
                        description="The instruction table (the single source of the ISA).",
                        **_fmt("examples:\n  npu isa\n  npu isa --markdown > docs/isa.md"))
@@ -117,6 +125,27 @@ def _demo(args) -> int:
         run_examples()
     print(f"--- {args.model} on {args.config}")
     run_demo(args.model, args.config, args.input_size, workdir=args.keep)
+    return 0
+
+
+def _bench(args) -> int:
+    import runpy
+
+    from npu.errors import NpuError
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    scripts = {p.stem[len("bench_"):]: p for p in sorted(folder.glob("bench_*.py"))}
+    if not scripts:
+        raise NpuError(f"no benchmarks found in {folder} (they ship with the source tree, not the wheel)")
+    if not args.name:
+        for name, path in scripts.items():
+            doc = (path.read_text().split('"""')[1].strip().splitlines() or [""])[0]
+            print(f"{name:12} {doc}")
+        return 0
+    if args.name not in scripts:
+        raise NpuError(f"unknown benchmark {args.name!r}; one of {', '.join(scripts)}")
+    sys.argv = [str(scripts[args.name])] + list(args.args)
+    runpy.run_path(str(scripts[args.name]), run_name="__main__")
     return 0
 
 
