@@ -23,12 +23,14 @@ class PadReq:
     """Padding a tensor's buffer needs for its windowed consumers, and the value it must hold."""
 
     pad: tuple[int, int, int, int] = (0, 0, 0, 0)
-    fill: float = 0.0
+    fill: float | None = None  # None until a padded consumer states what it needs
 
     def merge(self, pad, fill) -> None:
         self.pad = tuple(max(a, b) for a, b in zip(self.pad, pad))
-        if any(pad) and fill != 0.0:
-            self.fill = fill
+        if any(pad):
+            # -inf only when every padded reader is a MaxPool that needs it; a conflicting
+            # MaxPool then finds zeros and is moved to the host by its lowering
+            self.fill = fill if self.fill in (None, fill) else 0.0
 
 
 @dataclass
@@ -104,7 +106,7 @@ class Lowering:
         view = View(self.buffer(tensor, (H + req.pad[0] + req.pad[2]) * (W + req.pad[1] + req.pad[3]) * ct),
                     H, W, ct, req.pad)
         if view.padded:
-            self.fill_border(view, req.fill)
+            self.fill_border(view, req.fill or 0.0)
         shape = shape if shape is not None else self.g.shape(tensor)
         if slots is None:
             slots = np.arange(ct * self.n)[: self._channels(shape)]

@@ -12,7 +12,7 @@ import numpy as np
 
 from compiler.ir import EpOp, Node
 from compiler.kernels import ChainOp, ChainSpec, LoweringError, Ref
-from compiler.lowering.core import Lowering, OutGrid
+from compiler.lowering.core import NEG_INF, Lowering, OutGrid
 from npu.isa import Space
 
 
@@ -54,6 +54,12 @@ def lower_pool(lw: Lowering, node: Node) -> None:
         raise LoweringError(f"input buffer padding {v.pad} is smaller than the {(t, l, b, r)} the window needs")
     is_max = node.op == "MaxPool"
     kh, kw = p["kh"], p["kw"]
+    req = lw.pads.get(node.inputs[0])
+    from compiler.passes.layout import nonnegative
+
+    if is_max and any(needed_pad(p)) and not nonnegative(lw.g, node.inputs[0]) and \
+            (req is None or req.fill != NEG_INF):
+        raise LoweringError("MaxPool padding must read as -inf, but another reader of its input needs zeros")
     if not is_max and any(p["pads"]) and not node.attr("count_include_pad", 0):
         raise LoweringError("AveragePool with padding excluded from the count")
     oh, ow, ct = p["oh"], p["ow"], v.ct

@@ -18,24 +18,39 @@ MAX_FOLD_ELEMENTS = 1 << 26
 
 
 def _evaluate(g: Graph, node) -> list[np.ndarray] | None:
-    from onnx.reference import ReferenceEvaluator
-
-    inputs = [helper.make_tensor_value_info(f"i{k}", onnx.TensorProto.UNDEFINED, None) for k in range(len(node.inputs))]
+    """Run one node on constant inputs: onnxruntime, else the ONNX reference evaluator."""
+    feeds = {f"i{k}": np.asarray(g.value(name)) for k, name in enumerate(node.inputs) if name}
     proto = onnx.NodeProto()
     proto.CopyFrom(node.proto)
     del proto.input[:]
     proto.input.extend([f"i{k}" if name else "" for k, name in enumerate(node.inputs)])
     del proto.output[:]
     proto.output.extend([f"o{k}" for k in range(len(node.outputs))])
-    graph = helper.make_graph([proto], "fold", [vi for vi, name in zip(inputs, node.inputs) if name],
-                              [helper.make_tensor_value_info(f"o{k}", onnx.TensorProto.UNDEFINED, None)
-                               for k in range(len(node.outputs))])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in g.onnx_opsets.items()])
-    feeds = {f"i{k}": g.value(name) for k, name in enumerate(node.inputs) if name}
-    try:
-        return list(ReferenceEvaluator(model).run(None, feeds))
-    except Exception:
-        return None
+    inputs = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
+              for k, v in feeds.items()]
+    opsets = [helper.make_opsetid(d, v) for d, v in g.onnx_opsets.items()]
+    for typed in (True, False):
+        outputs = []
+        for k, name in enumerate(node.outputs):
+            t = g.tensors.get(name)
+            elem = helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype)) if typed and t is not None else 0
+            outputs.append(helper.make_tensor_value_info(f"o{k}", elem, None))
+        model = helper.make_model(helper.make_graph([proto], "fold", inputs, outputs), opset_imports=opsets)
+        model.ir_version = 8
+        try:
+            if typed:
+                import onnxruntime as ort
+
+                opts = ort.SessionOptions()
+                opts.log_severity_level = 4
+                sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+                return list(sess.run(None, feeds))
+            from onnx.reference import ReferenceEvaluator
+
+            return list(ReferenceEvaluator(model).run(None, feeds))
+        except Exception:
+            continue
+    return None
 
 
 def fold_constants(g: Graph) -> int:

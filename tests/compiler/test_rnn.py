@@ -1,0 +1,51 @@
+"""LSTM and GRU against onnxruntime."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from helpers import assert_matches, make_model
+
+
+def rnn_model(op, T, I, H, bias=True, outputs=("Y",), lbr=1):
+    rng = np.random.default_rng(1)
+    G = 4 if op == "LSTM" else 3
+    inits = {"W": (rng.standard_normal((1, G * H, I)) / np.sqrt(I)).astype(np.float32),
+             "R": (rng.standard_normal((1, G * H, H)) / np.sqrt(H)).astype(np.float32)}
+    ins = ["x", "W", "R"]
+    if bias:
+        inits["B"] = (rng.standard_normal((1, 2 * G * H)) * 0.1).astype(np.float32)
+        ins.append("B")
+    names = [o if o in outputs else "" for o in ("Y", "Y_h")]
+    attrs = {"hidden_size": H}
+    if op == "GRU":
+        attrs["linear_before_reset"] = lbr
+    node = helper.make_node(op, ins, names, **attrs)
+    return make_model([node], {"x": [T, 1, I]}, {o: None for o in outputs}, inits)
+
+
+@pytest.mark.parametrize("config", ["tiny", "small"])
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+@pytest.mark.parametrize("T,I,H", [(3, 8, 8), (5, 12, 10), (2, 5, 20)])
+def test_rnn(config, op, T, I, H):
+    assert_matches(rnn_model(op, T, I, H), config)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_rnn_final_state_and_no_bias(op):
+    assert_matches(rnn_model(op, 4, 8, 8, bias=False, outputs=("Y", "Y_h")), "tiny")
+
+
+def test_gru_linear_before_reset_0_runs_on_host():
+    out = assert_matches(rnn_model("GRU", 3, 8, 8, lbr=0), "tiny", npu_only=False)
+    assert [s["kind"] for s in out["executor"].manifest["plan"]] == ["host"]
+
+
+def test_rnn_runs_twice_identically():
+    out = assert_matches(rnn_model("LSTM", 4, 8, 8), "tiny")
+    ex = out["executor"]
+    x = np.random.default_rng(3).standard_normal((4, 1, 8)).astype(np.float32)
+    a, _ = ex.run({"x": x})
+    b, _ = ex.run({"x": x})
+    assert np.array_equal(a["Y"], b["Y"])
