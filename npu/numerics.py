@@ -140,7 +140,8 @@ def to_fp16(x) -> np.ndarray:
 
 def canonicalize_nan(v: np.ndarray) -> np.ndarray:
     """Replace every NaN by the canonical quiet NaN 0x7E00 (in place when possible)."""
-    nan = np.isnan(v)
+    v = np.asarray(v, dtype=np.float16)
+    nan = (np.ascontiguousarray(v).view(np.uint16) & 0x7FFF) > 0x7C00
     if nan.any():
         v = np.array(v, dtype=np.float16, copy=True)
         v.view(np.uint16)[nan] = CANONICAL_NAN

@@ -15,6 +15,8 @@ against integer arithmetic).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 
 from npu.errors import SimulationError
@@ -29,6 +31,12 @@ from sim.state import MachineState
 # fp16 bits -> float32, for the quantization kernel
 _FP16_TO_F32 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 
+
+#: Budget of the cache of exact float64 weight matrices (ResNet-50's take about 200 MB).
+WEIGHT_CACHE_BYTES = 1 << 30
+
+#: Gathered inputs smaller than this are copied (im2col) instead of multiplied as strided views.
+STRIDED_GEMM_MIN_BYTES = 8 << 20
 
 #: What each MFU instruction computes: binary ops take (chain value, VRF operand), unary ones
 #: (chain value, chain) for the registers they read.  Keys must equal npu.isa.MFU_OPS (tested).
@@ -59,8 +67,8 @@ class Executor:
     def __init__(self, state: MachineState):
         self.state = state
         self.config = state.config
-        self._wcache: dict[tuple, np.ndarray] = {}
-        self._wcache_version = -1
+        self._wcache: OrderedDict[tuple, np.ndarray] = OrderedDict()  # LRU of exact weight matrices
+        self._wcache_bytes = 0
         wwin, awin = flush_windows(self.config.weight_fmt, self.config.act_fmt)
         self.weight_window, self.act_window = wwin, awin
 
@@ -70,10 +78,11 @@ class Executor:
         if step.to_mrf:
             s.mrf.mant[step.mrf:step.mrf + step.count] = s.wdram.mant[step.tile:step.tile + step.count]
             s.mrf.exp[step.mrf:step.mrf + step.count] = s.wdram.exp[step.tile:step.tile + step.count]
-            s.mrf_version += 1
+            s.mrf_tokens[step.mrf:step.mrf + step.count] = s.wdram_tokens[step.tile:step.tile + step.count]
         else:
             s.wdram.mant[step.tile:step.tile + step.count] = s.mrf.mant[step.mrf:step.mrf + step.count]
             s.wdram.exp[step.tile:step.tile + step.count] = s.mrf.exp[step.mrf:step.mrf + step.count]
+            s.wdram_tokens[step.tile:step.tile + step.count] = s.mrf_tokens[step.mrf:step.mrf + step.count]
 
     # ------------------------------------------------------------------ chains
     def chain(self, c: Chain, text: str) -> None:
@@ -106,7 +115,11 @@ class Executor:
         rows = np.arange(c.rows, dtype=np.int64)
         for op in c.ops:
             if op.operand is not None:
-                b = self.state.memory(op.operand.space, op.operand.mfu)[iteration_bases(c, op.operand)[:, None] + rows]
+                mem = self.state.memory(op.operand.space, op.operand.mfu)
+                if op.operand.so == 0 and op.operand.si == 0:  # the same vectors every iteration (a bias)
+                    b = mem[op.operand.addr:op.operand.addr + c.rows][None]
+                else:
+                    b = mem[iteration_bases(c, op.operand)[:, None] + rows]
                 y = MFU_OPS[op.mnemonic](y, b)
             else:
                 y = MFU_OPS[op.mnemonic](y, c)
@@ -121,12 +134,11 @@ class Executor:
     def _weights(self, c: Chain, text: str) -> np.ndarray:
         """Exact float64 weight matrix [rows*N, cols*N] of the chain's MRF tiles (cached)."""
         s = self.state
-        if self._wcache_version != s.mrf_version:
-            self._wcache.clear()
-            self._wcache_version = s.mrf_version
-        key = (c.mrf, c.rows, c.cols)
+        key = (c.rows, c.cols, s.mrf_tokens[c.mrf:c.mrf + c.rows * c.cols].tobytes())
         w = self._wcache.get(key)
-        if w is None:
+        if w is not None:
+            self._wcache.move_to_end(key)
+        else:
             mant, exp = untile(s.mrf, c.rows, c.cols, self.config, start=c.mrf)
             ok = weight_span_ok(mant, exp, self.config.block, self.weight_window)
             if not ok.all():
@@ -136,6 +148,9 @@ class Executor:
                                                   f"weights with npu.weights.tile_matrix")
             w = bfp_values(mant, exp, self.config.weight_fmt, self.config.block).T.copy()
             self._wcache[key] = w
+            self._wcache_bytes += w.nbytes
+            while self._wcache_bytes > WEIGHT_CACHE_BYTES and len(self._wcache) > 1:
+                self._wcache_bytes -= self._wcache.popitem(last=False)[1].nbytes
         return w
 
     def _mvm(self, c: Chain, text: str, x: np.ndarray | None, read_index: np.ndarray | None) -> np.ndarray:
@@ -181,7 +196,8 @@ def _strided_gemm(c: Chain, vals: np.ndarray, base: int, w: np.ndarray, n: int) 
     partial sum of an MVM dot product is exact in float64 (npu.numerics.flush_windows).
     """
     io, ii = c.iter_outer, c.iter_inner
-    if io * ii < 16:
+    # Below a few MB the gathered copy is cheap and one large GEMM beats several small ones.
+    if io * ii * len(c.read_offsets()) * n * vals.itemsize < STRIDED_GEMM_MIN_BYTES:
         return None
     offsets = c.read_offsets()
     width = len(offsets)

@@ -72,7 +72,12 @@ class MachineState:
         self.wdram = WeightImage(np.zeros((config.dram_tiles, n, n), np.int16), np.zeros((config.dram_tiles, n, nb), np.int16))
         self.inq = VectorQueue(n)
         self.outq = VectorQueue(n)
-        self.mrf_version = 0  # bumped on every MRF write; keys the simulator's weight cache
+        # Content tokens: equal tokens mean equal tile contents.  Loads mint fresh tokens and DMA copies
+        # them, so weights streamed from DRAM keep their identity and the simulator's weight cache hits
+        # across layers and runs.
+        self._next_token = 1
+        self.mrf_tokens = np.zeros(config.mrf_tiles, np.int64)
+        self.wdram_tokens = np.zeros(config.dram_tiles, np.int64)
 
     def memory(self, space: Space, mfu: int = 0) -> np.ndarray:
         """The array behind a vector memory space (not the queues or ZERO)."""
@@ -89,11 +94,18 @@ class MachineState:
     def load_mrf(self, image: WeightImage, at: int = 0) -> None:
         """Pin tiles in the MRF directly (weights resident before the program runs)."""
         self._copy_tiles(self.mrf, image, at, "MRF")
-        self.mrf_version += 1
+        self.mrf_tokens[at:at + image.tiles] = self.fresh_tokens(image.tiles)
 
     def load_weight_dram(self, image: WeightImage, at: int = 0) -> None:
         """Place tiles in the weight region of DRAM, for m_rd."""
         self._copy_tiles(self.wdram, image, at, "weight DRAM")
+        self.wdram_tokens[at:at + image.tiles] = self.fresh_tokens(image.tiles)
+
+    def fresh_tokens(self, count: int) -> np.ndarray:
+        """New content tokens, for tiles whose contents were just written from outside."""
+        t = np.arange(self._next_token, self._next_token + count, dtype=np.int64)
+        self._next_token += count
+        return t
 
     @staticmethod
     def _copy_tiles(dst: WeightImage, src: WeightImage, at: int, what: str) -> None:

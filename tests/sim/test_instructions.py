@@ -147,7 +147,7 @@ def test_runtime_errors_name_pc_and_rule(tiny, rng):
     m.state.mrf.mant[0:2] = 1
     m.state.mrf.exp[0, :, 0] = 40
     m.state.mrf.exp[1, :, 0] = 0
-    m.state.mrf_version += 1
+    m.state.mrf_tokens[0:2] = m.state.fresh_tokens(2)
     with pytest.raises(SimulationError, match="weight exponent window"):
         run(m, "s_wr cols 2\nv_rd zero 0\nmv_mul 0\nv_wr netq 0\nend_chain")
 
@@ -206,3 +206,22 @@ def test_every_mfu_instruction_has_an_implementation():
     from sim.functional import MFU_OPS
 
     assert set(MFU_OPS) == set(TABLE)
+
+
+def test_streamed_weights_are_cached_by_content_not_address(tiny, rng):
+    """Weights reloaded into the same MRF tiles from new DRAM contents are not served from the cache."""
+    m = Machine(tiny)
+    x = f16(rng, 1, N)
+    prog = Program(tiny, assemble("m_rd 0 0 1\nv_rd netq 0\nmv_mul 0\nv_wr netq 0\nend_chain"))
+    results = []
+    for w in (rng.normal(size=(N, N)), rng.normal(size=(N, N))):
+        image, _, _ = tile_matrix(w, tiny)
+        m.load_weight_dram(image, at=0)
+        for _ in range(2):  # the second run hits the cache
+            m.push_input(x)
+            m.run(prog)
+            results.append(m.pop_output())
+        wm, we = untile(image, 1, 1, tiny)
+        np.testing.assert_array_equal(results[-1], nm.mvm_reference(x, wm, we, tiny.weight_fmt, tiny.act_fmt, N))
+        np.testing.assert_array_equal(results[-1], results[-2])
+    assert not np.array_equal(results[0], results[2])
