@@ -104,7 +104,7 @@ class InstrDef:
     stage: str | None = None  # MFU stage (npu.config.MfuUnit value) for MFU ops
     opcode: int = -1          # filled in from the table position
 
-    @property
+    @cached_property
     def field_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields)
 

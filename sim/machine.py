@@ -109,7 +109,7 @@ class Machine:
         self.state = MachineState(self.config)
         self.executor = Executor(self.state)
         self.timing = TimingModel(self.config)
-        self._analysis: tuple[Program, list] | None = None  # last program and its steps
+        self._analysis: dict[int, tuple[Program, list]] = {}  # id -> (program, steps), a few recent ones
 
     # ------------------------------------------------------------ loading (npu.backend.MachineLike)
     def load_mrf(self, image, at: int = 0) -> None:
@@ -140,9 +140,12 @@ class Machine:
             raise NpuError(f"program was built for configuration {program.config.name!r} "
                            f"({program.config.fingerprint()}), this machine is {self.config.name!r} "
                            f"({self.config.fingerprint()})")
-        if self._analysis is None or self._analysis[0] is not program:
-            self._analysis = (program, analyze(program))
-        return self._analysis[1]
+        hit = self._analysis.get(id(program))
+        if hit is None or hit[0] is not program:
+            if len(self._analysis) >= 16:
+                self._analysis.pop(next(iter(self._analysis)))
+            hit = self._analysis[id(program)] = (program, analyze(program))
+        return hit[1]
 
     def run(self, program: Program, *, functional: bool = True, timing: bool = True,
             regions: list[tuple[int, int, str]] | None = None) -> RunResult:
