@@ -1,0 +1,64 @@
+"""npu compile / run / check / zoo through npu.cli.main."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from compiler import zoo
+from npu.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    path = d / "tiny.onnx"
+    zoo.save(zoo.build("tiny_cnn", seed=0), path)
+    return d, path
+
+
+def test_help_has_examples(capsys):
+    for cmd in ("compile", "run", "check"):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        assert "examples:" in capsys.readouterr().out
+
+
+def test_compile_run_check(tiny, capsys):
+    d, onnx_path = tiny
+    out = d / "tiny.npu"
+    assert main(["compile", str(onnx_path), "--config", "tiny", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "NPU share of MACs 100.0%" in text and "/conv1/Conv" in text and out.exists()
+    assert main(["compile", str(onnx_path), "--config", "tiny", "-o", str(out), "--json", "--format", "bfp-e8m3b8"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["npu_mac_share"] == 1.0 and rep["total_cycles"] > 0 and rep["layers"][0]["target"] == "npu"
+    x = d / "x.npy"
+    np.save(x, np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32))
+    trace = d / "trace.json"
+    assert main(["run", str(out), "--input", str(x), "--json", "--trace", str(trace)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert len(res["outputs"]["output"]["top5"]) == 5 and res["stats"]["npu_cycles"] > 0
+    assert json.loads(trace.read_text())["traceEvents"]
+    assert main(["run", str(out), "--input", str(x)]) == 0
+    assert "cycles" in capsys.readouterr().out
+    assert main(["check", str(onnx_path), "--config", "tiny", "--inputs", "3", "--json"]) == 0
+    chk = json.loads(capsys.readouterr().out)
+    assert chk["cosine_min"] > 0.999 and chk["top1_agreement"] == 1.0 and chk["max_abs_err"] < 0.2
+    assert main(["check", str(onnx_path), "--config", "tiny", "--inputs", "1", "--per-layer"]) == 0
+    assert "/conv2/Conv_output_0" in capsys.readouterr().out
+
+
+def test_errors_are_reported_without_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx at all")
+    assert main(["compile", str(bad), "--config", "tiny", "-o", str(tmp_path / "x.npu")]) == 1
+    assert "not a valid ONNX model" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "missing.npu"), "--input", "x.npy"]) == 1
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_zoo_is_wired(tmp_path, capsys):
+    assert main(["zoo", "list"]) == 0
+    assert "resnet50" in capsys.readouterr().out
