@@ -1,0 +1,142 @@
+"""The cocotb test bench: runs a job of cases on the Verilated NPU.
+
+It is a cocotb test module (``COCOTB_TEST_MODULES=rtl.bench``) started by
+rtl/cosim.py, which hands it a pickled job in ``NPU_RTL_JOB`` and reads the
+pickled results from ``NPU_RTL_OUT``.  A job is a list of cases run back to
+back on one instance, without reset between them (memories persist, as on
+hardware).  Each case:
+
+* ``loads``: ``[(memory id, first word, [words])]`` written through the load port;
+* ``program``: instruction words, or None to run nothing;
+* ``inputs``: native-vector words for the input queue;
+* ``stream``: True when inputs or outputs may exceed the queue FIFOs, so the
+  bench must feed and drain them every cycle while the program runs (slow
+  path); otherwise it preloads the inputs, starts, waits for ``busy`` to fall
+  and drains the outputs (fast path: no Python per cycle);
+* ``reads``: ``[(memory id, first word, count)]`` read back after the run.
+
+Everything is driven and sampled at falling clock edges, half a cycle away
+from the rising edge where the design samples its inputs.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import time
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, RisingEdge
+
+
+def _u(handle) -> int:
+    return int(handle.value)
+
+
+async def _load(dut, loads):
+    for mem, addr, words in loads:
+        dut.ld_sel.value = mem
+        for k, w in enumerate(words):
+            dut.ld_addr.value = addr + k
+            dut.ld_data.value = w
+            dut.ld_we.value = 1
+            await FallingEdge(dut.clk)
+    dut.ld_we.value = 0
+
+
+async def _read(dut, reads):
+    out = []
+    for mem, addr, count in reads:
+        dut.ld_sel.value = mem
+        words = []
+        for k in range(count):
+            dut.ld_addr.value = addr + k
+            await FallingEdge(dut.clk)  # the read port registers at the rising edge in between
+            words.append(_u(dut.ld_rdata))
+        out.append(words)
+    return out
+
+
+class _Feeder:
+    """Offers input words whenever the queue is ready (called at falling edges)."""
+
+    def __init__(self, dut, words):
+        self.dut, self.words, self.i = dut, words, 0
+
+    def step(self):
+        dut = self.dut
+        if self.i < len(self.words) and dut.inq__ready.value == 1:
+            dut.inq__payload.value = self.words[self.i]
+            dut.inq__valid.value = 1
+            self.i += 1
+        else:
+            dut.inq__valid.value = 0
+
+
+async def _commits(dut, log):
+    while True:
+        await RisingEdge(dut.commit)
+        log.append((_u(dut.commit_pc), _u(dut.cycles)))
+
+
+@cocotb.test()
+async def run_job(dut):
+    with open(os.environ["NPU_RTL_JOB"], "rb") as f:
+        job = pickle.load(f)
+    Clock(dut.clk, 10, unit="ns").start()
+    dut.rst.value = 1
+    dut.start.value = 0
+    dut.ld_we.value = 0
+    dut.inq__valid.value = 0
+    dut.outq__ready.value = 1
+    for _ in range(2):
+        await FallingEdge(dut.clk)
+    dut.rst.value = 0
+    results = []
+    for case in job:
+        t0 = time.perf_counter()
+        await _load(dut, case.get("loads", []))
+        res = {"cycles": 0, "error": 0, "outputs": [], "commits": [], "sim_s": 0.0}
+        program = case.get("program")
+        if program is not None:
+            feeder = _Feeder(dut, case.get("inputs", []))
+            outputs = res["outputs"]
+            # preload what fits (the queue's ready says when it does not)
+            while feeder.i < len(feeder.words) and dut.inq__ready.value == 1:
+                feeder.step()
+                await FallingEdge(dut.clk)
+            dut.inq__valid.value = 0
+            dut.prog_len.value = len(program)
+            commits = []
+            watcher = cocotb.start_soon(_commits(dut, commits))
+            dut.start.value = 1
+            await FallingEdge(dut.clk)
+            dut.start.value = 0
+            t1 = time.perf_counter()
+            if case.get("stream"):
+                while True:
+                    await FallingEdge(dut.clk)
+                    feeder.step()
+                    if dut.busy.value == 0:
+                        break  # the drain below takes the rest
+                    if dut.outq__valid.value == 1:
+                        outputs.append(_u(dut.outq__payload))
+            else:
+                if dut.busy.value == 1:
+                    await FallingEdge(dut.busy)
+                await FallingEdge(dut.clk)
+            res["sim_s"] = time.perf_counter() - t1
+            watcher.cancel()
+            dut.inq__valid.value = 0
+            res["cycles"] = _u(dut.cycles)
+            res["error"] = _u(dut.error)
+            res["commits"] = commits
+            # drain the output queue
+            while dut.outq__valid.value == 1:
+                outputs.append(_u(dut.outq__payload))
+                await FallingEdge(dut.clk)
+        res["reads"] = await _read(dut, case.get("reads", []))
+        res["wall_s"] = time.perf_counter() - t0
+        results.append(res)
+    with open(os.environ["NPU_RTL_OUT"], "wb") as f:
+        pickle.dump(results, f)

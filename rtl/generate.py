@@ -1,0 +1,57 @@
+"""Verilog generation and the generation report (ports, memories, MAC count)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from npu.config import NpuConfig
+
+
+def make_top(config: NpuConfig, params=None):
+    from rtl.cosim import RtlParams
+    from rtl.npu import Npu
+
+    params = params or RtlParams()
+    return Npu(config, program_depth=params.program_depth, queue_depth=params.queue_depth,
+               write_slots=params.write_slots, mvm_buffer=params.mvm_buffer)
+
+
+def write_verilog(config: NpuConfig, outdir: str | Path, params=None) -> Path:
+    """Write ``npu_top.v`` and ``report.json`` into outdir; returns the Verilog path."""
+    from amaranth.back import verilog
+
+    from rtl.cosim import TOPLEVEL
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    top = make_top(config, params)
+    text = verilog.convert(top, name=TOPLEVEL)
+    path = outdir / f"{TOPLEVEL}.v"
+    path.write_text(text)
+    (outdir / "report.json").write_text(json.dumps(report(top), indent=2) + "\n")
+    return path
+
+
+def report(top) -> dict:
+    """Ports, memories and their sizes, and the MAC count of a generated NPU."""
+    from amaranth.hdl import Shape
+
+    c = top.config
+    ports = []
+    for path, member in top.signature.members.flatten():
+        if member.is_port:
+            ports.append({"name": "__".join(map(str, path)), "dir": member.flow.value,
+                          "width": Shape.cast(member.shape).width})
+    mems = [{"name": m.name, "depth": m.depth, "width": m.width, "bits": m.depth * m.width}
+            for m in top.memmap.memories]
+    mems.append({"name": "mvm_buffer", "depth": top.mvm_buffer,
+                 "width": c.native_dim * (c.act_fmt.mant_bits + 1) + (c.native_dim // c.block) * c.act_fmt.exp_bits,
+                 "bits": 0})
+    mems[-1]["bits"] = mems[-1]["depth"] * mems[-1]["width"]
+    for q in ("inq", "outq"):
+        mems.append({"name": q, "depth": top.queue_depth, "width": 16 * c.native_dim,
+                     "bits": top.queue_depth * 16 * c.native_dim})
+    return {"config": c.name, "fingerprint": c.fingerprint(), "macs_per_cycle": c.macs_per_cycle,
+            "tile_engines": c.tile_engines, "dot_product_engines": c.tile_engines * c.native_dim,
+            "lanes": c.dpe_lanes, "mfus": [list(u) for u in c.mfus], "ports": ports, "memories": mems,
+            "memory_bits": sum(m["bits"] for m in mems)}
