@@ -96,3 +96,74 @@ def quantize_fp16(cnp.ndarray x not None, int block, int mant_bits, int emin, in
                         vals[v, j] = 0.0    # integer mantissas have no -0
                 nz[v, b] = any_nz
     return vals_np, exps_np, nz_np
+
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    static inline float npu_bits_to_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+    static inline uint32_t npu_f32_to_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+    /* float32 -> fp16, round to nearest even, overflow to inf, every NaN -> 0x7E00
+       (after F. Giesen's float_to_half_fast3_rtne). */
+    static inline uint16_t npu_f32_to_f16(float value) {
+        uint32_t x = npu_f32_to_bits(value);
+        uint32_t sign = x & 0x80000000u;
+        uint16_t o;
+        x ^= sign;
+        if (x > 0x7F800000u) return 0x7E00;
+        if (x >= (143u << 23)) {                 /* >= 2**16: infinity */
+            o = 0x7C00;
+        } else if (x < (113u << 23)) {           /* < 2**-14: subnormal (or zero) */
+            float f = npu_bits_to_f32(x) + 0.5f; /* the FPU rounds to a 2**-24 quantum */
+            o = (uint16_t)(npu_f32_to_bits(f) - 0x3F000000u);
+        } else {
+            uint32_t odd = (x >> 13) & 1u;
+            x += 0xC8000FFFu + odd;              /* rebias the exponent (-112 << 23) and round */
+            o = (uint16_t)(x >> 13);
+        }
+        return o | (uint16_t)(sign >> 16);
+    }
+    """
+    float npu_bits_to_f32(unsigned int u) nogil
+    unsigned short npu_f32_to_f16(float value) nogil
+
+
+_HALF_TO_FLOAT = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+def fp16_binary(a, b, int op):
+    """fp16 ``a + b`` (op 0), ``a - b`` (1) or ``a * b`` (2), elementwise; ``b`` may be smaller than ``a``
+    and repeat along its leading axes (a bias).
+
+    Computed in float32 and rounded once to fp16 (innocuous double rounding: 24 >= 2*11 + 2), NaNs
+    canonical: the same results as npu.numerics.fp16_add/sub/mul (tests/sim/test_kernels.py).
+    """
+    av = np.ascontiguousarray(a, dtype=np.float16)
+    bv = np.ascontiguousarray(b, dtype=np.float16)
+    while bv.ndim and bv.shape[0] == 1 and bv.ndim >= av.ndim:
+        bv = bv[0]
+    if av.shape[av.ndim - bv.ndim:] != bv.shape:  # not a repetition along leading axes
+        bv = np.ascontiguousarray(np.broadcast_to(bv, av.shape))
+    out_np = np.empty(av.shape, dtype=np.float16)
+    cdef const unsigned short[::1] x = av.reshape(-1).view(np.uint16)
+    cdef const unsigned short[::1] y = bv.reshape(-1).view(np.uint16)
+    cdef unsigned short[::1] o = out_np.reshape(-1).view(np.uint16)
+    cdef const float[::1] h2f = _HALF_TO_FLOAT
+    cdef Py_ssize_t i, k, r, base, n = x.shape[0], m = y.shape[0]
+    with nogil:
+        for r in range(n // m):
+            base = r * m
+            if op == 0:
+                for k in range(m):
+                    i = base + k
+                    o[i] = npu_f32_to_f16(h2f[x[i]] + h2f[y[k]])
+            elif op == 1:
+                for k in range(m):
+                    i = base + k
+                    o[i] = npu_f32_to_f16(h2f[x[i]] - h2f[y[k]])
+            else:
+                for k in range(m):
+                    i = base + k
+                    o[i] = npu_f32_to_f16(h2f[x[i]] * h2f[y[k]])
+    return out_np

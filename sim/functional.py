@@ -21,11 +21,11 @@ import numpy as np
 
 from npu.errors import SimulationError
 from npu.isa import Space
-from npu.numerics import (bfp_quantize, bfp_values, flush_blocks, flush_windows, fp16_activation, fp16_add,
-                          fp16_lrelu, fp16_max, fp16_min, fp16_mul, fp16_relu, fp16_sub, to_fp16, weight_span_ok)
+from npu.numerics import (bfp_quantize, bfp_values, flush_blocks, flush_windows, fp16_activation, fp16_lrelu,
+                          fp16_max, fp16_min, fp16_relu, fp16_sub, to_fp16, weight_span_ok)
 from npu.program import Chain, Dma, Operand
 from npu.weights import untile
-from sim._kernels import quantize_fp16
+from sim._kernels import fp16_binary, quantize_fp16
 from sim.state import MachineState
 
 # fp16 bits -> float32, for the quantization kernel
@@ -41,12 +41,12 @@ STRIDED_GEMM_MIN_BYTES = 8 << 20
 #: What each MFU instruction computes: binary ops take (chain value, VRF operand), unary ones
 #: (chain value, chain) for the registers they read.  Keys must equal npu.isa.MFU_OPS (tested).
 MFU_OPS = {
-    "vv_add": fp16_add,
-    "vv_a_sub_b": fp16_sub,
-    "vv_b_sub_a": lambda x, b: fp16_sub(b, x),
+    "vv_add": lambda x, b: fp16_binary(x, b, 0),      # = npu.numerics.fp16_add, in C
+    "vv_a_sub_b": lambda x, b: fp16_binary(x, b, 1),  # = fp16_sub
+    "vv_b_sub_a": lambda x, b: fp16_sub(b, x),  # b may be a broadcast bias: numpy handles the order
     "vv_max": fp16_max,
     "vv_min": fp16_min,
-    "vv_mul": fp16_mul,
+    "vv_mul": lambda x, b: fp16_binary(x, b, 2),      # = fp16_mul
     "v_relu": lambda x, c: fp16_relu(x),
     "v_lrelu": lambda x, c: fp16_lrelu(x, np.array(c.alpha, np.uint16).view(np.float16)),
     "v_sigm": lambda x, c: fp16_activation("sigm", x),

@@ -21,3 +21,22 @@ def test_quantize_kernel_equals_numerics(name, rng):
         np.testing.assert_array_equal(exps, e)
         np.testing.assert_array_equal(vals.view(np.uint64), nm.bfp_values(m, e, fmt, block).view(np.uint64))
         np.testing.assert_array_equal(nz.view(bool), (m.reshape(len(x), -1, block) != 0).any(-1))
+
+
+@pytest.mark.parametrize("op, ref", [(0, nm.fp16_add), (1, nm.fp16_sub), (2, nm.fp16_mul)])
+def test_fp16_binary_kernel_equals_numerics(op, ref, rng):
+    from sim._kernels import fp16_binary
+
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    for a, b in ((every, rng.permutation(every)), (every, every[::-1].copy()),
+                 (rng.normal(size=4096).astype(np.float16), (rng.normal(size=4096) * 1e3).astype(np.float16))):
+        np.testing.assert_array_equal(fp16_binary(a, b, op).view(np.uint16), ref(a, b).view(np.uint16))
+
+
+def test_fp16_binary_kernel_broadcasts_a_bias(rng):
+    from sim._kernels import fp16_binary
+
+    x = rng.normal(size=(5, 3, 8)).astype(np.float16)
+    b = rng.normal(size=(1, 3, 8)).astype(np.float16)
+    np.testing.assert_array_equal(fp16_binary(x, b, 0), nm.fp16_add(x, b))
+    np.testing.assert_array_equal(fp16_binary(x, b[0, 1], 2), nm.fp16_mul(x, b[0, 1]))
