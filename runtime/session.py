@@ -36,6 +36,9 @@ def executor_class():
     return Executor
 
 
+IMAGE_ALIAS = "images"
+
+
 def alias(name: str) -> str:
     """TF Serving's alias of a tensor name: ``images:0`` -> ``images``."""
     base, sep, index = name.rpartition(":")
@@ -114,6 +117,11 @@ class Session:
         for spec in specs:
             if alias(key) == alias(spec.name):
                 return spec
+        # Azure's accelerated-model clients send the encoded image under the signature alias "images":
+        # a model whose single input is an image answers to it, whatever its ONNX input is called.
+        if (what == "input" and alias(key) == IMAGE_ALIAS and len(specs) == 1
+                and (self.manifest.get("preprocessing") or {}).get("kind") == "image"):
+            return specs[0]
         raise InvalidRequest(f"model {self.name!r} has no {what} {key!r}; its {what}s are "
                              f"{', '.join(map(describe, specs))}")
 

@@ -105,3 +105,23 @@ def test_npu_scores_match_the_float_model_within_the_format(tiny_model):
     want = float_reference_scores(x).ravel().astype(np.float64)
     cosine = got @ want / np.linalg.norm(got) / np.linalg.norm(want)
     assert cosine > 0.999 and np.abs(got - want).max() < 0.05 * np.abs(want).max()
+
+
+def test_image_models_answer_to_the_images_alias(tmp_path):
+    """The seed's client sends images as `images`; a zoo model calls its input `input`."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from compiler import compile_to_file
+    from conftest import PREPROCESSING
+
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["output"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 16, 16])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "relu.npu"
+    compile_to_file(model, path, config="tiny", preprocessing=PREPROCESSING)
+    session = runtime.load(path)
+    assert session.input_spec("images").name == "input"
+    with pytest.raises(InvalidRequest, match="no input 'pixels'"):
+        session.input_spec("pixels")
