@@ -92,22 +92,35 @@ def compile_graph(source, config="brainslice-128", fmt=None, input_shapes=None, 
         shared = Shared()
         try:
             segs = lower(g, cfg, shared, pads, capacity, progress)
+            total = sum(c.tiles for c in shared.chunks)
+            if not streaming and total > cfg.mrf_tiles:
+                streaming = True
+                continue
+            t_lower = time.perf_counter()
+            consts = allocate(segs, shared, cfg, streaming)
         except LoweringError as exc:
+            # a node that cannot be mapped (or does not fit) runs on the host; partition again
+            op = g.nodes[exc.node].op if exc.node in g.nodes else exc.op
             if not host_fallback:
-                raise CompileError(f"cannot run on the NPU: {exc.args[0] if exc.args else exc}", node=exc.node,
-                                   op=exc.op, hint="drop --no-host-fallback to run it on the host") from None
-            if exc.node is None or exc.node in force_host:
+                raise CompileError(f"cannot run on the NPU: {exc.args[0].split(': ', 1)[-1] if exc.args else exc}",
+                                   node=exc.node, op=op, hint="drop --no-host-fallback to run it on the host") from None
+            if exc.node is None or exc.node in force_host or exc.node not in base.nodes:
                 raise
             force_host.add(exc.node)
-            continue
-        total = sum(c.tiles for c in shared.chunks)
-        if not streaming and total > cfg.mrf_tiles:
-            streaming = True
             continue
         break
     else:
         raise CompileError("partitioning did not converge")
-    t_lower = time.perf_counter()
+    images = [tile_matrix(c.matrix, cfg)[0] for c in shared.chunks]
+    weights = WeightImage.concat(images) if images else WeightImage.empty(cfg, 0)
+    t_end = time.perf_counter()
+    return Compiled(cfg, g, segs, streaming, weights, consts,
+                    timings={"frontend_s": t_front - t0, "lower_s": t_lower - t_front, "backend_s": t_end - t_lower,
+                             "total_s": t_end - t0}, onnx_model=model)
+
+
+def allocate(segs: list, shared: Shared, cfg: NpuConfig, streaming: bool) -> list:
+    """Weights, constants and every segment's buffers get addresses; programs are emitted and checked."""
     allocate_weights(shared.chunks, cfg, streaming)
     consts = list(shared.consts.values())
     top = allocate_constants(consts, cfg)
@@ -118,12 +131,7 @@ def compile_graph(source, config="brainslice-128", fmt=None, input_shapes=None, 
             instructions, seg.regions = emit(seg.steps, cfg)
             seg.program = Program(cfg, instructions)
             analyze(seg.program)  # every static rule, now rather than at run time
-    images = [tile_matrix(c.matrix, cfg)[0] for c in shared.chunks]
-    weights = WeightImage.concat(images) if images else WeightImage.empty(cfg, 0)
-    t_end = time.perf_counter()
-    return Compiled(cfg, g, segs, streaming, weights, consts,
-                    timings={"frontend_s": t_front - t0, "lower_s": t_lower - t_front, "backend_s": t_end - t_lower,
-                             "total_s": t_end - t0}, onnx_model=model)
+    return consts
 
 
 def lower(g: Graph, cfg: NpuConfig, shared: Shared, pads, capacity: int, progress=None) -> list:

@@ -20,6 +20,10 @@ class LoweringError(CompileError):
     """A supported-looking node that cannot be mapped after all; the driver moves it to the host."""
 
 
+class CapacityError(LoweringError):
+    """Weights or activations of a node do not fit the configuration's memories (host fallback)."""
+
+
 @dataclass(eq=False)
 class Buffer:
     """A run of native vectors in one vector memory.
@@ -37,6 +41,7 @@ class Buffer:
     addr: int = -1
     first: int = 1 << 60
     last: int = -1
+    owner: str = ""                   # the node whose lowering made it
 
     def require(self, space: Space, mfu: int = 0) -> None:
         if self.space is None:
@@ -75,6 +80,7 @@ class WeightChunk:
     name: str = ""
     mrf: int = -1
     tile: int = -1
+    owner: str = ""
 
     @property
     def tiles(self) -> int:

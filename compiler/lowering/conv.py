@@ -63,7 +63,7 @@ def dense_weight(w: np.ndarray, group: int) -> np.ndarray:
 def lower_conv(lw: Lowering, node: Node) -> None:
     g, n = lw.g, lw.n
     x = node.inputs[0]
-    w = lw.g.value(node.inputs[1]).astype(np.float64)
+    w = lw.g.value(node.inputs[1]).astype(np.float32)
     b = g.value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
     p = conv_params(node, g.shape(x), w.shape)
     w = dense_weight(w, p["group"])
@@ -91,7 +91,7 @@ def lower_conv(lw: Lowering, node: Node) -> None:
     if v.pitch != ct and (kh > 1 or kw > 1):
         raise LoweringError("windowed read of a strided view")
     # weight columns: tap (ky, kx) occupies ct*N columns, input channel c at its slot
-    m = np.zeros((rt * n, kh * kw * ct * n))
+    m = np.zeros((rt * n, kh * kw * ct * n), np.float32)
     cols = ((np.arange(kh)[:, None, None] * kw + np.arange(kw)[None, :, None]) * ct * n
             + slots[None, None, :]).reshape(-1)  # [kh*kw*cin] in (ky, kx, c) order
     m[:cout][:, cols] = w.transpose(0, 2, 3, 1).reshape(cout, -1)
@@ -119,7 +119,7 @@ def _conv_im2col(lw: Lowering, node: Node, w: np.ndarray, p: dict, out_grid: Out
     k = kh * kw * cin
     kt = lw.ct(k)
     rt = out_grid.ct
-    m = np.zeros((rt * n, kt * n))
+    m = np.zeros((rt * n, kt * n), np.float32)
     m[:cout, :k] = w.transpose(0, 2, 3, 1).reshape(cout, -1)
     spec = dict(kh=kh, kw=kw, sh=p["sh"], sw=p["sw"], dh=p["dh"], dw=p["dw"], pads=p["pads"], oh=p["oh"],
                 ow=p["ow"], kt=kt)
@@ -168,7 +168,7 @@ def lower_gemm(lw: Lowering, node: Node) -> None:
 
     n, g = lw.n, lw.g
     x = node.inputs[0]
-    w = g.value(node.inputs[1]).astype(np.float64)
+    w = g.value(node.inputs[1]).astype(np.float32)
     bias = g.value(node.inputs[2])
     M, K = w.shape
     B = g.shape(x)[0]
@@ -183,7 +183,7 @@ def lower_gemm(lw: Lowering, node: Node) -> None:
     if B == 1:
         emap = src.emap
         total = v.H * v.W * v.ct
-        m = np.zeros((mt * n, total * n))
+        m = np.zeros((mt * n, total * n), np.float32)
         m[:M, emap] = w
         if v.contiguous or v.H == 1 and not v.pad[1] and not v.pad[3] and v.pitch == v.ct:
             groups = [ColGroup(c0, c, c0) for c0, c in split_columns(total, 1, lw.capacity)]
@@ -200,7 +200,7 @@ def lower_gemm(lw: Lowering, node: Node) -> None:
         slots = src.grid_slots()
         if slots is None or (v.H, v.W) != (1, B):
             raise LoweringError("batched Gemm input is not one pixel per row")
-        m = np.zeros((mt * n, v.ct * n))
+        m = np.zeros((mt * n, v.ct * n), np.float32)
         m[:M, slots] = w
         groups = [ColGroup(c0, c, c0) for c0, c in split_columns(v.ct, 1, lw.capacity)]
         read = Ref(v.buf, v.at(0, 0), 0, v.pitch)

@@ -81,7 +81,7 @@ class Lowering:
 
     # ------------------------------------------------------------ buffers
     def buffer(self, name: str, size: int, space: Space | None = None, mfu: int = 0) -> Buffer:
-        b = Buffer(name, max(1, int(size)))
+        b = Buffer(name, max(1, int(size)), owner=self.node.name if self.node is not None else "")
         if space is not None:
             b.require(space, mfu)
         self.buffers.append(b)
@@ -239,6 +239,8 @@ class Lowering:
             rows = min(rc, R - r0)
             chunks = [WeightChunk(np.ascontiguousarray(matrix[r0 * n:(r0 + rows) * n, g.c0 * n:(g.c0 + g.cols) * n]),
                                   rows, g.cols, f"{name}[{r0}:{r0 + rows},{g.c0}:{g.c0 + g.cols}]") for g in groups]
+            for c in chunks:
+                c.owner = self.region
             self.shared.chunks.extend(chunks)
             w = [dst.shifted(r0)] + [d.shifted(r0) for d in extra_dst]
             if len(groups) == 1:

@@ -79,6 +79,7 @@ class _Recurrence:
         for r0 in range(0, R, rc):
             rows = min(rc, R - r0)
             ch = WeightChunk(np.ascontiguousarray(m[r0 * n:(r0 + rows) * n]), rows, C, f"{self.node.name}[{r0}]")
+            ch.owner = self.node.name
             lw.shared.chunks.append(ch)
             bconst = lw.const(bias[r0 * n:(r0 + rows) * n], Space.ASVRF, 0)
             chunks.append((r0, rows, ch, bconst))

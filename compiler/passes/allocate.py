@@ -9,7 +9,7 @@ IVRF, spilling to DRAM.
 """
 from __future__ import annotations
 
-from compiler.kernels import Buffer, ChainSpec, DmaSpec, Ref, WeightChunk
+from compiler.kernels import Buffer, CapacityError, ChainSpec, DmaSpec, Ref, WeightChunk
 from npu.config import NpuConfig
 from npu.errors import CompileError
 from npu.isa import Space
@@ -26,8 +26,13 @@ def allocate_weights(chunks: list[WeightChunk], config: NpuConfig, streaming: bo
     for c in chunks:
         c.tile, at = at, at + c.tiles
     if at > config.dram_tiles:
-        raise CompileError(f"the weights need {at} tiles but the weight region of DRAM holds {config.dram_tiles} "
-                           f"(configuration {config.name!r})", hint="use a configuration with more dram_tiles")
+        per: dict[str, int] = {}
+        for c in chunks:
+            per[c.owner] = per.get(c.owner, 0) + c.tiles
+        biggest = max(per, key=per.get)
+        raise CapacityError(f"the weights need {at} tiles but the weight region of DRAM holds {config.dram_tiles} "
+                            f"(configuration {config.name!r}); the largest layer has {per[biggest]}",
+                            node=biggest, hint="use a configuration with more dram_tiles")
 
 
 def _spaces_key(space: Space, mfu: int) -> tuple[int, int]:
@@ -92,8 +97,9 @@ def allocate_buffers(steps: list, config: NpuConfig, base: dict[tuple[int, int],
                 break
         else:
             where = " or ".join(f"{Space(s).name}" for s, _ in candidates)
-            raise CompileError(f"out of vector memory: buffer {b.name} ({b.size} vectors) does not fit {where} "
+            raise CapacityError(f"out of vector memory: buffer {b.name} ({b.size} vectors) does not fit {where} "
                                f"(configuration {config.name!r})",
+                               node=b.owner or None,
                                hint="use a smaller input size or a configuration with deeper VRFs/DRAM")
     return high
 
