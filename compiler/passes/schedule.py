@@ -34,7 +34,8 @@ def schedule_dma(steps: list, config: NpuConfig, streaming: bool) -> list:
     def issue(k):
         i = loads[k]
         chunk = steps[i].weights
-        out.append(DmaSpec(chunk, (k % 2) * half, steps[i].region))
+        # labelled apart from the layer: a prefetch is issued long before its layer runs
+        out.append(DmaSpec(chunk, (k % 2) * half, f"m_rd {steps[i].region}"))
 
     for k in pending[:2]:
         issue(k)
