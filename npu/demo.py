@@ -31,7 +31,7 @@ def run_demo(model: str = "resnet50", config: str = "brainslice-128", input_size
     from npu.modelfile import read_model
     from runtime.executor import Executor
     from runtime.labels import top_k
-    from runtime.preprocess import load_image_tensor
+    from runtime.preprocess import ImageConfig, preprocess_image
 
     out = Path(workdir or tempfile.mkdtemp(prefix="npu-demo-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -49,14 +49,15 @@ def run_demo(model: str = "resnet50", config: str = "brainslice-128", input_size
     t0 = time.perf_counter()
     executor = Executor(read_model(npu_path), backend="sim")
     spec = executor.inputs[0]
-    x = load_image_tensor(sample_image(), executor.manifest.get("preprocessing", {}), spec)
+    image_config = ImageConfig.from_manifest(executor.manifest, spec)
+    x = preprocess_image(sample_image().read_bytes(), image_config)[None]
     outputs, stats = executor.run({spec.name: x})
     print(f"[3/3] run: {sample_image().name} on the simulator ({time.perf_counter() - t0:.1f} s wall)")
     logits = next(iter(outputs.values()))
-    top = top_k(logits, 5)
+    top = top_k(logits, 5, labels=executor.manifest.get("preprocessing", {}).get("labels"))
     print("top-5 (the zoo's weights are seeded, not trained: the labels show the path works, not a prediction):")
-    for label, p in top:
-        print(f"  {p:7.2%}  {label}")
+    for index, label, p in top:
+        print(f"  {p:7.2%}  {index:4d} {label}")
     print(f"modeled device latency {stats.latency_us / 1000:.3f} ms at {executor.manifest['config']['clock_mhz']:g} MHz, "
           f"{stats.npu_cycles:,} cycles, MVM utilization {100 * stats.utilization:.1f} %")
     return {"top5": top, "latency_us": stats.latency_us, "utilization": stats.utilization}
