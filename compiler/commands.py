@@ -45,12 +45,18 @@ def _progress(args, desc: str):
     def update(done: int, total: int):
         if "b" not in bar:
             bar["b"] = tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
+        if bar["b"].total != total:  # the driver re-partitions: start over
+            bar["b"].reset(total=total)
         bar["b"].n = done
         bar["b"].refresh()
-        if done >= total:
-            bar["b"].close()
 
+    update.close = lambda: bar["b"].close() if "b" in bar else None
     return update
+
+
+def _close(progress) -> None:
+    if progress is not None:
+        progress.close()
 
 
 def add_commands(subparsers) -> None:
@@ -109,8 +115,12 @@ def cmd_compile(args) -> int:
     from compiler import compile_to_file
 
     out = args.output or args.model.with_suffix(".npu")
-    report = compile_to_file(args.model, out, config=args.config, fmt=args.fmt, input_shapes=args.input_shape,
-                             host_fallback=not args.no_host_fallback, progress=_progress(args, "compiling"))
+    progress = _progress(args, "compiling")
+    try:
+        report = compile_to_file(args.model, out, config=args.config, fmt=args.fmt, input_shapes=args.input_shape,
+                                 host_fallback=not args.no_host_fallback, progress=progress)
+    finally:
+        _close(progress)
     if args.json:
         print(json.dumps(dict(report.to_dict(), output=str(out)), indent=1))
     else:
@@ -234,8 +244,12 @@ def cmd_check(args) -> int:
         count = max((len(a) if a.ndim > ranks[n] else 1) for n, a in arrays.items())
         feeds = [{n: (a[j] if a.ndim > ranks[n] else a) for n, a in arrays.items()} for j in range(count)]
         _ = onnx
-    res = check_model(args.model, args.config, args.fmt, args.inputs, args.seed, feeds, args.per_layer,
-                      args.input_shape, progress=_progress(args, "checking"))
+    progress = _progress(args, "simulating")
+    try:
+        res = check_model(args.model, args.config, args.fmt, args.inputs, args.seed, feeds, args.per_layer,
+                          args.input_shape, progress=progress)
+    finally:
+        _close(progress)
     if args.json:
         print(json.dumps(res.to_dict(), indent=1))
         return 0

@@ -30,7 +30,7 @@ from compiler.passes.fold_batchnorm import fold_batchnorm
 from compiler.passes.fold_constants import fold_constants
 from compiler.passes.fold_qdq import fold_qdq
 from compiler.passes.fuse_epilogues import fuse_epilogues
-from compiler.passes.layout import plan_padding
+from compiler.passes.layout import plan_concat_groups, plan_padding
 from compiler.passes.lower import HostSegment, NpuSegment, lower_npu_segment, segment_io
 from compiler.passes.partition import partition, segments
 from compiler.passes.schedule import schedule_dma
@@ -88,10 +88,11 @@ def compile_graph(source, config="brainslice-128", fmt=None, input_shapes=None, 
         partition(g, host_fallback, force_host)
         fuse_epilogues(g)
         pads = plan_padding(g)
+        groups = plan_concat_groups(g, cfg.native_dim)
         capacity = cfg.mrf_tiles // 2 if streaming else cfg.mrf_tiles
         shared = Shared()
         try:
-            segs = lower(g, cfg, shared, pads, capacity, progress)
+            segs = lower(g, cfg, shared, pads, capacity, progress, groups)
             total = sum(c.tiles for c in shared.chunks)
             if not streaming and total > cfg.mrf_tiles:
                 streaming = True
@@ -107,6 +108,7 @@ def compile_graph(source, config="brainslice-128", fmt=None, input_shapes=None, 
             if exc.node is None or exc.node in force_host or exc.node not in base.nodes:
                 raise
             force_host.add(exc.node)
+            force_host.update(n for n in getattr(exc, "nodes", ()) if n in base.nodes)
             continue
         break
     else:
@@ -134,17 +136,25 @@ def allocate(segs: list, shared: Shared, cfg: NpuConfig, streaming: bool) -> lis
     return consts
 
 
-def lower(g: Graph, cfg: NpuConfig, shared: Shared, pads, capacity: int, progress=None) -> list:
+def lower(g: Graph, cfg: NpuConfig, shared: Shared, pads, capacity: int, progress=None, groups=None) -> list:
     out = []
     parts = segments(g)
+    total = sum(len(nodes) for _, nodes in parts)
+    done = 0
+
+    def tick(count: int = 1):
+        nonlocal done
+        done += count
+        if progress is not None:
+            progress(done, total)
+
     for k, (target, nodes) in enumerate(parts):
         if target == "npu":
-            out.append(lower_npu_segment(g, k, nodes, cfg, shared, pads, capacity))
+            out.append(lower_npu_segment(g, k, nodes, cfg, shared, pads, capacity, tick, groups))
         else:
             ins, outs = segment_io(g, nodes)
             out.append(HostSegment(k, nodes, ins, outs))
-        if progress is not None:
-            progress(k + 1, len(parts))
+            tick(len(nodes))
     return out
 
 

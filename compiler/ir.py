@@ -51,7 +51,7 @@ class EpOp:
 
     @property
     def stage(self) -> str:
-        if self.kind in ("add", "sub", "rsub", "max", "min"):
+        if self.kind in ("add", "sub", "rsub", "max", "min", "merge"):
             return "addsub"
         if self.kind == "mul":
             return "mul"

@@ -75,6 +75,8 @@ def lower_conv(lw: Lowering, node: Node) -> None:
 
         epilogue.insert(0, EpOp("add", const=np.asarray(b, np.float64)))
     out = lw.new_grid(node.outputs[0], p["oh"], p["ow"], rt)
+    rt = out.view.ct  # a concatenation part may start mid-tile
+    epilogue += lw.merge_ops(node.outputs[0])
     out_grid = OutGrid(p["oh"], p["ow"], rt, out.slots)
     dst = out.view.pixel_ref()
     if x not in lw.placements and lw.im2col.get(x) is node.name:
@@ -94,7 +96,7 @@ def lower_conv(lw: Lowering, node: Node) -> None:
     m = np.zeros((rt * n, kh * kw * ct * n), np.float32)
     cols = ((np.arange(kh)[:, None, None] * kw + np.arange(kw)[None, :, None]) * ct * n
             + slots[None, None, :]).reshape(-1)  # [kh*kw*cin] in (ky, kx, c) order
-    m[:cout][:, cols] = w.transpose(0, 2, 3, 1).reshape(cout, -1)
+    m[np.ix_(out.slots, cols)] = w.transpose(0, 2, 3, 1).reshape(cout, -1)
     base = Ref(v.buf, v.at(-p["pads"][0], -p["pads"][1]), p["sh"] * v.Wp * v.pitch, p["sw"] * v.pitch)
     row_step = p["dh"] * v.Wp * ct
     unit = kw * ct
@@ -120,7 +122,7 @@ def _conv_im2col(lw: Lowering, node: Node, w: np.ndarray, p: dict, out_grid: Out
     kt = lw.ct(k)
     rt = out_grid.ct
     m = np.zeros((rt * n, kt * n), np.float32)
-    m[:cout, :k] = w.transpose(0, 2, 3, 1).reshape(cout, -1)
+    m[out_grid.slots, :k] = w.transpose(0, 2, 3, 1).reshape(cout, -1)
     spec = dict(kh=kh, kw=kw, sh=p["sh"], sw=p["sw"], dh=p["dh"], dw=p["dw"], pads=p["pads"], oh=p["oh"],
                 ow=p["ow"], kt=kt)
     vectors = p["oh"] * p["ow"] * kt

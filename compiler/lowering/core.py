@@ -78,6 +78,8 @@ class Lowering:
         self.region = ""
         self.node: Node | None = None
         self.slots_avail = [(m, s) for m in range(config.n_mfus) for s in STAGES if config.mfu_has(m, s)]
+        self.concat_plan: dict = {"parts": {}, "concats": {}, "groups": {}}
+        self.group_buffers: dict[str, View] = {}
 
     # ------------------------------------------------------------ buffers
     def buffer(self, name: str, size: int, space: Space | None = None, mfu: int = 0) -> Buffer:
@@ -92,7 +94,8 @@ class Lowering:
         key = (int(space), mfu, v.tobytes())
         b = self.shared.consts.get(key)
         if b is None:
-            b = Buffer(f"const{len(self.shared.consts)}", len(v), const=v)
+            b = Buffer(f"const{len(self.shared.consts)}", len(v), const=v,
+                       owner=self.node.name if self.node is not None else "")
             b.require(space, mfu)
             self.shared.consts[key] = b
         return b
@@ -100,8 +103,46 @@ class Lowering:
     def ct(self, channels: int) -> int:
         return -(-channels // self.n)
 
+    def group_view(self, gid: str) -> View:
+        """The shared, zero-cleared buffer of a concatenation group (created by its first writer)."""
+        v = self.group_buffers.get(gid)
+        if v is None:
+            H, W, C = self.concat_plan["groups"][gid]
+            members = [t for t, (g, _) in self.concat_plan["parts"].items() if g == gid]
+            members += [c.outputs[0] for c in self.g.nodes.values() if self.concat_plan["concats"].get(c.name) == gid]
+            req = PadReq()
+            for t in members:
+                r = self.pads.get(t)
+                if r is not None:
+                    if r.fill not in (None, 0.0):
+                        raise LoweringError("a concatenation group read with -inf padding")
+                    req.merge(r.pad, 0.0)
+            ct = self.ct(C)
+            v = View(self.buffer(f"concat {gid}", (H + req.pad[0] + req.pad[2]) * (W + req.pad[1] + req.pad[3]) * ct,
+                                 Space.ASVRF, self.config.n_mfus - 1), H, W, ct, req.pad)
+            self.chain(ChainSpec(ZERO, 1, (1, v.buf.size), writes=[Ref(v.buf, 0, 0, 1)]))
+            self.group_buffers[gid] = v
+        return v
+
+    def merge_ops(self, tensor: str) -> list[EpOp]:
+        """The final ``vv_add`` that merges a concatenation part into its shared buffer."""
+        return [EpOp("merge", tensor=tensor)] if tensor in self.concat_plan["parts"] else []
+
     def new_grid(self, tensor: str, H: int, W: int, ct: int, shape=None, slots=None) -> Placement:
         """A fresh buffer for a grid tensor, padded as its consumers need; border filled first."""
+        part = self.concat_plan["parts"].get(tensor)
+        if part is not None and self.node is not None and self.node.outputs[0] == tensor:
+            gid, c_off = part
+            g = self.group_view(gid)
+            C = self._channels(shape if shape is not None else self.g.shape(tensor))
+            t0, t1 = c_off // self.n, -(-(c_off + C) // self.n)
+            part_slots = np.arange(C) + (c_off - t0 * self.n)
+            if slots is not None and not np.array_equal(np.asarray(slots)[:C], part_slots):
+                raise LoweringError("a concatenation part whose lanes would have to move")
+            view = View(g.buf, H, W, t1 - t0, g.pad, g.pitch, t0)
+            p = Placement(view, tuple(shape if shape is not None else self.g.shape(tensor)), self.n, slots=part_slots)
+            self.placements[tensor] = p
+            return p
         req = self.pads.get(tensor, PadReq())
         view = View(self.buffer(tensor, (H + req.pad[0] + req.pad[2]) * (W + req.pad[1] + req.pad[3]) * ct),
                     H, W, ct, req.pad)
@@ -154,9 +195,11 @@ class Lowering:
         groups: list[list[tuple[EpOp, int, str]]] = [[]]
         pos = start
         alpha = None
+        last_mfu = self.config.n_mfus - 1
         for op in ops:
             for attempt in range(2):
-                k = next((i for i in range(pos, len(self.slots_avail)) if self.slots_avail[i][1] == op.stage), None)
+                k = next((i for i in range(pos, len(self.slots_avail)) if self.slots_avail[i][1] == op.stage
+                          and (op.kind != "merge" or self.slots_avail[i][0] == last_mfu)), None)
                 clash = op.kind == "lrelu" and alpha is not None and alpha != op.alpha
                 if k is not None and not clash:
                     m, s = self.slots_avail[k]
@@ -176,6 +219,10 @@ class Lowering:
         if op.kind in UNARY:
             return ChainOp(UNARY[op.kind], mfu)
         space = Space.MULVRF if stage == "mul" else Space.ASVRF
+        if op.kind == "merge":
+            p = self.placement(op.tensor)
+            p.view.buf.require(space, mfu)
+            return ChainOp("vv_add", mfu, p.view.pixel_ref().shifted(r0))
         if op.tensor is not None:
             p = self.placement(op.tensor)
             slots = p.grid_slots()
@@ -191,9 +238,9 @@ class Lowering:
             return ChainOp(BINARY[op.kind], mfu, ref.shifted(r0))
         c = np.asarray(op.const, np.float64)
         if c.size == 1:
-            vec = np.full((rows, self.n), float(c.reshape(-1)[0]))
-            if op.kind in ("max", "min"):
-                pass
+            # only the channel lanes: idle lanes stay 0 (concatenation groups add them into neighbours)
+            vec = channel_vector(np.full(len(out.slots), float(c.reshape(-1)[0])), out.slots, out.ct,
+                                 self.n)[r0:r0 + rows]
         else:
             vec = channel_vector(c.reshape(-1), out.slots, out.ct, self.n)[r0:r0 + rows]
         return ChainOp(BINARY[op.kind], mfu, Ref(self.const(vec, space, mfu), 0, 0, 0))

@@ -26,14 +26,29 @@ def lower_eltwise(lw: Lowering, node: Node) -> None:
         out.emap_ = src.emap
     grid = OutGrid(v.H, v.W, v.ct, slots if slots is not None else np.arange(v.ct * lw.n))
     spec = ChainSpec(v.pixel_ref(), v.ct, (v.H, v.W))
-    lw.finish(spec, lw.assign(node.epilogue), 0, v.ct, grid, [out.view.pixel_ref()])
+    lw.finish(spec, lw.assign(node.epilogue + lw.merge_ops(node.outputs[0])), 0, v.ct, grid,
+              [out.view.pixel_ref()])
     out.nonneg = bool(node.epilogue) and node.epilogue[-1].kind in ("relu", "sigm")
 
 
 def lower_concat(lw: Lowering, node: Node) -> None:
-    """Channel concatenation: every part keeps whole tiles; one copy chain per part."""
-    parts = [lw.placement(t) for t in node.inputs]
+    """Channel concatenation: a prefix view of its group's shared buffer, else one copy chain per part
+    (every part keeping whole tiles)."""
     shape = lw.g.shape(node.outputs[0])
+    gid = lw.concat_plan["concats"].get(node.name)
+    if gid is not None:
+        g = lw.group_buffers.get(gid)
+        if g is None or any(t not in lw.placements or lw.placements[t].view.buf is not g.buf for t in node.inputs):
+            raise LoweringError("concatenation parts were produced outside this segment")
+        from compiler.kernels import View
+
+        C = shape[1]
+        view = View(g.buf, g.H, g.W, lw.ct(C), g.pad, g.pitch, 0)
+        out = Placement(view, tuple(shape), lw.n, slots=np.arange(C))
+        out.nonneg = all(lw.placement(t).nonneg for t in node.inputs)
+        lw.placements[node.outputs[0]] = out
+        return
+    parts = [lw.placement(t) for t in node.inputs]
     from compiler.kernels import standard_grid
 
     grid = standard_grid(tuple(shape))

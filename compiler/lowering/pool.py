@@ -74,7 +74,7 @@ def lower_pool(lw: Lowering, node: Node) -> None:
         dy, dx = taps[k]
         return Ref(v.buf, base + (dy * v.Wp + dx) * v.pitch, so, si)
 
-    epilogue = list(node.epilogue)
+    epilogue = list(node.epilogue) + lw.merge_ops(node.outputs[0])
     if not is_max:
         epilogue.insert(0, EpOp("mul", const=np.array([1.0 / (kh * kw)])))
     dst = out.view.pixel_ref()

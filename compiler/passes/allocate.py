@@ -30,9 +30,18 @@ def allocate_weights(chunks: list[WeightChunk], config: NpuConfig, streaming: bo
         for c in chunks:
             per[c.owner] = per.get(c.owner, 0) + c.tiles
         biggest = max(per, key=per.get)
-        raise CapacityError(f"the weights need {at} tiles but the weight region of DRAM holds {config.dram_tiles} "
+        # the largest layers, as many as it takes, go to the host together
+        excess, spill = at - config.dram_tiles, []
+        for owner in sorted(per, key=per.get, reverse=True):
+            if excess <= 0:
+                break
+            spill.append(owner)
+            excess -= per[owner]
+        err = CapacityError(f"the weights need {at} tiles but the weight region of DRAM holds {config.dram_tiles} "
                             f"(configuration {config.name!r}); the largest layer has {per[biggest]}",
                             node=biggest, hint="use a configuration with more dram_tiles")
+        err.nodes = spill
+        raise err
 
 
 def _spaces_key(space: Space, mfu: int) -> tuple[int, int]:
@@ -47,8 +56,8 @@ def allocate_constants(consts: list[Buffer], config: NpuConfig) -> dict[tuple[in
         b.addr = top.get(key, 0)
         top[key] = b.addr + b.size
         if top[key] > config.vector_space_depth(b.space):
-            raise CompileError(f"constants overflow {b.space.name}[{b.mfu}] ({top[key]} > "
-                               f"{config.vector_space_depth(b.space)} vectors)")
+            raise CapacityError(f"constants overflow {b.space.name}[{b.mfu}] ({top[key]} > "
+                                f"{config.vector_space_depth(b.space)} vectors)", node=b.owner or None)
     return top
 
 

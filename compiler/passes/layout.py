@@ -49,3 +49,50 @@ def plan_padding(g: Graph) -> dict[str, PadReq]:
             fill = NEG_INF if node.op == "MaxPool" and not nonnegative(g, x) else 0.0
         reqs.setdefault(x, PadReq()).merge(needed_pad(p), fill)
     return reqs
+
+
+def plan_concat_groups(g: Graph, native_dim: int) -> dict:
+    """Channel concatenations whose parts can be written straight into one shared buffer.
+
+    DenseNet concatenates every earlier output of a block, one Concat per layer, each a prefix of
+    the next.  Such a group gets one buffer holding the channels densely (not one whole tile per
+    part): every part's producer adds its result into its lanes (``vv_add`` with the zero-cleared
+    buffer, lanes of other parts are added 0), and each Concat is a prefix view, so no copies run.
+    Returns ``{"parts": {tensor: (group, channel offset)}, "concats": {node: group}, "groups":
+    {group: (H, W, C)}}``.
+    """
+    plan = {"parts": {}, "concats": {}, "groups": {}}
+    concats = [n for n in g.nodes.values() if n.op == "Concat" and n.target == "npu"]
+    by_first: dict[str, list] = {}
+    for c in concats:
+        shape = g.shape(c.outputs[0])
+        if shape is None or len(shape) != 4 or shape[0] != 1 or c.attr("axis", 1) % 4 != 1:
+            continue
+        by_first.setdefault(c.inputs[0], []).append(c)
+    for first, nodes in by_first.items():
+        longest = max(nodes, key=lambda c: len(c.inputs))
+        parts = longest.inputs
+        if any(c.inputs != parts[:len(c.inputs)] for c in nodes) or len(set(parts)) != len(parts):
+            continue
+        ok = True
+        offsets, off = {}, 0
+        for t in parts:
+            p = g.producer_of(t)
+            shape = g.shape(t)
+            if p is None or p.target != "npu" or t in plan["parts"] or shape is None or \
+                    p.op not in ("Conv", "Eltwise", "MaxPool", "AveragePool") or \
+                    any(e.kind == "sigm" for e in p.epilogue) or g.shape(t)[2:] != g.shape(longest.outputs[0])[2:]:
+                ok = False
+                break
+            offsets[t] = off
+            off += shape[1]
+        if not ok:
+            continue
+        gid = longest.name
+        _, C, H, W = g.shape(longest.outputs[0])
+        plan["groups"][gid] = (H, W, C)
+        for t, o in offsets.items():
+            plan["parts"][t] = (gid, o)
+        for c in nodes:
+            plan["concats"][c.name] = gid
+    return plan

@@ -68,8 +68,9 @@ def segment_io(g: Graph, nodes: list[Node]) -> tuple[list[str], list[str]]:
 
 
 def lower_npu_segment(g: Graph, index: int, nodes: list[Node], config: NpuConfig, shared: Shared,
-                      pads: dict[str, PadReq], capacity: int) -> NpuSegment:
+                      pads: dict[str, PadReq], capacity: int, tick=None, concat_plan=None) -> NpuSegment:
     lw = Lowering(g, config, shared, pads, capacity)
+    lw.concat_plan = concat_plan or lw.concat_plan
     ins, outs = segment_io(g, nodes)
     table = lowerings()
     lw.im2col = {}
@@ -100,6 +101,8 @@ def lower_npu_segment(g: Graph, index: int, nodes: list[Node], config: NpuConfig
             exc.node = exc.node or node.name
             exc.op = exc.op or node.op
             raise
+        if tick is not None:
+            tick()
     for t in outs:
         p = lw.placement(t)
         v = p.view
