@@ -62,3 +62,23 @@ def test_errors_are_reported_without_traceback(tmp_path, capsys):
 def test_zoo_is_wired(tmp_path, capsys):
     assert main(["zoo", "list"]) == 0
     assert "resnet50" in capsys.readouterr().out
+
+
+def test_run_with_an_image(tmp_path, capsys):
+    """A [1, 3, 32, 32] model gets ImageNet preprocessing in its manifest; `npu run` decodes a PNG."""
+    from PIL import Image
+
+    from compiler import compile_to_file
+    from npu.modelfile import read_model
+    from test_ops import conv_model
+
+    model = conv_model(3, 8, 32, 3, pad=1, act="Relu")
+    out = tmp_path / "img.npu"
+    compile_to_file(model, out, config="tiny")
+    pre = read_model(out).manifest["preprocessing"]
+    assert pre["kind"] == "image" and pre["size"] == [32, 32] and pre["resize"] == 37
+    img = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(img)
+    assert main(["run", str(out), "--input", str(img), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["outputs"]["y"]["shape"] == [1, 8, 32, 32]

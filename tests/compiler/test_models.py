@@ -106,3 +106,13 @@ def test_sklearn_pipeline_with_host_fallback(classifier):
         r = np.array([list(d.values()) for d in ref[1]])
         assert np.abs(p - r).max() < 0.02
     assert agree == len(range(0, len(x), 3))
+
+
+@pytest.mark.parametrize("fmt,bound", [("msfp16", 0.999), ("msfp12", 0.98), ("ms-fp9", 0.98), ("ms-fp8", 0.93)])
+def test_format_override(fmt, bound):
+    """--format sets both weight and activation formats; fidelity degrades with the mantissa as expected."""
+    from compiler.check import check_model
+
+    res = check_model(zoo.build("tiny_cnn", seed=0, input_size=16), config="small", fmt=fmt, inputs=4)
+    assert res.format == fmt
+    assert res.cosine_min >= bound, res.cosine_min
