@@ -104,7 +104,7 @@ class Executor:
                 result = self._run_npu(step, env)
                 stats.npu_cycles += result.cycles
                 stats.macs += result.macs
-                stats.instructions += result.instructions
+                stats.instructions += getattr(result, "instructions", 0) or len(self._programs[step["program"]])
                 if trace is not None:
                     trace.append(result)
         env.update(self._const_outputs)
