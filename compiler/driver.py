@@ -1,7 +1,7 @@
 """The compiler driver: a list of named passes, ONNX in, .npu model file out.
 
     load_model -> to_graph -> fold_qdq -> fold_constants -> remove_identities
-    -> canonicalize_linear -> fold_batchnorm            (graph passes, once)
+    -> canonicalize_linear -> canonicalize_elementwise -> fold_batchnorm   (graph passes, once)
     -> partition -> fuse_epilogues -> plan_padding -> segments -> lower
     -> allocate (weights, constants, buffers) -> schedule_dma -> emit -> package
 
@@ -24,7 +24,7 @@ from compiler.ir import Graph, copy_graph
 from compiler.kernels import LoweringError
 from compiler.lowering.core import Shared
 from compiler.passes.allocate import allocate_buffers, allocate_constants, allocate_weights
-from compiler.passes.canonicalize import canonicalize_linear
+from compiler.passes.canonicalize import canonicalize_elementwise, canonicalize_linear
 from compiler.passes.emit import emit
 from compiler.passes.fold_batchnorm import fold_batchnorm
 from compiler.passes.fold_constants import fold_constants
@@ -70,6 +70,7 @@ def graph_passes(model: onnx.ModelProto) -> Graph:
     fold_constants(g)
     remove_identities(g)
     canonicalize_linear(g)
+    canonicalize_elementwise(g)
     fold_batchnorm(g)
     return g
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Graph
+from compiler.ir import Graph, Node
 
 
 def canonicalize_linear(g: Graph) -> int:
@@ -50,5 +50,62 @@ def canonicalize_linear(g: Graph) -> int:
         node.attrs = {"transB": 1, "_canonical": 1}
         node.proto = None
         changed += 1
+    g.rebuild()
+    return changed
+
+
+def canonicalize_elementwise(g: Graph) -> int:
+    """Exporter idioms as the ops the NPU maps: Pad(zeros) -> Conv becomes the Conv's padding,
+    ReduceMean over H and W becomes GlobalAveragePool, division by a constant a multiplication."""
+    changed = 0
+    for node in list(g.nodes.values()):
+        if node.name not in g.nodes:
+            continue
+        if node.op == "Div" and g.value(node.inputs[1]) is not None and g.value(node.inputs[0]) is None:
+            c = g.value(node.inputs[1]).astype(np.float64)
+            if np.all(c != 0) and np.issubdtype(g.value(node.inputs[1]).dtype, np.floating):
+                name = g.fresh_name(f"{node.name}.reciprocal")
+                g.const(name, (1.0 / c).astype(np.float32))
+                node.op, node.inputs, node.proto = "Mul", [node.inputs[0], name], None
+                changed += 1
+        elif node.op == "ReduceMean":
+            shape = g.shape(node.inputs[0])
+            axes = node.attr("axes")
+            if axes is None and len(node.inputs) > 1 and node.inputs[1]:
+                axes = g.value(node.inputs[1])
+            if shape is None or len(shape) != 4 or axes is None:
+                continue
+            if sorted(int(a) % 4 for a in np.asarray(axes).reshape(-1)) != [2, 3]:
+                continue
+            keep = node.attr("keepdims", 1)
+            if keep:
+                node.op, node.inputs, node.attrs, node.proto = "GlobalAveragePool", [node.inputs[0]], {}, None
+            else:
+                mid = g.fresh_name(f"{node.name}.pooled")
+                g.tensors[mid] = type(g.tensors[node.inputs[0]])(mid, (shape[0], shape[1], 1, 1))
+                g.add(Node(f"{node.name}.gap", "GlobalAveragePool", [node.inputs[0]], [mid]))
+                node.op, node.inputs, node.attrs, node.proto = "Flatten", [mid], {"axis": 1}, None
+            changed += 1
+        elif node.op == "Pad":
+            pads = g.value(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else node.attr("pads")
+            value = g.value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else node.attr("value", 0.0)
+            users = g.consumers_of(node.outputs[0])
+            if pads is None or node.attr("mode", "constant") != "constant" or (value is not None and float(np.asarray(value)) != 0.0):
+                continue
+            if len(node.inputs) > 3 and node.inputs[3]:
+                continue
+            pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+            if len(pads) != 8 or any(pads[k] for k in (0, 1, 4, 5)) or min(pads) < 0:
+                continue
+            if len(users) != 1 or users[0].op != "Conv" or users[0].inputs[0] != node.outputs[0] or \
+                    users[0].attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or node.outputs[0] in g.outputs:
+                continue
+            conv = users[0]
+            cp = list(conv.attr("pads") or [0, 0, 0, 0])
+            conv.attrs["pads"] = [cp[0] + pads[2], cp[1] + pads[3], cp[2] + pads[6], cp[3] + pads[7]]
+            conv.attrs.pop("auto_pad", None)
+            conv.proto = None
+            g.bypass(node)
+            changed += 1
     g.rebuild()
     return changed

@@ -229,3 +229,17 @@ def test_view_as_output():
              helper.make_node("Reshape", ["t", "shape"], ["y"])]
     model = make_model(nodes, {"x": [1, 4, 2, 2]}, {"y": None}, inits)
     assert_matches(model, "tiny")
+
+
+def test_exporter_idioms_pad_reducemean_div():
+    """tf2onnx/PyTorch spellings: Pad before Conv, ReduceMean over H, W, Div by a constant."""
+    inits = {"W": w(6, 4, 3, 3), "pads": np.array([0, 0, 1, 2, 0, 0, 1, 0], np.int64), "d": np.array(4.0, np.float32),
+             "axes": np.array([2, 3], np.int64)}
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"]),
+             helper.make_node("Conv", ["p", "W"], ["c"], kernel_shape=[3, 3]),
+             helper.make_node("Div", ["c", "d"], ["q"]),
+             helper.make_node("ReduceMean", ["q", "axes"], ["y"], keepdims=0)]
+    model = make_model(nodes, {"x": [1, 4, 6, 6]}, {"y": None}, inits, opset=18)
+    out = assert_matches(model, "tiny")
+    ops = [L["op"] for L in out["executor"].manifest["compiler"]["report"]["layers"]]
+    assert "Pad" not in ops and "ReduceMean" not in ops
