@@ -17,12 +17,15 @@ from compiler.lowering.core import ColGroup, InputSpec, Lowering, OutGrid, split
 
 
 def conv_params(node: Node, in_shape, w_shape) -> dict:
+    from compiler.attrs import window
+
+    a = window(node)
     kh, kw = int(w_shape[2]), int(w_shape[3])
     H, W = int(in_shape[2]), int(in_shape[3])
-    sh, sw = (node.attr("strides") or [1, 1])
-    dh, dw = (node.attr("dilations") or [1, 1])
-    pads = list(node.attr("pads") or [0, 0, 0, 0])
-    auto = node.attr("auto_pad", "NOTSET")
+    sh, sw = a.strides
+    dh, dw = a.dilations
+    pads = list(a.pads)
+    auto = a.auto_pad
     ekh, ekw = (kh - 1) * dh + 1, (kw - 1) * dw + 1
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         oh, ow = -(-H // sh), -(-W // sw)
@@ -36,8 +39,7 @@ def conv_params(node: Node, in_shape, w_shape) -> dict:
         pads = [0, 0, 0, 0]
     oh = (H + pads[0] + pads[2] - ekh) // sh + 1
     ow = (W + pads[1] + pads[3] - ekw) // sw + 1
-    return dict(kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, pads=pads, H=H, W=W, oh=oh, ow=ow,
-                group=int(node.attr("group", 1)))
+    return dict(kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, pads=pads, H=H, W=W, oh=oh, ow=ow, group=a.group)
 
 
 def needed_pad(p: dict) -> tuple[int, int, int, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from compiler.attrs import window
 from compiler.ir import EpOp, Node
 from compiler.kernels import ChainOp, ChainSpec, LoweringError, Ref
 from compiler.lowering.core import NEG_INF, Lowering, OutGrid
@@ -17,11 +18,13 @@ from npu.isa import Space
 
 
 def pool_params(node: Node, in_shape) -> dict:
+    from compiler.attrs import window
     from compiler.lowering.conv import conv_params
 
-    kh, kw = node.attr("kernel_shape")
+    a = window(node)
+    kh, kw = a.kernel
     p = conv_params(node, in_shape, (0, 0, kh, kw))
-    if node.attr("ceil_mode", 0):
+    if a.ceil_mode:
         H, W = in_shape[2], in_shape[3]
         pads = p["pads"]
         oh = -(-(H + pads[0] + pads[2] - ((kh - 1) * p["dh"] + 1)) // p["sh"]) + 1
@@ -60,7 +63,7 @@ def lower_pool(lw: Lowering, node: Node) -> None:
     if is_max and any(needed_pad(p)) and not nonnegative(lw.g, node.inputs[0]) and \
             (req is None or req.fill != NEG_INF):
         raise LoweringError("MaxPool padding must read as -inf, but another reader of its input needs zeros")
-    if not is_max and any(p["pads"]) and not node.attr("count_include_pad", 0):
+    if not is_max and any(p["pads"]) and not window(node).count_include_pad:
         raise LoweringError("AveragePool with padding excluded from the count")
     oh, ow, ct = p["oh"], p["ow"], v.ct
     out = lw.new_grid(node.outputs[0], oh, ow, ct, slots=slots)

@@ -131,7 +131,10 @@ def _const_broadcast_ok(c: np.ndarray, shape) -> bool:
 
 
 def _rnn_reason(g: Graph, node: Node, shape) -> str | None:
-    if node.attr("direction", "forward") != "forward":
+    from compiler.attrs import rnn
+
+    a = rnn(node)
+    if a.direction != "forward":
         return "only forward RNNs run on the NPU"
     if len(shape) != 3 or shape[1] != 1:
         return "only batch 1 runs on the NPU"
@@ -145,12 +148,11 @@ def _rnn_reason(g: Graph, node: Node, shape) -> str | None:
             return "non-zero initial state"
     if node.op == "LSTM" and ins[7]:
         return "peephole connections"
-    if node.attr("activations") and [a.lower() for a in node.attr("activations")] not in (
-            ["sigmoid", "tanh", "tanh"], ["sigmoid", "tanh"]):
+    if a.activations and a.activations not in (("sigmoid", "tanh", "tanh"), ("sigmoid", "tanh")):
         return "non-default activations"
-    if node.attr("clip") is not None or node.attr("input_forget", 0):
+    if a.clip is not None or a.input_forget:
         return "clip/input_forget"
-    if node.op == "GRU" and not node.attr("linear_before_reset", 0):
+    if node.op == "GRU" and not a.linear_before_reset:
         return "GRU with linear_before_reset=0"
     if node.op == "LSTM" and len(node.outputs) > 2 and node.outputs[2]:
         if g.consumers_of(node.outputs[2]) or node.outputs[2] in g.outputs:
