@@ -62,7 +62,27 @@ def main(argv=None) -> int:
           f"{'ok' if ratio <= 3 else 'MISSED'})")
     print(f"{'  of which timing model':<28} {t_timing:>9.3f}")
     print(f"modeled: {stats.npu_cycles:,} cycles = {stats.latency_us:,.0f} us, utilization {stats.utilization:.1%}")
+    print(f"MVM work: {stats.macs / 1e9:.2f} G MACs simulated (padded to native tiles) for "
+          f"{zoo.count_macs(model) / 1e9:.2f} G MACs in the ONNX graph")
+    profile(ex, {"input": x})
     return 0
+
+
+def profile(ex, feeds) -> None:
+    """Where one simulated inference spends its time, by function (cProfile, internal time)."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    ex.run(feeds)
+    prof.disable()
+    st = pstats.Stats(prof)
+    total = sum(v[2] for v in st.stats.values())
+    rows = sorted(((v[2], f"{k[0].split('/')[-1]}:{k[2]}") for k, v in st.stats.items()), reverse=True)[:6]
+    print("simulator time by function (internal time; numpy calls count in their caller):")
+    for t, name in rows:
+        print(f"  {name:<40} {t:7.3f} s  {t / total:6.1%}")
 
 
 if __name__ == "__main__":
