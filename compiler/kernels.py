@@ -168,10 +168,10 @@ def standard_grid(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
     [B, K] -> 1 x B pixels of K; [T, 1, K] -> 1 x T pixels of K; [K] -> one pixel."""
     if len(shape) == 4 and shape[0] == 1:
         return shape[2], shape[3], shape[1]
+    if len(shape) == 3 and shape[1] == 1:
+        return 1, shape[0], shape[2]   # [T, 1, K]: a sequence, T pixels of K
     if len(shape) == 3 and shape[0] == 1:
         return 1, shape[2], shape[1]   # [1, C, L]: L pixels of C channels
-    if len(shape) == 3 and shape[1] == 1:
-        return 1, shape[0], shape[2]
     if len(shape) == 2:
         return 1, shape[0], shape[1]
     if len(shape) == 1:
@@ -186,7 +186,7 @@ def _standard_pixel_major(shape: tuple[int, ...]) -> np.ndarray | None:
         return None
     H, W, C = grid
     idx = np.arange(int(np.prod(shape)), dtype=np.int64)
-    if len(shape) == 4 or (len(shape) == 3 and shape[0] == 1):
+    if len(shape) == 4 or (len(shape) == 3 and shape[0] == 1 and shape[1] != 1):
         return idx.reshape(C, H * W).T
     return idx.reshape(H * W, C)
 

@@ -95,7 +95,8 @@ def fuse_epilogues(g: Graph) -> int:
             g.rebuild()
             fused += 1
         else:
-            node.op, node.inputs, node.epilogue, node.attrs, node.proto = "Eltwise", [x], ops, {}, node.proto
+            # the original proto stays: it is what the host would run if lowering gives the node up
+            node.op, node.inputs, node.epilogue, node.attrs = "Eltwise", [x], ops, {}
             node.fused.append(node.name)
             g.rebuild()
     return fused

@@ -49,3 +49,8 @@ def test_rnn_runs_twice_identically():
     a, _ = ex.run({"x": x})
     b, _ = ex.run({"x": x})
     assert np.array_equal(a["Y"], b["Y"])
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_rnn_single_timestep(op):
+    assert_matches(rnn_model(op, 1, 8, 8, outputs=("Y", "Y_h")), "tiny")
