@@ -98,6 +98,8 @@ def compile_graph(source, config="brainslice-128", fmt=None, input_shapes=None, 
             if not streaming and total > cfg.mrf_tiles:
                 streaming = True
                 continue
+            if streaming and total <= cfg.mrf_tiles:
+                streaming = False  # the estimate was high; chunks cut for half the MRF fit pinned too
             t_lower = time.perf_counter()
             consts = allocate(segs, shared, cfg, streaming)
         except LoweringError as exc:
