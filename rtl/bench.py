@@ -88,7 +88,7 @@ async def run_job(dut):
     dut.start.value = 0
     dut.ld_we.value = 0
     dut.inq__valid.value = 0
-    dut.outq__ready.value = 1
+    dut.outq__ready.value = 0  # held low except while the bench drains the output queue
     for _ in range(2):
         await FallingEdge(dut.clk)
     dut.rst.value = 0
@@ -114,6 +114,7 @@ async def run_job(dut):
             dut.start.value = 0
             t1 = time.perf_counter()
             if case.get("stream"):
+                dut.outq__ready.value = 1
                 while True:
                     await FallingEdge(dut.clk)
                     feeder.step()
@@ -132,9 +133,11 @@ async def run_job(dut):
             res["error"] = _u(dut.error)
             res["commits"] = commits
             # drain the output queue
+            dut.outq__ready.value = 1
             while dut.outq__valid.value == 1:
                 outputs.append(_u(dut.outq__payload))
                 await FallingEdge(dut.clk)
+            dut.outq__ready.value = 0
         res["reads"] = await _read(dut, case.get("reads", []))
         res["wall_s"] = time.perf_counter() - t0
         results.append(res)

@@ -106,13 +106,9 @@ def build(config: NpuConfig, params: RtlParams = RtlParams(), *, trace: bool = F
             from cocotb_tools.runner import get_runner
         except ImportError:
             raise ToolchainError("cocotb is not installed: `pip install cocotb==2.1.0`") from None
-        runner = get_runner("verilator")
         log = d / "build.log"
         try:
-            runner.build(sources=[vfile], hdl_toplevel=TOPLEVEL, build_dir=d / "sim", waves=trace,
-                         build_args=["-O3", "-Wno-fatal", "-Wno-WIDTH", "--x-assign", "fast", "--x-initial", "fast",
-                                     "-CFLAGS", "-O1"],
-                         always=True, log_file=log)
+            _runner(b, vfile, always=True, log=log)
         except (SystemExit, Exception) as exc:  # the runner exits on a failed make
             tail = log.read_text()[-3000:] if log.exists() else ""
             raise CosimError(f"Verilator build failed ({exc}); see {log}\n{tail}") from None
@@ -121,16 +117,27 @@ def build(config: NpuConfig, params: RtlParams = RtlParams(), *, trace: bool = F
         return b
 
 
+def _runner(b: "Build", vfile: Path, *, always: bool, log: Path):
+    """cocotb's Verilator runner, configured for this build (a no-op build when up to date)."""
+    from cocotb_tools.runner import get_runner
+
+    runner = get_runner("verilator")
+    runner.build(sources=[vfile], hdl_toplevel=TOPLEVEL, build_dir=b.directory / "sim", waves=b.trace,
+                         build_args=["-Wno-fatal", "-Wno-WIDTH", "--x-assign", "fast", "--x-initial", "fast",
+                                     # small C++ functions: gcc's time grows faster than linearly
+                                     "--output-split", "20000", "--output-split-cfuncs", "300"],
+                 always=always, log_file=log)
+    return runner
+
+
 def run_job(b: Build, cases: list[dict], *, timeout: float | None = None) -> list[dict]:
     """Run cases back to back on one simulated instance; returns the bench's results."""
     verilator_env()
-    from cocotb_tools.runner import get_runner
-
     with tempfile.TemporaryDirectory(prefix="npu-rtl-") as tmp:
         tmp = Path(tmp)
         job, out = tmp / "job.pkl", tmp / "out.pkl"
         job.write_bytes(pickle.dumps(cases))
-        runner = get_runner("verilator")
+        runner = _runner(b, b.directory / "verilog" / f"{TOPLEVEL}.v", always=False, log=tmp / "build.log")
         env = {"NPU_RTL_JOB": str(job), "NPU_RTL_OUT": str(out),
                "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT)] + sys.path[1:]),
                "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")}

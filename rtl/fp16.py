@@ -136,11 +136,17 @@ def fp16_key(x):
     return Mux(x[15], -k, k)
 
 
-def fp16_maxmin(m, a, b, is_max: bool, name: str = "mm") -> Signal:
-    """numerics.fp16_max / fp16_min: ``b if b > a else a`` (resp. <); NaN in -> canonical NaN."""
+def fp16_maxmin(m, a, b, is_max: bool | None, name: str = "mm", is_max_sig=None) -> Signal:
+    """numerics.fp16_max / fp16_min: ``b if b > a else a`` (resp. <); NaN in -> canonical NaN.
+
+    ``is_max`` chooses at generation time, or ``is_max_sig`` (a Value) at run time.
+    """
     fa, fb = Fp16Fields(a), Fp16Fields(b)
     ka, kb = fp16_key(a), fp16_key(b)
-    pick_b = (kb > ka) if is_max else (kb < ka)
+    if is_max_sig is not None:
+        pick_b = Mux(is_max_sig, kb > ka, kb < ka)
+    else:
+        pick_b = (kb > ka) if is_max else (kb < ka)
     out = Signal(16, name=name)
     m.d.comb += out.eq(Mux(fa.is_nan | fb.is_nan, NAN, Mux(pick_b, b, a)))
     return out

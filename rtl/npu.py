@@ -49,7 +49,8 @@ from amaranth.lib.wiring import In, Out
 from npu.config import NpuConfig, bits_for
 from npu.errors import ConfigError
 from npu.isa import OPCODES, Kind, Reg, Space, encoding_for
-from npu.numerics import ACCUMULATOR_BITS, activation_table, flush_windows, fp16_bits
+from npu.numerics import (ACCUMULATOR_BITS, ACT_ENTRIES_PER_SIGN, ACT_SATURATE, ACT_TABLE_SIZE, activation_table,
+                          flush_windows, fp16_bits)
 from rtl import fp16 as F
 from rtl.layout import MemoryMap, instruction_layout
 
@@ -329,7 +330,7 @@ class Npu(wiring.Component):
                             m.d.sync += pc.eq(pc + 1)
                 with m.Default():
                     m.d.sync += pc.eq(pc + 1)
-        with m.Elif(running & ~in_chain & ~steps.r_rdy & ~ex_busy):
+        with m.Elif(running & ~in_chain & (steps.level == 0) & ~ex_busy):
             m.d.sync += running.eq(0)
 
         # -------------------------------------------------------------- executor
@@ -770,6 +771,22 @@ class Npu(wiring.Component):
             opnd = None
             mem = None
         outs = []
+        if unit == "act":
+            # slopes and intercepts of sigm then tanh, one read port per element
+            sa, sb = activation_table("sigm")
+            ta, tb = activation_table("tanh")
+            roms = []
+            for part, (p, q) in (("a", (sa, ta)), ("b", (sb, tb))):
+                rom = memory.Memory(shape=16, depth=2 * ACT_TABLE_SIZE,
+                                    init=[int(v) for v in fp16_bits(p)] + [int(v) for v in fp16_bits(q)])
+                m.submodules[f"{name}_rom_{part}"] = rom
+                roms.append(rom)
+
+            def act_rom(index):
+                ports = [rom.read_port(domain="comb") for rom in roms]
+                for p in ports:
+                    m.d.comb += p.addr.eq(index)
+                return ports[0].data, ports[1].data
         if mem is not None:
             rp = mem.read_port(domain="comb")
             m.d.comb += rp.addr.eq(base(opnd, beat_in.i, beat_in.j) + beat_in.r)
@@ -778,36 +795,20 @@ class Npu(wiring.Component):
             y = Signal(16, name=f"{name}_y{e}")
             if unit == "addsub":
                 b = rp.data[16 * e:16 * (e + 1)]
-                add = F.fp16_add(m, x, b, name=f"{name}_add{e}")
-                sub = F.fp16_add(m, x, b ^ 0x8000, name=f"{name}_sub{e}")
-                rsub = F.fp16_add(m, b, x ^ 0x8000, name=f"{name}_rsub{e}")
-                mx = F.fp16_maxmin(m, x, b, True, name=f"{name}_max{e}")
-                mn = F.fp16_maxmin(m, x, b, False, name=f"{name}_min{e}")
-                with m.Switch(op):
-                    for mnem, res in (("vv_add", add), ("vv_a_sub_b", sub), ("vv_b_sub_a", rsub),
-                                      ("vv_max", mx), ("vv_min", mn)):
-                        with m.Case(AS_OPS[mnem]):
-                            m.d.comb += y.eq(res)
-                    with m.Default():
-                        m.d.comb += y.eq(x)
+                # one adder: a_sub_b adds -b, b_sub_a adds -x
+                xa = Mux(op == AS_OPS["vv_b_sub_a"], x ^ 0x8000, x)
+                ba = Mux(op == AS_OPS["vv_a_sub_b"], b ^ 0x8000, b)
+                add = F.fp16_add(m, xa, ba, name=f"{name}_add{e}")
+                mm = F.fp16_maxmin(m, x, b, None, name=f"{name}_mm{e}", is_max_sig=op == AS_OPS["vv_max"])
+                m.d.comb += y.eq(Mux(op == 0, x, Mux(op >= AS_OPS["vv_max"], mm, add)))
             elif unit == "mul":
                 b = rp.data[16 * e:16 * (e + 1)]
                 m.d.comb += y.eq(F.fp16_mul(m, x, b, name=f"{name}_mul{e}"))
             else:
                 pos = F.fp16_gt_zero(x)
-                sa, sb = activation_table("sigm")
-                ta, tb = activation_table("tanh")
                 idx = F.activation_index(m, x, name=f"{name}_idx{e}")
                 is_sigm = op == ACT_OPS["v_sigm"]
-                slope = Signal(16, name=f"{name}_a{e}")
-                icpt = Signal(16, name=f"{name}_b{e}")
-                m.d.comb += [
-                    slope.eq(Mux(is_sigm, Array(Const(int(v), 16) for v in fp16_bits(sa))[idx],
-                                 Array(Const(int(v), 16) for v in fp16_bits(ta))[idx])),
-                    icpt.eq(Mux(is_sigm, Array(Const(int(v), 16) for v in fp16_bits(sb))[idx],
-                                Array(Const(int(v), 16) for v in fp16_bits(tb))[idx])),
-                ]
-                from npu.numerics import ACT_ENTRIES_PER_SIGN, ACT_SATURATE
+                slope, icpt = act_rom(idx + Mux(is_sigm, 0, ACT_TABLE_SIZE))
                 sat = (idx == ACT_SATURATE) | (idx == ACT_SATURATE + ACT_ENTRIES_PER_SIGN)
                 # one multiplier serves lrelu (x * alpha) and the PWL slope (a * x)
                 mul_b = Mux(op == ACT_OPS["v_lrelu"], ex.alpha, slope)

@@ -1,0 +1,251 @@
+"""RtlMachine: the Verilated NPU behind npu.backend.MachineLike.
+
+Every ``run`` is one cocotb simulation of the cached build (rtl/cosim.py).
+The machine keeps a shadow copy of every memory word it knows to be nonzero:
+a run loads them through the load port, runs the program, and reads back the
+address ranges the program may write, so memories persist from run to run as
+on the simulator (and on hardware).  The network queues are Python lists
+between runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from npu.config import NpuConfig, get_config
+from npu.errors import NpuError, SimulationError
+from npu.isa import Space, encoding_for
+from npu.program import Chain, Dma, Program, analyze
+from npu.weights import WeightImage
+from rtl.cosim import RtlParams, build, run_job
+from rtl.layout import MemoryMap
+from rtl.npu import ERR_OVERFLOW, ERR_UNSUPPORTED
+
+
+@dataclass
+class RtlRunResult:
+    """What one RTL run measured (the fields sim.machine.RunResult also has)."""
+
+    config: NpuConfig
+    cycles: int
+    instructions: int
+    chains: int
+    macs: int
+    commits: list[tuple[int, int]] = field(default_factory=list)  # (end pc, cycle) per completed step
+    wall_time_s: float = 0.0
+    sim_time_s: float = 0.0  # simulation of the program alone (no loading)
+
+    @property
+    def latency_us(self) -> float:
+        return self.cycles / self.config.clock_mhz
+
+    @property
+    def utilization(self) -> float:
+        return self.macs / (self.cycles * self.config.macs_per_cycle) if self.cycles else 0.0
+
+    def summary(self) -> dict:
+        return {"config": self.config.name, "backend": "rtl", "cycles": self.cycles,
+                "latency_us": round(self.latency_us, 3), "utilization": round(self.utilization, 6),
+                "instructions": self.instructions, "chains": self.chains, "macs": self.macs,
+                "wall_time_s": round(self.wall_time_s, 6), "sim_time_s": round(self.sim_time_s, 6)}
+
+
+def vector_memory(space: Space, mfu: int = 0) -> str:
+    space = Space(space)
+    names = {Space.IVRF: "ivrf", Space.DRAM: "dram", Space.ASVRF: f"asvrf{mfu}", Space.MULVRF: f"mulvrf{mfu}"}
+    if space not in names:
+        raise NpuError(f"{space.name} is not an addressable vector memory")
+    return names[space]
+
+
+def check_supported(steps, params: RtlParams, program: Program) -> None:
+    """Raise SimulationError for chains this RTL build does not implement."""
+    for s in steps:
+        if not isinstance(s, Chain):
+            continue
+        text = str(program.instructions[s.pc])
+        if len(s.writes) > params.write_slots:
+            raise SimulationError(s.pc, text, f"the RTL implements at most {params.write_slots} v_wr per chain")
+        if sum(w.space == Space.NETQ for w in s.writes) > 1:
+            raise SimulationError(s.pc, text, "the RTL writes the output queue once per chain")
+        if s.mrf is not None and s.cols > params.mvm_buffer // 2:
+            raise SimulationError(s.pc, text, f"the RTL's MVM buffer takes at most {params.mvm_buffer // 2} "
+                                              f"input vectors per iteration (cols)")
+
+
+def written_ranges(steps, config: NpuConfig, memmap: MemoryMap) -> dict[str, tuple[int, int]]:
+    """Per memory name, the word range [lo, hi] a program's steps may write."""
+    out: dict[str, tuple[int, int]] = {}
+
+    def add(name, lo, hi):
+        a, b = out.get(name, (lo, hi))
+        out[name] = (min(a, lo), max(b, hi))
+
+    for s in steps:
+        if isinstance(s, Chain):
+            for w in s.writes:
+                if w.space in (Space.NETQ, Space.ZERO):
+                    continue
+                name = vector_memory(w.space, w.mfu)
+                last = w.addr + (s.iter_outer - 1) * w.so + (s.iter_inner - 1) * w.si + s.rows - 1
+                add(name, w.addr, last)
+        elif isinstance(s, Dma):
+            cpt = memmap.cpt
+            if s.to_mrf:
+                for t in range(s.mrf, s.mrf + s.count):
+                    name, word = memmap.mrf_location(t)
+                    add(name, word, word + cpt - 1)
+            else:
+                add("wdram", s.tile * cpt, (s.tile + s.count) * cpt - 1)
+    return out
+
+
+def output_count(steps) -> int:
+    return sum(s.iterations * s.rows for s in steps if isinstance(s, Chain) for w in s.writes if w.space == Space.NETQ)
+
+
+def input_count(steps) -> int:
+    return sum(s.iterations * len(s.read_offsets()) for s in steps if isinstance(s, Chain) and s.read.space == Space.NETQ)
+
+
+class RtlMachine:
+    """One RTL NPU instance (npu.backend.MachineLike)."""
+
+    def __init__(self, config: NpuConfig | str, params: RtlParams = RtlParams(), *, trace: bool = False):
+        self.config = get_config(config)
+        self.params = params
+        self.memmap = MemoryMap(self.config, params.program_depth)
+        self.build = build(self.config, params, trace=trace)
+        self.shadow: dict[str, dict[int, int]] = {m.name: {} for m in self.memmap.memories}
+        self.inq: list[np.ndarray] = []
+        self.outq: list[np.ndarray] = []
+
+    # ------------------------------------------------------------------ loading
+    def _put(self, name: str, addr: int, words: list[int]) -> None:
+        info = self.memmap.by_name[name]
+        if addr < 0 or addr + len(words) > info.depth:
+            raise SimulationError(-1, "load", f"{len(words)} words at {addr} do not fit {name} (depth {info.depth})")
+        mem = self.shadow[name]
+        for k, w in enumerate(words):
+            if w:
+                mem[addr + k] = w
+            else:
+                mem.pop(addr + k, None)
+
+    def load_mrf(self, image: WeightImage, at: int = 0) -> None:
+        if at < 0 or at + image.tiles > self.config.mrf_tiles:
+            raise SimulationError(-1, "load", f"{image.tiles} tiles at {at} do not fit the "
+                                              f"{self.config.mrf_tiles}-tile MRF")
+        for t in range(image.tiles):
+            name, word = self.memmap.mrf_location(at + t)
+            self._put(name, word, self.memmap.tile_words(image.mant[t], image.exp[t]))
+
+    def load_weight_dram(self, image: WeightImage, at: int = 0) -> None:
+        if at < 0 or at + image.tiles > self.config.dram_tiles:
+            raise SimulationError(-1, "load", f"{image.tiles} tiles at {at} do not fit the "
+                                              f"{self.config.dram_tiles}-tile weight DRAM")
+        cpt = self.memmap.cpt
+        for t in range(image.tiles):
+            self._put("wdram", (at + t) * cpt, self.memmap.tile_words(image.mant[t], image.exp[t]))
+
+    def load_vectors(self, space: Space, addr: int, vectors: np.ndarray, mfu: int = 0) -> None:
+        self._put(vector_memory(space, mfu), addr, self.memmap.vector_words(vectors))
+
+    def read_vectors(self, space: Space, addr: int, count: int, mfu: int = 0) -> np.ndarray:
+        mem = self.shadow[vector_memory(space, mfu)]
+        return self.memmap.words_vectors([mem.get(a, 0) for a in range(addr, addr + count)])
+
+    def read_tiles(self, name: str, at: int, count: int) -> WeightImage:
+        """Tiles of the MRF (name "mrf") or the weight DRAM ("wdram") from the shadow copy."""
+        cpt = self.memmap.cpt
+        mants, exps = [], []
+        for t in range(at, at + count):
+            mem, word = self.memmap.mrf_location(t) if name == "mrf" else ("wdram", t * cpt)
+            m, e = self.memmap.words_tile([self.shadow[mem].get(word + g, 0) for g in range(cpt)])
+            mants.append(m)
+            exps.append(e)
+        return WeightImage(np.array(mants, np.int16), np.array(exps, np.int16))
+
+    # ------------------------------------------------------------------ queues
+    def push_input(self, vectors: np.ndarray) -> None:
+        v = np.asarray(vectors)
+        n = self.config.native_dim
+        if v.size % n:
+            raise NpuError(f"input of {v.size} elements is not a whole number of {n}-element native vectors")
+        with np.errstate(over="ignore"):
+            self.inq.append(v.astype(np.float16).reshape(-1, n))
+
+    def pop_output(self) -> np.ndarray:
+        out = np.concatenate(self.outq) if self.outq else np.zeros((0, self.config.native_dim), np.float16)
+        self.outq = []
+        return out
+
+    # ------------------------------------------------------------------ running
+    def case_for(self, program: Program, steps) -> tuple[dict, dict]:
+        """The bench case of one run, and what to read back."""
+        mm = self.memmap
+        if len(program) > self.params.program_depth:
+            raise NpuError(f"program of {len(program)} instructions exceeds the RTL's "
+                           f"{self.params.program_depth}-word program memory")
+        enc = encoding_for(self.config)
+        words = [enc.encode(i) for i in program.instructions]
+        loads = [(mm.by_name["prog"].id, 0, words)]
+        for name, mem in self.shadow.items():
+            for addr in sorted(mem):
+                loads.append((mm.by_name[name].id, addr, [mem[addr]]))
+        inputs = np.concatenate(self.inq) if self.inq else np.zeros((0, self.config.native_dim), np.float16)
+        need = input_count(steps)
+        if len(inputs) < need:
+            chain = next(s for s in steps if isinstance(s, Chain) and s.read.space == Space.NETQ)
+            raise SimulationError(chain.pc, str(program.instructions[chain.pc]),
+                                  f"reading an empty queue: the program pops {need} vectors but the input queue "
+                                  f"holds {len(inputs)}")
+        ranges = written_ranges(steps, self.config, mm)
+        reads = [(mm.by_name[name].id, lo, hi - lo + 1) for name, (lo, hi) in ranges.items()]
+        limit = self.params.queue_depth - 2
+        case = {"loads": _merge_loads(loads), "program": words, "inputs": mm.vector_words(inputs[:need]),
+                "stream": need > limit or output_count(steps) > limit, "reads": reads}
+        return case, {"ranges": ranges, "consumed": need}
+
+    def run(self, program: Program, *, regions=None) -> RtlRunResult:
+        if program.config != self.config:
+            raise NpuError(f"program was built for configuration {program.config.name!r}, this machine is "
+                           f"{self.config.name!r}")
+        steps = analyze(program)
+        check_supported(steps, self.params, program)
+        case, info = self.case_for(program, steps)
+        (res,) = run_job(self.build, [case])
+        self._absorb(res, info)
+        if res["error"] & ERR_UNSUPPORTED:
+            raise SimulationError(0, "run", "the RTL flagged a chain it does not implement")
+        if res["error"] & ERR_OVERFLOW:
+            raise SimulationError(0, "run", "the RTL output queue overflowed")
+        macs = sum(s.mvm_macs(self.config.native_dim) for s in steps if isinstance(s, Chain))
+        return RtlRunResult(self.config, res["cycles"], len(program), sum(isinstance(s, Chain) for s in steps),
+                            macs, res["commits"], res["wall_s"], res["sim_s"])
+
+    def _absorb(self, res: dict, info: dict) -> None:
+        mm = self.memmap
+        for (name, (lo, hi)), words in zip(info["ranges"].items(), res["reads"]):
+            self._put(name, lo, words)
+        inputs = np.concatenate(self.inq) if self.inq else np.zeros((0, self.config.native_dim), np.float16)
+        rest = inputs[info["consumed"]:]
+        self.inq = [rest] if len(rest) else []
+        if res["outputs"]:
+            self.outq.append(mm.words_vectors(res["outputs"]))
+
+    def reset(self) -> None:
+        self.shadow = {m.name: {} for m in self.memmap.memories}
+        self.inq, self.outq = [], []
+
+
+def _merge_loads(loads):
+    """Merge single-word loads into runs of consecutive words (fewer bench calls)."""
+    out = []
+    for mem, addr, words in loads:
+        if out and out[-1][0] == mem and out[-1][1] + len(out[-1][2]) == addr:
+            out[-1][2].extend(words)
+        else:
+            out.append((mem, addr, list(words)))
+    return out

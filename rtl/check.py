@@ -1,0 +1,94 @@
+"""Differential checking: the same program and data on the simulator and on the RTL.
+
+:func:`compare` loads a :class:`rtl.randprog.Case` (or anything with a
+``load(machine)`` method and a ``program``) into a fresh sim.Machine and an
+RtlMachine, runs both, and compares bit for bit the output queue and every
+memory word the program may write, plus the per-step commit trace (order and
+completion cycle) and the total cycle count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from npu.isa import Space
+from npu.numerics import fp16_bits
+from npu.program import analyze
+
+
+@dataclass
+class Comparison:
+    bit_exact: bool
+    rtl_cycles: int
+    sim_cycles: int
+    first_mismatch: str | None = None
+    commits_rtl: list = field(default_factory=list)
+    commits_sim: list = field(default_factory=list)
+
+    @property
+    def cycle_error(self) -> float:
+        return (self.rtl_cycles - self.sim_cycles) / self.rtl_cycles if self.rtl_cycles else 0.0
+
+    def summary(self) -> dict:
+        return {"bit_exact": self.bit_exact, "first_mismatch": self.first_mismatch, "rtl_cycles": self.rtl_cycles,
+                "sim_cycles": self.sim_cycles, "cycle_error": round(self.cycle_error, 6)}
+
+
+def _first_diff(name: str, a: np.ndarray, b: np.ndarray) -> str | None:
+    if a.shape != b.shape:
+        return f"{name}: sim has shape {a.shape}, RTL {b.shape}"
+    ab, bb = fp16_bits(a), fp16_bits(b)
+    bad = np.argwhere(ab != bb)
+    if len(bad):
+        idx = tuple(int(i) for i in bad[0])
+        return f"{name}[{idx}]: sim {int(ab[idx]):#06x} ({a[idx]}), RTL {int(bb[idx]):#06x} ({b[idx]})"
+    return None
+
+
+def compare_machines(sim, rtl, program, steps) -> str | None:
+    """First difference between a simulator and an RTL machine after the same run, or None."""
+    from rtl.backend import written_ranges
+
+    diff = _first_diff("output queue", sim.pop_output(), rtl.pop_output())
+    if diff:
+        return diff
+    for name, (lo, hi) in written_ranges(steps, sim.config, rtl.memmap).items():
+        if name == "wdram" or name.startswith("mrf"):
+            continue
+        space = {"ivrf": Space.IVRF, "dram": Space.DRAM}.get(name)
+        mfu = 0
+        if space is None:
+            space = Space.ASVRF if name.startswith("asvrf") else Space.MULVRF
+            mfu = int(name[-1])
+        diff = _first_diff(name, sim.state.memory(space, mfu)[lo:hi + 1], rtl.read_vectors(space, lo, hi - lo + 1, mfu))
+        if diff:
+            return f"{diff} (address {lo} + index)"
+    for what in ("mrf", "wdram"):
+        ref = sim.state.mrf if what == "mrf" else sim.state.wdram
+        tiles = ref.tiles
+        got = rtl.read_tiles(what, 0, tiles)
+        touched = [n for n in written_ranges(steps, sim.config, rtl.memmap) if n.startswith(what[:3])]
+        if touched and not (np.array_equal(got.mant, ref.mant) and np.array_equal(got.exp, ref.exp)):
+            t = int(np.argwhere((got.mant != ref.mant).any(axis=(1, 2)) | (got.exp != ref.exp).any(axis=(1, 2)))[0][0])
+            return f"{what} tile {t} differs"
+    return None
+
+
+def compare(case, rtl_machine=None) -> Comparison:
+    """Run a case on both backends (a fresh RTL instance unless one is given) and compare."""
+    from rtl.backend import RtlMachine
+    from sim.machine import Machine
+
+    program = case.program
+    config = program.config
+    sim = Machine(config)
+    case.load(sim)
+    sres = sim.run(program)
+    rtl = rtl_machine or RtlMachine(config)
+    case.load(rtl)
+    rres = rtl.run(program)
+    steps = analyze(program)
+    mismatch = compare_machines(sim, rtl, program, steps)
+    sim_commits = [(s.end_pc, s.end) for s in sres.steps]
+    return Comparison(mismatch is None, rres.cycles, sres.cycles, mismatch, rres.commits, sim_commits)
