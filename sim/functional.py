@@ -90,8 +90,9 @@ class Executor:
         it = c.iterations
         offsets = c.read_offsets()
         width = len(offsets)
-        if c.read.space not in (Space.NETQ, Space.ZERO):
-            check_iteration_hazards(c, text, offsets)
+        # Always checked: a chain reading the queue or ZERO can still read an MFU
+        # operand that an earlier iteration of it wrote.
+        check_iteration_hazards(c, text, offsets)
         # read
         if c.read.space == Space.NETQ:
             need = it * width
