@@ -35,6 +35,7 @@ from compiler.passes.lower import HostSegment, NpuSegment, lower_npu_segment, se
 from compiler.passes.partition import partition, segments
 from compiler.passes.schedule import schedule_dma
 from compiler.passes.simplify import remove_identities
+from compiler.passes.tiling import estimate_tiles
 from npu.config import NpuConfig, get_config
 from npu.errors import CompileError
 from npu.program import Program, analyze
@@ -122,25 +123,6 @@ def compile_graph(source, config="brainslice-128", fmt=None, input_shapes=None, 
     return Compiled(cfg, g, segs, streaming, weights, consts,
                     timings={"frontend_s": t_front - t0, "lower_s": t_lower - t_front, "backend_s": t_end - t_lower,
                              "total_s": t_end - t0}, onnx_model=model)
-
-
-def estimate_tiles(g: Graph, cfg: NpuConfig) -> int:
-    """Weight tiles of the graph's convolutions, linear layers and RNNs, from their shapes."""
-    n = cfg.native_dim
-    ct = lambda c: -(-int(c) // n)  # noqa: E731
-    total = 0
-    for node in g.nodes.values():
-        w = g.shape(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else None
-        if w is None or g.value(node.inputs[1]) is None:
-            continue
-        if node.op == "Conv" and len(w) == 4:
-            total += ct(w[0]) * w[2] * w[3] * ct(w[1] * int(node.attr("group", 1)))
-        elif node.op == "Gemm" and len(w) == 2:
-            total += ct(w[0]) * ct(w[1])
-        elif node.op in ("LSTM", "GRU") and len(w) == 3:
-            h = w[1] // (4 if node.op == "LSTM" else 3)
-            total += 4 * ct(h) * (ct(w[2]) + ct(h))
-    return total
 
 
 def allocate(segs: list, shared: Shared, cfg: NpuConfig, streaming: bool) -> list:

@@ -13,7 +13,8 @@ import numpy as np
 
 from compiler.ir import Node
 from compiler.kernels import NETQ, LoweringError, Ref
-from compiler.lowering.core import ColGroup, InputSpec, Lowering, OutGrid, split_columns
+from compiler.lowering.core import ColGroup, InputSpec, Lowering, OutGrid
+from compiler.passes.tiling import split_columns
 
 
 def conv_params(node: Node, in_shape, w_shape) -> dict:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compiler.ir import EpOp, Graph, Node
+from compiler.passes.tiling import row_chunk
 from compiler.kernels import (NETQ, ZERO, Buffer, ChainOp, ChainSpec, LoweringError, Placement, Ref, View,
                               WeightChunk, channel_vector)
 from npu.config import NpuConfig
@@ -280,7 +281,7 @@ class Lowering:
         maxc = max(g.cols for g in groups)
         if maxc > self.capacity:
             raise LoweringError(f"a column group of {maxc} tiles exceeds the MRF share of {self.capacity}")
-        rc = max(1, min(R, self.capacity // maxc))
+        rc = row_chunk(R, maxc, self.capacity)
         it_o, it_i = out.iters
         for r0 in range(0, R, rc):
             rows = min(rc, R - r0)
@@ -361,13 +362,3 @@ class OutGrid:
     def __post_init__(self):
         if self.iters is None:
             self.iters = (self.H, self.W)
-
-
-def split_columns(total: int, unit: int, capacity: int) -> list[tuple[int, int]]:
-    """Split `total` column tiles into runs of whole `unit`s, each at most `capacity` (as (c0, cols))."""
-    if total <= capacity:
-        return [(0, total)]
-    per = (capacity // unit) * unit
-    if per == 0:
-        raise LoweringError(f"{unit} column tiles that must stay together exceed the MRF share of {capacity}")
-    return [(c0, min(per, total - c0)) for c0 in range(0, total, per)]

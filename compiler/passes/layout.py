@@ -86,7 +86,10 @@ def plan_concat_groups(g: Graph, native_dim: int) -> dict:
                 break
             offsets[t] = off
             off += shape[1]
-        if not ok:
+        # a producer reading the shared buffer it writes into would read what earlier iterations of its own
+        # chain wrote (the hardware does not forward inside a chain): such groups keep the copying Concat
+        members = set(parts) | {c.outputs[0] for c in nodes}
+        if not ok or any(i in members for t in parts for i in g.node_inputs(g.producer_of(t))):
             continue
         gid = longest.name
         _, C, H, W = g.shape(longest.outputs[0])
