@@ -243,3 +243,30 @@ def test_exporter_idioms_pad_reducemean_div():
     out = assert_matches(model, "tiny")
     ops = [L["op"] for L in out["executor"].manifest["compiler"]["report"]["layers"]]
     assert "Pad" not in ops and "ReduceMean" not in ops
+
+
+def test_gemm_reads_a_padded_feature_map():
+    """A conv output read both by a padded 3x3 conv and by Flatten -> Gemm: the Gemm reads pixel rows
+    of the padded buffer with a window (and splits its columns along whole rows on tiny's MRF)."""
+    inits = {"W": w(8, 4, 3, 3), "W2": w(4, 8, 3, 3), "G": w(6, 8 * 6 * 6), "G2": w(6, 4 * 6 * 6)}
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "W2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Flatten", ["r"], ["f"]), helper.make_node("Gemm", ["f", "G"], ["y1"], transB=1),
+             helper.make_node("Flatten", ["c2"], ["f2"]), helper.make_node("Gemm", ["f2", "G2"], ["y2"], transB=1)]
+    model = make_model(nodes, {"x": [1, 4, 6, 6]}, {"y1": None, "y2": None}, inits)
+    assert_matches(model, "tiny")
+    assert_matches(model, "small")
+
+
+def test_segment_inputs_from_the_host_and_outputs_read_on_the_npu():
+    """NPU -> host (Softmax) -> NPU (im2col conv of a host tensor), with an NPU tensor that is also an output."""
+    inits = {"W": w(3, 4, 1, 1), "W2": w(5, 3, 3, 3)}
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("Softmax", ["c"], ["s"], axis=1),
+             helper.make_node("Conv", ["s", "W2"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    model = make_model(nodes, {"x": [1, 4, 5, 5]}, {"y": None, "c": None}, inits)
+    out = assert_matches(model, "tiny", npu_only=False)
+    plan = out["executor"].manifest["plan"]
+    assert [s["kind"] for s in plan] == ["npu", "host", "npu"]
+    assert plan[2]["inputs"][0]["kind"] == "im2col"
