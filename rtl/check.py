@@ -64,14 +64,18 @@ def compare_machines(sim, rtl, program, steps) -> str | None:
         diff = _first_diff(name, sim.state.memory(space, mfu)[lo:hi + 1], rtl.read_vectors(space, lo, hi - lo + 1, mfu))
         if diff:
             return f"{diff} (address {lo} + index)"
-    for what in ("mrf", "wdram"):
-        ref = sim.state.mrf if what == "mrf" else sim.state.wdram
-        tiles = ref.tiles
-        got = rtl.read_tiles(what, 0, tiles)
-        touched = [n for n in written_ranges(steps, sim.config, rtl.memmap) if n.startswith(what[:3])]
-        if touched and not (np.array_equal(got.mant, ref.mant) and np.array_equal(got.exp, ref.exp)):
-            t = int(np.argwhere((got.mant != ref.mant).any(axis=(1, 2)) | (got.exp != ref.exp).any(axis=(1, 2)))[0][0])
-            return f"{what} tile {t} differs"
+    from npu.program import Dma
+
+    for d in (s for s in steps if isinstance(s, Dma)):
+        # compare the tiles each transfer wrote (unwritten tiles have no defined exponent encoding)
+        what, at = ("mrf", d.mrf) if d.to_mrf else ("wdram", d.tile)
+        ref = sim.state.mrf if d.to_mrf else sim.state.wdram
+        got = rtl.read_tiles(what, at, d.count)
+        rm, re = ref.mant[at:at + d.count], ref.exp[at:at + d.count]
+        block = sim.config.block
+        live = (rm.reshape(*re.shape, block) != 0).any(axis=-1)  # an all-zero block's exponent carries no value
+        if not (np.array_equal(got.mant, rm) and np.array_equal(np.where(live, got.exp, 0), np.where(live, re, 0))):
+            return f"{what} tiles {at}..{at + d.count - 1} differ after the transfer at pc {d.pc}"
     return None
 
 
@@ -86,6 +90,7 @@ def compare(case, rtl_machine=None) -> Comparison:
     case.load(sim)
     sres = sim.run(program)
     rtl = rtl_machine or RtlMachine(config)
+    rtl.reset()  # both machines start from power-on state
     case.load(rtl)
     rres = rtl.run(program)
     steps = analyze(program)

@@ -1,0 +1,17 @@
+import os
+
+import pytest
+
+from npu.config import PRESETS
+
+
+@pytest.fixture(scope="session")
+def tiny_rtl():
+    """One Verilator build of `tiny` per session (cached across sessions in ~/.cache/npu-rtl)."""
+    from rtl.backend import RtlMachine
+
+    return RtlMachine(PRESETS["tiny"])
+
+
+def random_count(default: int = 6) -> int:
+    return int(os.environ.get("NPU_RTL_RANDOM", default))

@@ -1,0 +1,117 @@
+"""RTL vs simulator: directed programs per instruction, random programs, back-to-back runs.
+
+Every comparison is bit for bit (output queue and every written memory word);
+the random-program count comes from NPU_RTL_RANDOM (small in CI, large in
+benchmarks) and each case logs its seed.
+"""
+import numpy as np
+import pytest
+
+from npu.asm import assemble
+from npu.config import PRESETS
+from npu.isa import Space
+from npu.numerics import fp16_bits
+from npu.program import Program
+from rtl.check import compare
+from rtl.randprog import Case, random_case, random_fp16
+from tests.rtl.conftest import random_count
+
+pytestmark = pytest.mark.rtl
+TINY = PRESETS["tiny"]
+
+
+def directed(source: str, seed: int = 0) -> Case:
+    rng = np.random.default_rng(seed)
+    from npu.weights import tile_matrix
+
+    case = Case(Program(TINY, assemble(source)), seed=seed)
+    n = TINY.native_dim
+    for space, depth in ((Space.IVRF, 64), (Space.DRAM, 64)):
+        case.vectors.append((space, 0, 0, random_fp16(rng, (depth, n))))
+    for k in range(TINY.n_mfus):
+        case.vectors.append((Space.ASVRF, k, 0, random_fp16(rng, (64, n))))
+        case.vectors.append((Space.MULVRF, k, 0, random_fp16(rng, (64, n))))
+    w, _, _ = tile_matrix(rng.standard_normal((2 * n, 3 * n)), TINY)
+    case.mrf = w
+    case.wdram = w
+    case.inputs = random_fp16(rng, (24, n))
+    return case
+
+
+DIRECTED = {
+    "copy_netq": "s_wr rows 3\nv_rd netq 0\nv_wr netq 0\nend_chain",
+    "loops_windowed": "s_wr rows 2\ns_wr iter_outer 2\ns_wr iter_inner 3\ns_wr win_run 1\ns_wr win_pitch 3\n"
+                      "v_rd ivrf 0 so=7 si=1\nv_wr ivrf 40 so=6 si=2\nv_wr netq 0\nend_chain",
+    "vv_add": "s_wr rows 2\nv_rd ivrf 0\nvv_add 4\nv_wr netq 0\nend_chain",
+    "vv_a_sub_b": "s_wr rows 2\nv_rd ivrf 0\nvv_a_sub_b 4 mfu=1\nv_wr netq 0\nend_chain",
+    "vv_b_sub_a": "s_wr rows 2\nv_rd dram 0\nvv_b_sub_a 4\nv_wr dram 50\nend_chain",
+    "vv_max_min": "s_wr rows 2\nv_rd ivrf 0\nvv_max 4\nvv_min 8 mfu=1\nv_wr netq 0\nend_chain",
+    "vv_mul": "s_wr rows 2\nv_rd asvrf 0\nvv_mul 4\nv_wr netq 0\nend_chain",
+    "relu_lrelu": "s_wr rows 4\ns_wr alpha 0x3400\nv_rd ivrf 0\nv_relu\nv_lrelu mfu=1\nv_wr netq 0\nend_chain\n"
+                  "v_rd ivrf 8\nv_lrelu\nv_wr netq 0\nend_chain",
+    "sigm_tanh": "s_wr rows 4\nv_rd ivrf 0\nv_sigm\nv_wr netq 0\nend_chain\nv_rd ivrf 4\nv_tanh mfu=1\nv_wr netq 0\nend_chain",
+    "mv_mul": "s_wr rows 2\ns_wr cols 3\nv_rd ivrf 0\nmv_mul 0\nv_wr netq 0\nend_chain",
+    "mv_mul_loops": "s_wr rows 2\ns_wr cols 3\ns_wr iter_inner 3\nv_rd netq 0\nmv_mul 0\nvv_add 0 si=2\nv_wr netq 0\n"
+                    "end_chain",
+    "m_rd_m_wr": "m_rd 0 10 3\ns_wr rows 1\ns_wr cols 3\nv_rd zero 0\nmv_mul 10\nv_wr netq 0\nend_chain\nm_wr 0 20 2",
+    "zero": "s_wr rows 2\nv_rd zero 0\nvv_add 0\nv_wr mulvrf 30 mfu=1\nend_chain",
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIRECTED))
+def test_directed(tiny_rtl, name):
+    cmp = compare(directed(DIRECTED[name]), tiny_rtl)
+    assert cmp.bit_exact, cmp.first_mismatch
+    assert [pc for pc, _ in cmp.commits_rtl] == [pc for pc, _ in cmp.commits_sim]
+
+
+@pytest.mark.parametrize("seed", range(random_count()))
+def test_random(tiny_rtl, seed):
+    cmp = compare(random_case(TINY, seed), tiny_rtl)
+    assert cmp.bit_exact, f"seed {seed}: {cmp.first_mismatch}"
+    assert [pc for pc, _ in cmp.commits_rtl] == [pc for pc, _ in cmp.commits_sim], f"seed {seed}"
+
+
+def test_twice_in_a_row(tiny_rtl):
+    """Two runs on one instance without reset: leftover state must not change the second."""
+    from rtl.cosim import run_job
+
+    case = directed(DIRECTED["mv_mul_loops"])
+    tiny_rtl.reset()
+    case.load(tiny_rtl)
+    from npu.program import analyze
+
+    steps = analyze(case.program)
+    job, _ = tiny_rtl.case_for(case.program, steps)
+    second = dict(job, loads=[])
+    first, again = run_job(tiny_rtl.build, [job, second])
+    assert first["outputs"] == again["outputs"]
+    assert first["cycles"] == again["cycles"]
+
+
+def test_decoder_layout_matches_encoding():
+    from amaranth.lib import data
+
+    from npu.isa import INSTRUCTIONS, Instruction, encoding_for
+    from rtl.layout import instruction_layout
+
+    enc = encoding_for(TINY)
+    layout = instruction_layout(TINY)
+    rng = np.random.default_rng(0)
+    for d in INSTRUCTIONS:
+        values = {f.name: int(rng.integers(0, 1 << w)) for f, (_, _, w) in zip(d.fields, enc.layout[d.mnemonic])}
+        word = enc.encode(Instruction.make(d.mnemonic, **values))
+        view = layout[d.mnemonic].shape
+        for name, value in values.items():
+            off = view[name].offset
+            width = view[name].width
+            assert (word >> off) & ((1 << width) - 1) == value
+
+
+def test_parameters_checked():
+    from rtl.npu import Npu
+
+    with pytest.raises(ValueError, match="queue_depth must be a positive integer, not 0"):
+        Npu(TINY, queue_depth=0)
+    with pytest.raises(ValueError, match="mvm_buffer must be a power of two of at least 4, not 6"):
+        Npu(TINY, mvm_buffer=6)
