@@ -61,7 +61,17 @@ def canonicalize_elementwise(g: Graph) -> int:
     for node in list(g.nodes.values()):
         if node.name not in g.nodes:
             continue
-        if node.op == "Div" and g.value(node.inputs[1]) is not None and g.value(node.inputs[0]) is None:
+        if node.op in ("Sum", "Max", "Min") and len(node.inputs) > 2:
+            # variadic -> a chain of two-input nodes (each fuses as one MFU op)
+            acc = node.inputs[0]
+            for k, other in enumerate(node.inputs[1:-1]):
+                mid = g.fresh_name(f"{node.outputs[0]}.part{k}")
+                g.tensors[mid] = type(g.tensors[node.outputs[0]])(mid, g.shape(node.outputs[0]))
+                g.add(Node(f"{node.name}.{k}", node.op, [acc, other], [mid]))
+                acc = mid
+            node.inputs, node.proto = [acc, node.inputs[-1]], None
+            changed += 1
+        elif node.op == "Div" and g.value(node.inputs[1]) is not None and g.value(node.inputs[0]) is None:
             c = g.value(node.inputs[1]).astype(np.float64)
             if np.all(c != 0) and np.issubdtype(g.value(node.inputs[1]).dtype, np.floating):
                 name = g.fresh_name(f"{node.name}.reciprocal")

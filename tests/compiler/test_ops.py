@@ -270,3 +270,11 @@ def test_segment_inputs_from_the_host_and_outputs_read_on_the_npu():
     plan = out["executor"].manifest["plan"]
     assert [s["kind"] for s in plan] == ["npu", "host", "npu"]
     assert plan[2]["inputs"][0]["kind"] == "im2col"
+
+
+@pytest.mark.parametrize("op", ["Sum", "Max", "Min"])
+def test_variadic(op):
+    shape = [1, 6, 3, 3]
+    model = make_model([helper.make_node(op, ["a", "b", "c", "d"], ["y"])],
+                       {k: shape for k in "abcd"}, {"y": None})
+    assert_matches(model, "tiny")
