@@ -84,8 +84,6 @@ def random_feeds(model: onnx.ModelProto, count: int, seed: int = 0, shapes: dict
 
 
 def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    from onnx import helper
-
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}

@@ -142,7 +142,7 @@ def _parse_inputs(items, specs) -> dict[str, object]:
     return out
 
 
-def _load_input(path: Path, spec, manifest) -> "np.ndarray":
+def _load_input(path: Path, spec, manifest):
     import numpy as np
 
     if not path.exists():

@@ -11,7 +11,6 @@ partition is redone (unless host fallback is off).
 from __future__ import annotations
 
 import io
-import json
 import time
 from dataclasses import dataclass, field
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from compiler.ir import EpOp, Graph, Node
 from compiler.passes.tiling import row_chunk
-from compiler.kernels import (NETQ, ZERO, Buffer, ChainOp, ChainSpec, LoweringError, Placement, Ref, View,
+from compiler.kernels import (ZERO, Buffer, ChainOp, ChainSpec, LoweringError, Placement, Ref, View,
                               WeightChunk, channel_vector)
 from npu.config import NpuConfig
 from npu.isa import Space

@@ -36,7 +36,6 @@ class _Recurrence:
         g = lw.g
         self.lw = lw
         self.node = node
-        n = lw.n
         x = node.inputs[0]
         T, _, I = g.shape(x)
         H = int(node.attr("hidden_size") or g.value(node.inputs[2]).shape[-1])
@@ -109,7 +108,7 @@ class _Recurrence:
 def lower_lstm(lw: Lowering, node: Node) -> None:
     rec = _Recurrence(lw, node, 4)
     g = lw.g
-    n, ht, T = lw.n, rec.ht, rec.T
+    ht, T = rec.ht, rec.T
     w, r = g.value(node.inputs[1])[0], g.value(node.inputs[2])[0]
     b = g.value(node.inputs[3])[0] if len(node.inputs) > 3 and node.inputs[3] else None
     # ONNX order i, o, f, c -> ours i, f, o, c

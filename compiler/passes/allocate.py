@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from compiler.kernels import Buffer, CapacityError, ChainSpec, DmaSpec, Ref, WeightChunk
 from npu.config import NpuConfig
-from npu.errors import CompileError
 from npu.isa import Space
 
 
