@@ -82,7 +82,7 @@ def compile_graph(source, config="brainslice-128", fmt=None, input_shapes=None, 
     model = load_model(source, input_shapes)
     base = graph_passes(model)
     t_front = time.perf_counter()
-    force_host: set[str] = set()
+    force_host: dict[str, str] = {}  # node -> why lowering gave it up
     streaming = estimate_tiles(base, cfg) > cfg.mrf_tiles  # saves lowering big models twice
     for _ in range(MAX_REPARTITIONS):
         g = copy_graph(base)
@@ -110,8 +110,9 @@ def compile_graph(source, config="brainslice-128", fmt=None, input_shapes=None, 
                                    node=exc.node, op=op, hint="drop --no-host-fallback to run it on the host") from None
             if exc.node is None or exc.node in force_host or exc.node not in base.nodes:
                 raise
-            force_host.add(exc.node)
-            force_host.update(n for n in getattr(exc, "nodes", ()) if n in base.nodes)
+            why = (exc.args[0] if exc.args else str(exc)).split("\n")[0].split("): ", 1)[-1]
+            force_host[exc.node] = why
+            force_host.update({n: why for n in getattr(exc, "nodes", ()) if n in base.nodes})
             continue
         break
     else:

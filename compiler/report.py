@@ -80,8 +80,9 @@ class CompileReport:
         lines = [head, "-" * len(head)]
         for L in self.layers:
             shape = "x".join(str(s) for s in L.shape)
+            why = f"  ({L.reason})" if L.target == "host" and L.reason else ""
             lines.append(f"{L.name[:34]:<34} {L.op[:18]:<18} {shape[:18]:<18} {L.target:<5} {L.macs:>12,} "
-                         f"{L.tiles:>6} {L.instructions:>6} {L.cycles:>10,} {L.utilization:>6.1%}")
+                         f"{L.tiles:>6} {L.instructions:>6} {L.cycles:>10,} {L.utilization:>6.1%}{why}")
         lines.append("-" * len(head))
         lines.append(f"{'total':<34} {'':<18} {'':<18} {'':<5} {self.macs_npu + self.macs_host:>12,} "
                      f"{self.weight_tiles:>6} {self.instructions:>6} {self.total_cycles:>10,} {self.utilization:>6.1%}")

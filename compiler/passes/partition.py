@@ -160,10 +160,13 @@ def _rnn_reason(g: Graph, node: Node, shape) -> str | None:
     return None
 
 
-def partition(g: Graph, host_fallback: bool = True, force_host: set[str] = frozenset()) -> None:
-    """Mark every node npu or host; without fallback an unsupported node is a CompileError."""
+def partition(g: Graph, host_fallback: bool = True, force_host: dict[str, str] | None = None) -> None:
+    """Mark every node npu or host; without fallback an unsupported node is a CompileError.
+
+    ``force_host`` maps nodes that lowering gave up on to the reason."""
+    force_host = force_host or {}
     for node in g.nodes.values():
-        reason = "could not be mapped to the NPU" if node.name in force_host else npu_reason(g, node)
+        reason = force_host[node.name] if node.name in force_host else npu_reason(g, node)
         if reason is None:
             node.target, node.reason = "npu", ""
             continue
