@@ -19,7 +19,9 @@ def compile_to_file(onnx_path_or_model, path, config="brainslice-128", fmt=None,
     c = driver.compile_graph(onnx_path_or_model, config, fmt, input_shapes, host_fallback, progress)
     manifest, members = driver.package(c, preprocessing or default_preprocessing(onnx_path_or_model, c))
     write_model(path, manifest, members)
-    return CompileReport.from_dict(manifest["compiler"]["report"])
+    report = CompileReport.from_dict(manifest["compiler"]["report"])
+    report.compile_time_s = round(c.timings.get("total_s", 0.0), 3)
+    return report
 
 
 def compile_model(onnx_path_or_model, config="brainslice-128", fmt=None, input_shapes=None,

@@ -60,3 +60,9 @@ def test_constant_output():
     ex = Executor(read_model(compile_model(model, config="tiny")))
     out, _ = ex.run({"x": np.ones((1, 4), np.float32)})
     assert np.array_equal(out["k"], np.full(3, 2.0)) and np.array_equal(out["y"], reference(model, {"x": np.ones((1, 4), np.float32)})["y"])
+
+
+def test_model_file_contents_are_deterministic():
+    model = zoo.build("tiny_cnn", seed=0)
+    a, b = read_model(compile_model(model, config="tiny")), read_model(compile_model(model, config="tiny"))
+    assert a.manifest == b.manifest and a.members == b.members
