@@ -29,7 +29,7 @@ from compiler.passes.fold_batchnorm import fold_batchnorm
 from compiler.passes.fold_constants import fold_constants
 from compiler.passes.fold_qdq import fold_qdq
 from compiler.passes.fuse_epilogues import fuse_epilogues
-from compiler.passes.layout import plan_concat_groups, plan_padding
+from compiler.passes.layout import plan_concat_groups, plan_padding, plan_pixel_groups
 from compiler.passes.lower import HostSegment, NpuSegment, lower_npu_segment, segment_io
 from compiler.passes.partition import partition, segments
 from compiler.passes.schedule import schedule_dma
@@ -90,10 +90,11 @@ def compile_graph(source, config="brainslice-128", fmt=None, input_shapes=None, 
         fuse_epilogues(g)
         pads = plan_padding(g)
         groups = plan_concat_groups(g, cfg.native_dim)
+        pixel_groups = plan_pixel_groups(g, cfg.native_dim, groups)
         capacity = cfg.mrf_tiles // 2 if streaming else cfg.mrf_tiles
         shared = Shared()
         try:
-            segs = lower(g, cfg, shared, pads, capacity, progress, groups)
+            segs = lower(g, cfg, shared, pads, capacity, progress, groups, pixel_groups)
             total = sum(c.tiles for c in shared.chunks)
             if not streaming and total > cfg.mrf_tiles:
                 streaming = True
@@ -140,7 +141,8 @@ def allocate(segs: list, shared: Shared, cfg: NpuConfig, streaming: bool) -> lis
     return consts
 
 
-def lower(g: Graph, cfg: NpuConfig, shared: Shared, pads, capacity: int, progress=None, groups=None) -> list:
+def lower(g: Graph, cfg: NpuConfig, shared: Shared, pads, capacity: int, progress=None, groups=None,
+          pixel_groups=None) -> list:
     out = []
     parts = segments(g)
     total = sum(len(nodes) for _, nodes in parts)
@@ -154,7 +156,7 @@ def lower(g: Graph, cfg: NpuConfig, shared: Shared, pads, capacity: int, progres
 
     for k, (target, nodes) in enumerate(parts):
         if target == "npu":
-            out.append(lower_npu_segment(g, k, nodes, cfg, shared, pads, capacity, tick, groups))
+            out.append(lower_npu_segment(g, k, nodes, cfg, shared, pads, capacity, tick, groups, pixel_groups))
         else:
             ins, outs = segment_io(g, nodes)
             out.append(HostSegment(k, nodes, ins, outs))

@@ -207,6 +207,7 @@ class Placement:
     slots: np.ndarray | None = None
     emap_: np.ndarray | None = None
     nonneg: bool = False
+    group: int = 1   # pixels per native vector (grouped layout of narrow tensors, see passes/layout.py)
 
     @property
     def emap(self) -> np.ndarray:
@@ -221,6 +222,8 @@ class Placement:
 
     def grid_slots(self) -> np.ndarray | None:
         """Slots if this placement is in grid form for its own shape and view, else None."""
+        if self.group > 1:
+            return None
         if self.slots is not None:
             return self.slots
         grid = standard_grid(self.shape)

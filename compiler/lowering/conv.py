@@ -80,11 +80,13 @@ def lower_conv(lw: Lowering, node: Node) -> None:
     out = lw.new_grid(node.outputs[0], p["oh"], p["ow"], rt)
     rt = out.view.ct  # a concatenation part may start mid-tile
     epilogue += lw.merge_ops(node.outputs[0])
-    out_grid = OutGrid(p["oh"], p["ow"], rt, out.slots)
+    out_grid = OutGrid(p["oh"], p["ow"], rt, out.slots) if out.group == 1 else None
     dst = out.view.pixel_ref()
     if x not in lw.placements and lw.im2col.get(x) is node.name:
         return _conv_im2col(lw, node, w, p, out_grid, dst, epilogue)
     src = lw.placement(x)
+    if src.group > 1 or out.group > 1:
+        return _conv_grouped(lw, node, w, p, src, out, epilogue)
     slots = src.grid_slots()
     v = src.view
     if slots is None or (v.H, v.W) != (p["H"], p["W"]):
@@ -114,6 +116,74 @@ def lower_conv(lw: Lowering, node: Node) -> None:
             raise LoweringError("a dilated kernel row exceeds the MRF share")
         for ky in range(kh):
             groups.append(ColGroup(ky * unit, unit, ky * row_step, (ct, p["dw"] * ct)))
+    lw.mvm(read=base, groups=groups, matrix=m, out=out_grid, dst=dst, epilogue=epilogue, name=node.name)
+
+
+def _conv_grouped(lw: Lowering, node: Node, w: np.ndarray, p: dict, src, out, epilogue) -> None:
+    """A convolution whose input and/or output holds several pixels per vector (passes/layout.py).
+
+    One iteration computes a block of P output pixels (a multiple of the output's pixels per vector,
+    whose input window starts on a whole input vector): v_rd reads R vectors per kernel row, the
+    weight matrix places every (pixel, tap, channel) product at its lanes.
+    """
+    import math
+
+    n = lw.n
+    cout, cin, kh, kw = w.shape
+    v = src.view
+    G_in, G_out = src.group, out.group
+    sh, sw = p["sh"], p["sw"]
+    pt, pl = p["pads"][0], p["pads"][1]
+    if p["dw"] != 1 or p["dh"] != 1:
+        raise LoweringError("dilated convolution on grouped pixels")
+    P = math.lcm(G_out, G_in // math.gcd(sw, G_in))
+    if p["ow"] % P:
+        raise LoweringError(f"output width {p['ow']} is not a multiple of the {P}-pixel block")
+    if G_in > 1:
+        ct_in, L_in = 1, n // G_in
+        in_lane = lambda m, c: m * L_in + c  # noqa: E731
+    else:
+        slots_in = src.grid_slots()
+        if slots_in is None or v.pitch != v.ct:
+            raise LoweringError("input is not in the native pixel-major layout")
+        ct_in = v.ct
+        in_lane = lambda m, c: slots_in[c]  # noqa: E731
+    u0 = -(-pl // G_in)                 # input units left of the first window
+    c0 = u0 * G_in - pl                 # pixel offset of the first window inside its unit
+    R = (c0 + (P - 1) * sw + kw - 1) // G_in + 1
+    if v.pad[1] < u0 or v.pad[0] < pt:
+        raise LoweringError("input padding too small for the grouped window")
+    last = (p["ow"] // P - 1) * (P * sw // G_in) - u0 + R - 1
+    if last > v.W - 1 + v.pad[3] or (p["oh"] - 1) * sh - pt + kh - 1 > v.H - 1 + v.pad[2]:
+        raise LoweringError("input padding too small for the grouped window")
+    if G_out > 1:
+        ct_unit, L_out = 1, n // G_out
+        out_lane = lambda q, o: q * L_out + o  # noqa: E731
+    else:
+        ct_unit = out.view.ct
+        out_lane = lambda q, o: out.slots[o]  # noqa: E731
+    rows = (P // G_out) * ct_unit
+    m = np.zeros((rows * n, kh * R * ct_in * n), np.float32)
+    row_slots = []
+    for q in range(P):
+        r_idx = np.array([(q // G_out) * ct_unit * n + out_lane(q % G_out, o) for o in range(cout)])
+        row_slots.append(r_idx)
+        for ky in range(kh):
+            for kx in range(kw):
+                xi = c0 + q * sw + kx
+                u, mbr = divmod(xi, G_in)
+                c_idx = np.array([(ky * R + u) * ct_in * n + in_lane(mbr, c) for c in range(cin)])
+                m[np.ix_(r_idx, c_idx)] = w[:, :, ky, kx]
+    out_grid = OutGrid(p["oh"], p["ow"], rows, np.concatenate(row_slots), iters=(p["oh"], p["ow"] // P), step=P,
+                       pixel_ct=0 if G_out > 1 else ct_unit)
+    dst = out.view.pixel_ref(sx=P // G_out)
+    base = Ref(v.buf, v.at(-pt, -u0), sh * v.Wp * v.pitch, (P * sw // G_in) * v.pitch)
+    unit = R * ct_in
+    row_step = v.Wp * v.pitch
+    groups = []
+    for c0_, cols_ in split_columns(kh * unit, unit, lw.capacity):
+        ky0, nrows = c0_ // unit, cols_ // unit
+        groups.append(ColGroup(c0_, cols_, ky0 * row_step, (unit, row_step) if nrows > 1 else (0, 0)))
     lw.mvm(read=base, groups=groups, matrix=m, out=out_grid, dst=dst, epilogue=epilogue, name=node.name)
 
 

@@ -80,6 +80,7 @@ class Lowering:
         self.node: Node | None = None
         self.slots_avail = [(m, s) for m in range(config.n_mfus) for s in STAGES if config.mfu_has(m, s)]
         self.concat_plan: dict = {"parts": {}, "concats": {}, "groups": {}}
+        self.pixel_groups: dict[str, int] = {}
         self.group_buffers: dict[str, View] = {}
 
     # ------------------------------------------------------------ buffers
@@ -144,6 +145,9 @@ class Lowering:
             p = Placement(view, tuple(shape if shape is not None else self.g.shape(tensor)), self.n, slots=part_slots)
             self.placements[tensor] = p
             return p
+        G = self.pixel_groups.get(tensor, 1)
+        if G > 1:
+            return self._new_grouped(tensor, H, W, G, shape)
         req = self.pads.get(tensor, PadReq())
         view = View(self.buffer(tensor, (H + req.pad[0] + req.pad[2]) * (W + req.pad[1] + req.pad[3]) * ct),
                     H, W, ct, req.pad)
@@ -153,6 +157,24 @@ class Lowering:
         if slots is None:
             slots = np.arange(ct * self.n)[: self._channels(shape)]
         p = Placement(view, tuple(shape), self.n, slots=np.asarray(slots, np.int64))
+        self.placements[tensor] = p
+        return p
+
+    def _new_grouped(self, tensor: str, H: int, W: int, G: int, shape) -> Placement:
+        """G pixels per native vector: pixel x of row y sits in unit x // G, lanes (x % G) * N/G + c."""
+        req = self.pads.get(tensor, PadReq())
+        t, l, b, r = req.pad
+        pad = (t, -(-l // G), b, -(-r // G))
+        Wu = W // G
+        view = View(self.buffer(tensor, (H + t + b) * (Wu + pad[1] + pad[3])), H, Wu, 1, pad)
+        if view.padded:
+            self.fill_border(view, 0.0)
+        shape = tuple(shape if shape is not None else self.g.shape(tensor))
+        C = shape[1]
+        L = self.n // G
+        c, y, x = np.meshgrid(np.arange(C), np.arange(H), np.arange(W), indexing="ij")
+        emap = ((y * Wu + x // G) * self.n + (x % G) * L + c).reshape(-1)
+        p = Placement(view, shape, self.n, emap_=emap, group=G)
         self.placements[tensor] = p
         return p
 
@@ -227,12 +249,16 @@ class Lowering:
         if op.tensor is not None:
             p = self.placement(op.tensor)
             slots = p.grid_slots()
-            if slots is None or (p.view.H, p.view.W) != (out.H, out.W) or p.view.ct != out.ct or \
-                    not np.array_equal(slots, out.slots):
+            pixel_ct = out.pixel_ct if out.step > 1 else out.ct
+            if out.step > 1 and not pixel_ct:
+                raise LoweringError("an MFU operand for a grouped result")
+            if slots is None or (p.view.H, p.view.W) != (out.H, out.W) or p.view.ct != pixel_ct or \
+                    not np.array_equal(slots, out.slots[:len(slots)]) or \
+                    (out.step > 1 and p.view.pitch != p.view.ct):
                 raise LoweringError(f"operand {op.tensor} is not laid out like the result")
             p.view.buf.require(space, mfu)
-            ref = p.view.pixel_ref()
-            if out.iters != (out.H, out.W):  # flattened walk (1 x pixels): only for unpadded operands
+            ref = p.view.pixel_ref(sx=out.step)
+            if out.iters != (out.H, out.W // out.step):  # flattened walk (1 x pixels): unpadded operands only
                 if p.view.padded or p.view.pitch != p.view.ct:
                     raise LoweringError("flattened operand walk over a padded buffer")
                 ref = Ref(p.view.buf, p.view.at(0, 0), 0, p.view.pitch)
@@ -243,7 +269,8 @@ class Lowering:
             vec = channel_vector(np.full(len(out.slots), float(c.reshape(-1)[0])), out.slots, out.ct,
                                  self.n)[r0:r0 + rows]
         else:
-            vec = channel_vector(c.reshape(-1), out.slots, out.ct, self.n)[r0:r0 + rows]
+            vals = np.tile(c.reshape(-1), out.step)  # one copy per pixel of the iteration
+            vec = channel_vector(vals, out.slots, out.ct, self.n)[r0:r0 + rows]
         return ChainOp(BINARY[op.kind], mfu, Ref(self.const(vec, space, mfu), 0, 0, 0))
 
     def ops_chain(self, group, r0: int, rows: int, out: "OutGrid") -> tuple[list[ChainOp], float]:
@@ -358,6 +385,8 @@ class OutGrid:
     ct: int
     slots: np.ndarray
     iters: tuple[int, int] = None
+    step: int = 1          # output pixels per iteration (rows hold `step` pixels' vectors or groups)
+    pixel_ct: int = 0      # tiles of one pixel when step > 1 and pixels are not grouped (0: grouped)
 
     def __post_init__(self):
         if self.iters is None:

@@ -99,3 +99,50 @@ def plan_concat_groups(g: Graph, native_dim: int) -> dict:
         for c in nodes:
             plan["concats"][c.name] = gid
     return plan
+
+
+def plan_pixel_groups(g: Graph, native_dim: int, concat_plan: dict | None = None) -> dict[str, int]:
+    """Narrow tensors between convolutions get G pixels per native vector.
+
+    A 64-channel feature map on N = 128 would leave half of every vector (and
+    three quarters of every weight tile) idle; with G = N // C pixels side by
+    side in one vector (lanes ``(x % G) * N/G + c``) a 3x3 convolution produces
+    G output pixels per mv_mul.  Only tensors made and read by convolutions
+    (groups 1, no dilation) qualify, with widths divisible by G and by each
+    reader's block of output pixels.  Returns ``{tensor: G}``.
+    """
+    import math
+
+    groups: dict[str, int] = {}
+    parts = (concat_plan or {}).get("parts", {})
+
+    def block(G_out: int, G_in: int, stride: int) -> int:
+        return math.lcm(G_out, G_in // math.gcd(stride, G_in))
+
+    def plain_conv(n) -> bool:
+        return (n.op == "Conv" and n.target == "npu" and int(n.attr("group", 1)) == 1
+                and all(d == 1 for d in (n.attr("dilations") or [1, 1])) and n.attr("auto_pad", "NOTSET") == "NOTSET")
+
+    for node in g.topo():
+        if not plain_conv(node) or g.producer_of(node.inputs[0]) is None:
+            continue  # a conv fed from outside the NPU gets im2col or plain vectors
+        t = node.outputs[0]
+        shape = g.shape(t)
+        users = g.consumers_of(t)
+        if shape is None or len(shape) != 4 or t in g.outputs or t in parts or not users or \
+                any(e.tensor is not None for e in node.epilogue) or \
+                not all(plain_conv(u) and u.inputs[0] == t and t not in u.inputs[1:] for u in users):
+            continue
+        C, W = shape[1], shape[3]
+        G_in = groups.get(node.inputs[0], 1)
+        sw = (node.attr("strides") or [1, 1])[1]
+        for G in (8, 4, 2):
+            if C * G > native_dim or W % G:
+                continue
+            if W % block(G, G_in, sw):
+                continue
+            # every reader must be able to walk G-pixel units with its stride (its own output plain)
+            if all(g.shape(u.outputs[0])[3] % block(1, G, (u.attr("strides") or [1, 1])[1]) == 0 for u in users):
+                groups[t] = G
+                break
+    return groups

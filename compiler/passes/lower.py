@@ -68,9 +68,11 @@ def segment_io(g: Graph, nodes: list[Node]) -> tuple[list[str], list[str]]:
 
 
 def lower_npu_segment(g: Graph, index: int, nodes: list[Node], config: NpuConfig, shared: Shared,
-                      pads: dict[str, PadReq], capacity: int, tick=None, concat_plan=None) -> NpuSegment:
+                      pads: dict[str, PadReq], capacity: int, tick=None, concat_plan=None,
+                      pixel_groups=None) -> NpuSegment:
     lw = Lowering(g, config, shared, pads, capacity)
     lw.concat_plan = concat_plan or lw.concat_plan
+    lw.pixel_groups = pixel_groups or {}
     ins, outs = segment_io(g, nodes)
     table = lowerings()
     lw.im2col = {}

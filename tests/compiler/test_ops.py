@@ -278,3 +278,36 @@ def test_variadic(op):
     model = make_model([helper.make_node(op, ["a", "b", "c", "d"], ["y"])],
                        {k: shape for k in "abcd"}, {"y": None})
     assert_matches(model, "tiny")
+
+
+@pytest.mark.parametrize("config", ["tiny", "small"])
+@pytest.mark.parametrize("mid,hw,k2,s2,residual", [
+    (4, 8, 3, 1, True),    # ResNet bottleneck: 1x1 -> 3x3 -> 1x1 (+ residual), middle grouped
+    (4, 8, 3, 2, False),   # stride 2 inside the grouped pair
+    (2, 8, 3, 1, False),   # four (tiny) or eight (small) pixels per vector
+    (3, 6, 5, 1, True),    # channels that do not fill the lanes, 5x5
+    (4, 12, 1, 2, False),  # 1x1 stride 2 reading grouped pixels
+])
+def test_grouped_pixels(config, mid, hw, k2, s2, residual):
+    """Narrow tensors between convolutions hold several pixels per vector (passes/layout.py)."""
+    from compiler.driver import compile_graph
+
+    c = 8 if config == "tiny" else 32
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Conv", ["r", "W1", "B1"], ["a"], kernel_shape=[1, 1]),
+             helper.make_node("Relu", ["a"], ["a2"]),
+             helper.make_node("Conv", ["a2", "W2", "B2"], ["b"], kernel_shape=[k2, k2], pads=[k2 // 2] * 4,
+                              strides=[s2, s2]),
+             helper.make_node("Conv", ["b", "W3"], ["c"], kernel_shape=[1, 1])]
+    if residual:
+        nodes += [helper.make_node("Add", ["c", "r"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    else:
+        nodes += [helper.make_node("Relu", ["c"], ["y"])]
+    inits = {"W1": w(mid, c, 1, 1), "B1": w(mid, scale=0.1), "W2": w(mid, mid, k2, k2), "B2": w(mid, scale=0.1),
+             "W3": w(c, mid, 1, 1)}
+    model = make_model(nodes, {"x": [1, c, hw, hw]}, {"y": None}, inits)
+    assert_matches(model, config)
+    placements = compile_graph(model, config)
+    from compiler.passes.layout import plan_pixel_groups
+
+    assert plan_pixel_groups(placements.graph, placements.config.native_dim)  # the layout really was used
