@@ -564,14 +564,22 @@ class Npu(wiring.Component):
             vm = Mux(xnz[b] & (xe[b] > vm), xe[b], vm)
         m.d.comb += vec_max.eq(vm)
         new_max = Mux(vec_max > ex_run, vec_max, ex_run)
-        ring = Array(Signal(signed(eb + 2), name=f"exmax{k}") for k in range(4))
+        # One entry per iteration in flight: every iteration holds at least one buffer slot until its
+        # MACs finish, so at most D iterations are in flight (a shorter ring let the read sequencer,
+        # running ahead of slow MACs, overwrite the exponent of an iteration not yet multiplied).
+        ring = memory.Memory(shape=unsigned(eb + 2), depth=D, init=[])
+        m.submodules.mvm_exmax = ring
+        ring_w = ring.write_port()
+        ring_r = ring.read_port(domain="comb")
         arrived = Signal(32)
+        m.d.comb += [ring_w.addr.eq(arrived[:len(ring_w.addr)]), ring_w.data.eq(new_max.as_unsigned()),
+                     ring_w.en.eq(~fresh & arrive & req.last)]
         with m.If(fresh):
             m.d.sync += [wr_pos.eq(0), ex_run.eq(-1), arrived.eq(0)]
         with m.Elif(arrive):
             m.d.sync += wr_pos.eq(wr_pos + 1)
             with m.If(req.last):
-                m.d.sync += [ring[arrived[:2]].eq(new_max), arrived.eq(arrived + 1), ex_run.eq(-1)]
+                m.d.sync += [arrived.eq(arrived + 1), ex_run.eq(-1)]
             with m.Else():
                 m.d.sync += ex_run.eq(new_max)
 
@@ -609,7 +617,7 @@ class Npu(wiring.Component):
         mac_i, mac_j = Signal(imm), Signal(imm)
         mac_base = Signal(range(D))
         exmax = Signal(signed(eb + 2))
-        m.d.comb += exmax.eq(ring[mac_it[:2]])
+        m.d.comb += [ring_r.addr.eq(mac_it[:len(ring_r.addr)]), exmax.eq(ring_r.data.as_signed())]
         waiting = (mac_r == 0) & (cyc == 0) & (mac_it >= arrived)
         active = Signal()
         m.d.comb += active.eq(is_chain & ex.mvm & ~fresh & (mac_it < iters) & ~waiting)

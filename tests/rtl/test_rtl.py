@@ -72,6 +72,21 @@ def test_random(tiny_rtl, seed):
     assert [pc for pc, _ in cmp.commits_rtl] == [pc for pc, _ in cmp.commits_sim], f"seed {seed}"
 
 
+def test_mvm_reads_far_ahead_of_macs(tiny_rtl):
+    """Regression (random seeds 12, 14, 16): with many rows the MACs of an iteration take longer than
+    reading the next ones, so the read sequencer runs several iterations ahead.  Each iteration's largest
+    block exponent (the reference of the activation flush window) must survive until its MACs run; a
+    4-entry ring lost it.  Iterations 0-3 are tiny and 4-7 huge, so a stale exponent flushes everything."""
+    n = TINY.native_dim
+    case = directed("s_wr rows 3\ns_wr cols 1\ns_wr iter_inner 8\nv_rd ivrf 0 si=1\nmv_mul 0\nv_wr netq 0\n"
+                    "end_chain")
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.5, 1.0, (8, n)) * np.where(np.arange(8) < 4, 2.0 ** -10, 2.0 ** 10)[:, None]
+    case.vectors.append((Space.IVRF, 0, 0, x.astype(np.float16)))
+    cmp = compare(case, tiny_rtl)
+    assert cmp.bit_exact, cmp.first_mismatch
+
+
 def test_twice_in_a_row(tiny_rtl):
     """Two runs on one instance without reset: leftover state must not change the second."""
     from rtl.cosim import run_job
