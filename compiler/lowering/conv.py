@@ -83,6 +83,8 @@ def lower_conv(lw: Lowering, node: Node) -> None:
     out_grid = OutGrid(p["oh"], p["ow"], rt, out.slots) if out.group == 1 else None
     dst = out.view.pixel_ref()
     if x not in lw.placements and lw.im2col.get(x) is node.name:
+        if out_grid is None:
+            raise LoweringError("an im2col convolution cannot write grouped pixels")
         return _conv_im2col(lw, node, w, p, out_grid, dst, epilogue)
     src = lw.placement(x)
     if src.group > 1 or out.group > 1:
