@@ -132,7 +132,7 @@ def plan_pixel_groups(g: Graph, native_dim: int, concat_plan: dict | None = None
         users = g.consumers_of(t)
         if shape is None or len(shape) != 4 or t in g.outputs or t in parts or not users or \
                 any(e.tensor is not None for e in node.epilogue) or \
-                not all(plain_conv(u) and u.inputs[0] == t and t not in u.inputs[1:] for u in users):
+                not all(plain_conv(u) and g.node_inputs(u).count(t) == 1 and u.inputs[0] == t for u in users):
             continue
         C, W = shape[1], shape[3]
         G_in = groups.get(node.inputs[0], 1)

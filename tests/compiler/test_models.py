@@ -116,3 +116,9 @@ def test_format_override(fmt, bound):
     res = check_model(zoo.build("tiny_cnn", seed=0, input_size=16), config="small", fmt=fmt, inputs=4)
     assert res.format == fmt
     assert res.cosine_min >= bound, res.cosine_min
+
+
+@pytest.mark.parametrize("config", ["brainslice-128", "brainwave-s10"])
+def test_tiny_models_stay_on_the_npu_on_big_configs(config):
+    for name in ("tiny_cnn", "tiny_rnn", "digits"):
+        _check(name, {}, config, 0.999)
