@@ -118,7 +118,7 @@ def test_format_override(fmt, bound):
     assert res.cosine_min >= bound, res.cosine_min
 
 
-@pytest.mark.parametrize("config", ["brainslice-128", "brainwave-s10"])
-def test_tiny_models_stay_on_the_npu_on_big_configs(config):
+@pytest.mark.parametrize("config,bound", [("brainslice-128", 0.999), ("brainwave-s10", 0.95)])  # s10: ms-fp9
+def test_tiny_models_stay_on_the_npu_on_big_configs(config, bound):
     for name in ("tiny_cnn", "tiny_rnn", "digits"):
-        _check(name, {}, config, 0.999)
+        _check(name, {}, config, bound)
