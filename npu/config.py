@@ -350,7 +350,7 @@ TINY = _preset(NpuConfig(
     netq_bytes_per_cycle=16,
     netq_latency=2,
     clock_mhz=100.0,
-    latencies=Latencies(decode=1, vrf_read=1, mvm=4, mvm_reduce=1, mfu_stage=2, vrf_write=1, chain_setup=1),
+    latencies=Latencies(decode=2, vrf_read=1, mvm=4, mvm_reduce=1, mfu_stage=2, vrf_write=1, chain_setup=2),
     source="project-defined RTL simulation size (msfp16-like, block 8 = N)",
 ))
 

@@ -53,6 +53,7 @@ from npu.numerics import (ACCUMULATOR_BITS, ACT_ENTRIES_PER_SIGN, ACT_SATURATE, 
                           flush_windows, fp16_bits)
 from rtl import fp16 as F
 from rtl.layout import MemoryMap, instruction_layout
+from sim.timing import STEP_QUEUE
 
 #: ``error`` output bits.
 ERR_UNSUPPORTED = 1  # a chain the RTL does not implement (too many v_wr, two writes to the output queue)
@@ -247,7 +248,8 @@ class Npu(wiring.Component):
 
         regs = {r: Signal(imm, name=f"reg_{r.name.lower()}") for r in Reg}
         from npu.isa import REG_RESET
-        steps = fifo.SyncFIFOBuffered(width=self.desc_layout.size, depth=4)
+        # the timing model (sim/timing.py) counts on this depth: a full queue stalls decoding
+        steps = fifo.SyncFIFOBuffered(width=self.desc_layout.size, depth=STEP_QUEUE)
         m.submodules.steps = steps
         cur = Signal(self.desc_layout)
         in_chain = Signal()

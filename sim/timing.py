@@ -1,19 +1,48 @@
-"""Cycle-approximate timing model.
+"""Cycle model of the NPU: the RTL's (rtl/npu.py) step-at-a-time machine, cycle for cycle.
 
-Every step (chain or DMA) is reduced to integers -- which units it occupies
-and for how many cycles per iteration, its pipeline fill, the address ranges
-it touches -- and sim._dispatch.schedule places the steps in time.  What the
-model abstracts:
+Every step (chain or DMA) is reduced to a duration computed from its
+registers, and sim._dispatch.schedule places the steps in time:
 
-* a chain is a pipeline whose initiation interval per iteration is its
-  slowest stage: the read port (``width / vrf_ports`` vectors, or bytes over
-  DRAM/queue bandwidth), the MVM (``ceil(rows*cols / tile_engines)`` tiles of
-  ``N / dpe_lanes`` cycles each), each MFU stage and each write port (``rows``
-  vectors);
-* its fill and drain is the sum of the stage latencies of npu.config.Latencies
-  (DRAM and queue latency replace the VRF read latency for those sources);
-* consecutive chains overlap when their units and memory ranges allow it; a
-  RAW/WAR/WAW conflict on overlapping addresses waits for the earlier step.
+* **Front end.**  Instructions are decoded one per cycle (instruction ``k``
+  in cycle ``k + 1``; cycle 0 is the start).  A step's descriptor enters the
+  step queue (:data:`STEP_QUEUE` entries) in the cycle its last instruction
+  is decoded; when the queue is full, decoding stalls until the step
+  :data:`STEP_QUEUE` places earlier has started (plus one cycle).
+* **One step at a time.**  A step starts ``latencies.decode`` cycles after
+  its descriptor was queued and ``latencies.chain_setup`` cycles after the
+  previous step completed, whichever is later; steps never overlap, so no
+  memory conflict (RAW, WAR, WAW) can reorder anything: a dependent chain
+  always waits for its producer.  DMA (``m_rd``/``m_wr``) is a step like a
+  chain and does not overlap compute either.
+* **Chain without MVM.**  The read sequencer issues one vector every ``p``
+  cycles, ``p`` the slowest per-vector cost of the read and write ports (a VRF
+  or ZERO 1 cycle, DRAM and the queues ``vector bytes / bandwidth``); the last
+  result is written ``read latency + mfu_stage * ops + vrf_write`` cycles
+  after the last issue::
+
+      duration = iterations * rows * p + read_latency + ops * mfu_stage + vrf_write
+
+* **Chain with MVM.**  Reads issue every ``p_read`` cycles (``X = cols *
+  p_read`` per iteration) into the MVM's input buffer; an iteration's MACs
+  start once its whole input has arrived and take ``R = rows * max(p_write,
+  ceil(cols / tile_engines) * N / dpe_lanes)`` cycles (a row of output per
+  round of tiles, paced by the write port).  Reading overlaps the MACs of
+  earlier iterations, so the slower of the two sets the pace::
+
+      duration = read_latency + max(X + (it - 1) * R, it * X) + R - 1
+                 + mvm + mvm_reduce + ops * mfu_stage + vrf_write
+
+* **DMA** copies ``count`` tiles at ``N / dpe_lanes`` words per tile and is
+  limited by the DRAM bandwidth: ``max(ceil(count * tile_bytes / bandwidth),
+  count * N / dpe_lanes) + dram_latency``.
+* The program ends :data:`DRAIN` cycles after its last step completed.
+
+What it abstracts: the network input queue is assumed to hold the vectors a
+chain pops (the bench loads them before the start), the output queue never
+fills, and the per-unit ``busy`` counts are the cycles each unit does work
+(for utilisation), not a constraint.  tests/rtl checks the model against the
+RTL's per-step completion cycles; tests/sim/test_timing.py against hand
+computation.
 """
 from __future__ import annotations
 
@@ -24,6 +53,12 @@ import numpy as np
 from npu.config import NpuConfig
 from npu.isa import Space
 from npu.program import Chain, Dma, Operand
+
+#: Step descriptors the front end may queue ahead of the executor (rtl/npu.py builds its FIFO with it).
+STEP_QUEUE = 4
+
+#: Cycles from the last step's completion to the end of the run (the executor's and the run flag's registers).
+DRAIN = 2
 
 
 def _ceil(a: int, b: int) -> int:
@@ -39,14 +74,15 @@ class Timeline:
     busy: dict[str, int]
     units: list[str]
     step_units: list[list[str]] = field(default_factory=list)
+    total: int = 0
 
     @property
     def cycles(self) -> int:
-        return int(self.ends.max()) if len(self.ends) else 0
+        return self.total
 
 
 class TimingModel:
-    """Builds the schedule tables for one configuration."""
+    """Step durations and the schedule for one configuration."""
 
     def __init__(self, config: NpuConfig):
         self.config = config
@@ -58,26 +94,30 @@ class TimingModel:
         self.units += [f"asvrf{k}.{p}" for k in range(n) for p in "rw"]
         self.units += [f"mulvrf{k}.{p}" for k in range(n) for p in "rw"]
         self.unit_index = {u: i for i, u in enumerate(self.units)}
-        self.n_keys = 3 + 2 * n  # ivrf, dram, asvrf*, mulvrf*, mrf
-        self.mrf_key = 2 + 2 * n
         self.vector_bytes = c.native_dim * 2
         wf = c.weight_fmt
         n_el = c.native_dim * c.native_dim
         self.tile_bytes = _ceil(n_el * (1 + wf.mant_bits) + (n_el // c.block) * wf.exp_bits, 8)
 
-    # -------------------------------------------------------------- helpers
-    def _key(self, op: Operand) -> int | None:
-        if op.space == Space.IVRF:
-            return 0
-        if op.space == Space.DRAM:
-            return 1
-        if op.space == Space.ASVRF:
-            return 2 + op.mfu
-        if op.space == Space.MULVRF:
-            return 2 + self.config.n_mfus + op.mfu
-        return None
+    # -------------------------------------------------------------- ports
+    def port_cost(self, space: Space) -> int:
+        """Cycles per native vector through a space's port."""
+        c = self.config
+        if space == Space.DRAM:
+            return _ceil(self.vector_bytes, c.dram_bytes_per_cycle)
+        if space == Space.NETQ:
+            return _ceil(self.vector_bytes, c.netq_bytes_per_cycle)
+        return _ceil(1, c.vrf_ports)
 
-    def _port(self, op: Operand, write: bool) -> str | None:
+    def read_latency(self, space: Space) -> int:
+        c = self.config
+        if space == Space.DRAM:
+            return c.dram_latency
+        if space == Space.NETQ:
+            return c.netq_latency
+        return c.latencies.vrf_read
+
+    def _unit(self, op: Operand, write: bool) -> str | None:
         p = "w" if write else "r"
         if op.space == Space.IVRF:
             return f"ivrf.{p}"
@@ -85,100 +125,68 @@ class TimingModel:
             return f"asvrf{op.mfu}.{p}"
         if op.space == Space.MULVRF:
             return f"mulvrf{op.mfu}.{p}"
+        if op.space == Space.DRAM:
+            return "dram"
+        if op.space == Space.NETQ:
+            return "netq_out" if write else "netq_in"
         return None
 
-    def _transfer(self, op: Operand, vectors: int, write: bool, occ: dict[str, int]) -> int:
-        """Cycles per iteration to move `vectors` through op's port; records unit occupancy."""
-        c = self.config
-        if op.space == Space.DRAM:
-            unit, cycles = "dram", _ceil(vectors * self.vector_bytes, c.dram_bytes_per_cycle)
-        elif op.space == Space.NETQ:
-            unit = "netq_out" if write else "netq_in"
-            cycles = _ceil(vectors * self.vector_bytes, c.netq_bytes_per_cycle)
-        elif op.space == Space.ZERO:
-            return _ceil(vectors, c.vrf_ports)
-        else:
-            unit, cycles = self._port(op, write), _ceil(vectors, c.vrf_ports)
-        occ[unit] = occ.get(unit, 0) + cycles
-        return occ[unit]
-
-    @staticmethod
-    def _range(op: Operand, chain: Chain, width_max: int) -> tuple[int, int]:
-        last = op.addr + (chain.iter_outer - 1) * op.so + (chain.iter_inner - 1) * op.si + width_max
-        return op.addr, last
-
     # -------------------------------------------------------------- per step
-    def chain_row(self, ch: Chain):
+    def chain_duration(self, ch: Chain) -> tuple[int, dict[str, int]]:
+        """Cycles from the chain's start to its completion, and busy cycles per unit."""
         c, lat = self.config, self.config.latencies
-        occ: dict[str, int] = {}
-        hz: list[tuple[int, int, int, int]] = []
-        offs = ch.read_offsets()
-        stage = [self._transfer(ch.read, len(offs), False, occ)]
-        key = self._key(ch.read)
-        if key is not None:
-            lo, hi = self._range(ch.read, ch, int(offs.max()))
-            hz.append((key, lo, hi, 0))
-        if ch.read.space == Space.DRAM:
-            fill = c.dram_latency
-        elif ch.read.space == Space.NETQ:
-            fill = c.netq_latency
-        else:
-            fill = lat.vrf_read
-        if ch.mrf is not None:
-            mvm = _ceil(ch.rows * ch.cols, c.tile_engines) * c.cycles_per_tile
-            occ["mvm"] = mvm
-            stage.append(mvm)
-            fill += lat.mvm + lat.mvm_reduce
-            hz.append((self.mrf_key, ch.mrf, ch.mrf + ch.rows * ch.cols - 1, 0))
-        for op in ch.ops:
-            unit = f"mfu{op.mfu}.{op.stage}"
-            occ[unit] = _ceil(ch.rows, c.vrf_ports)
-            stage.append(occ[unit])
-            fill += lat.mfu_stage
-            if op.operand is not None:
-                stage.append(self._transfer(op.operand, ch.rows, False, occ))
-                lo, hi = self._range(op.operand, ch, ch.rows - 1)
-                hz.append((self._key(op.operand), lo, hi, 0))
-        for w in ch.writes:
-            stage.append(self._transfer(w, ch.rows, True, occ))
-            key = self._key(w)
-            if key is not None:
-                lo, hi = self._range(w, ch, ch.rows - 1)
-                hz.append((key, lo, hi, 1))
-        fill += lat.vrf_write
-        ii = max(max(stage), 1)
-        return ch.iterations, ii, fill, occ, hz
+        it = ch.iterations
+        width = len(ch.read_offsets())
+        p_read = self.port_cost(ch.read.space)
+        p_write = max([self.port_cost(w.space) for w in ch.writes], default=1)
+        tail = self.read_latency(ch.read.space) + len(ch.ops) * lat.mfu_stage + lat.vrf_write
+        busy: dict[str, int] = {}
 
-    def dma_row(self, d: Dma):
-        cycles = _ceil(d.count * self.tile_bytes, self.config.dram_bytes_per_cycle)
-        hz = [(self.mrf_key, d.mrf, d.mrf + d.count - 1, 1 if d.to_mrf else 0)]
-        return 1, max(cycles, 1), self.config.dram_latency, {"dram": cycles}, hz
+        def add(unit, cycles):
+            if unit is not None:
+                busy[unit] = busy.get(unit, 0) + cycles
+
+        add(self._unit(ch.read, False), it * width * self.port_cost(ch.read.space))
+        for op in ch.ops:
+            add(f"mfu{op.mfu}.{op.stage}", it * ch.rows)
+            if op.operand is not None:
+                add(self._unit(op.operand, False), it * ch.rows)
+        for w in ch.writes:
+            add(self._unit(w, True), it * ch.rows * self.port_cost(w.space))
+        if ch.mrf is None:
+            return it * ch.rows * max(p_read, p_write) + tail, busy
+        x = ch.cols * p_read
+        mac = _ceil(ch.cols, c.tile_engines) * c.cycles_per_tile
+        r = ch.rows * max(p_write, mac)
+        add("mvm", it * ch.rows * mac)
+        return max(x + (it - 1) * r, it * x) + r - 1 + lat.mvm + lat.mvm_reduce + tail, busy
+
+    def dma_duration(self, d: Dma) -> tuple[int, dict[str, int]]:
+        c = self.config
+        transfer = _ceil(d.count * self.tile_bytes, c.dram_bytes_per_cycle)
+        return max(transfer, d.count * c.cycles_per_tile) + c.dram_latency, {"dram": transfer}
 
     # -------------------------------------------------------------- whole program
     def schedule(self, steps: list[Chain | Dma], program_length: int) -> Timeline:
         from sim._dispatch import schedule
 
-        S, U = len(steps), len(self.units)
-        table = np.zeros((S, 7), np.int64)
-        occupancy = np.zeros((S, U), np.int64)
-        hazards: list[tuple[int, int, int, int]] = []
+        S = len(steps)
+        table = np.zeros((S, 2), np.int64)  # end pc, duration
+        busy = np.zeros(len(self.units), np.int64)
         step_units = []
-        prev_end_pc = -1
         for s, step in enumerate(steps):
-            end_pc = step.end_pc if isinstance(step, Chain) else step.pc
-            it, ii, fill, occ, hz = self.chain_row(step) if isinstance(step, Chain) else self.dma_row(step)
-            table[s] = (end_pc - prev_end_pc, it, ii, fill, len(hazards), len(hz), 0)
-            prev_end_pc = end_pc
+            if isinstance(step, Chain):
+                dur, occ = self.chain_duration(step)
+                table[s] = (step.end_pc, dur)
+            else:
+                dur, occ = self.dma_duration(step)
+                table[s] = (step.pc, dur)
             for unit, cycles in occ.items():
-                occupancy[s, self.unit_index[unit]] = cycles
+                busy[self.unit_index[unit]] += cycles
             step_units.append(list(occ))
-            hazards.extend(hz)
-        hz_arr = np.array(hazards, np.int64).reshape(-1, 4)
         lat = self.config.latencies
-        starts, ends, busy = schedule(table, occupancy, hz_arr, self.n_keys, lat.decode, lat.chain_setup)
-        # Instructions after the last step still have to issue.
-        tail = program_length - 1 - prev_end_pc
-        if S and tail > 0:
-            ends = ends.copy()
-            ends[-1] = max(ends[-1], int(starts[-1]) + tail)
-        return Timeline(starts, ends, {u: int(b) for u, b in zip(self.units, busy)}, self.units, step_units)
+        starts, ends, shift = schedule(table, STEP_QUEUE, lat.decode, lat.chain_setup)
+        # instructions after the last step still have to be decoded (one per cycle)
+        last = int(ends[-1]) if S else 0
+        total = max(last, program_length + int(shift)) + DRAIN if program_length else 0
+        return Timeline(starts, ends, {u: int(b) for u, b in zip(self.units, busy)}, self.units, step_units, total)

@@ -1,4 +1,5 @@
-"""The timing model on hand-computed cases (formulas from sim/timing.py's docstring)."""
+"""The timing model on hand-computed cases (formulas from sim/timing.py's docstring; tests/rtl checks the same
+model against the RTL cycle for cycle)."""
 import json
 import math
 
@@ -8,6 +9,7 @@ from npu.asm import assemble
 from npu.config import get_config
 from npu.program import Program
 from sim.machine import Machine
+from sim.timing import DRAIN, STEP_QUEUE
 from sim.trace import write_trace
 
 
@@ -16,18 +18,26 @@ def timed(config, text):
     return m.run(Program(config, assemble(text)), functional=False)
 
 
+def queued(end_pc):
+    """Cycle a step is queued: its last instruction decoded, one instruction per cycle from cycle 1."""
+    return end_pc + 1
+
+
 def test_one_mv_mul_over_r_by_c_tiles():
     c = get_config("tiny")
     lat = c.latencies
-    for R, C, it in ((2, 3, 1), (4, 5, 7)):
+    for R, C, it in ((2, 3, 1), (4, 5, 7), (1, 4, 9)):
         r = timed(c, f"s_wr rows {R}\ns_wr cols {C}\ns_wr iter_inner {it}\n"
                      "v_rd ivrf 0 si=8\nmv_mul 0\nv_wr ivrf 200 si=8\nend_chain")
-        issue = 7  # instructions up to and including end_chain, one per cycle
-        ii = max(C, math.ceil(R * C / c.tile_engines) * c.native_dim // c.dpe_lanes, R)
+        start = queued(6) + lat.decode
+        x = C * 1                                                # one vector per cycle from the IVRF
+        rmac = R * math.ceil(C / c.tile_engines) * c.native_dim // c.dpe_lanes  # MACs of one iteration
+        body = max(x + (it - 1) * rmac, it * x) + rmac - 1       # reads overlap the MACs of earlier iterations
         fill = lat.vrf_read + lat.mvm + lat.mvm_reduce + lat.vrf_write
-        assert r.cycles == issue + lat.decode + it * ii + fill
+        assert r.steps[0].start == start
+        assert r.cycles == start + body + fill + DRAIN
         assert r.macs == it * R * C * c.native_dim ** 2
-        assert r.unit_busy["mvm"] == it * math.ceil(R * C / c.tile_engines) * c.cycles_per_tile
+        assert r.unit_busy["mvm"] == it * rmac
         assert abs(r.utilization - r.macs / (r.cycles * c.macs_per_cycle)) < 1e-12
 
 
@@ -36,9 +46,9 @@ def test_chain_with_mfu_operations():
     lat = c.latencies
     r = timed(c, "s_wr rows 4\ns_wr iter_outer 3\nv_rd ivrf 0 so=4\nvv_add 0\nvv_mul 0 mfu=1\nv_sigm mfu=1\n"
                  "v_wr asvrf 100 so=4 mfu=1\nend_chain")
-    issue, ii = 8, 4  # every stage moves 4 vectors per iteration through one port
+    vectors = 3 * 4  # one per cycle through the IVRF read port
     fill = lat.vrf_read + 3 * lat.mfu_stage + lat.vrf_write
-    assert r.cycles == issue + lat.decode + 3 * ii + fill
+    assert r.cycles == queued(7) + lat.decode + vectors + fill + DRAIN
     assert r.unit_busy["mfu0.addsub"] == 12 and r.unit_busy["mfu1.act"] == 12
 
 
@@ -46,9 +56,9 @@ def test_dram_bound_transfer():
     c = get_config("small")  # 64-byte vectors over a 32-byte/cycle DRAM: 2 cycles per vector
     lat = c.latencies
     r = timed(c, "s_wr rows 4\ns_wr iter_inner 10\nv_rd dram 0 si=4\nv_wr ivrf 0 si=4\nend_chain")
-    ii = 4 * c.native_dim * 2 // c.dram_bytes_per_cycle
-    assert ii == 8
-    assert r.cycles == 5 + lat.decode + 10 * ii + c.dram_latency + lat.vrf_write
+    per_vector = c.native_dim * 2 // c.dram_bytes_per_cycle
+    assert per_vector == 2
+    assert r.cycles == queued(4) + lat.decode + 40 * per_vector + c.dram_latency + lat.vrf_write + DRAIN
     assert r.unit_busy["dram"] == 80
 
 
@@ -56,18 +66,35 @@ def test_weight_dma_cost():
     c = get_config("brainslice-128")
     r = timed(c, "m_rd 0 0 16")
     tile_bytes = math.ceil(128 * 128 * (1 + c.weight_fmt.mant_bits) + 128 * 8 * c.weight_fmt.exp_bits) // 8
-    assert r.cycles == 1 + c.latencies.decode + math.ceil(16 * tile_bytes / c.dram_bytes_per_cycle) + c.dram_latency
+    transfer = max(math.ceil(16 * tile_bytes / c.dram_bytes_per_cycle), 16 * c.native_dim // c.dpe_lanes)
+    assert r.cycles == queued(0) + c.latencies.decode + transfer + c.dram_latency + DRAIN
 
 
-def test_independent_chains_overlap_dependent_ones_wait():
+def test_steps_run_one_at_a_time_and_dependent_chains_wait():
     c = get_config("tiny")
+    lat = c.latencies
     base = "s_wr rows 4\ns_wr iter_inner 20\nv_rd ivrf 0 si=4\nv_relu\nv_wr asvrf 0 si=4\nend_chain\n"
     indep = timed(c, base + "v_rd asvrf 0 mfu=1 si=4\nv_sigm mfu=1\nv_wr dram 400 si=4\nend_chain")
     dep = timed(c, base + "v_rd asvrf 0 si=4\nv_sigm mfu=1\nv_wr dram 400 si=4\nend_chain")
-    first_end = indep.steps[0].end
-    assert indep.steps[1].start < first_end           # overlapped
-    assert dep.steps[1].start >= dep.steps[0].end     # RAW on ASVRF0 waits
-    assert dep.cycles > indep.cycles
+    assert dep.steps[1].start >= dep.steps[0].end     # RAW on ASVRF0 waits for the producer
+    for r in (indep, dep):                            # the RTL runs every step after the previous one
+        assert r.steps[1].start == r.steps[0].end + lat.chain_setup
+    assert dep.cycles == indep.cycles
+
+
+def test_full_step_queue_stalls_decoding():
+    c = get_config("tiny")
+    lat = c.latencies
+    long = "s_wr rows 3\ns_wr cols 3\ns_wr iter_inner 6\nv_rd ivrf 0 si=3\nmv_mul 0\nv_wr ivrf 100 si=3\nend_chain\n"
+    short = "v_rd ivrf 0\nv_wr asvrf 0\nend_chain\n"
+    r = timed(c, long + "s_wr rows 1\ns_wr iter_inner 1\n" + short * (STEP_QUEUE + 1) + "s_wr rows 1\n" * 30 + short)
+    last = len(r.steps) - 1
+    # the chain before the last finds the queue full and is queued one cycle after the step STEP_QUEUE
+    # places before it starts; decoding resumes then, 30 + 3 instructions before the last chain is queued
+    stalled = r.steps[last - 1 - STEP_QUEUE].start + 1
+    decode_bound = stalled + 33 + lat.decode
+    assert decode_bound > r.steps[last - 1].end + lat.chain_setup
+    assert r.steps[last].start == decode_bound
 
 
 def test_trace_is_chrome_trace_json(tmp_path):
