@@ -257,12 +257,7 @@ class Lowering:
                     (out.step > 1 and p.view.pitch != p.view.ct):
                 raise LoweringError(f"operand {op.tensor} is not laid out like the result")
             p.view.buf.require(space, mfu)
-            ref = p.view.pixel_ref(sx=out.step)
-            if out.iters != (out.H, out.W // out.step):  # flattened walk (1 x pixels): unpadded operands only
-                if p.view.padded or p.view.pitch != p.view.ct:
-                    raise LoweringError("flattened operand walk over a padded buffer")
-                ref = Ref(p.view.buf, p.view.at(0, 0), 0, p.view.pitch)
-            return ChainOp(BINARY[op.kind], mfu, ref.shifted(r0))
+            return ChainOp(BINARY[op.kind], mfu, p.view.pixel_ref(sx=out.step).shifted(r0))
         c = np.asarray(op.const, np.float64)
         if c.size == 1:
             # only the channel lanes: idle lanes stay 0 (concatenation groups add them into neighbours)
@@ -281,10 +276,13 @@ class Lowering:
                 alpha = op.alpha
         return ops, alpha
 
-    def finish(self, spec: ChainSpec, groups, r0: int, rows: int, out: "OutGrid", dst: list[Ref]) -> None:
-        """Complete `spec` with the first op group; extra groups run as further chains through a scratch buffer."""
+    def finish(self, spec: ChainSpec, groups, r0: int, rows: int, out: "OutGrid", dst: list[Ref],
+               prefix: list[ChainOp] = ()) -> None:
+        """Complete `spec` with `prefix` ops and the first op group; extra groups run as further chains
+        through a scratch buffer."""
         it_o, it_i = spec.iters
         spec.ops, spec.alpha = self.ops_chain(groups[0], r0, rows, out)
+        spec.ops[:0] = prefix
         for k, group in enumerate(groups[1:]):
             tmp = self.buffer(f"{self.region}.ep{k}", it_o * it_i * rows)
             walk = Ref(tmp, 0, it_i * rows, rows)
@@ -344,26 +342,8 @@ class Lowering:
                     spec.writes = [pref]
                     self.chain(spec)
                     continue
-                rest = self.assign(ep, start=1)
-                spec.ops, spec.alpha = self.ops_chain(rest[0], r0, rows, out)
-                spec.ops.insert(0, psum)
-                if len(rest) > 1:
-                    self.finish_groups(spec, rest[1:], r0, rows, out, w)
-                else:
-                    spec.writes = w
-                    self.chain(spec)
-
-    def finish_groups(self, spec, groups, r0, rows, out, dst):
-        it_o, it_i = spec.iters
-        for k, group in enumerate(groups):
-            tmp = self.buffer(f"{self.region}.ep{k}", it_o * it_i * rows)
-            walk = Ref(tmp, 0, it_i * rows, rows)
-            spec.writes = [walk]
-            self.chain(spec)
-            spec = ChainSpec(walk, rows, spec.iters)
-            spec.ops, spec.alpha = self.ops_chain(group, r0, rows, out)
-        spec.writes = dst
-        self.chain(spec)
+                # the partial sum takes MFU 0's add stage; the epilogue follows it
+                self.finish(spec, self.assign(ep, start=1), r0, rows, out, w, prefix=[psum])
 
 
 @dataclass

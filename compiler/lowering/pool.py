@@ -91,9 +91,7 @@ def lower_pool(lw: Lowering, node: Node) -> None:
     for k in range(1, len(taps) - 1):
         lw.chain(ChainSpec(tap_ref(k), ct, (oh, ow), ops=[ChainOp(op, 0, aref)], writes=[aref]))
     spec = ChainSpec(tap_ref(len(taps) - 1), ct, (oh, ow))
-    groups = lw.assign(epilogue, start=1)
-    lw.finish(spec, groups, 0, ct, grid, [dst])
-    spec.ops.insert(0, ChainOp(op, 0, aref))
+    lw.finish(spec, lw.assign(epilogue, start=1), 0, ct, grid, [dst], prefix=[ChainOp(op, 0, aref)])
 
 
 def lower_global_pool(lw: Lowering, node: Node) -> None:
@@ -132,5 +130,4 @@ def lower_global_pool(lw: Lowering, node: Node) -> None:
     for x in range(1, v.W - 1):
         lw.chain(ChainSpec(col(x), ct, (1, 1), ops=[ChainOp(op, 0, aref)], writes=[aref]))
     spec = ChainSpec(col(v.W - 1), ct, (1, 1))
-    lw.finish(spec, lw.assign(epilogue, start=1), 0, ct, grid, dst)
-    spec.ops.insert(0, ChainOp(op, 0, aref))
+    lw.finish(spec, lw.assign(epilogue, start=1), 0, ct, grid, dst, prefix=[ChainOp(op, 0, aref)])

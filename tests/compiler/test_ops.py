@@ -311,3 +311,16 @@ def test_grouped_pixels(config, mid, hw, k2, s2, residual):
     from compiler.passes.layout import plan_pixel_groups
 
     assert plan_pixel_groups(placements.graph, placements.config.native_dim)  # the layout really was used
+
+
+@pytest.mark.parametrize("cin", [8, 64])  # 64 on tiny: 72 column tiles, split with fp16 partial sums
+def test_epilogue_longer_than_one_chain(cin):
+    """bias + residual + Clip(max, min) + LeakyRelu needs more add/sub stages than two MFUs have."""
+    inits = {"W": w(8, cin, 3, 3), "B": w(8, scale=0.1), "lo": np.array(-1.0, np.float32),
+             "hi": np.array(1.5, np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "r"], ["s"]),
+             helper.make_node("Clip", ["s", "lo", "hi"], ["k"]),
+             helper.make_node("LeakyRelu", ["k"], ["y"], alpha=0.3)]
+    model = make_model(nodes, {"x": [1, cin, 5, 5], "r": [1, 8, 5, 5]}, {"y": None}, inits)
+    assert_matches(model, "tiny")
