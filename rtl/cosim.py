@@ -61,7 +61,8 @@ def source_hash() -> str:
 
 
 def build_dir_for(config: NpuConfig, params: RtlParams = RtlParams(), trace: bool = False) -> Path:
-    key = hashlib.sha256(json.dumps([config.fingerprint(), asdict(params), source_hash(), trace]).encode())
+    key = hashlib.sha256(json.dumps([config.fingerprint(), asdict(params), source_hash(), trace,
+                                      VERILATOR_ARGS, "ports-public"]).encode())
     return cache_root() / f"{config.name}-{key.hexdigest()[:16]}"
 
 
@@ -117,16 +118,44 @@ def build(config: NpuConfig, params: RtlParams = RtlParams(), *, trace: bool = F
         return b
 
 
+#: Verilator options beyond cocotb's (part of the build's cache key).
+VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "--x-assign", "fast", "--x-initial", "fast",
+                  # small C++ functions: gcc's time grows faster than linearly
+                  "--output-split", "20000", "--output-split-cfuncs", "300")
+
+
+def _port_control_file(vfile: Path) -> Path:
+    """A Verilator control file that makes only the top-level ports visible to cocotb (VPI).
+
+    cocotb's runner passes ``--public-flat-rw``, which keeps every internal signal of the design as a
+    variable Verilator may not optimise away; the bench touches the ports only.
+    """
+    import re
+
+    text = vfile.read_text()
+    head = text[text.index(f"module {TOPLEVEL}("):]
+    head = head[:head.index(");")]
+    ports = re.findall(r"[A-Za-z_][A-Za-z0-9_$]*", head[len(f"module {TOPLEVEL}("):])
+    lines = ["`verilator_config"] + [f'public_flat_rw -module "{TOPLEVEL}" -var "{p}"' for p in ports]
+    path = vfile.with_suffix(".vlt")
+    if not path.exists() or path.read_text() != "\n".join(lines) + "\n":
+        path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def _runner(b: "Build", vfile: Path, *, always: bool, log: Path):
     """cocotb's Verilator runner, configured for this build (a no-op build when up to date)."""
-    from cocotb_tools.runner import get_runner
+    from cocotb_tools.runner import Verilator
 
-    runner = get_runner("verilator")
+    class _Verilator(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            return cmds
+
+    runner = _Verilator()
     runner.build(sources=[vfile], hdl_toplevel=TOPLEVEL, build_dir=b.directory / "sim", waves=b.trace,
-                         build_args=["-Wno-fatal", "-Wno-WIDTH", "--x-assign", "fast", "--x-initial", "fast",
-                                     # small C++ functions: gcc's time grows faster than linearly
-                                     "--output-split", "20000", "--output-split-cfuncs", "300"],
-                 always=always, log_file=log)
+                 build_args=[*VERILATOR_ARGS, str(_port_control_file(vfile))], always=always, log_file=log)
     return runner
 
 
