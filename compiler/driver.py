@@ -90,7 +90,7 @@ def compile_graph(source, config="brainslice-128", fmt=None, input_shapes=None, 
         fuse_epilogues(g)
         pads = plan_padding(g)
         groups = plan_concat_groups(g, cfg.native_dim)
-        pixel_groups = plan_pixel_groups(g, cfg.native_dim, groups)
+        pixel_groups = plan_pixel_groups(g, cfg.native_dim, groups, cfg.block)
         capacity = cfg.mrf_tiles // 2 if streaming else cfg.mrf_tiles
         shared = Shared()
         try:

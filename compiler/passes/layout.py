@@ -101,7 +101,7 @@ def plan_concat_groups(g: Graph, native_dim: int) -> dict:
     return plan
 
 
-def plan_pixel_groups(g: Graph, native_dim: int, concat_plan: dict | None = None) -> dict[str, int]:
+def plan_pixel_groups(g: Graph, native_dim: int, concat_plan: dict | None = None, bfp_block: int = 1) -> dict[str, int]:
     """Narrow tensors between convolutions get G pixels per native vector.
 
     A 64-channel feature map on N = 128 would leave half of every vector (and
@@ -109,7 +109,10 @@ def plan_pixel_groups(g: Graph, native_dim: int, concat_plan: dict | None = None
     side in one vector (lanes ``(x % G) * N/G + c``) a 3x3 convolution produces
     G output pixels per mv_mul.  Only tensors made and read by convolutions
     (groups 1, no dilation) qualify, with widths divisible by G and by each
-    reader's block of output pixels.  Returns ``{tensor: G}``.
+    reader's block of output pixels, and only when a BFP block (``bfp_block``
+    elements sharing an exponent) stays inside one pixel's lanes: pixels that
+    shared an exponent would lose precision (ms-fp8/9 share one per vector).
+    Returns ``{tensor: G}``.
     """
     import math
 
@@ -138,7 +141,7 @@ def plan_pixel_groups(g: Graph, native_dim: int, concat_plan: dict | None = None
         G_in = groups.get(node.inputs[0], 1)
         sw = (node.attr("strides") or [1, 1])[1]
         for G in (8, 4, 2):
-            if C * G > native_dim or W % G:
+            if C * G > native_dim or W % G or (native_dim // G) % bfp_block:
                 continue
             if W % block(G, G_in, sw):
                 continue

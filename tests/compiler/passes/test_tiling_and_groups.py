@@ -79,3 +79,17 @@ def test_concat_group_runs_without_copies(config):
 def test_estimate_tiles():
     g = to_graph(load_model(dense_block()))
     assert estimate_tiles(g, get_config("tiny")) == 9 * 1 + 9 * 1 + 9 * 2
+
+
+def test_pixel_groups_keep_bfp_blocks_inside_a_pixel():
+    from compiler.passes.layout import plan_pixel_groups
+
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Conv", ["r", "W1"], ["a"], kernel_shape=[1, 1]),
+             helper.make_node("Conv", ["a", "W2"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    inits = {"W1": np.ones((4, 8, 1, 1), np.float32), "W2": np.ones((8, 4, 3, 3), np.float32)}
+    g = to_graph(load_model(make_model(nodes, {"x": [1, 8, 8, 8]}, {"y": None}, inits)))
+    partition(g)
+    fuse_epilogues(g)
+    assert plan_pixel_groups(g, 8, None, bfp_block=4) == {"a": 2}
+    assert plan_pixel_groups(g, 8, None, bfp_block=8) == {}  # one exponent per vector: no sharing pixels
