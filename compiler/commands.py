@@ -167,6 +167,8 @@ def cmd_run(args) -> int:
     from npu.modelfile import read_model
     from runtime.executor import Executor
 
+    if args.trace and args.backend != "sim":
+        raise NpuError("--trace needs --backend sim (the RTL backend reports per-step commits, not unit timelines)")
     model = read_model(args.model)
     ex = Executor(model, backend=args.backend)
     specs = ex.inputs
