@@ -28,6 +28,13 @@ def _load_npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
+def _as_spec(value, spec: TensorSpec):
+    """NPU results come back as float32; a float16/float64 output is returned in its declared type."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f" and spec.dtype in ("float16", "float64"):
+        return value.astype(spec.dtype)
+    return value if not isinstance(value, np.ndarray) else np.asarray(value)
+
+
 class Executor:
     """Executes the manifest's ``plan`` of a :class:`~npu.modelfile.ModelFile`."""
 
@@ -108,7 +115,7 @@ class Executor:
                 if trace is not None:
                     trace.append(result)
         env.update(self._const_outputs)
-        outputs = {s.name: np.asarray(env[s.name]) for s in self.outputs}
+        outputs = {s.name: _as_spec(env[s.name], s) for s in self.outputs}
         stats.latency_us = stats.npu_cycles / self.config.clock_mhz
         stats.utilization = stats.macs / (stats.npu_cycles * self.config.macs_per_cycle) if stats.npu_cycles else 0.0
         stats.host_time_s = host_time
