@@ -50,8 +50,26 @@ class _Recurrence:
         if slots is None or (src.view.H, src.view.W) != (1, T) or not np.array_equal(slots, np.arange(I)):
             raise LoweringError("RNN input is not one timestep per pixel")
         lw.chain(ChainSpec(src.view.pixel_ref(), self.it, (1, T), writes=[Ref(self.xh, 0, 0, self.row)]))
-        lw.chain(ChainSpec(ZERO, self.ht, (1, 1), writes=[Ref(self.xh, self.it)]))
+        lw.chain(ChainSpec(self.state(5), self.ht, (1, 1), writes=[Ref(self.xh, self.it)]))
         self.y = lw.buffer(f"{node.name}.y", T * self.ht)
+
+    def state(self, index: int) -> Ref:
+        """Where an initial state (input `index`: 5 = initial_h, 6 = initial_c) is read from: ZERO when
+        absent or all zeros, a constant, or the tensor's placement."""
+        lw, n = self.lw, self.lw.n
+        name = (self.node.inputs + [""] * 8)[index]
+        value = lw.g.value(name) if name else None
+        if not name or (value is not None and not np.any(value)):
+            return ZERO
+        if value is not None:
+            vec = np.zeros(self.ht * n)
+            vec[:self.H] = np.asarray(value, np.float64).reshape(-1)
+            return Ref(lw.const(vec, Space.ASVRF, 0))
+        p = lw.placement(name)
+        slots = p.grid_slots()
+        if slots is None or not np.array_equal(slots, np.arange(self.H)) or p.view.ct != self.ht:
+            raise LoweringError("initial state is not one vector run of hidden units")
+        return p.view.pixel_ref()
 
     def matrix(self, blocks) -> tuple[np.ndarray, np.ndarray]:
         """Gate matrix [gates*Ht*N, (It+Ht)*N] and bias [gates*Ht*N] from (W, R, bias) blocks."""
@@ -120,7 +138,7 @@ def lower_lstm(lw: Lowering, node: Node) -> None:
     CC = lw.buffer(f"{node.name}.cand", ht, Space.MULVRF, 0)
     IC = lw.buffer(f"{node.name}.ic", ht, Space.ASVRF, 1)
     CS = lw.buffer(f"{node.name}.c", ht, Space.MULVRF, 0)
-    lw.chain(ChainSpec(ZERO, ht, (1, 1), writes=[Ref(CS)]))
+    lw.chain(ChainSpec(rec.state(6), ht, (1, 1), writes=[Ref(CS)]))
     gates = rec.gate_chains(m, bias, [Ref(G)])
     for t in range(T):
         gates(t)

@@ -144,8 +144,8 @@ def _rnn_reason(g: Graph, node: Node, shape) -> str | None:
     if ins[4]:
         return "sequence_lens is not supported on the NPU"
     for k in (5, 6) if node.op == "LSTM" else (5,):
-        if ins[k] and (g.value(ins[k]) is None or np.any(g.value(ins[k]))):
-            return "non-zero initial state"
+        if ins[k] and tuple(g.shape(ins[k]) or ()) != (1, 1, int(node.attr("hidden_size") or 0)):
+            return "initial state of an unexpected shape"
     if node.op == "LSTM" and ins[7]:
         return "peephole connections"
     if a.activations and a.activations not in (("sigmoid", "tanh", "tanh"), ("sigmoid", "tanh")):

@@ -54,3 +54,25 @@ def test_rnn_runs_twice_identically():
 @pytest.mark.parametrize("op", ["LSTM", "GRU"])
 def test_rnn_single_timestep(op):
     assert_matches(rnn_model(op, 1, 8, 8, outputs=("Y", "Y_h")), "tiny")
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+@pytest.mark.parametrize("kind", ["input", "constant"])
+def test_rnn_initial_state(op, kind):
+    T, I, H = 3, 8, 8
+    m = rnn_model(op, T, I, H, outputs=("Y", "Y_h"))
+    rng = np.random.default_rng(5)
+    node = m.graph.node[0]
+    names = ["h0", "c0"] if op == "LSTM" else ["h0"]
+    while len(node.input) < 5:
+        node.input.append("")
+    node.input.extend(names)
+    from onnx import TensorProto, numpy_helper
+
+    for nm in names:
+        if kind == "input":
+            m.graph.input.append(helper.make_tensor_value_info(nm, TensorProto.FLOAT, [1, 1, H]))
+        else:
+            m.graph.initializer.append(numpy_helper.from_array(
+                rng.standard_normal((1, 1, H)).astype(np.float32), nm))
+    assert_matches(m, "tiny")
