@@ -1,4 +1,4 @@
-"""LSTM and GRU (forward, batch 1) as per-timestep chains.
+"""LSTM and GRU (batch 1; forward, reverse or bidirectional) as per-timestep chains.
 
 Per timestep, one mv_mul over the concatenated ``[x_t; h_{t-1}]`` computes
 every gate (the buffer ``XH`` holds row t = ``[x_t, h_{t-1}]``, so the new h
@@ -6,14 +6,16 @@ is written straight into the next row), then MFU chains apply the
 nonlinearities, products and sums.  Gate rows are laid out ``[i, f, o, c]``
 (LSTM) so one ``v_sigm`` chain covers i, f and o; GRU with
 ``linear_before_reset=1`` uses ``[z, r, W_n x, R_n h]``.  The weights are one
-set of chunks reused by every timestep.
+set of chunks reused by every timestep.  A reverse direction walks the
+timesteps backwards (its XH row k holds x_{T-1-k}); a bidirectional layer runs
+both directions one after the other into the shared Y.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from compiler.ir import Node
-from compiler.kernels import ZERO, ChainOp, ChainSpec, LoweringError, Placement, Ref, View, WeightChunk
+from compiler.kernels import ZERO, Buffer, ChainOp, ChainSpec, LoweringError, Placement, Ref, View, WeightChunk
 from compiler.lowering.core import Lowering
 from npu.isa import Space
 
@@ -30,46 +32,68 @@ def _gate_blocks(w: np.ndarray, r: np.ndarray, b: np.ndarray | None, hidden: int
 
 
 class _Recurrence:
-    """The shared skeleton: XH rows, the gate matrix chunks, zeroed state, Y and Y_h placements."""
+    """One direction's skeleton: XH rows, the gate matrix chunks, initial state, Y and Y_h."""
 
-    def __init__(self, lw: Lowering, node: Node, gates: int):
+    def __init__(self, lw: Lowering, node: Node, d: int, ndir: int, reverse: bool, y: "Buffer"):
         g = lw.g
         self.lw = lw
         self.node = node
+        self.d, self.ndir, self.reverse, self.y = d, ndir, reverse, y
         x = node.inputs[0]
         T, _, I = g.shape(x)
         H = int(node.attr("hidden_size") or g.value(node.inputs[2]).shape[-1])
         self.T, self.I, self.H = T, I, H
         self.it, self.ht = lw.ct(I), lw.ct(H)
         self.row = self.it + self.ht
-        self.gates = gates
-        # XH rows 0..T: [x_t, h_{t-1}]; row T holds h_T in its h part
-        self.xh = lw.buffer(f"{node.name}.xh", (T + 1) * self.row)
+        # XH rows 0..T in processing order: [x_t, h_prev]; row T holds the final h in its h part
+        self.xh = lw.buffer(f"{node.name}.xh{d}", (T + 1) * self.row)
         src = lw.placement(x)
         slots = src.grid_slots()
         if slots is None or (src.view.H, src.view.W) != (1, T) or not np.array_equal(slots, np.arange(I)):
             raise LoweringError("RNN input is not one timestep per pixel")
-        lw.chain(ChainSpec(src.view.pixel_ref(), self.it, (1, T), writes=[Ref(self.xh, 0, 0, self.row)]))
+        if not reverse:
+            lw.chain(ChainSpec(src.view.pixel_ref(), self.it, (1, T), writes=[Ref(self.xh, 0, 0, self.row)]))
+        else:  # strides only count up: one copy per timestep
+            for k in range(T):
+                lw.chain(ChainSpec(Ref(src.view.buf, src.view.at(0, T - 1 - k)), self.it,
+                                   writes=[Ref(self.xh, k * self.row)]))
         lw.chain(ChainSpec(self.state(5), self.ht, (1, 1), writes=[Ref(self.xh, self.it)]))
-        self.y = lw.buffer(f"{node.name}.y", T * self.ht)
+
+    def timestep(self, k: int) -> int:
+        return self.T - 1 - k if self.reverse else k
+
+    def y_ref(self, k: int) -> Ref:
+        return Ref(self.y, (self.timestep(k) * self.ndir + self.d) * self.ht)
+
+    def h_ref(self, k: int) -> Ref:
+        """h entering processing step k (k = T: the final h)."""
+        return Ref(self.xh, k * self.row + self.it)
+
+    def weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        g, node, d = self.lw.g, self.node, self.d
+        b = g.value(node.inputs[3])[d] if len(node.inputs) > 3 and node.inputs[3] else None
+        return g.value(node.inputs[1])[d], g.value(node.inputs[2])[d], b
 
     def state(self, index: int) -> Ref:
-        """Where an initial state (input `index`: 5 = initial_h, 6 = initial_c) is read from: ZERO when
-        absent or all zeros, a constant, or the tensor's placement."""
+        """Where this direction's initial state (input `index`: 5 = initial_h, 6 = initial_c) is read
+        from: ZERO when absent or all zeros, a constant, or the tensor's placement."""
         lw, n = self.lw, self.lw.n
         name = (self.node.inputs + [""] * 8)[index]
         value = lw.g.value(name) if name else None
+        if value is not None:
+            value = np.asarray(value, np.float64)[self.d]
         if not name or (value is not None and not np.any(value)):
             return ZERO
         if value is not None:
             vec = np.zeros(self.ht * n)
-            vec[:self.H] = np.asarray(value, np.float64).reshape(-1)
+            vec[:self.H] = value.reshape(-1)
             return Ref(lw.const(vec, Space.ASVRF, 0))
         p = lw.placement(name)
         slots = p.grid_slots()
-        if slots is None or not np.array_equal(slots, np.arange(self.H)) or p.view.ct != self.ht:
-            raise LoweringError("initial state is not one vector run of hidden units")
-        return p.view.pixel_ref()
+        if slots is None or not np.array_equal(slots, np.arange(self.H)) or p.view.ct != self.ht \
+                or (p.view.H, p.view.W) != (1, self.ndir):
+            raise LoweringError("initial state is not one vector run of hidden units per direction")
+        return p.view.pixel_ref(0, self.d)
 
     def matrix(self, blocks) -> tuple[np.ndarray, np.ndarray]:
         """Gate matrix [gates*Ht*N, (It+Ht)*N] and bias [gates*Ht*N] from (W, R, bias) blocks."""
@@ -95,7 +119,8 @@ class _Recurrence:
         chunks = []
         for r0 in range(0, R, rc):
             rows = min(rc, R - r0)
-            ch = WeightChunk(np.ascontiguousarray(m[r0 * n:(r0 + rows) * n]), rows, C, f"{self.node.name}[{r0}]")
+            ch = WeightChunk(np.ascontiguousarray(m[r0 * n:(r0 + rows) * n]), rows, C,
+                             f"{self.node.name}[{self.d}:{r0}]")
             ch.owner = self.node.name
             lw.shared.chunks.append(ch)
             bconst = lw.const(bias[r0 * n:(r0 + rows) * n], Space.ASVRF, 0)
@@ -108,74 +133,97 @@ class _Recurrence:
                                    writes=[d.shifted(r0) for d in dst]))
         return emit
 
-    def outputs(self) -> None:
-        lw, node, n = self.lw, self.node, self.lw.n
-        g = lw.g
-        T, H, ht = self.T, self.H, self.ht
-        outs = node.outputs + ["", ""]
-        if outs[0]:
-            shape = tuple(g.shape(outs[0]))  # [T, 1, 1, H]
-            emap = (np.arange(T)[:, None] * (ht * n) + np.arange(H)[None, :]).reshape(-1)
-            lw.placements[outs[0]] = Placement(View(self.y, 1, T, ht), shape, n, emap_=emap)
-        if outs[1]:
-            shape = tuple(g.shape(outs[1]))  # [1, 1, H]
-            view = View(self.xh, 1, 1, ht, offset=T * self.row + self.it)
-            lw.placements[outs[1]] = Placement(view, shape, n, emap_=np.arange(H))
+def _outputs(lw: Lowering, node: Node, recs: list[_Recurrence]) -> None:
+    """Y [T, dirs, 1, H] from the shared Y buffer; Y_h [dirs, 1, H] from each XH's last row."""
+    g, n = lw.g, lw.n
+    r0 = recs[0]
+    T, H, ht, ndir = r0.T, r0.H, r0.ht, r0.ndir
+    outs = node.outputs + ["", ""]
+    if outs[0]:
+        emap = ((np.arange(T)[:, None, None] * ndir + np.arange(ndir)[None, :, None]) * (ht * n)
+                + np.arange(H)[None, None, :]).reshape(-1)
+        lw.placements[outs[0]] = Placement(View(r0.y, 1, T, ndir * ht), tuple(g.shape(outs[0])), n, emap_=emap)
+    if outs[1]:
+        shape = tuple(g.shape(outs[1]))
+        if ndir == 1:
+            view = View(r0.xh, 1, 1, ht, offset=T * r0.row + r0.it)
+        else:  # the final h of each direction sits in its own XH: gather them
+            yh = lw.buffer(f"{node.name}.y_h", ndir * ht)
+            for rec in recs:
+                lw.chain(ChainSpec(rec.h_ref(T), ht, writes=[Ref(yh, rec.d * ht)]))
+            view = View(yh, 1, ndir, ht)
+        emap = (np.arange(ndir)[:, None] * (ht * n) + np.arange(H)[None, :]).reshape(-1)
+        lw.placements[outs[1]] = Placement(view, shape, n, emap_=emap)
+
+
+def _directions(lw: Lowering, node: Node) -> list[_Recurrence]:
+    direction = node.attr("direction", "forward")
+    ndir = 2 if direction == "bidirectional" else 1
+    T, _, _ = lw.g.shape(node.inputs[0])
+    H = int(node.attr("hidden_size") or lw.g.value(node.inputs[2]).shape[-1])
+    y = lw.buffer(f"{node.name}.y", T * ndir * lw.ct(H))
+    return [_Recurrence(lw, node, d, ndir, direction == "reverse" or d == 1, y) for d in range(ndir)]
 
 
 def lower_lstm(lw: Lowering, node: Node) -> None:
-    rec = _Recurrence(lw, node, 4)
-    g = lw.g
-    ht, T = rec.ht, rec.T
-    w, r = g.value(node.inputs[1])[0], g.value(node.inputs[2])[0]
-    b = g.value(node.inputs[3])[0] if len(node.inputs) > 3 and node.inputs[3] else None
+    recs = _directions(lw, node)
+    for rec in recs:
+        _lstm_direction(lw, node, rec)
+    _outputs(lw, node, recs)
+
+
+def _lstm_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
+    ht, T, d = rec.ht, rec.T, rec.d
+    w, r, b = rec.weights()
     # ONNX order i, o, f, c -> ours i, f, o, c
     blocks = [(W, R, Wb + Rb) for W, R, Wb, Rb in _gate_blocks(w, r, b, rec.H, [0, 2, 1, 3])]
     m, bias = rec.matrix(blocks)
-    G = lw.buffer(f"{node.name}.gates", 4 * ht)
-    S = lw.buffer(f"{node.name}.sig", 3 * ht)
-    SO = lw.buffer(f"{node.name}.sig_o", 3 * ht, Space.MULVRF, 1)
-    CC = lw.buffer(f"{node.name}.cand", ht, Space.MULVRF, 0)
-    IC = lw.buffer(f"{node.name}.ic", ht, Space.ASVRF, 1)
-    CS = lw.buffer(f"{node.name}.c", ht, Space.MULVRF, 0)
+    G = lw.buffer(f"{node.name}.gates{d}", 4 * ht)
+    S = lw.buffer(f"{node.name}.sig{d}", 3 * ht)
+    SO = lw.buffer(f"{node.name}.sig_o{d}", 3 * ht, Space.MULVRF, 1)
+    CC = lw.buffer(f"{node.name}.cand{d}", ht, Space.MULVRF, 0)
+    IC = lw.buffer(f"{node.name}.ic{d}", ht, Space.ASVRF, 1)
+    CS = lw.buffer(f"{node.name}.c{d}", ht, Space.MULVRF, 0)
     lw.chain(ChainSpec(rec.state(6), ht, (1, 1), writes=[Ref(CS)]))
     gates = rec.gate_chains(m, bias, [Ref(G)])
-    for t in range(T):
-        gates(t)
+    for k in range(T):
+        gates(k)
         lw.chain(ChainSpec(Ref(G), 3 * ht, ops=[ChainOp("v_sigm", 0)], writes=[Ref(S), Ref(SO)]))
         lw.chain(ChainSpec(Ref(G, 3 * ht), ht, ops=[ChainOp("v_tanh", 0)], writes=[Ref(CC)]))
         lw.chain(ChainSpec(Ref(S), ht, ops=[ChainOp("vv_mul", 0, Ref(CC))], writes=[Ref(IC)]))
         lw.chain(ChainSpec(Ref(S, ht), ht, ops=[ChainOp("vv_mul", 0, Ref(CS)), ChainOp("vv_add", 1, Ref(IC))],
                            writes=[Ref(CS)]))
         lw.chain(ChainSpec(Ref(CS), ht, ops=[ChainOp("v_tanh", 0), ChainOp("vv_mul", 1, Ref(SO, 2 * ht))],
-                           writes=[Ref(rec.xh, (t + 1) * rec.row + rec.it), Ref(rec.y, t * ht)]))
-    rec.outputs()
+                           writes=[rec.h_ref(k + 1), rec.y_ref(k)]))
 
 
 def lower_gru(lw: Lowering, node: Node) -> None:
-    rec = _Recurrence(lw, node, 4)
-    g = lw.g
-    ht, T = rec.ht, rec.T
-    w, r = g.value(node.inputs[1])[0], g.value(node.inputs[2])[0]
-    b = g.value(node.inputs[3])[0] if len(node.inputs) > 3 and node.inputs[3] else None
+    recs = _directions(lw, node)
+    for rec in recs:
+        _gru_direction(lw, node, rec)
+    _outputs(lw, node, recs)
+
+
+def _gru_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
+    ht, T, d = rec.ht, rec.T, rec.d
+    w, r, b = rec.weights()
     (Wz, Rz, Wbz, Rbz), (Wr, Rr, Wbr, Rbr), (Wn, Rn, Wbn, Rbn) = _gate_blocks(w, r, b, rec.H, [0, 1, 2])
     m, bias = rec.matrix([(Wz, Rz, Wbz + Rbz), (Wr, Rr, Wbr + Rbr), (Wn, None, Wbn), (None, Rn, Rbn)])
-    G = lw.buffer(f"{node.name}.gates", 4 * ht)
-    GA = lw.buffer(f"{node.name}.gates_a", 4 * ht, Space.ASVRF, 1)
-    ZR = lw.buffer(f"{node.name}.zr", 2 * ht, Space.MULVRF, 0)
-    N0 = lw.buffer(f"{node.name}.n0", ht, Space.ASVRF, 0)
-    N1 = lw.buffer(f"{node.name}.n1", ht, Space.ASVRF, 1)
+    G = lw.buffer(f"{node.name}.gates{d}", 4 * ht)
+    GA = lw.buffer(f"{node.name}.gates_a{d}", 4 * ht, Space.ASVRF, 1)
+    ZR = lw.buffer(f"{node.name}.zr{d}", 2 * ht, Space.MULVRF, 0)
+    N0 = lw.buffer(f"{node.name}.n0{d}", ht, Space.ASVRF, 0)
+    N1 = lw.buffer(f"{node.name}.n1{d}", ht, Space.ASVRF, 1)
     gates = rec.gate_chains(m, bias, [Ref(G), Ref(GA)])
-    for t in range(T):
-        gates(t)
+    for k in range(T):
+        gates(k)
         lw.chain(ChainSpec(Ref(G), 2 * ht, ops=[ChainOp("v_sigm", 0)], writes=[Ref(ZR)]))
         # n = tanh(W_n x + b + r * (R_n h + b))
         lw.chain(ChainSpec(Ref(G, 3 * ht), ht, ops=[ChainOp("vv_mul", 0, Ref(ZR, ht)),
                                                      ChainOp("vv_add", 1, Ref(GA, 2 * ht)), ChainOp("v_tanh", 1)],
                            writes=[Ref(N0), Ref(N1)]))
         # h = n + z * (h_prev - n)
-        lw.chain(ChainSpec(Ref(rec.xh, t * rec.row + rec.it), ht,
+        lw.chain(ChainSpec(rec.h_ref(k), ht,
                            ops=[ChainOp("vv_a_sub_b", 0, Ref(N0)), ChainOp("vv_mul", 0, Ref(ZR)),
                                 ChainOp("vv_add", 1, Ref(N1))],
-                           writes=[Ref(rec.xh, (t + 1) * rec.row + rec.it), Ref(rec.y, t * ht)]))
-    rec.outputs()
+                           writes=[rec.h_ref(k + 1), rec.y_ref(k)]))

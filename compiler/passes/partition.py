@@ -134,8 +134,9 @@ def _rnn_reason(g: Graph, node: Node, shape) -> str | None:
     from compiler.attrs import rnn
 
     a = rnn(node)
-    if a.direction != "forward":
-        return "only forward RNNs run on the NPU"
+    if a.direction not in ("forward", "reverse", "bidirectional"):
+        return f"direction {a.direction!r}"
+    ndir = 2 if a.direction == "bidirectional" else 1
     if len(shape) != 3 or shape[1] != 1:
         return "only batch 1 runs on the NPU"
     ins = node.inputs + [""] * 8
@@ -144,7 +145,7 @@ def _rnn_reason(g: Graph, node: Node, shape) -> str | None:
     if ins[4]:
         return "sequence_lens is not supported on the NPU"
     for k in (5, 6) if node.op == "LSTM" else (5,):
-        if ins[k] and tuple(g.shape(ins[k]) or ()) != (1, 1, int(node.attr("hidden_size") or 0)):
+        if ins[k] and tuple(g.shape(ins[k]) or ()) != (ndir, 1, int(node.attr("hidden_size") or 0)):
             return "initial state of an unexpected shape"
     if node.op == "LSTM" and ins[7]:
         return "peephole connections"

@@ -8,17 +8,18 @@ from onnx import helper
 from helpers import assert_matches, make_model
 
 
-def rnn_model(op, T, I, H, bias=True, outputs=("Y",), lbr=1):
+def rnn_model(op, T, I, H, bias=True, outputs=("Y",), lbr=1, direction="forward"):
     rng = np.random.default_rng(1)
     G = 4 if op == "LSTM" else 3
-    inits = {"W": (rng.standard_normal((1, G * H, I)) / np.sqrt(I)).astype(np.float32),
-             "R": (rng.standard_normal((1, G * H, H)) / np.sqrt(H)).astype(np.float32)}
+    D = 2 if direction == "bidirectional" else 1
+    inits = {"W": (rng.standard_normal((D, G * H, I)) / np.sqrt(I)).astype(np.float32),
+             "R": (rng.standard_normal((D, G * H, H)) / np.sqrt(H)).astype(np.float32)}
     ins = ["x", "W", "R"]
     if bias:
-        inits["B"] = (rng.standard_normal((1, 2 * G * H)) * 0.1).astype(np.float32)
+        inits["B"] = (rng.standard_normal((D, 2 * G * H)) * 0.1).astype(np.float32)
         ins.append("B")
     names = [o if o in outputs else "" for o in ("Y", "Y_h")]
-    attrs = {"hidden_size": H}
+    attrs = {"hidden_size": H, "direction": direction}
     if op == "GRU":
         attrs["linear_before_reset"] = lbr
     node = helper.make_node(op, ins, names, **attrs)
@@ -58,9 +59,11 @@ def test_rnn_single_timestep(op):
 
 @pytest.mark.parametrize("op", ["LSTM", "GRU"])
 @pytest.mark.parametrize("kind", ["input", "constant"])
-def test_rnn_initial_state(op, kind):
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_rnn_initial_state(op, kind, direction):
     T, I, H = 3, 8, 8
-    m = rnn_model(op, T, I, H, outputs=("Y", "Y_h"))
+    D = 2 if direction == "bidirectional" else 1
+    m = rnn_model(op, T, I, H, outputs=("Y", "Y_h"), direction=direction)
     rng = np.random.default_rng(5)
     node = m.graph.node[0]
     names = ["h0", "c0"] if op == "LSTM" else ["h0"]
@@ -71,8 +74,15 @@ def test_rnn_initial_state(op, kind):
 
     for nm in names:
         if kind == "input":
-            m.graph.input.append(helper.make_tensor_value_info(nm, TensorProto.FLOAT, [1, 1, H]))
+            m.graph.input.append(helper.make_tensor_value_info(nm, TensorProto.FLOAT, [D, 1, H]))
         else:
             m.graph.initializer.append(numpy_helper.from_array(
-                rng.standard_normal((1, 1, H)).astype(np.float32), nm))
+                rng.standard_normal((D, 1, H)).astype(np.float32), nm))
     assert_matches(m, "tiny")
+
+
+@pytest.mark.parametrize("config", ["tiny", "small"])
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+@pytest.mark.parametrize("direction", ["reverse", "bidirectional"])
+def test_rnn_directions(config, op, direction):
+    assert_matches(rnn_model(op, 4, 12, 10, outputs=("Y", "Y_h"), direction=direction), config)
