@@ -138,7 +138,7 @@ def _outputs(lw: Lowering, node: Node, recs: list[_Recurrence]) -> None:
     g, n = lw.g, lw.n
     r0 = recs[0]
     T, H, ht, ndir = r0.T, r0.H, r0.ht, r0.ndir
-    outs = node.outputs + ["", ""]
+    outs = node.outputs + ["", "", ""]
     if outs[0]:
         emap = ((np.arange(T)[:, None, None] * ndir + np.arange(ndir)[None, :, None]) * (ht * n)
                 + np.arange(H)[None, None, :]).reshape(-1)
@@ -154,6 +154,12 @@ def _outputs(lw: Lowering, node: Node, recs: list[_Recurrence]) -> None:
             view = View(yh, 1, ndir, ht)
         emap = (np.arange(ndir)[:, None] * (ht * n) + np.arange(H)[None, :]).reshape(-1)
         lw.placements[outs[1]] = Placement(view, shape, n, emap_=emap)
+    if node.op == "LSTM" and outs[2]:  # Y_c: the cell state each direction ends with
+        yc = lw.buffer(f"{node.name}.y_c", ndir * ht)
+        for rec in recs:
+            lw.chain(ChainSpec(Ref(rec.c_state), ht, writes=[Ref(yc, rec.d * ht)]))
+        emap = (np.arange(ndir)[:, None] * (ht * n) + np.arange(H)[None, :]).reshape(-1)
+        lw.placements[outs[2]] = Placement(View(yc, 1, ndir, ht), tuple(g.shape(outs[2])), n, emap_=emap)
 
 
 def _directions(lw: Lowering, node: Node) -> list[_Recurrence]:
@@ -183,7 +189,7 @@ def _lstm_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
     SO = lw.buffer(f"{node.name}.sig_o{d}", 3 * ht, Space.MULVRF, 1)
     CC = lw.buffer(f"{node.name}.cand{d}", ht, Space.MULVRF, 0)
     IC = lw.buffer(f"{node.name}.ic{d}", ht, Space.ASVRF, 1)
-    CS = lw.buffer(f"{node.name}.c{d}", ht, Space.MULVRF, 0)
+    CS = rec.c_state = lw.buffer(f"{node.name}.c{d}", ht, Space.MULVRF, 0)
     lw.chain(ChainSpec(rec.state(6), ht, (1, 1), writes=[Ref(CS)]))
     gates = rec.gate_chains(m, bias, [Ref(G)])
     for k in range(T):

@@ -143,7 +143,9 @@ def _rnn_reason(g: Graph, node: Node, shape) -> str | None:
     if any(g.value(i) is None for i in ins[1:3]) or (ins[3] and g.value(ins[3]) is None):
         return "weights must be constants"
     if ins[4]:
-        return "sequence_lens is not supported on the NPU"
+        lens = g.value(ins[4])
+        if lens is None or np.any(np.asarray(lens) != shape[0]):
+            return "sequence_lens shorter than the sequence"  # every sequence full length is fine
     for k in (5, 6) if node.op == "LSTM" else (5,):
         if ins[k] and tuple(g.shape(ins[k]) or ()) != (ndir, 1, int(node.attr("hidden_size") or 0)):
             return "initial state of an unexpected shape"
@@ -155,9 +157,6 @@ def _rnn_reason(g: Graph, node: Node, shape) -> str | None:
         return "clip/input_forget"
     if node.op == "GRU" and not a.linear_before_reset:
         return "GRU with linear_before_reset=0"
-    if node.op == "LSTM" and len(node.outputs) > 2 and node.outputs[2]:
-        if g.consumers_of(node.outputs[2]) or node.outputs[2] in g.outputs:
-            return "Y_c output"
     return None
 
 

@@ -18,7 +18,7 @@ def rnn_model(op, T, I, H, bias=True, outputs=("Y",), lbr=1, direction="forward"
     if bias:
         inits["B"] = (rng.standard_normal((D, 2 * G * H)) * 0.1).astype(np.float32)
         ins.append("B")
-    names = [o if o in outputs else "" for o in ("Y", "Y_h")]
+    names = [o if o in outputs else "" for o in ("Y", "Y_h", "Y_c")][:3 if op == "LSTM" else 2]
     attrs = {"hidden_size": H, "direction": direction}
     if op == "GRU":
         attrs["linear_before_reset"] = lbr
@@ -86,3 +86,14 @@ def test_rnn_initial_state(op, kind, direction):
 @pytest.mark.parametrize("direction", ["reverse", "bidirectional"])
 def test_rnn_directions(config, op, direction):
     assert_matches(rnn_model(op, 4, 12, 10, outputs=("Y", "Y_h"), direction=direction), config)
+
+
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_lstm_cell_state_output_and_full_sequence_lens(direction):
+    m = rnn_model("LSTM", 3, 8, 8, outputs=("Y", "Y_h", "Y_c"), direction=direction)
+    from onnx import numpy_helper
+
+    node = m.graph.node[0]
+    node.input.append("lens")
+    m.graph.initializer.append(numpy_helper.from_array(np.full(1, 3, np.int32), "lens"))
+    assert_matches(m, "tiny")
