@@ -12,7 +12,7 @@ import numpy as np
 
 from compiler.attrs import window
 from compiler.ir import EpOp, Node
-from compiler.kernels import ChainOp, ChainSpec, LoweringError, Ref
+from compiler.kernels import ChainOp, ChainSpec, LoweringError, Ref, channel_vector
 from compiler.lowering.core import NEG_INF, Lowering, OutGrid
 from npu.isa import Space
 
@@ -63,8 +63,13 @@ def lower_pool(lw: Lowering, node: Node) -> None:
     if is_max and any(needed_pad(p)) and not nonnegative(lw.g, node.inputs[0]) and \
             (req is None or req.fill != NEG_INF):
         raise LoweringError("MaxPool padding must read as -inf, but another reader of its input needs zeros")
-    if not is_max and any(p["pads"]) and not window(node).count_include_pad:
-        raise LoweringError("AveragePool with padding excluded from the count")
+    # windows that count fewer than kh*kw inputs: padding excluded from the count, or (ceil_mode)
+    # windows hanging over the padded input
+    include = window(node).count_include_pad
+    rescale = not is_max and (any(needed_pad(p)) if not include else any(
+        a > b for a, b in zip(needed_pad(p)[2:], p["pads"][2:])))
+    if rescale and (node.epilogue or node.outputs[0] in lw.concat_plan["parts"]):
+        raise LoweringError("AveragePool with partial windows and fused operations")
     oh, ow, ct = p["oh"], p["ow"], v.ct
     out = lw.new_grid(node.outputs[0], oh, ow, ct, slots=slots)
     out.nonneg = src.nonneg
@@ -92,6 +97,35 @@ def lower_pool(lw: Lowering, node: Node) -> None:
         lw.chain(ChainSpec(tap_ref(k), ct, (oh, ow), ops=[ChainOp(op, 0, aref)], writes=[aref]))
     spec = ChainSpec(tap_ref(len(taps) - 1), ct, (oh, ow))
     lw.finish(spec, lw.assign(epilogue, start=1), 0, ct, grid, [dst], prefix=[ChainOp(op, 0, aref)])
+    if rescale:
+        _rescale_border(lw, p, out, slots, lw.g.shape(node.inputs[0]), include)
+
+
+def _rescale_border(lw: Lowering, p: dict, out, slots, in_shape, include_pad: bool) -> None:
+    """A window's count is (rows inside) x (columns inside) -- of the input, or of the padded input
+    with count_include_pad -- so the 1/(kh*kw) average is corrected row by row and column by column
+    (corners get both factors)."""
+    H, W = in_shape[2], in_shape[3]
+    v = out.view
+    pt, pl, pb, pr = p["pads"]
+
+    def inside(o, stride, pad, k, dil, size, after):
+        lo, hi = (-pad, size + after) if include_pad else (0, size)
+        return sum(lo <= o * stride - pad + j * dil < hi for j in range(k))
+
+    def scale(ref, iters, factor):
+        vec = channel_vector(np.full(len(slots), factor), slots, v.ct, lw.n)
+        lw.chain(ChainSpec(ref, v.ct, iters, ops=[ChainOp("vv_mul", 0, Ref(lw.const(vec, Space.MULVRF, 0)))],
+                           writes=[ref]))
+
+    for y in range(p["oh"]):
+        c = inside(y, p["sh"], pt, p["kh"], p["dh"], H, pb)
+        if c and c != p["kh"]:
+            scale(Ref(v.buf, v.at(y, 0), 0, v.pitch), (1, p["ow"]), p["kh"] / c)
+    for x in range(p["ow"]):
+        c = inside(x, p["sw"], pl, p["kw"], p["dw"], W, pr)
+        if c and c != p["kw"]:
+            scale(Ref(v.buf, v.at(0, x), v.Wp * v.pitch, 0), (p["oh"], 1), p["kw"] / c)
 
 
 def lower_global_pool(lw: Lowering, node: Node) -> None:

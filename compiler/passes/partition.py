@@ -93,8 +93,6 @@ def npu_reason(g: Graph, node: Node) -> str | None:
     elif op in POOLS:
         if len(shape) != 4 or shape[0] != 1:
             return "only 2-D pooling with batch 1 runs on the NPU"
-        if op == "AveragePool" and any(node.attr("pads") or []) and not node.attr("count_include_pad", 0):
-            return "AveragePool with padding excluded from the count"
         if node.attr("storage_order", 0) or len(outs) > 1:
             return "MaxPool indices output"
     elif op in GLOBAL_POOLS:
