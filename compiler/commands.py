@@ -20,6 +20,7 @@ examples:
   npu run resnet50.npu --input cat.jpg
   npu run mlp.npu --input x.npy --json
   npu run resnet50.npu --input x.npy --trace run.json   # open in https://ui.perfetto.dev
+  npu run resnet50.npu --input x.npy --layers            # modeled cycles per layer
 """
 
 CHECK_EPILOG = """\
@@ -85,6 +86,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print outputs and statistics as JSON")
     p.add_argument("--trace", type=Path, help="write a Chrome/Perfetto trace of the NPU segments")
     p.add_argument("--backend", default="sim", choices=("sim", "rtl"), help="machine to run on (default sim)")
+    p.add_argument("--layers", action="store_true", help="print modeled cycles and MVM utilization per layer")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_run)
 
@@ -178,14 +180,22 @@ def cmd_run(args) -> int:
         if spec.name not in paths:
             raise NpuError(f"missing --input for {spec.name!r} ({spec.dtype} {list(spec.shape)})")
         feeds[spec.name] = _load_input(paths[spec.name], spec, model.manifest)
-    trace = [] if args.trace else None
+    trace = [] if (args.trace or args.layers) else None
     outputs, stats = ex.run(feeds, trace=trace)
+    layers = []
+    if args.layers:
+        for r in trace or []:
+            regions = r.regions() if hasattr(r, "regions") else []
+            layers += [{"layer": x["name"], "cycles": int(x["cycles"]), "macs": int(x["macs"]),
+                        "utilization": round(x["utilization"], 4)} for x in regions]
     if args.trace and trace:
         from sim.trace import write_trace
 
         write_trace(trace[0], args.trace) if len(trace) == 1 else _write_traces(trace, args.trace)
     labels = (model.manifest.get("preprocessing") or {}).get("labels")
     result = {"outputs": {}, "stats": stats.to_dict()}
+    if args.layers:
+        result["layers"] = layers
     for name, value in outputs.items():
         entry = {"shape": list(value.shape), "dtype": str(value.dtype)}
         if value.ndim == 2 and value.shape[0] == 1 and value.shape[1] > 1:
@@ -205,6 +215,10 @@ def cmd_run(args) -> int:
             print(f"  {t['index']:>5}  {t['score']:.4f}  {t['label']}")
         if "top5" not in entry and "values" in entry:
             print("  " + " ".join(f"{v:.5g}" for v in entry["values"]))
+    if layers:
+        print(f"{'layer':<44} {'cycles':>10} {'MACs':>14} {'util':>7}")
+        for x in layers:
+            print(f"{x['layer'][:44]:<44} {x['cycles']:>10,} {x['macs']:>14,} {x['utilization']:>7.1%}")
     print(f"NPU: {stats.npu_cycles:,} cycles, {stats.latency_us:,.1f} us modeled at "
           f"{ex.config.clock_mhz:g} MHz, utilization {stats.utilization:.1%}, {stats.macs:,} MACs; "
           f"host {stats.host_time_s * 1e3:.1f} ms; wall {stats.wall_time_s:.2f} s ({args.backend})")

@@ -41,8 +41,9 @@ def test_compile_run_check(tiny, capsys):
     res = json.loads(capsys.readouterr().out)
     assert len(res["outputs"]["output"]["top5"]) == 5 and res["stats"]["npu_cycles"] > 0
     assert json.loads(trace.read_text())["traceEvents"]
-    assert main(["run", str(out), "--input", str(x)]) == 0
-    assert "cycles" in capsys.readouterr().out
+    assert main(["run", str(out), "--input", str(x), "--layers"]) == 0
+    text = capsys.readouterr().out
+    assert "cycles" in text and "/conv2/Conv" in text
     assert main(["check", str(onnx_path), "--config", "tiny", "--inputs", "3", "--json"]) == 0
     chk = json.loads(capsys.readouterr().out)
     assert chk["cosine_min"] > 0.999 and chk["top1_agreement"] == 1.0 and chk["max_abs_err"] < 0.2
