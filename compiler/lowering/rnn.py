@@ -186,8 +186,7 @@ def _lstm_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
     m, bias = rec.matrix(blocks)
     G = lw.buffer(f"{node.name}.gates{d}", 4 * ht)
     S = lw.buffer(f"{node.name}.sig{d}", 3 * ht)
-    SO = lw.buffer(f"{node.name}.sig_o{d}", 3 * ht, Space.MULVRF, 1)
-    CC = lw.buffer(f"{node.name}.cand{d}", ht, Space.MULVRF, 0)
+    SO = lw.buffer(f"{node.name}.sig_o{d}", 3 * ht, Space.MULVRF, 1)  # i, f, o for MFU 1's multiplier
     IC = lw.buffer(f"{node.name}.ic{d}", ht, Space.ASVRF, 1)
     CS = rec.c_state = lw.buffer(f"{node.name}.c{d}", ht, Space.MULVRF, 0)
     lw.chain(ChainSpec(rec.state(6), ht, (1, 1), writes=[Ref(CS)]))
@@ -195,8 +194,9 @@ def _lstm_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
     for k in range(T):
         gates(k)
         lw.chain(ChainSpec(Ref(G), 3 * ht, ops=[ChainOp("v_sigm", 0)], writes=[Ref(S), Ref(SO)]))
-        lw.chain(ChainSpec(Ref(G, 3 * ht), ht, ops=[ChainOp("v_tanh", 0)], writes=[Ref(CC)]))
-        lw.chain(ChainSpec(Ref(S), ht, ops=[ChainOp("vv_mul", 0, Ref(CC))], writes=[Ref(IC)]))
+        # i * tanh(candidate): MFU 0's activation, then MFU 1's multiplier
+        lw.chain(ChainSpec(Ref(G, 3 * ht), ht, ops=[ChainOp("v_tanh", 0), ChainOp("vv_mul", 1, Ref(SO))],
+                           writes=[Ref(IC)]))
         lw.chain(ChainSpec(Ref(S, ht), ht, ops=[ChainOp("vv_mul", 0, Ref(CS)), ChainOp("vv_add", 1, Ref(IC))],
                            writes=[Ref(CS)]))
         lw.chain(ChainSpec(Ref(CS), ht, ops=[ChainOp("v_tanh", 0), ChainOp("vv_mul", 1, Ref(SO, 2 * ht))],
