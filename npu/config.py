@@ -37,13 +37,13 @@ ALL_MFU_UNITS = (MfuUnit.ADDSUB, MfuUnit.MUL, MfuUnit.ACT)
 class Latencies:
     """Pipeline latencies in cycles (fill time of each stage)."""
 
-    decode: int = 2        # fetch + decode of one instruction
+    decode: int = 2        # from a step's last instruction decoded (queued) to the step's start
     vrf_read: int = 2      # VRF read port to the chain
     mvm: int = 8           # MVM pipeline depth: BFP convert, multiplier tree, accumulator
     mvm_reduce: int = 3    # cross-tile-engine reduction and fp16 conversion
     mfu_stage: int = 3     # one MFU stage (add/sub, mul or activation)
     vrf_write: int = 1     # chain result into a VRF
-    chain_setup: int = 2   # bubble between consecutive chains on the same units
+    chain_setup: int = 2   # bubble between one step's completion and the next step's start
 
 
 @dataclass(frozen=True)
