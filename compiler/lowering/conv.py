@@ -83,9 +83,9 @@ def lower_conv(lw: Lowering, node: Node) -> None:
     out_grid = OutGrid(p["oh"], p["ow"], rt, out.slots) if out.group == 1 else None
     dst = out.view.pixel_ref()
     if x not in lw.placements and lw.im2col.get(x) is node.name:
-        if out_grid is None:
+        if out.group > 1:
             raise LoweringError("an im2col convolution cannot write grouped pixels")
-        return _conv_im2col(lw, node, w, p, out_grid, dst, epilogue)
+        return _conv_im2col(lw, node, w, p, out, epilogue)
     src = lw.placement(x)
     if src.group > 1 or out.group > 1:
         return _conv_grouped(lw, node, w, p, src, out, epilogue)
@@ -189,53 +189,94 @@ def _conv_grouped(lw: Lowering, node: Node, w: np.ndarray, p: dict, src, out, ep
     lw.mvm(read=base, groups=groups, matrix=m, out=out_grid, dst=dst, epilogue=epilogue, name=node.name)
 
 
-def _conv_im2col(lw: Lowering, node: Node, w: np.ndarray, p: dict, out_grid: OutGrid, dst: Ref, epilogue) -> None:
-    """First layer: the host sends each output pixel's receptive field, (ky, kx, c)-ordered."""
+def _im2col_block(lw: Lowering, p: dict, cin: int, rt: int) -> int:
+    """Output pixels per iteration for a first layer fed from the host.
+
+    P horizontally adjacent output pixels share most of their receptive fields, so the host sends
+    their union (kh x ((P-1)*stride + kw) x C values) once: fewer queue bytes per pixel, more
+    output rows per mv_mul.  P minimizes the per-pixel time of the slower of the two (the queue's
+    bytes, one round of tile engines per output tile-row).
+    """
+    cfg, n = lw.config, lw.n
+    best, best_cost = 1, None
+    for P in (1, 2, 3, 4):
+        if p["ow"] % P or (P > 1 and p["dw"] != 1):
+            continue
+        kt = lw.ct(p["kh"] * ((P - 1) * p["sw"] + (p["kw"] - 1) * p["dw"] + 1) * cin)
+        rows = P * rt
+        read = kt * -(-2 * n // cfg.netq_bytes_per_cycle)
+        macs = rows * max(1, -(-kt // cfg.tile_engines) * cfg.cycles_per_tile)
+        cost = max(read, macs) / P
+        if rows * kt <= lw.capacity and (best_cost is None or cost < best_cost):
+            best, best_cost = P, cost
+    return best
+
+
+def _conv_im2col(lw: Lowering, node: Node, w: np.ndarray, p: dict, out, epilogue) -> None:
+    """First layer: the host sends each block's receptive field, (ky, column, c)-ordered."""
+    from compiler.kernels import ChainSpec
+
     n = lw.n
     cout, cin, kh, kw = w.shape
-    k = kh * kw * cin
+    rt = out.view.ct
+    P = _im2col_block(lw, p, cin, rt)
+    U = (P - 1) * p["sw"] + (kw - 1) * p["dw"] + 1 if P > 1 else kw  # columns of the union window
+    k = kh * U * cin
     kt = lw.ct(k)
-    rt = out_grid.ct
-    m = np.zeros((rt * n, kt * n), np.float32)
-    m[out_grid.slots, :k] = w.transpose(0, 2, 3, 1).reshape(cout, -1)
+    rows = P * rt
+    m = np.zeros((rows * n, kt * n), np.float32)
+    row_slots = []
+    for q in range(P):
+        r_idx = q * rt * n + out.slots
+        row_slots.append(r_idx)
+        for ky in range(kh):
+            for kx in range(kw):
+                u = q * p["sw"] + kx if P > 1 else kx
+                m[np.ix_(r_idx, (ky * U + u) * cin + np.arange(cin))] = w[:, :, ky, kx]
+    out_grid = OutGrid(p["oh"], p["ow"], rows, np.concatenate(row_slots), iters=(p["oh"], p["ow"] // P),
+                       step=P, pixel_ct=rt)
+    dst = out.view.pixel_ref(sx=P)
     spec = dict(kh=kh, kw=kw, sh=p["sh"], sw=p["sw"], dh=p["dh"], dw=p["dw"], pads=p["pads"], oh=p["oh"],
-                ow=p["ow"], kt=kt)
-    vectors = p["oh"] * p["ow"] * kt
+                ow=p["ow"], kt=kt, block=P, union=U)
+    vectors = p["oh"] * (p["ow"] // P) * kt
     lw.inputs.append(InputSpec(node.inputs[0], "im2col", vectors, im2col=spec))
-    rc = max(1, lw.capacity // kt)
-    if kt <= lw.capacity and rc >= rt:
+    if rows * kt <= lw.capacity:
         lw.mvm(read=NETQ, groups=[ColGroup(0, kt)], matrix=m, out=out_grid, dst=dst, epilogue=epilogue,
                name=node.name)
         return
     # several chunks re-read the patches: land them in a buffer first
+    it = p["ow"] // P
     buf = lw.buffer(f"{node.name}.im2col", vectors)
-    from compiler.kernels import ChainSpec
-
-    lw.chain(ChainSpec(NETQ, kt, (p["oh"], p["ow"]), writes=[Ref(buf, 0, p["ow"] * kt, kt)]))
+    lw.chain(ChainSpec(NETQ, kt, (p["oh"], it), writes=[Ref(buf, 0, it * kt, kt)]))
     groups = [ColGroup(c0, c) for c0, c in split_columns(kt, 1, lw.capacity)]
-    lw.mvm(read=Ref(buf, 0, p["ow"] * kt, kt), groups=groups, matrix=m, out=out_grid, dst=dst,
+    lw.mvm(read=Ref(buf, 0, it * kt, kt), groups=groups, matrix=m, out=out_grid, dst=dst,
            epilogue=epilogue, name=node.name)
 
 
 def im2col(x: np.ndarray, spec: dict, n: int) -> np.ndarray:
-    """Host side of the first layer: [1, C, H, W] -> [oh*ow*kt, N] patch vectors."""
+    """Host side of the first layer: [1, C, H, W] -> [oh * ow/P * kt, N] vectors, one block of P output
+    pixels after another, each the (ky, column, c)-ordered union of the block's receptive fields."""
     x = np.asarray(x, np.float32)[0]
     c, H, W = x.shape
     t, l, b, r = spec["pads"]
     kh, kw, sh, sw, dh, dw = (spec[k] for k in ("kh", "kw", "sh", "sw", "dh", "dw"))
     oh, ow, kt = spec["oh"], spec["ow"], spec["kt"]
+    P, U = spec.get("block", 1), spec.get("union", kw)
+    blocks = ow // P
+    step = P * sw  # input columns between blocks
+    col_off = [kx * dw for kx in range(kw)] if P == 1 else list(range(U))
     extra_b = max(0, (oh - 1) * sh + (kh - 1) * dh + 1 - H - t)
-    extra_r = max(0, (ow - 1) * sw + (kw - 1) * dw + 1 - W - l)
+    extra_r = max(0, (blocks - 1) * step + col_off[-1] + 1 - W - l)
     xp = np.zeros((c, H + t + extra_b, W + l + extra_r), np.float32)
     xp[:, t:t + H, l:l + W] = x
-    cols = np.empty((oh, ow, kh, kw, c), np.float32)
+    cols = np.empty((oh, blocks, kh, len(col_off), c), np.float32)
     for ky in range(kh):
-        for kx in range(kw):
-            y0, x0 = ky * dh, kx * dw
-            patch = xp[:, y0:y0 + (oh - 1) * sh + 1:sh, x0:x0 + (ow - 1) * sw + 1:sw]
-            cols[:, :, ky, kx, :] = patch.transpose(1, 2, 0)
-    out = np.zeros((oh * ow, kt * n), np.float32)
-    out[:, :kh * kw * c] = cols.reshape(oh * ow, -1)
+        y0 = ky * dh
+        rows = xp[:, y0:y0 + (oh - 1) * sh + 1:sh]
+        for u, x0 in enumerate(col_off):
+            cols[:, :, ky, u, :] = rows[:, :, x0:x0 + (blocks - 1) * step + 1:step].transpose(1, 2, 0)
+    out = np.zeros((oh * blocks, kt * n), np.float32)
+    out[:, :kh * len(col_off) * c] = cols.reshape(oh * blocks, -1)
     return out.reshape(-1, n)
 
 

@@ -337,3 +337,35 @@ def test_epilogue_longer_than_one_chain(cin):
              helper.make_node("LeakyRelu", ["k"], ["y"], alpha=0.3)]
     model = make_model(nodes, {"x": [1, cin, 5, 5], "r": [1, 8, 5, 5]}, {"y": None}, inits)
     assert_matches(model, "tiny")
+
+
+@pytest.mark.parametrize("config,hw,k,s,p,block", [("small", 16, 7, 2, 3, 2), ("tiny", 12, 3, 1, 1, 1),
+                                                   ("small", 10, 5, 2, 2, 1)])
+def test_first_layer_blocks_of_output_pixels(config, hw, k, s, p, block):
+    """The host sends the union of P adjacent receptive fields; the conv writes P pixels per mv_mul."""
+    model = conv_model(3, 8, hw, k, stride=s, pad=p, act="Relu")
+    out = assert_matches(model, config)
+    (step,) = [st for st in out["executor"].manifest["plan"] if st["kind"] == "npu"]
+    assert step["inputs"][0]["kind"] == "im2col"
+    assert step["inputs"][0]["im2col"]["block"] == block
+
+
+def test_host_im2col_matches_direct_patches():
+    from compiler.lowering.conv import im2col
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 3, 9, 10)).astype(np.float32)
+    kh = kw = 3
+    for P, sw, pads in [(1, 1, [1, 1, 1, 1]), (2, 2, [1, 1, 1, 1]), (3, 1, [0, 2, 0, 0])]:
+        oh = (9 + pads[0] + pads[2] - kh) // 1 + 1
+        ow = (10 + pads[1] + pads[3] - kw) // sw + 1
+        ow -= ow % P
+        U = (P - 1) * sw + kw if P > 1 else kw
+        kt = -(-(kh * U * 3) // 8)
+        spec = dict(kh=kh, kw=kw, sh=1, sw=sw, dh=1, dw=1, pads=pads, oh=oh, ow=ow, kt=kt, block=P, union=U)
+        vec = im2col(x, spec, 8).reshape(oh, ow // P, kt * 8)
+        xp = np.pad(x[0], ((0, 0), (pads[0], 4), (pads[1], 8)))
+        for y in range(oh):
+            for j in range(ow // P):
+                patch = xp[:, y:y + kh, j * P * sw:j * P * sw + U].transpose(1, 2, 0).reshape(-1)
+                assert np.array_equal(vec[y, j, :patch.size], patch)
