@@ -103,30 +103,37 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _write_members(zf: zipfile.ZipFile, manifest: dict, members: dict[str, bytes]) -> None:
+    # A fixed timestamp: the same model compiles to the same bytes (content-addressed registries rely on it).
+    def entry(name: str) -> zipfile.ZipInfo:
+        info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_STORED
+        return info
+
+    zf.writestr(entry(MANIFEST), json.dumps(manifest, indent=1, sort_keys=True))
+    for name, data in sorted(members.items()):
+        zf.writestr(entry(name), data)
+
+
+def _with_checksums(manifest: dict, members: dict[str, bytes]) -> dict:
+    return dict(manifest, format=FORMAT_NAME, format_version=FORMAT_VERSION,
+                members={name: _sha256(data) for name, data in sorted(members.items())})
+
+
 def write_model(path: str | Path, manifest: dict[str, Any], members: dict[str, bytes]) -> None:
     """Write a model file atomically (to ``path + '.tmp'``, then rename)."""
-    manifest = dict(manifest)
-    manifest["format"] = FORMAT_NAME
-    manifest["format_version"] = FORMAT_VERSION
-    manifest["members"] = {name: _sha256(data) for name, data in sorted(members.items())}
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
-        for name, data in sorted(members.items()):
-            zf.writestr(name, data)
+        _write_members(zf, _with_checksums(manifest, members), members)
     tmp.replace(path)
 
 
 def model_bytes(manifest: dict[str, Any], members: dict[str, bytes]) -> bytes:
     """The bytes :func:`write_model` would write (for content-addressed stores)."""
     buf = io.BytesIO()
-    manifest = dict(manifest, format=FORMAT_NAME, format_version=FORMAT_VERSION,
-                    members={n: _sha256(d) for n, d in sorted(members.items())})
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
-        for name, data in sorted(members.items()):
-            zf.writestr(name, data)
+        _write_members(zf, _with_checksums(manifest, members), members)
     return buf.getvalue()
 
 

@@ -18,3 +18,15 @@ def test_round_trip_and_refusals(tmp_path):
         read_model(tampered)
     with pytest.raises(ModelFileError, match="cannot read"):
         read_model(tmp_path / "missing.npu")
+
+
+def test_same_content_same_bytes(tmp_path):
+    import time
+
+    from npu.modelfile import model_bytes
+
+    first = model_bytes({"a": 1}, {"x": b"1"})
+    time.sleep(2.1)  # zip timestamps have a 2-second resolution
+    assert model_bytes({"a": 1}, {"x": b"1"}) == first
+    write_model(tmp_path / "m.npu", {"a": 1}, {"x": b"1"})
+    assert (tmp_path / "m.npu").read_bytes() == first
