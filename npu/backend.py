@@ -18,6 +18,27 @@ from npu.weights import WeightImage
 BACKENDS = ("sim", "rtl")
 
 
+class CycleFigures:
+    """Latency and MVM utilization of a run, from its ``config``, ``cycles`` and ``macs``.
+
+    Mixed into the result classes of both backends (sim.machine.RunResult, rtl.backend.RtlRunResult)
+    so the two derive these figures the same way.
+    """
+
+    config: NpuConfig
+    cycles: int
+    macs: int
+
+    @property
+    def latency_us(self) -> float:
+        return self.cycles / self.config.clock_mhz
+
+    @property
+    def utilization(self) -> float:
+        """Achieved MACs over the peak the MVM could do in the same cycles."""
+        return self.macs / (self.cycles * self.config.macs_per_cycle) if self.cycles else 0.0
+
+
 class MachineLike(Protocol):
     config: NpuConfig
 

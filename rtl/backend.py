@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from npu.backend import CycleFigures
 from npu.config import NpuConfig, get_config
 from npu.errors import NpuError, SimulationError
 from npu.isa import Space, encoding_for
@@ -24,7 +25,7 @@ from rtl.npu import ERR_OVERFLOW, ERR_UNSUPPORTED
 
 
 @dataclass
-class RtlRunResult:
+class RtlRunResult(CycleFigures):
     """What one RTL run measured (the fields sim.machine.RunResult also has)."""
 
     config: NpuConfig
@@ -35,14 +36,6 @@ class RtlRunResult:
     commits: list[tuple[int, int]] = field(default_factory=list)  # (end pc, cycle) per completed step
     wall_time_s: float = 0.0
     sim_time_s: float = 0.0  # simulation of the program alone (no loading)
-
-    @property
-    def latency_us(self) -> float:
-        return self.cycles / self.config.clock_mhz
-
-    @property
-    def utilization(self) -> float:
-        return self.macs / (self.cycles * self.config.macs_per_cycle) if self.cycles else 0.0
 
     def summary(self) -> dict:
         return {"config": self.config.name, "backend": "rtl", "cycles": self.cycles,

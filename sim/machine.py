@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from npu.backend import CycleFigures
 from npu.config import NpuConfig, get_config
 from npu.errors import NpuError, SimulationError
 from npu.isa import Space
@@ -42,7 +43,7 @@ class StepRecord:
 
 
 @dataclass
-class RunResult:
+class RunResult(CycleFigures):
     """Timing and counts of one program run."""
 
     config: NpuConfig
@@ -53,15 +54,6 @@ class RunResult:
     unit_busy: dict[str, int]
     steps: list[StepRecord] = field(default_factory=list)
     wall_time_s: float = 0.0
-
-    @property
-    def latency_us(self) -> float:
-        return self.cycles / self.config.clock_mhz
-
-    @property
-    def utilization(self) -> float:
-        """Achieved MACs over the peak the MVM could do in the same cycles."""
-        return self.macs / (self.cycles * self.config.macs_per_cycle) if self.cycles else 0.0
 
     @property
     def achieved_tops(self) -> float:
