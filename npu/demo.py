@@ -26,6 +26,14 @@ def sample_image() -> Path:
 
 def run_demo(model: str = "resnet50", config: str = "brainslice-128", input_size: int | None = None,
              seed: int = 0, workdir: str | None = None) -> dict:
+    """Run the seed's path; the .onnx and .npu files go to ``workdir`` (kept) or a temporary folder."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="npu-demo-") as tmp:
+            return _run_demo(model, config, input_size, seed, Path(tmp))
+    return _run_demo(model, config, input_size, seed, Path(workdir))
+
+
+def _run_demo(model: str, config: str, input_size: int | None, seed: int, out: Path) -> dict:
     from compiler import compile_model
     from compiler.zoo import build
     from npu.modelfile import read_model
@@ -33,7 +41,6 @@ def run_demo(model: str = "resnet50", config: str = "brainslice-128", input_size
     from runtime.labels import top_k
     from runtime.preprocess import ImageConfig, preprocess_image
 
-    out = Path(workdir or tempfile.mkdtemp(prefix="npu-demo-"))
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     onnx_model = build(model, seed=seed, input_size=input_size)
