@@ -26,6 +26,8 @@ CHECK_EPILOG = """\
 examples:
   npu rtl check prog.bin --config tiny --input x.npy
   npu rtl check --random 20 --config tiny --json
+  npu zoo build tiny_cnn -o cnn.onnx && npu compile cnn.onnx --config tiny -o cnn.npu
+  npu rtl check cnn.npu --json          # sim vs RTL (twice in a row) on seeded random inputs
 """
 
 
@@ -46,13 +48,14 @@ def add_commands(subparsers) -> None:
         p = sub.add_parser(name, help=helptext, epilog=epilog, formatter_class=fmt)
         p.add_argument("program", nargs="?", help="program file (.bin) or model file (.npu)")
         p.add_argument("--config", default=None, help="preset or file (default: the program's own)")
-        p.add_argument("--input", help=".npy of input vectors for the network input queue")
+        p.add_argument("--input", help=".npy: input vectors for a program's queue, or a model's input tensor")
         p.add_argument("--mrf", help=".npz weight image (mant, exp) pinned in the MRF")
         p.add_argument("--trace", action="store_true", help="build with waveform tracing (dump.vcd)")
         p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--seed", type=int, default=0,
+                       help="seed of a model's random inputs (and the first random program of check --random)")
         if name == "check":
             p.add_argument("--random", type=int, default=0, help="check N random programs instead")
-            p.add_argument("--seed", type=int, default=0, help="first random seed")
         p.set_defaults(func=func)
     rtl.set_defaults(func=lambda args: rtl.print_help() or 0)
 
@@ -96,17 +99,49 @@ def _setup(machine, args):
         machine.push_input(np.load(args.input))
 
 
-def _run_model(args, backend):
-    try:
-        from runtime.executor import Executor
-    except ImportError:
-        raise NpuError("running .npu models needs runtime/executor.py (not available yet); "
-                       "give a program .bin with --input/--mrf instead") from None
-    from npu.modelfile import load_model
+def _model_feeds(model, args) -> dict:
+    """The model's inputs: --input (.npy, for a single-input model) or seeded random normals."""
+    if args.input:
+        if len(model.inputs) != 1:
+            raise NpuError(f"--input gives one array; this model takes {len(model.inputs)} inputs")
+        spec = model.inputs[0]
+        return {spec.name: np.load(args.input).astype(spec.dtype).reshape(spec.shape)}
+    rng = np.random.default_rng(args.seed)
+    return {s.name: rng.normal(size=s.shape).astype(s.dtype) for s in model.inputs}
 
-    model = load_model(args.program)
-    ex = Executor(model, backend=backend)
-    return ex.run(np.load(args.input)) if args.input else ex
+
+def _run_model(args, backend):
+    from npu.modelfile import read_model
+    from runtime.executor import Executor
+
+    model = read_model(args.program)
+    outputs, stats = Executor(model, backend=backend).run(_model_feeds(model, args))
+    return outputs, stats
+
+
+def _check_model(args) -> dict:
+    """Run a .npu model on the simulator and, twice in a row, on the RTL; compare bits and cycles."""
+    from npu.modelfile import read_model
+    from runtime.executor import Executor
+
+    model = read_model(args.program)
+    feeds = _model_feeds(model, args)
+    sim_out, sim_stats = Executor(model, backend="sim").run(feeds)
+    rtl = Executor(model, backend="rtl")
+    runs = [rtl.run(feeds) for _ in range(2)]  # leftover state from a first run is a classic bug
+    first_mismatch = None
+    for label, (out, _) in zip(("run 1", "run 2"), runs):
+        for name, want in sim_out.items():
+            got = out[name]
+            diff = np.flatnonzero(np.asarray(got).view(np.uint32).ravel() != np.asarray(want).view(np.uint32).ravel())
+            if len(diff) and first_mismatch is None:
+                k = int(diff[0])
+                first_mismatch = (f"{label}: output {name!r} element {k}: rtl {got.ravel()[k]!r}, "
+                                  f"sim {want.ravel()[k]!r} ({len(diff)} elements differ)")
+    rtl_cycles, sim_cycles = runs[0][1].npu_cycles, sim_stats.npu_cycles
+    return {"bit_exact": first_mismatch is None, "rtl_cycles": int(rtl_cycles), "sim_cycles": int(sim_cycles),
+            "cycle_error": (rtl_cycles - sim_cycles) / sim_cycles if sim_cycles else 0.0,
+            "rtl_cycles_second_run": int(runs[1][1].npu_cycles), "first_mismatch": first_mismatch}
 
 
 def cmd_run(args) -> int:
@@ -114,8 +149,16 @@ def cmd_run(args) -> int:
 
     program = _load_program(args)
     if program is None:
-        out = _run_model(args, "rtl")
-        print(out)
+        outputs, stats = _run_model(args, "rtl")
+        if args.json:
+            print(json.dumps(dict(stats.to_dict(), outputs={k: np.asarray(v).tolist() for k, v in outputs.items()}),
+                             indent=2))
+        else:
+            print(f"cycles {stats.npu_cycles}  latency {stats.latency_us:.3f} us  "
+                  f"utilization {stats.utilization:.3f}  (wall {stats.wall_time_s:.2f} s)")
+            np.set_printoptions(precision=4, suppress=True, threshold=64)
+            for name, value in outputs.items():
+                print(f"{name} {list(np.shape(value))}: {np.asarray(value).ravel()}")
         return 0
     m = RtlMachine(program.config, trace=args.trace)
     _setup(m, args)
@@ -149,13 +192,13 @@ def cmd_check(args) -> int:
     else:
         program = _load_program(args)
         if program is None:
-            raise NpuError("npu rtl check of a .npu model needs runtime/executor.py; give a program .bin")
+            results.append(_check_model(args))
+        else:
+            class _Setup(Case):
+                def load(self, machine):
+                    _setup(machine, args)
 
-        class _Setup(Case):
-            def load(self, machine):
-                _setup(machine, args)
-
-        results.append(compare(_Setup(program)).summary())
+            results.append(compare(_Setup(program)).summary())
     ok = all(r["bit_exact"] for r in results)
     errs = [abs(r["cycle_error"]) for r in results]
     if args.json:
