@@ -162,7 +162,7 @@ class Executor:
             it = x.shape[0]
             mant, exp = bfp_quantize(x.reshape(it, -1), afmt, block)
             xv = bfp_values(flush_blocks(mant, exp, block, self.act_window), exp, afmt, block)
-            return to_fp16(xv @ w).reshape(it, c.rows, n)
+            return _round(xv @ w).reshape(it, c.rows, n)
         # Quantize each source vector once (blocks never straddle vectors): values, exponents and
         # nonzero flags of the region the chain reads, then work on the small exponent arrays.
         mem = self.state.memory(c.read.space, c.read.mfu)
@@ -184,7 +184,14 @@ class Executor:
             y = _strided_gemm(c, vals, int(idx[0, 0]) - int(c.read_offsets()[0]), w, n)
             if y is None:
                 y = vals[idx].reshape(it, -1) @ w
-        return to_fp16(y).reshape(it, c.rows, n)
+        return _round(y).reshape(it, c.rows, n)
+
+
+def _round(y: np.ndarray) -> np.ndarray:
+    """The exact sums to fp16.  An exact zero is +0 (the RTL's integer accumulator has no -0); adding +0
+    turns a -0 that a BLAS might produce from signed zero products into +0 without touching anything else."""
+    np.add(y, 0.0, out=y)
+    return to_fp16(y)
 
 
 def _strided_gemm(c: Chain, vals: np.ndarray, base: int, w: np.ndarray, n: int) -> np.ndarray | None:

@@ -225,3 +225,12 @@ def test_streamed_weights_are_cached_by_content_not_address(tiny, rng):
         np.testing.assert_array_equal(results[-1], nm.mvm_reference(x, wm, we, tiny.weight_fmt, tiny.act_fmt, N))
         np.testing.assert_array_equal(results[-1], results[-2])
     assert not np.array_equal(results[0], results[2])
+
+
+def test_an_exact_zero_product_is_positive_zero(tiny):
+    """Negative inputs times all-zero weights: the exact sum is 0, which rounds to +0 as on the RTL."""
+    m = Machine(tiny)
+    m.load_mrf(tile_matrix(np.zeros((N, N)), tiny)[0])
+    m.push_input(-np.ones(N))
+    run(m, "v_rd netq 0\nmv_mul 0\nv_wr netq 0\nend_chain")
+    assert (m.pop_output().view(np.uint16) == 0).all()
