@@ -184,11 +184,10 @@ def _check_operand(pc, ins, config: NpuConfig, op: Operand, width_offsets: np.nd
 def analyze(program: Program) -> list[Chain | Dma]:
     """Check every rule and return the program's steps in order."""
     config = program.config
-    regs = {r: v for r, v in REG_RESET.items()}
+    regs = dict(REG_RESET)
     steps: list[Chain | Dma] = []
     chain: Chain | None = None
     last_stage = (-1, -1)
-    n = len(program.instructions)
     for pc, ins in enumerate(program.instructions):
         d = ins.definition
         m = d.mnemonic

@@ -11,6 +11,9 @@ from libc.math cimport ldexp
 
 cnp.import_array()
 
+# fp16 bits -> float32, the lookup both kernels use
+_HALF_TO_FLOAT = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
 
 cdef double RNE_MAGIC = 6755399441055744.0
 
@@ -29,7 +32,7 @@ cdef inline int fp16_floor_log2(unsigned int a) nogil:
     return p - 24
 
 
-def quantize_fp16(cnp.ndarray x not None, int block, int mant_bits, int emin, int emax, float[::1] fp16_to_f32):
+def quantize_fp16(cnp.ndarray x not None, int block, int mant_bits, int emin, int emax):
     """Quantize fp16 vectors [V, N] in blocks along N.
 
     Returns (values float64 [V, N], exponents int16 [V, N/block], nonzero uint8 [V, N/block]) exactly as
@@ -49,6 +52,7 @@ def quantize_fp16(cnp.ndarray x not None, int block, int mant_bits, int emin, in
     cdef int e
     cdef double scale, inv, m, mmax = (1 << mant_bits) - 1, xv
     cdef bint any_nz
+    cdef const float[::1] fp16_to_f32 = _HALF_TO_FLOAT
     with nogil:
         for v in range(V):
             for b in range(nb):
@@ -129,7 +133,6 @@ cdef extern from *:
     unsigned short npu_f32_to_f16(float value) nogil
 
 
-_HALF_TO_FLOAT = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 
 
 def fp16_binary(a, b, int op):

@@ -28,10 +28,6 @@ from npu.weights import untile
 from sim._kernels import fp16_binary, quantize_fp16
 from sim.state import MachineState
 
-# fp16 bits -> float32, for the quantization kernel
-_FP16_TO_F32 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
-
-
 #: Budget of the cache of exact float64 weight matrices (ResNet-50's take about 200 MB).
 WEIGHT_CACHE_BYTES = 1 << 30
 
@@ -168,7 +164,7 @@ class Executor:
         mem = self.state.memory(c.read.space, c.read.mfu)
         lo, hi = int(read_index.min()), int(read_index.max()) + 1
         nb = n // block
-        vals, exp, nonzero = quantize_fp16(mem[lo:hi], block, afmt.mant_bits, afmt.emin, afmt.emax, _FP16_TO_F32)
+        vals, exp, nonzero = quantize_fp16(mem[lo:hi], block, afmt.mant_bits, afmt.emin, afmt.emax)
         nonzero = nonzero.view(bool)
         idx = read_index - lo
         it = idx.shape[0]
