@@ -53,7 +53,7 @@ def cache_root() -> Path:
 def source_hash() -> str:
     h = hashlib.sha256()
     for p in sorted(RTL_DIR.glob("*.py")):
-        if p.name in ("npu.py", "fp16.py", "layout.py", "generate.py"):
+        if p.name in ("npu.py", "units.py", "fp16.py", "layout.py", "generate.py"):
             h.update(p.read_bytes())
     for p in sorted((PROJECT_ROOT / "npu").glob("*.py")):
         h.update(p.read_bytes())
@@ -119,7 +119,9 @@ def build(config: NpuConfig, params: RtlParams = RtlParams(), *, trace: bool = F
 
 
 #: Verilator options beyond cocotb's (part of the build's cache key).
-VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "--x-assign", "fast", "--x-initial", "fast",
+VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "--x-assign", "fast",
+                  # every variable starts at zero: the RAMs carry no initial contents (rtl/generate.py)
+                  "--x-initial", "0",
                   # small C++ functions: gcc's time grows faster than linearly
                   "--output-split", "20000", "--output-split-cfuncs", "300")
 

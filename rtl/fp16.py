@@ -195,8 +195,11 @@ def bfp_block(m, elems, exp_bits: int, mant_bits: int, name: str = "bfp"):
                                  Mux(f.field == 0, sub - 24, Cat(f.field, Const(0, 2)).as_signed() - 15))))
         lg.append(l)
     mx = lg[0]
-    for l in lg[1:]:
-        mx = Mux(l > mx, l, mx)
+    for k, l in enumerate(lg[1:]):
+        # a Signal per step: a Value used twice per step would be lowered twice per step (2**block copies)
+        nxt = Signal(signed(10), name=f"{name}_mx{k}")
+        m.d.comb += nxt.eq(Mux(l > mx, l, mx))
+        mx = nxt
     e = Signal(signed(10), name=f"{name}_e")
     m.d.comb += e.eq(Mux(mx < emin, emin, Mux(mx > emax, emax, mx)))
     mants = []

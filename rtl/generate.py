@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from npu.config import NpuConfig
@@ -17,7 +19,8 @@ def make_top(config: NpuConfig, params=None):
 
 
 def write_verilog(config: NpuConfig, outdir: str | Path, params=None) -> Path:
-    """Write ``npu_top.v`` and ``report.json`` into outdir; returns the Verilog path."""
+    """Write ``npu_top.v`` (every unit of rtl/units.py defined once, then the top) and ``report.json``
+    into outdir; returns the Verilog path."""
     from amaranth.back import verilog
 
     from rtl.cosim import TOPLEVEL
@@ -25,11 +28,51 @@ def write_verilog(config: NpuConfig, outdir: str | Path, params=None) -> Path:
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     top = make_top(config, params)
-    text = verilog.convert(top, name=TOPLEVEL)
+    seconds = {}
+    parts = []
+    for name, unit in top.units.items():
+        t0 = time.perf_counter()
+        parts.append(verilog.convert(unit, name=name, emit_src=False))
+        seconds[name] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    with _no_zero_memory_init():
+        parts.append(verilog.convert(top, name=TOPLEVEL, emit_src=False))
+    seconds[TOPLEVEL] = round(time.perf_counter() - t0, 2)
     path = outdir / f"{TOPLEVEL}.v"
-    path.write_text(text)
-    (outdir / "report.json").write_text(json.dumps(report(top), indent=2) + "\n")
+    path.write_text("".join(parts))
+    rep = report(top)
+    rep["verilog_bytes"] = path.stat().st_size
+    rep["convert_seconds"] = seconds
+    (outdir / "report.json").write_text(json.dumps(rep, indent=2) + "\n")
     return path
+
+
+@contextmanager
+def _no_zero_memory_init():
+    """Emit no initial contents for all-zero memories while converting (Amaranth 0.5 internals).
+
+    Amaranth writes every memory's initial contents bit by bit into the RTLIL and Yosys one ``initial``
+    line per word into the Verilog, even when they are all zero: most of small's Verilog, and for
+    brainwave-s10 (a 1.3 GB weight DRAM) more than can be built at all.  The NPU's RAMs start at zero
+    only in simulation, where Verilator's ``--x-initial 0`` (rtl/cosim.py) zeroes every variable;
+    constant tables (the activation ROMs) keep their contents.
+    """
+    from amaranth.back import rtlil
+
+    emitter = getattr(rtlil, "ModuleEmitter", None)
+    if emitter is None or not hasattr(emitter, "emit_memory"):
+        raise RuntimeError("this Amaranth has no rtlil.ModuleEmitter.emit_memory; rtl/generate.py needs 0.5")
+    original = emitter.emit_memory
+
+    def emit_memory(self, cell_idx, cell):
+        if any(cell.init):
+            original(self, cell_idx, cell)
+
+    emitter.emit_memory = emit_memory
+    try:
+        yield
+    finally:
+        emitter.emit_memory = original
 
 
 def report(top) -> dict:

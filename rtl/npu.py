@@ -49,18 +49,15 @@ from amaranth.lib.wiring import In, Out
 from npu.config import NpuConfig, bits_for
 from npu.errors import ConfigError
 from npu.isa import OPCODES, Kind, Reg, Space, encoding_for
-from npu.numerics import (ACCUMULATOR_BITS, ACT_ENTRIES_PER_SIGN, ACT_SATURATE, ACT_TABLE_SIZE, activation_table,
-                          flush_windows, fp16_bits)
-from rtl import fp16 as F
+from npu.numerics import flush_windows
 from rtl.layout import MemoryMap, instruction_layout
+from rtl.units import ACT_OPS, AS_OPS, UNIT_NAMES, instance, make_units
 from sim.timing import STEP_QUEUE
 
 #: ``error`` output bits.
 ERR_UNSUPPORTED = 1  # a chain the RTL does not implement (too many v_wr, two writes to the output queue)
 ERR_OVERFLOW = 2     # the output queue overflowed (the bench did not drain it)
 
-AS_OPS = {"vv_add": 1, "vv_a_sub_b": 2, "vv_b_sub_a": 3, "vv_max": 4, "vv_min": 5}
-ACT_OPS = {"v_relu": 1, "v_lrelu": 2, "v_sigm": 3, "v_tanh": 4}
 STEP_CHAIN, STEP_MRD, STEP_MWR = 0, 1, 2
 
 
@@ -149,6 +146,8 @@ class Npu(wiring.Component):
         self.write_slots = write_slots
         self.mvm_buffer = mvm_buffer
         self.memmap = MemoryMap(config, program_depth)
+        #: the repeated datapath units (rtl/units.py), by Verilog module name; instantiated, not inlined
+        self.units = make_units(config, self.memmap)
         n = config.native_dim
         super().__init__({
             "start": In(1),
@@ -535,19 +534,22 @@ class Npu(wiring.Component):
         imm = self.imm_bits
         afmt, wfmt = c.act_fmt, c.weight_fmt
         ma, mw, eb = afmt.mant_bits, wfmt.mant_bits, wfmt.exp_bits
-        emin = wfmt.emin
         block = c.block
         nb = n // block
         wwin, awin = flush_windows(wfmt, afmt)
         D = self.mvm_buffer
         S, nsub, cpt = mm.sub, mm.nsub, mm.cpt
 
-        # ---- conversion into the circular buffer
-        elems = [rdata[16 * k:16 * (k + 1)] for k in range(n)]
+        # ---- conversion into the circular buffer (one BFP quantizer unit per block)
+        bfp_unit = self.units[UNIT_NAMES["bfp_block"]]
         xm, xe, xnz = [], [], []
         for b in range(nb):
-            mants, e, nz = F.bfp_block(m, elems[b * block:(b + 1) * block], eb, ma, name=f"cv{b}")
-            xm += mants
+            mant = Signal(block * (ma + 1), name=f"cv{b}_mant")
+            e = Signal(eb, name=f"cv{b}_e")
+            nz = Signal(name=f"cv{b}_nz")
+            m.submodules[f"cv{b}"] = instance(bfp_unit, UNIT_NAMES["bfp_block"],
+                                              x=rdata[16 * b * block:16 * (b + 1) * block], mant=mant, e=e, nz=nz)
+            xm.append(mant)
             xe.append(e)
             xnz.append(nz)
         buf_w = n * (ma + 1) + nb * eb
@@ -557,13 +559,15 @@ class Npu(wiring.Component):
         wr_pos = Signal(range(D))
         arrive = Signal()
         m.d.comb += arrive.eq(req.valid & ex.mvm & is_chain & ~fresh)
-        m.d.comb += [bwp.addr.eq(wr_pos), bwp.data.eq(Cat(*[x.as_unsigned() for x in xm], *xe)), bwp.en.eq(arrive)]
+        m.d.comb += [bwp.addr.eq(wr_pos), bwp.data.eq(Cat(*xm, *xe)), bwp.en.eq(arrive)]
         # largest nonzero block exponent of the iteration so far (biased; -1: none yet)
         ex_run = Signal(signed(eb + 2))
         vec_max = Signal(signed(eb + 2))
         vm = Const(-1, signed(eb + 2))
         for b in range(nb):
-            vm = Mux(xnz[b] & (xe[b] > vm), xe[b], vm)
+            step = Signal(signed(eb + 2), name=f"vec_max{b}")  # a Signal per step: no exponential tree
+            m.d.comb += step.eq(Mux(xnz[b] & (xe[b] > vm), xe[b], vm))
+            vm = step
         m.d.comb += vec_max.eq(vm)
         new_max = Mux(vec_max > ex_run, vec_max, ex_run)
         # One entry per iteration in flight: every iteration holds at least one buffer slot until its
@@ -658,10 +662,11 @@ class Npu(wiring.Component):
         with m.Else():
             m.d.sync += buf_used.eq(buf_used + (issue & ex.mvm) - Mux(freed, ex.cols, 0))
 
-        # ---- one cycle of terms: per engine (bank) b, the tile of this round in bank b
+        # ---- one cycle of terms: per engine (bank) b, the tile of this round in bank b; the activations and
+        # their block exponents are shared by all rows, the weights are per row (one MvmRow unit per row)
         a0 = Signal(self.memmap.addr_bits + imm + 8)
         m.d.comb += a0.eq(ex.mrf + mac_r * ex.cols + mk * T)
-        terms = [[] for _ in range(n)]  # per output element: (t, ex, ew) of every engine and sub-group
+        wwords, xs, xbs, xkeeps = [], [], [], []
         for b in range(T):
             off = Signal(range(max(T, 2)), name=f"off{b}")
             if T > 1:  # the address of this round that lands in bank b
@@ -676,83 +681,46 @@ class Npu(wiring.Component):
             m.d.comb += mrp.addr.eq(((a // T if T > 1 else a) * cpt + mg)[:len(mrp.addr)])
             brp = buf.read_port(domain="comb")
             m.d.comb += brp.addr.eq((mac_base + col)[:len(brp.addr)])
-            wword = mrp.data
+            wwords.append(mrp.data)
             xword = brp.data
             for s in range(nsub):
                 lane0 = s * S  # within the lane group
                 # activation sub-group: columns g*L + lane0 .. + S - 1 of input vector `col`
-                xs = []
                 for l in range(S):
-                    sel = Array(xword[(q * L + lane0 + l) * (ma + 1):(q * L + lane0 + l + 1) * (ma + 1)].as_signed()
+                    sel = Array(xword[(q * L + lane0 + l) * (ma + 1):(q * L + lane0 + l + 1) * (ma + 1)]
                                 for q in range(cpt))
-                    xs.append(sel[mg])
-                xblk = Array(xword[n * (ma + 1) + ((q * L + lane0) // block) * eb:
-                                   n * (ma + 1) + ((q * L + lane0) // block + 1) * eb] for q in range(cpt))[mg]
+                    xsel = Signal(ma + 1, name=f"x{b}_{s}_{l}")
+                    m.d.comb += xsel.eq(sel[mg])
+                    xs.append(xsel)
+                xblk = Signal(eb, name=f"xblk{b}_{s}")
+                m.d.comb += xblk.eq(Array(xword[n * (ma + 1) + ((q * L + lane0) // block) * eb:
+                                                n * (ma + 1) + ((q * L + lane0) // block + 1) * eb]
+                                          for q in range(cpt))[mg])
+                xbs.append(xblk)
                 xkeep = Signal(name=f"xkeep{b}_{s}")
-                m.d.comb += xkeep.eq(ok & (xblk.as_unsigned() + awin >= exmax))
-                for r in range(n):
-                    ws = [wword[((r * L) + lane0 + l) * (mw + 1):((r * L) + lane0 + l + 1) * (mw + 1)].as_signed()
-                          for l in range(S)]
-                    ew = wword[n * L * (mw + 1) + (r * nsub + s) * eb:n * L * (mw + 1) + (r * nsub + s + 1) * eb]
-                    prod = ws[0] * xs[0]
-                    for l in range(1, S):
-                        prod = prod + ws[l] * xs[l]
-                    t = Signal(signed((ma + 1) + (mw + 1) + bits_for(S) + 1), name=f"t{b}_{s}_{r}")
-                    m.d.comb += t.eq(Mux(xkeep, prod, 0))
-                    terms[r].append((t, xblk, ew))
+                m.d.comb += xkeep.eq(ok & (xblk + awin >= exmax))
+                xkeeps.append(xkeep)
 
-        # ---- accumulate
-        acc_bits = ACCUMULATOR_BITS + 1
-        win = awin + wwin
-        accs, ewrs, ewvs = [], [], []
-        for r in range(n):
-            acc = Signal(signed(acc_bits + 2), name=f"acc{r}")
-            ewr = Signal(eb, name=f"ewr{r}")
-            ewv = Signal(name=f"ewv{r}")
-            old_acc = Mux(first, 0, acc)
-            old_v = ~first & ewv
-            new_ew = Mux(old_v, ewr, 0)
-            new_v = old_v
-            for t, xb, ew in terms[r]:
-                take = (t != 0) & (~new_v | (ew > new_ew))
-                new_ew = Mux(take, ew, new_ew)
-                new_v = new_v | (t != 0)
-            ne = Signal(eb, name=f"ne{r}")
-            nv = Signal(name=f"nv{r}")
-            m.d.comb += [ne.eq(new_ew), nv.eq(new_v)]
-            delta = Signal(eb + 1, name=f"delta{r}")
-            m.d.comb += delta.eq(Mux(old_v, ne - ewr, 0))
-            shifted = Signal.like(acc, name=f"accs{r}")
-            m.d.comb += shifted.eq(Mux(delta > acc_bits + 1, Mux(old_acc < 0, -1, 0), old_acc >> delta[:7]))
-            total = shifted
-            for idx, (t, xb, ew) in enumerate(terms[r]):
-                k = Signal(signed(eb + 3), name=f"k{r}_{idx}")
-                m.d.comb += k.eq(xb.as_unsigned() - exmax + awin + ew.as_unsigned() - ne + wwin)
-                kc = Signal(range(win + 1), name=f"kc{r}_{idx}")
-                m.d.comb += kc.eq(Mux(k < 0, 0, Mux(k > win, win, k[:len(kc)])))
-                total = total + Mux(t != 0, t << kc, 0)
-            with m.If(term):
-                m.d.sync += [acc.eq(total), ewr.eq(ne), ewv.eq(nv)]
-            with m.Elif(active & first):
-                m.d.sync += [acc.eq(0), ewv.eq(0)]
-            accs.append(acc)
-            ewrs.append(ewr)
-            ewvs.append(ewv)
-
-        # ---- row results: round once to fp16, one cycle after the row's last cycle
+        # ---- per row: accumulate, then round once to fp16 one cycle after the row's last cycle
         emit = Signal()
         e_r, e_i, e_j = Signal(imm), Signal(imm), Signal(imm)
         e_exmax = Signal(signed(eb + 2))
         m.d.sync += [emit.eq(row_end & ~fresh), e_r.eq(mac_r), e_i.eq(mac_i), e_j.eq(mac_j), e_exmax.eq(exmax)]
+        clear = Signal()
+        m.d.comb += clear.eq(active & first)
+        row_unit = self.units[UNIT_NAMES["mvm_row"]]
+        x_all, xb_all, xkeep_all = Cat(*xs), Cat(*xbs), Cat(*xkeeps)
+        wm_bits, we_bits = n * L * (mw + 1), n * nsub * eb
         outs = []
         for r in range(n):
-            pexp = Signal(signed(eb + 4), name=f"pexp{r}")
-            m.d.comb += pexp.eq(e_exmax + emin - awin + ewrs[r].as_unsigned() + emin - wwin - (ma - 1) - (mw - 1))
-            neg = accs[r] < 0
-            mag = Signal(acc_bits + 1, name=f"mag{r}")
-            m.d.comb += mag.eq(Mux(neg, -accs[r], accs[r]))
-            y = F.round_fp16(m, neg, mag, pexp, name=f"mvr{r}")
-            outs.append(Mux(ewvs[r], y, 0))
+            y = Signal(16, name=f"mvr{r}")
+            w_r = Cat(*[wwords[b][r * L * (mw + 1):(r + 1) * L * (mw + 1)] for b in range(T)])
+            ew_r = Cat(*[wwords[b][wm_bits + r * nsub * eb:wm_bits + (r + 1) * nsub * eb] for b in range(T)])
+            assert len(wwords[0]) == wm_bits + we_bits
+            m.submodules[f"row{r}"] = instance(row_unit, UNIT_NAMES["mvm_row"], sync=True, w=w_r, ew=ew_r,
+                                               x=x_all, xb=xb_all, xkeep=xkeep_all, exmax=exmax, e_exmax=e_exmax,
+                                               first=first, term=term, clear=clear, y=y)
+            outs.append(y)
         first_beat = Signal(self.beat_layout)
         m.d.sync += [first_beat.valid.eq(emit & ~fresh), first_beat.r.eq(e_r), first_beat.i.eq(e_i),
                      first_beat.j.eq(e_j), first_beat.data.eq(Cat(*outs))]
@@ -780,60 +748,21 @@ class Npu(wiring.Component):
             op = ex.act_op[k]
             opnd = None
             mem = None
-        outs = []
-        if unit == "act":
-            # slopes and intercepts of sigm then tanh, one read port per element
-            sa, sb = activation_table("sigm")
-            ta, tb = activation_table("tanh")
-            roms = []
-            for part, (p, q) in (("a", (sa, ta)), ("b", (sb, tb))):
-                rom = memory.Memory(shape=16, depth=2 * ACT_TABLE_SIZE,
-                                    init=[int(v) for v in fp16_bits(p)] + [int(v) for v in fp16_bits(q)])
-                m.submodules[f"{name}_rom_{part}"] = rom
-                roms.append(rom)
-
-            def act_rom(index):
-                ports = [rom.read_port(domain="comb") for rom in roms]
-                for p in ports:
-                    m.d.comb += p.addr.eq(index)
-                return ports[0].data, ports[1].data
         if mem is not None:
             rp = mem.read_port(domain="comb")
             m.d.comb += rp.addr.eq(base(opnd, beat_in.i, beat_in.j) + beat_in.r)
+        unit_c = self.units[UNIT_NAMES[unit]]
+        outs = []
         for e in range(n):
-            x = beat_in.data[16 * e:16 * (e + 1)]
             y = Signal(16, name=f"{name}_y{e}")
-            if unit == "addsub":
-                b = rp.data[16 * e:16 * (e + 1)]
-                # one adder: a_sub_b adds -b, b_sub_a adds -x
-                xa = Mux(op == AS_OPS["vv_b_sub_a"], x ^ 0x8000, x)
-                ba = Mux(op == AS_OPS["vv_a_sub_b"], b ^ 0x8000, b)
-                add = F.fp16_add(m, xa, ba, name=f"{name}_add{e}")
-                mm = F.fp16_maxmin(m, x, b, None, name=f"{name}_mm{e}", is_max_sig=op == AS_OPS["vv_max"])
-                m.d.comb += y.eq(Mux(op == 0, x, Mux(op >= AS_OPS["vv_max"], mm, add)))
-            elif unit == "mul":
-                b = rp.data[16 * e:16 * (e + 1)]
-                m.d.comb += y.eq(F.fp16_mul(m, x, b, name=f"{name}_mul{e}"))
-            else:
-                pos = F.fp16_gt_zero(x)
-                idx = F.activation_index(m, x, name=f"{name}_idx{e}")
-                is_sigm = op == ACT_OPS["v_sigm"]
-                slope, icpt = act_rom(idx + Mux(is_sigm, 0, ACT_TABLE_SIZE))
-                sat = (idx == ACT_SATURATE) | (idx == ACT_SATURATE + ACT_ENTRIES_PER_SIGN)
-                # one multiplier serves lrelu (x * alpha) and the PWL slope (a * x)
-                mul_b = Mux(op == ACT_OPS["v_lrelu"], ex.alpha, slope)
-                prod = F.fp16_mul(m, x, mul_b, name=f"{name}_mul{e}")
-                pwl = F.fp16_add(m, Mux(sat, 0, prod), icpt, name=f"{name}_add{e}")
-                xf = F.Fp16Fields(x)
-                with m.Switch(op):
-                    with m.Case(ACT_OPS["v_relu"]):
-                        m.d.comb += y.eq(Mux(pos, x, 0))
-                    with m.Case(ACT_OPS["v_lrelu"]):
-                        m.d.comb += y.eq(Mux(pos, x, prod))
-                    with m.Case(ACT_OPS["v_sigm"], ACT_OPS["v_tanh"]):
-                        m.d.comb += y.eq(Mux(xf.is_nan, F.NAN, pwl))
-                    with m.Default():
-                        m.d.comb += y.eq(x)
+            ports = {"x": beat_in.data[16 * e:16 * (e + 1)], "y": y}
+            if unit in ("addsub", "mul"):
+                ports["b"] = rp.data[16 * e:16 * (e + 1)]
+            if unit in ("addsub", "act"):
+                ports["op"] = op
+            if unit == "act":
+                ports["alpha"] = ex.alpha
+            m.submodules[f"{name}_{e}"] = instance(unit_c, UNIT_NAMES[unit], **ports)
             outs.append(y)
         stage = Signal(self.beat_layout, name=f"{name}_s0")
         m.d.sync += [stage.valid.eq(beat_in.valid), stage.r.eq(beat_in.r), stage.i.eq(beat_in.i),

@@ -1,0 +1,250 @@
+"""The NPU's repeated datapath units, each its own component, converted to Verilog once per configuration.
+
+:class:`rtl.npu.Npu` instantiates these with ``amaranth.hdl.Instance`` under the
+fixed module names of :data:`UNIT_NAMES` (N, N x T or N per MFU stage copies),
+so Python elaboration, Yosys and Verilator each see one definition per unit
+instead of every copy flattened into the top module; rtl/generate.py writes the
+definitions next to the top.
+
+* :class:`MvmRow` -- one output row of the MVM: the ``T x lanes`` products of
+  a MAC cycle, the row's exact fixed-point accumulator with its running weight
+  exponent, and the final fp16 rounding (``npu_mvm_row``, N instances).
+* :class:`BfpBlock` -- quantizes one BFP block of the MVM's input vector
+  (``npu_bfp_block``, N / block instances).
+* :class:`MfuAddSub`, :class:`MfuMul`, :class:`MfuAct` -- one element of an
+  MFU stage (``npu_mfu_addsub``, ``npu_mfu_mul``, ``npu_mfu_act``, N per stage).
+
+All arithmetic comes from rtl/fp16.py; every width from the configuration.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from npu.config import NpuConfig, bits_for
+from npu.numerics import (ACCUMULATOR_BITS, ACT_ENTRIES_PER_SIGN, ACT_SATURATE, ACT_TABLE_SIZE, activation_table,
+                          flush_windows, fp16_bits)
+from rtl import fp16 as F
+from rtl.layout import MemoryMap
+
+AS_OPS = {"vv_add": 1, "vv_a_sub_b": 2, "vv_b_sub_a": 3, "vv_max": 4, "vv_min": 5}
+ACT_OPS = {"v_relu": 1, "v_lrelu": 2, "v_sigm": 3, "v_tanh": 4}
+
+#: Verilog module name of each unit (fixed: the build of one configuration holds one definition of each).
+UNIT_NAMES = {"mvm_row": "npu_mvm_row", "bfp_block": "npu_bfp_block", "addsub": "npu_mfu_addsub",
+              "mul": "npu_mfu_mul", "act": "npu_mfu_act"}
+
+
+class MvmRow(wiring.Component):
+    """One output row of the MVM (see the MVM section of rtl/npu.py's docstring).
+
+    Shared by all rows (driven once by the MAC sequencer): ``x`` the activation
+    mantissas of this cycle (engine b, lane l at ``(b * lanes + l) * (ma + 1)``),
+    ``xb`` their block exponents and ``xkeep`` whether each (engine, sub-group)
+    block is inside the flush window, per (engine, sub-group); ``exmax`` the
+    iteration's largest activation block exponent; ``first``/``term``/``clear``
+    the sequencer's row-start, product-cycle and row-clear strobes; ``e_exmax``
+    the exponent of the row being rounded.  Per row: ``w`` the weight
+    mantissas and ``ew`` the weight block exponents of this cycle.  ``y`` is
+    the rounded fp16 result of the accumulator (0 for an all-zero row).
+    """
+
+    def __init__(self, config: NpuConfig, memmap: MemoryMap):
+        c = self.config = config
+        self.T, self.L = c.tile_engines, c.dpe_lanes
+        self.S, self.nsub = memmap.sub, memmap.nsub
+        self.ma, self.mw, self.eb = c.act_fmt.mant_bits, c.weight_fmt.mant_bits, c.weight_fmt.exp_bits
+        T, L, nsub, eb = self.T, self.L, self.nsub, self.eb
+        super().__init__({
+            "w": In(T * L * (self.mw + 1)), "ew": In(T * nsub * eb),
+            "x": In(T * L * (self.ma + 1)), "xb": In(T * nsub * eb), "xkeep": In(T * nsub),
+            "exmax": In(signed(eb + 2)), "e_exmax": In(signed(eb + 2)),
+            "first": In(1), "term": In(1), "clear": In(1),
+            "y": Out(16),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        T, L, S, nsub = self.T, self.L, self.S, self.nsub
+        ma, mw, eb = self.ma, self.mw, self.eb
+        emin = c.weight_fmt.emin
+        wwin, awin = flush_windows(c.weight_fmt, c.act_fmt)
+        terms = []  # (t, xb, ew) of every engine and sub-group
+        for b in range(T):
+            for s in range(nsub):
+                g = b * nsub + s
+                lane0 = b * L + s * S
+                ws = [self.w[(lane0 + l) * (mw + 1):(lane0 + l + 1) * (mw + 1)].as_signed() for l in range(S)]
+                xs = [self.x[(lane0 + l) * (ma + 1):(lane0 + l + 1) * (ma + 1)].as_signed() for l in range(S)]
+                xblk = self.xb[g * eb:(g + 1) * eb]
+                ew = self.ew[g * eb:(g + 1) * eb]
+                prod = ws[0] * xs[0]
+                for l in range(1, S):
+                    prod = prod + ws[l] * xs[l]
+                t = Signal(signed((ma + 1) + (mw + 1) + bits_for(S) + 1), name=f"t{b}_{s}")
+                m.d.comb += t.eq(Mux(self.xkeep[g], prod, 0))
+                terms.append((t, xblk, ew))
+
+        # ---- accumulate
+        acc_bits = ACCUMULATOR_BITS + 1
+        win = awin + wwin
+        acc = Signal(signed(acc_bits + 2))
+        ewr = Signal(eb)
+        ewv = Signal()
+        first, exmax = self.first, self.exmax
+        old_acc = Mux(first, 0, acc)
+        old_v = ~first & ewv
+        new_ew = Mux(old_v, ewr, 0)
+        new_v = old_v
+        for idx, (t, xb, ew) in enumerate(terms):
+            take = (t != 0) & (~new_v | (ew > new_ew))
+            step_ew = Signal(eb, name=f"new_ew{idx}")  # a Signal per step: no exponential expression tree
+            m.d.comb += step_ew.eq(Mux(take, ew, new_ew))
+            new_ew = step_ew
+            step_v = Signal(name=f"new_v{idx}")
+            m.d.comb += step_v.eq(new_v | (t != 0))
+            new_v = step_v
+        ne = Signal(eb)
+        nv = Signal()
+        m.d.comb += [ne.eq(new_ew), nv.eq(new_v)]
+        delta = Signal(eb + 1)
+        m.d.comb += delta.eq(Mux(old_v, ne - ewr, 0))
+        shifted = Signal.like(acc, name="accs")
+        m.d.comb += shifted.eq(Mux(delta > acc_bits + 1, Mux(old_acc < 0, -1, 0), old_acc >> delta[:7]))
+        total = shifted
+        for idx, (t, xb, ew) in enumerate(terms):
+            k = Signal(signed(eb + 3), name=f"k{idx}")
+            m.d.comb += k.eq(xb.as_unsigned() - exmax + awin + ew.as_unsigned() - ne + wwin)
+            kc = Signal(range(win + 1), name=f"kc{idx}")
+            m.d.comb += kc.eq(Mux(k < 0, 0, Mux(k > win, win, k[:len(kc)])))
+            total = total + Mux(t != 0, t << kc, 0)
+        with m.If(self.term):
+            m.d.sync += [acc.eq(total), ewr.eq(ne), ewv.eq(nv)]
+        with m.Elif(self.clear):
+            m.d.sync += [acc.eq(0), ewv.eq(0)]
+
+        # ---- the row's result, rounded once to fp16
+        pexp = Signal(signed(eb + 4))
+        m.d.comb += pexp.eq(self.e_exmax + emin - awin + ewr.as_unsigned() + emin - wwin - (ma - 1) - (mw - 1))
+        neg = acc < 0
+        mag = Signal(acc_bits + 1)
+        m.d.comb += mag.eq(Mux(neg, -acc, acc))
+        y = F.round_fp16(m, neg, mag, pexp, name="mvr")
+        m.d.comb += self.y.eq(Mux(ewv, y, 0))
+        return m
+
+
+class BfpBlock(wiring.Component):
+    """One BFP block of the MVM's input: ``x`` (block fp16 elements) -> ``mant`` (two's complement, element k
+    at ``k * (ma + 1)``), ``e`` (biased shared exponent), ``nz`` (any mantissa nonzero)."""
+
+    def __init__(self, config: NpuConfig):
+        self.config = config
+        self.block = config.block
+        self.ma, self.eb = config.act_fmt.mant_bits, config.weight_fmt.exp_bits
+        super().__init__({"x": In(16 * self.block), "mant": Out(self.block * (self.ma + 1)),
+                          "e": Out(self.eb), "nz": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        elems = [self.x[16 * k:16 * (k + 1)] for k in range(self.block)]
+        mants, e, nz = F.bfp_block(m, elems, self.eb, self.ma, name="cv")
+        m.d.comb += [self.mant.eq(Cat(*[x.as_unsigned() for x in mants])), self.e.eq(e), self.nz.eq(nz)]
+        return m
+
+
+class MfuAddSub(wiring.Component):
+    """One element of an add/sub/max/min stage: ``y = op(x, b)`` (``op`` from AS_OPS; 0 passes x)."""
+
+    def __init__(self):
+        super().__init__({"x": In(16), "b": In(16), "op": In(3), "y": Out(16)})
+
+    def elaborate(self, platform):
+        m = Module()
+        x, b, op = self.x, self.b, self.op
+        # one adder: a_sub_b adds -b, b_sub_a adds -x
+        xa = Mux(op == AS_OPS["vv_b_sub_a"], x ^ 0x8000, x)
+        ba = Mux(op == AS_OPS["vv_a_sub_b"], b ^ 0x8000, b)
+        add = F.fp16_add(m, xa, ba, name="add")
+        mm = F.fp16_maxmin(m, x, b, None, name="mm", is_max_sig=op == AS_OPS["vv_max"])
+        m.d.comb += self.y.eq(Mux(op == 0, x, Mux(op >= AS_OPS["vv_max"], mm, add)))
+        return m
+
+
+class MfuMul(wiring.Component):
+    """One element of a multiply stage: ``y = x * b``."""
+
+    def __init__(self):
+        super().__init__({"x": In(16), "b": In(16), "y": Out(16)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.y.eq(F.fp16_mul(m, self.x, self.b, name="mul"))
+        return m
+
+
+class MfuAct(wiring.Component):
+    """One element of an activation stage: ``y = act(x)`` (``op`` from ACT_OPS; 0 passes x; ``alpha`` the
+    leaky-ReLU slope).  The sigmoid/tanh slope and intercept tables are ROMs of this unit."""
+
+    def __init__(self):
+        super().__init__({"x": In(16), "op": In(3), "alpha": In(16), "y": Out(16)})
+
+    def elaborate(self, platform):
+        m = Module()
+        x, op = self.x, self.op
+        sa, sb = activation_table("sigm")
+        ta, tb = activation_table("tanh")
+        ports = []
+        for part, (p, q) in (("a", (sa, ta)), ("b", (sb, tb))):
+            rom = memory.Memory(shape=16, depth=2 * ACT_TABLE_SIZE,
+                                init=[int(v) for v in fp16_bits(p)] + [int(v) for v in fp16_bits(q)])
+            m.submodules[f"rom_{part}"] = rom
+            ports.append(rom.read_port(domain="comb"))
+        pos = F.fp16_gt_zero(x)
+        idx = F.activation_index(m, x, name="idx")
+        is_sigm = op == ACT_OPS["v_sigm"]
+        for p in ports:
+            m.d.comb += p.addr.eq(idx + Mux(is_sigm, 0, ACT_TABLE_SIZE))
+        slope, icpt = ports[0].data, ports[1].data
+        sat = (idx == ACT_SATURATE) | (idx == ACT_SATURATE + ACT_ENTRIES_PER_SIGN)
+        # one multiplier serves lrelu (x * alpha) and the PWL slope (a * x)
+        mul_b = Mux(op == ACT_OPS["v_lrelu"], self.alpha, slope)
+        prod = F.fp16_mul(m, x, mul_b, name="mul")
+        pwl = F.fp16_add(m, Mux(sat, 0, prod), icpt, name="add")
+        xf = F.Fp16Fields(x)
+        y = self.y
+        with m.Switch(op):
+            with m.Case(ACT_OPS["v_relu"]):
+                m.d.comb += y.eq(Mux(pos, x, 0))
+            with m.Case(ACT_OPS["v_lrelu"]):
+                m.d.comb += y.eq(Mux(pos, x, prod))
+            with m.Case(ACT_OPS["v_sigm"], ACT_OPS["v_tanh"]):
+                m.d.comb += y.eq(Mux(xf.is_nan, F.NAN, pwl))
+            with m.Default():
+                m.d.comb += y.eq(x)
+        return m
+
+
+def make_units(config: NpuConfig, memmap: MemoryMap) -> dict[str, wiring.Component]:
+    """One component per unit, keyed by its Verilog module name."""
+    return {UNIT_NAMES["mvm_row"]: MvmRow(config, memmap), UNIT_NAMES["bfp_block"]: BfpBlock(config),
+            UNIT_NAMES["addsub"]: MfuAddSub(), UNIT_NAMES["mul"]: MfuMul(), UNIT_NAMES["act"]: MfuAct()}
+
+
+def instance(unit: wiring.Component, module_name: str, *, sync: bool = False, **connections):
+    """An ``Instance`` of ``unit``'s Verilog module with its ports (signature member names) connected."""
+    from amaranth.hdl import ClockSignal, Instance, ResetSignal
+
+    args = {}
+    if sync:
+        args["i_clk"] = ClockSignal()
+        args["i_rst"] = ResetSignal()
+    for name, member in unit.signature.members.items():
+        prefix = "i_" if member.flow == In else "o_"
+        args[prefix + name] = connections.pop(name)
+    if connections:
+        raise TypeError(f"{module_name} has no ports {sorted(connections)}")
+    return Instance(module_name, **args)
