@@ -7,12 +7,46 @@ tests/sim/test_kernels.py checks the two agree bit for bit.
 """
 import numpy as np
 cimport numpy as cnp
-from libc.math cimport ldexp
+from libc.math cimport fmax, fmin, ldexp
 
 cnp.import_array()
 
 # fp16 bits -> float32, the lookup both kernels use
 _HALF_TO_FLOAT = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    static inline float npu_bits_to_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+    static inline uint32_t npu_f32_to_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+    /* 2**k for a normal double exponent, -1022 <= k <= 1023 */
+    static inline double npu_pow2(int k) { uint64_t u = (uint64_t)(k + 1023) << 52; double d; memcpy(&d, &u, 8); return d; }
+    /* float32 -> fp16, round to nearest even, overflow to inf, every NaN -> 0x7E00
+       (after F. Giesen's float_to_half_fast3_rtne). */
+    static inline uint16_t npu_f32_to_f16(float value) {
+        uint32_t x = npu_f32_to_bits(value);
+        uint32_t sign = x & 0x80000000u;
+        uint16_t o;
+        x ^= sign;
+        if (x > 0x7F800000u) return 0x7E00;
+        if (x >= (143u << 23)) {                 /* >= 2**16: infinity */
+            o = 0x7C00;
+        } else if (x < (113u << 23)) {           /* < 2**-14: subnormal (or zero) */
+            float f = npu_bits_to_f32(x) + 0.5f; /* the FPU rounds to a 2**-24 quantum */
+            o = (uint16_t)(npu_f32_to_bits(f) - 0x3F000000u);
+        } else {
+            uint32_t odd = (x >> 13) & 1u;
+            x += 0xC8000FFFu + odd;              /* rebias the exponent (-112 << 23) and round */
+            o = (uint16_t)(x >> 13);
+        }
+        return o | (uint16_t)(sign >> 16);
+    }
+    """
+    float npu_bits_to_f32(unsigned int u) nogil
+    double npu_pow2(int k) nogil
+    unsigned short npu_f32_to_f16(float value) nogil
 
 
 cdef double RNE_MAGIC = 6755399441055744.0
@@ -50,8 +84,8 @@ def quantize_fp16(cnp.ndarray x not None, int block, int mant_bits, int emin, in
     cdef Py_ssize_t v, b, k, j
     cdef unsigned int a, amax
     cdef int e
-    cdef double scale, inv, m, mmax = (1 << mant_bits) - 1, xv
-    cdef bint any_nz
+    cdef double scale, inv, m, mmax = (1 << mant_bits) - 1
+    cdef bint any_nz, special
     cdef const float[::1] fp16_to_f32 = _HALF_TO_FLOAT
     with nogil:
         for v in range(V):
@@ -59,10 +93,14 @@ def quantize_fp16(cnp.ndarray x not None, int block, int mant_bits, int emin, in
                 amax = 0
                 for k in range(block):
                     a = bits[v, b * block + k] & 0x7FFF
-                    if a > 0x7C00:      # NaN reads as 0
-                        a = 0
-                    if a > amax:
-                        amax = a
+                    amax = a if a > amax else amax
+                special = amax >= 0x7C00
+                if special:             # inf or NaN in the block: NaN reads as 0, inf as the largest magnitude
+                    amax = 0
+                    for k in range(block):
+                        a = bits[v, b * block + k] & 0x7FFF
+                        if a <= 0x7C00 and a > amax:
+                            amax = a
                 if amax == 0:
                     e = emin
                 elif amax == 0x7C00:    # inf: the largest finite magnitude (float64 max) -> e = 1023
@@ -74,65 +112,33 @@ def quantize_fp16(cnp.ndarray x not None, int block, int mant_bits, int emin, in
                     elif e > emax:
                         e = emax
                 exps[v, b] = e
-                scale = ldexp(1.0, mant_bits - 1 - e)
-                inv = ldexp(1.0, e - (mant_bits - 1))
+                scale = npu_pow2(mant_bits - 1 - e)
+                inv = npu_pow2(e - (mant_bits - 1))
                 any_nz = 0
-                for k in range(block):
-                    j = b * block + k
-                    a = bits[v, j]
-                    if (a & 0x7FFF) > 0x7C00:
-                        m = 0.0
-                    elif (a & 0x7FFF) == 0x7C00:
-                        m = -mmax if a & 0x8000 else mmax
-                    else:
-                        xv = fp16_to_f32[a] * scale
+                if not special:         # the hot path, branch-free: (xv + MAGIC) - MAGIC is never -0
+                    for k in range(block):
+                        j = b * block + k
                         # round half to even: adding and subtracting 1.5 * 2**52 rounds |xv| < 2**51 in the
                         # default rounding mode (strict IEEE arithmetic: the compiler may not fold it)
-                        m = (xv + RNE_MAGIC) - RNE_MAGIC
-                        if m > mmax:
-                            m = mmax
-                        elif m < -mmax:
-                            m = -mmax
-                    if m != 0.0:
-                        any_nz = 1
+                        m = (fp16_to_f32[bits[v, j]] * scale + RNE_MAGIC) - RNE_MAGIC
+                        m = fmin(fmax(m, -mmax), mmax)
+                        any_nz |= m != 0.0
                         vals[v, j] = m * inv
-                    else:
-                        vals[v, j] = 0.0    # integer mantissas have no -0
+                else:
+                    for k in range(block):
+                        j = b * block + k
+                        a = bits[v, j]
+                        if (a & 0x7FFF) > 0x7C00:
+                            m = 0.0
+                        elif (a & 0x7FFF) == 0x7C00:
+                            m = -mmax if a & 0x8000 else mmax
+                        else:
+                            m = (fp16_to_f32[a] * scale + RNE_MAGIC) - RNE_MAGIC
+                            m = fmin(fmax(m, -mmax), mmax)
+                        any_nz |= m != 0.0
+                        vals[v, j] = m * inv    # m is +0, never -0: integer mantissas have no -0
                 nz[v, b] = any_nz
     return vals_np, exps_np, nz_np
-
-
-cdef extern from *:
-    """
-    #include <stdint.h>
-    #include <string.h>
-    static inline float npu_bits_to_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-    static inline uint32_t npu_f32_to_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-    /* float32 -> fp16, round to nearest even, overflow to inf, every NaN -> 0x7E00
-       (after F. Giesen's float_to_half_fast3_rtne). */
-    static inline uint16_t npu_f32_to_f16(float value) {
-        uint32_t x = npu_f32_to_bits(value);
-        uint32_t sign = x & 0x80000000u;
-        uint16_t o;
-        x ^= sign;
-        if (x > 0x7F800000u) return 0x7E00;
-        if (x >= (143u << 23)) {                 /* >= 2**16: infinity */
-            o = 0x7C00;
-        } else if (x < (113u << 23)) {           /* < 2**-14: subnormal (or zero) */
-            float f = npu_bits_to_f32(x) + 0.5f; /* the FPU rounds to a 2**-24 quantum */
-            o = (uint16_t)(npu_f32_to_bits(f) - 0x3F000000u);
-        } else {
-            uint32_t odd = (x >> 13) & 1u;
-            x += 0xC8000FFFu + odd;              /* rebias the exponent (-112 << 23) and round */
-            o = (uint16_t)(x >> 13);
-        }
-        return o | (uint16_t)(sign >> 16);
-    }
-    """
-    float npu_bits_to_f32(unsigned int u) nogil
-    unsigned short npu_f32_to_f16(float value) nogil
-
-
 
 
 def fp16_binary(a, b, int op):
