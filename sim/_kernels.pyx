@@ -7,7 +7,7 @@ tests/sim/test_kernels.py checks the two agree bit for bit.
 """
 import numpy as np
 cimport numpy as cnp
-from libc.math cimport fmax, fmin, ldexp
+from libc.math cimport fabs, fmax, fmin
 
 cnp.import_array()
 
@@ -43,13 +43,46 @@ cdef extern from *:
         }
         return o | (uint16_t)(sign >> 16);
     }
+    #include <math.h>
+    /* The BFP mantissa of a finite fp16 magnitude ``a`` (bits, sign cleared) under block exponent ``e``:
+       round(|x| * 2**(mant_bits - 1 - e)) to nearest even, saturated to mmax.  |x| = s * 2**(ex - 25)
+       with s the 11-bit significand, so the scaled value is s shifted right by 26 - mant_bits + e - ex. */
+    static inline int npu_bfp_mant(uint32_t a, int e, int mant_bits, int mmax) {
+        int ex = (int)(a >> 10);
+        int32_t s = (int32_t)(a & 0x3FF) + (ex ? 1024 : 0), q;
+        int sh;
+        ex = ex ? ex : 1;
+        sh = 26 - mant_bits + e - ex;
+        if (sh <= 0) {
+            q = sh < -20 ? (s ? mmax : 0) : s << (-sh);
+        } else if (sh > 12) {
+            q = 0;                                    /* below half a quantum */
+        } else {
+            int32_t rem = s & ((1 << sh) - 1), half = 1 << (sh - 1);
+            q = s >> sh;
+            q += (rem > half) | ((rem == half) & (q & 1));
+        }
+        return q < mmax ? q : mmax;
+    }
+    /* float64 -> fp16, one rounding to nearest even: to float32 rounding to odd (24 >= 11 + 2 bits, so the
+       second rounding is exact), then float32 -> fp16. */
+    static inline uint16_t npu_f64_to_f16(double v) {
+        float f = (float)v;
+        if ((double)f != v) {
+            uint32_t u = npu_f32_to_bits(f);
+            if (fabs((double)f) > fabs(v)) u -= 1;   /* truncate toward zero, then set the sticky bit */
+            f = npu_bits_to_f32(u | 1u);
+        }
+        return npu_f32_to_f16(f);
+    }
     """
     float npu_bits_to_f32(unsigned int u) nogil
     double npu_pow2(int k) nogil
     unsigned short npu_f32_to_f16(float value) nogil
+    int npu_bfp_mant(unsigned int a, int e, int mant_bits, int mmax) nogil
+    unsigned short npu_f64_to_f16(double v) nogil
 
 
-cdef double RNE_MAGIC = 6755399441055744.0
 
 
 cdef inline int fp16_floor_log2(unsigned int a) nogil:
@@ -69,24 +102,24 @@ cdef inline int fp16_floor_log2(unsigned int a) nogil:
 def quantize_fp16(cnp.ndarray x not None, int block, int mant_bits, int emin, int emax):
     """Quantize fp16 vectors [V, N] in blocks along N.
 
-    Returns (values float64 [V, N], exponents int16 [V, N/block], nonzero uint8 [V, N/block]) exactly as
-    ``bfp_values(*bfp_quantize(x))`` and the "block has a nonzero mantissa" flags.
+    Returns (mantissas int16 [V, N], exponents int16 [V, N/block], block max |mantissa| uint16
+    [V, N/block]) exactly as ``bfp_quantize(x)`` and the largest mantissa magnitude of each block
+    (0: an all-zero block).
     """
     bits_np = np.ascontiguousarray(x, dtype=np.float16).view(np.uint16).reshape(x.shape[0], -1)
     cdef const unsigned short[:, ::1] bits = bits_np
     cdef Py_ssize_t V = bits.shape[0], N = bits.shape[1], nb = N // block
-    vals_np = np.empty((V, N), dtype=np.float64)
+    mant_np = np.empty((V, N), dtype=np.int16)
     exps_np = np.empty((V, nb), dtype=np.int16)
-    nz_np = np.empty((V, nb), dtype=np.uint8)
-    cdef double[:, ::1] vals = vals_np
+    bmax_np = np.empty((V, nb), dtype=np.uint16)
+    cdef short[:, ::1] mant = mant_np
     cdef short[:, ::1] exps = exps_np
-    cdef unsigned char[:, ::1] nz = nz_np
+    cdef unsigned short[:, ::1] bmax = bmax_np
     cdef Py_ssize_t v, b, k, j
     cdef unsigned int a, amax
     cdef int e
-    cdef double scale, inv, m, mmax = (1 << mant_bits) - 1
-    cdef bint any_nz, special
-    cdef const float[::1] fp16_to_f32 = _HALF_TO_FLOAT
+    cdef int q, qmax, imax = (1 << mant_bits) - 1
+    cdef bint special
     with nogil:
         for v in range(V):
             for b in range(nb):
@@ -112,33 +145,136 @@ def quantize_fp16(cnp.ndarray x not None, int block, int mant_bits, int emin, in
                     elif e > emax:
                         e = emax
                 exps[v, b] = e
-                scale = npu_pow2(mant_bits - 1 - e)
-                inv = npu_pow2(e - (mant_bits - 1))
-                any_nz = 0
-                if not special:         # the hot path, branch-free: (xv + MAGIC) - MAGIC is never -0
+                qmax = 0
+                if not special:         # the hot path: integer arithmetic on the fp16 bits
                     for k in range(block):
                         j = b * block + k
-                        # round half to even: adding and subtracting 1.5 * 2**52 rounds |xv| < 2**51 in the
-                        # default rounding mode (strict IEEE arithmetic: the compiler may not fold it)
-                        m = (fp16_to_f32[bits[v, j]] * scale + RNE_MAGIC) - RNE_MAGIC
-                        m = fmin(fmax(m, -mmax), mmax)
-                        any_nz |= m != 0.0
-                        vals[v, j] = m * inv
+                        a = bits[v, j]
+                        q = npu_bfp_mant(a & 0x7FFF, e, mant_bits, imax)
+                        qmax = q if q > qmax else qmax
+                        mant[v, j] = <short>(-q if a & 0x8000 else q)
                 else:
                     for k in range(block):
                         j = b * block + k
                         a = bits[v, j]
                         if (a & 0x7FFF) > 0x7C00:
-                            m = 0.0
+                            q = 0
                         elif (a & 0x7FFF) == 0x7C00:
-                            m = -mmax if a & 0x8000 else mmax
+                            q = imax
                         else:
-                            m = (fp16_to_f32[a] * scale + RNE_MAGIC) - RNE_MAGIC
-                            m = fmin(fmax(m, -mmax), mmax)
-                        any_nz |= m != 0.0
-                        vals[v, j] = m * inv    # m is +0, never -0: integer mantissas have no -0
-                nz[v, b] = any_nz
-    return vals_np, exps_np, nz_np
+                            q = npu_bfp_mant(a & 0x7FFF, e, mant_bits, imax)
+                        qmax = q if q > qmax else qmax
+                        mant[v, j] = <short>(-q if a & 0x8000 else q)
+                bmax[v, b] = <unsigned short>qmax
+    return mant_np, exps_np, bmax_np
+
+
+#: Activation digits are balanced base 2**ACT_DIGIT_BITS (stored with +ACT_DIGIT_ZERO as uint8): at most
+#: 64 in magnitude, so a pair of u8 x s8 products never saturates a 16-bit intermediate (2 * 127 * 128).
+ACT_DIGIT_BITS = 7
+ACT_DIGIT_ZERO = 64
+
+
+def gather_digits(const short[:, ::1] mant, const short[:, ::1] exps, const unsigned short[:, ::1] bmax,
+                  const long long[:, ::1] idx, int block, int window):
+    """The MVM's input matrix as exact integers in balanced base-128 digits.
+
+    Row ``i`` of the matrix is the concatenation of source vectors ``idx[i, :]`` (of the quantized
+    ``mant``/``exps``/``bmax`` of :func:`quantize_fp16`).  Per row, blocks more than ``window`` exponent
+    steps below the row's largest nonzero block are flushed (npu.numerics.flush_blocks); the kept
+    values are the integers ``mant << (e - row_exp)`` times ``2**(row_exp - (mant_bits - 1))``, where
+    ``row_exp`` is the row's smallest kept block exponent.
+
+    Returns (digits uint8 [M, D, K], row_exp int32 [M]): ``value = sum_d (digits[:, d] - 64) * 128**d``
+    with the fewest digits D that hold every row.  An all-zero row has row_exp 0 and zero digits.
+    """
+    cdef Py_ssize_t M = idx.shape[0], W = idx.shape[1], N = mant.shape[1], nb = N // block
+    cdef Py_ssize_t K = W * N, i, w, b, k, d, src
+    cdef int e, eref, emin_row, D = 1
+    cdef long long v, r, vmax = 0, hi
+    row_np = np.zeros(M, dtype=np.int32)
+    cdef int[::1] row_exp = row_np
+    keep_np = np.zeros((M, W, nb), dtype=np.uint8)
+    cdef unsigned char[:, :, ::1] keep = keep_np
+    with nogil:
+        for i in range(M):
+            eref = -32768
+            for w in range(W):
+                src = idx[i, w]
+                for b in range(nb):
+                    if bmax[src, b] and exps[src, b] > eref:
+                        eref = exps[src, b]
+            if eref == -32768:
+                continue
+            emin_row = eref
+            for w in range(W):
+                src = idx[i, w]
+                for b in range(nb):
+                    if bmax[src, b] and exps[src, b] >= eref - window:
+                        keep[i, w, b] = 1
+                        if exps[src, b] < emin_row:
+                            emin_row = exps[src, b]
+            row_exp[i] = emin_row
+            for w in range(W):
+                src = idx[i, w]
+                for b in range(nb):
+                    if keep[i, w, b]:
+                        v = (<long long>bmax[src, b]) << (exps[src, b] - emin_row)
+                        vmax = v if v > vmax else vmax
+        # D balanced digits hold [-64 * (128**D - 1) / 127, 63 * (128**D - 1) / 127]
+        hi = 63
+        while hi < vmax:
+            hi = hi * 128 + 63
+            D += 1
+    out_np = np.full((M, D, K), ACT_DIGIT_ZERO, dtype=np.uint8)
+    cdef unsigned char[:, :, ::1] out = out_np
+    cdef int sh
+    with nogil:
+        for i in range(M):
+            for w in range(W):
+                src = idx[i, w]
+                for b in range(nb):
+                    if not keep[i, w, b]:
+                        continue
+                    sh = exps[src, b] - row_exp[i]
+                    for k in range(block):
+                        v = (<long long>mant[src, b * block + k]) * ((<long long>1) << sh)
+                        for d in range(D):
+                            r = ((v + 64) & 127) - 64
+                            out[i, d, w * N + b * block + k] = <unsigned char>(r + 64)
+                            v = (v - r) >> 7  # exact: v - r is a multiple of 128
+    return out_np, row_np
+
+
+def digit_products_to_fp16(const int[:, :, :, ::1] prods, const int[::1] row_k, const int[::1] col_k,
+                           int row_digit_bits, int col_digit_bits):
+    """Sum digit products exactly and round once to fp16.
+
+    ``prods[i, d, e, j]`` is row digit d times column digit e of output (i, j); the exact output is
+    ``sum_de prods[i, d, e, j] << (d * row_digit_bits + e * col_digit_bits)``, times
+    ``2**(row_k[i] + col_k[j])``.  Returns fp16 [M, N] (an exact zero is +0).
+    """
+    cdef Py_ssize_t M = prods.shape[0], D = prods.shape[1], E = prods.shape[2], N = prods.shape[3]
+    cdef Py_ssize_t i, d, e, j
+    cdef long long scale
+    out_np = np.empty((M, N), dtype=np.uint16)
+    acc_np = np.empty(N, dtype=np.int64)
+    cdef unsigned short[:, ::1] out = out_np
+    cdef long long[::1] acc = acc_np
+    with nogil:
+        for i in range(M):
+            for j in range(N):
+                acc[j] = prods[i, 0, 0, j]
+            for d in range(D):
+                for e in range(E):
+                    if d or e:
+                        scale = (<long long>1) << (d * row_digit_bits + e * col_digit_bits)
+                        for j in range(N):
+                            acc[j] += prods[i, d, e, j] * scale
+            for j in range(N):
+                # |acc| < 2**53 (npu.numerics.flush_windows): exact in float64, and so is the power of two
+                out[i, j] = npu_f64_to_f16(<double>acc[j] * npu_pow2(row_k[i] + col_k[j]))
+    return out_np.view(np.float16)
 
 
 def fp16_binary(a, b, int op):

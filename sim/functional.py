@@ -21,14 +21,15 @@ import numpy as np
 
 from npu.errors import SimulationError
 from npu.isa import Space
-from npu.numerics import (bfp_quantize, bfp_values, flush_blocks, flush_windows, fp16_activation, fp16_lrelu,
+from npu.numerics import (bfp_values, flush_windows, fp16_activation, fp16_lrelu,
                           fp16_max, fp16_min, fp16_relu, fp16_sub, to_fp16, weight_span_ok)
 from npu.program import Chain, Dma, Operand
 from npu.weights import untile
-from sim._kernels import fp16_binary, quantize_fp16
+from sim import intgemm
+from sim._kernels import fp16_binary, gather_digits, quantize_fp16
 from sim.state import MachineState
 
-#: Budget of the cache of exact float64 weight matrices (ResNet-50's take about 200 MB).
+#: Budget of the cache of prepared weight matrices (ResNet-50's take about 50 MB as digits, 200 MB as float64).
 WEIGHT_CACHE_BYTES = 1 << 30
 
 #: Gathered inputs smaller than this are copied (im2col) instead of multiplied as strided views.
@@ -65,6 +66,7 @@ class Executor:
         self.config = state.config
         self._wcache: OrderedDict[tuple, np.ndarray] = OrderedDict()  # LRU of exact weight matrices
         self._wcache_bytes = 0
+        self._wcache_sizes: dict[tuple, int] = {}
         wwin, awin = flush_windows(self.config.weight_fmt, self.config.act_fmt)
         self.weight_window, self.act_window = wwin, awin
 
@@ -128,51 +130,71 @@ class Executor:
                 mem = self.state.memory(w.space, w.mfu)
                 mem[iteration_bases(c, w)[:, None] + rows] = y
 
-    def _weights(self, c: Chain, text: str) -> np.ndarray:
-        """Exact float64 weight matrix [rows*N, cols*N] of the chain's MRF tiles (cached)."""
+    def _weights(self, c: Chain, text: str):
+        """The chain's MRF tiles [rows*N, cols*N], prepared for the MVM engine in use and cached: digit
+        planes and column exponents (sim.intgemm) or the exact float64 matrix [cols*N, rows*N]."""
         s = self.state
         key = (c.rows, c.cols, s.mrf_tokens[c.mrf:c.mrf + c.rows * c.cols].tobytes())
         w = self._wcache.get(key)
         if w is not None:
             self._wcache.move_to_end(key)
+            return w
+        mant, exp = untile(s.mrf, c.rows, c.cols, self.config, start=c.mrf)
+        ok = weight_span_ok(mant, exp, self.config.block, self.weight_window)
+        if not ok.all():
+            r = int(np.argmin(ok))
+            raise SimulationError(c.pc, text, f"weight row {r} of MRF tiles {c.mrf}.. spans more than the "
+                                              f"{self.weight_window}-step weight exponent window; quantize "
+                                              f"weights with npu.weights.tile_matrix")
+        fmt = self.config.weight_fmt
+        if intgemm.available():
+            w = intgemm.weight_digits(mant, exp, self.config.block, fmt.mant_bits)
+            nbytes = w[0].nbytes
         else:
-            mant, exp = untile(s.mrf, c.rows, c.cols, self.config, start=c.mrf)
-            ok = weight_span_ok(mant, exp, self.config.block, self.weight_window)
-            if not ok.all():
-                r = int(np.argmin(ok))
-                raise SimulationError(c.pc, text, f"weight row {r} of MRF tiles {c.mrf}.. spans more than the "
-                                                  f"{self.weight_window}-step weight exponent window; quantize "
-                                                  f"weights with npu.weights.tile_matrix")
-            w = bfp_values(mant, exp, self.config.weight_fmt, self.config.block).T.copy()
-            self._wcache[key] = w
-            self._wcache_bytes += w.nbytes
-            while self._wcache_bytes > WEIGHT_CACHE_BYTES and len(self._wcache) > 1:
-                self._wcache_bytes -= self._wcache.popitem(last=False)[1].nbytes
+            w = bfp_values(mant, exp, fmt, self.config.block).T.copy()
+            nbytes = w.nbytes
+        self._wcache[key] = w
+        self._wcache_bytes += nbytes
+        self._wcache_sizes[key] = nbytes
+        while self._wcache_bytes > WEIGHT_CACHE_BYTES and len(self._wcache) > 1:
+            old, _ = self._wcache.popitem(last=False)
+            self._wcache_bytes -= self._wcache_sizes.pop(old)
         return w
 
     def _mvm(self, c: Chain, text: str, x: np.ndarray | None, read_index: np.ndarray | None) -> np.ndarray:
         cfg = self.config
         n, block, afmt = cfg.native_dim, cfg.block, cfg.act_fmt
         w = self._weights(c, text)
+        # Quantize each source vector once (blocks never straddle vectors), then gather per iteration.
         if read_index is None:  # queue or ZERO: the vectors are already in hand
-            it = x.shape[0]
-            mant, exp = bfp_quantize(x.reshape(it, -1), afmt, block)
-            xv = bfp_values(flush_blocks(mant, exp, block, self.act_window), exp, afmt, block)
-            return _round(xv @ w).reshape(it, c.rows, n)
-        # Quantize each source vector once (blocks never straddle vectors): values, exponents and
-        # nonzero flags of the region the chain reads, then work on the small exponent arrays.
-        mem = self.state.memory(c.read.space, c.read.mfu)
-        lo, hi = int(read_index.min()), int(read_index.max()) + 1
-        nb = n // block
-        vals, exp, nonzero = quantize_fp16(mem[lo:hi], block, afmt.mant_bits, afmt.emin, afmt.emax)
-        nonzero = nonzero.view(bool)
-        idx = read_index - lo
+            src = x.reshape(-1, n)
+            idx = np.arange(len(src), dtype=np.int64).reshape(x.shape[0], -1)
+        else:
+            mem = self.state.memory(c.read.space, c.read.mfu)
+            lo, hi = int(read_index.min()), int(read_index.max()) + 1
+            src = mem[lo:hi]
+            idx = np.ascontiguousarray(read_index - lo, dtype=np.int64)
+        mant, exp, bmax = quantize_fp16(src, block, afmt.mant_bits, afmt.emin, afmt.emax)
         it = idx.shape[0]
-        e = np.where(nonzero, exp, np.iinfo(np.int16).min)[idx]        # [it, width, nb]
+        if intgemm.available():
+            digits, row_exp = gather_digits(mant, exp, bmax, idx, block, self.act_window)
+            y = intgemm.mvm_fp16(digits, row_exp - np.int32(afmt.mant_bits - 1), *w)
+            return y.reshape(it, c.rows, n)
+        return self._mvm_float64(c, w, mant, exp, bmax, idx, read_index is None)
+
+    def _mvm_float64(self, c: Chain, w: np.ndarray, mant: np.ndarray, exp: np.ndarray, bmax: np.ndarray,
+                     idx: np.ndarray, in_hand: bool) -> np.ndarray:
+        """The reference engine: exact float64 GEMMs (any summation order is exact, npu.numerics)."""
+        cfg = self.config
+        n, block, afmt = cfg.native_dim, cfg.block, cfg.act_fmt
+        vals = bfp_values(mant, exp, afmt, block)
+        nb = n // block
+        it = idx.shape[0]
+        e = np.where(bmax > 0, exp, np.iinfo(np.int16).min)[idx]        # [it, width, nb]
         eref = e.reshape(it, -1).max(axis=1)
         flushed = e < (eref - self.act_window)[:, None, None]
         flushed &= e != np.iinfo(np.int16).min
-        if flushed.any():
+        if flushed.any() or in_hand:
             xv = vals[idx].reshape(it, -1, nb, block)
             xv[flushed] = 0.0
             y = xv.reshape(it, -1) @ w
