@@ -1,0 +1,86 @@
+"""The exact digit-GEMM MVM engine (sim/intgemm.py and its C kernels) against numpy references."""
+import numpy as np
+import pytest
+
+from npu import numerics as nm
+from sim import intgemm
+from sim._kernels import ACT_DIGIT_BITS, ACT_DIGIT_ZERO, digit_products_to_fp16, gather_digits, quantize_fp16
+
+pytestmark = pytest.mark.skipif(not intgemm.available(), reason="no exact u8 x s8 GEMM on this machine")
+
+
+def _as_prods(acc: np.ndarray) -> np.ndarray:
+    """int64 values as two digit products [n, 2, 1, 1] of 31 bits each (|acc| < 2**53)."""
+    lo = (acc & ((1 << 31) - 1)).astype(np.int32)
+    hi = (acc >> 31).astype(np.int32)
+    return np.ascontiguousarray(np.stack([lo, hi], axis=1).reshape(-1, 2, 1, 1))
+
+
+def test_rounding_of_scaled_integers_equals_numpy(rng):
+    """digit_products_to_fp16 rounds acc * 2**k once to fp16, as numpy's float64 -> float16 does:
+    normals, subnormals, overflow, and ties and near-ties of the 11-bit significand."""
+    n = 1 << 15
+    bits = rng.integers(0, 53, n)
+    acc = (rng.integers(1, 1 << 52, n, dtype=np.int64) >> (52 - bits)) * rng.choice([-1, 1], n)
+    ties = (rng.integers(1 << 10, 1 << 11, n // 4, dtype=np.int64) * 2 + 1) << 20
+    acc[: n // 4] = (ties + rng.integers(-1, 2, n // 4)) * rng.choice([-1, 1], n // 4)
+    acc[-1] = 0
+    k = rng.integers(-100, 0, n).astype(np.int32)
+    got = digit_products_to_fp16(_as_prods(acc), k, np.zeros(1, np.int32), 31, 8)
+    with np.errstate(over="ignore"):
+        want = nm.to_fp16(acc.astype(np.float64) * np.ldexp(1.0, k))
+    np.testing.assert_array_equal(got.view(np.uint16).ravel(), want.view(np.uint16))
+    assert got.view(np.uint16)[-1, 0] == 0  # an exact zero is +0
+
+
+@pytest.mark.parametrize("name", ["msfp16", "ms-fp8", "bfp-e6m4b4"])
+def test_gathered_digits_are_the_flushed_values(name, rng):
+    fmt = nm.get_bfp_format(name)
+    n = 32
+    block = fmt.block_size(n)
+    _, awin = nm.flush_windows(fmt, fmt)
+    scale = 2.0 ** rng.integers(-20, 10, size=(64, n // block)).repeat(block, axis=1)
+    x = (rng.normal(size=(64, n)) * scale).astype(np.float16)
+    x[rng.random(x.shape) < 0.3] = 0
+    x[5] = 0  # an all-zero source vector
+    mant, exp, bmax = quantize_fp16(x, block, fmt.mant_bits, fmt.emin, fmt.emax)
+    idx = rng.integers(0, 64, size=(40, 3)).astype(np.int64)
+    idx[0] = 5  # an all-zero row
+    digits, row_exp = gather_digits(mant, exp, bmax, idx, block, awin)
+    weights = (np.int64(1) << (ACT_DIGIT_BITS * np.arange(digits.shape[1])))[None, :, None]
+    ints = ((digits.astype(np.int64) - ACT_DIGIT_ZERO) * weights).sum(axis=1)
+    got = ints * np.ldexp(1.0, row_exp - (fmt.mant_bits - 1))[:, None]
+    m, e = nm.bfp_quantize(x[idx].reshape(40, -1), fmt, block)
+    want = nm.bfp_values(nm.flush_blocks(m, e, block, awin), e, fmt, block)
+    np.testing.assert_array_equal(got, want)
+    assert row_exp[0] == 0 and (digits[0] == ACT_DIGIT_ZERO).all()
+
+
+def test_weight_digits_are_the_weights(rng):
+    fmt = nm.get_bfp_format("msfp16")
+    w = rng.normal(size=(48, 64)) * 2.0 ** rng.integers(-6, 3, size=(48, 4)).repeat(16, axis=1)
+    w[3] = 0
+    mant, exp = nm.quantize_weights(w, fmt, 16, nm.flush_windows(fmt, fmt)[0])
+    digits, col_k = intgemm.weight_digits(mant, exp, 16, fmt.mant_bits)
+    E = digits.shape[1] // 48
+    ints = sum(digits[:, e * 48:(e + 1) * 48].astype(np.int64) << (8 * e) for e in range(E))
+    np.testing.assert_array_equal(ints * np.ldexp(1.0, col_k)[None, :], nm.bfp_values(mant, exp, fmt, 16).T)
+
+
+@pytest.mark.parametrize("name", ["msfp16", "msfp12", "ms-fp8"])
+def test_digit_mvm_equals_reference(name, rng):
+    """Whole MVMs, with activations spread over the full flush window, against npu.numerics' float64."""
+    fmt = nm.get_bfp_format(name)
+    n, k = 32, 32 * 36
+    block = fmt.block_size(n)
+    wwin, awin = nm.flush_windows(fmt, fmt)
+    x = rng.normal(size=(50, k)) * 2.0 ** rng.integers(-awin - 3, 3, size=(50, k // block)).repeat(block, axis=1)
+    x = x.astype(np.float16)
+    w = rng.normal(size=(96, k)) * 2.0 ** rng.integers(-wwin, 1, size=(96, k // block)).repeat(block, axis=1)
+    wm, we = nm.quantize_weights(w, fmt, block, wwin)
+    mant, exp, bmax = quantize_fp16(x.reshape(-1, n), block, fmt.mant_bits, fmt.emin, fmt.emax)
+    idx = np.arange(50 * k // n, dtype=np.int64).reshape(50, -1)
+    digits, row_exp = gather_digits(mant, exp, bmax, idx, block, awin)
+    wd, col_k = intgemm.weight_digits(wm, we, block, fmt.mant_bits)
+    got = intgemm.mvm_fp16(digits, row_exp - np.int32(fmt.mant_bits - 1), wd, col_k)
+    np.testing.assert_array_equal(got.view(np.uint16), nm.mvm_reference(x, wm, we, fmt, fmt, block).view(np.uint16))
