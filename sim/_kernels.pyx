@@ -75,9 +75,25 @@ cdef extern from *:
         }
         return npu_f32_to_f16(f);
     }
+    /* One MFU element operation on fp16 bits (codes: sim._kernels.MFU_CODES); h2f maps fp16 bits to float32.
+       Arithmetic in float32 rounded once to fp16 (innocuous double rounding: 24 >= 2*11 + 2); max/min
+       return an operand's own bits, NaN in either gives the canonical NaN; relu ignores b. */
+    static inline uint16_t npu_mfu_op(int op, uint16_t a, uint16_t b, const float *h2f) {
+        float fa = h2f[a], fb = h2f[b];
+        switch (op) {
+        case 0: return npu_f32_to_f16(fa + fb);
+        case 1: return npu_f32_to_f16(fa - fb);
+        case 2: return npu_f32_to_f16(fa * fb);
+        case 3: return (fa != fa || fb != fb) ? 0x7E00 : (fb > fa ? b : a);
+        case 4: return (fa != fa || fb != fb) ? 0x7E00 : (fb < fa ? b : a);
+        case 5: return npu_f32_to_f16(fb - fa);
+        default: return (a >= 1 && a <= 0x7C00) ? a : 0;   /* relu: a > 0, NaN gives +0 */
+        }
+    }
     """
     float npu_bits_to_f32(unsigned int u) nogil
     double npu_pow2(int k) nogil
+    unsigned short npu_mfu_op(int op, unsigned short a, unsigned short b, const float *h2f) nogil
     unsigned short npu_f32_to_f16(float value) nogil
     int npu_bfp_mant(unsigned int a, int e, int mant_bits, int mmax) nogil
     unsigned short npu_f64_to_f16(double v) nogil
@@ -246,21 +262,50 @@ def gather_digits(const short[:, ::1] mant, const short[:, ::1] exps, const unsi
     return out_np, row_np
 
 
+#: C codes of the MFU operations the kernels run (npu_mfu_op); sim.functional maps mnemonics to them.
+MFU_CODES = {"vv_add": 0, "vv_a_sub_b": 1, "vv_mul": 2, "vv_max": 3, "vv_min": 4, "vv_b_sub_a": 5, "v_relu": 6}
+cdef enum:
+    MAX_EPILOGUE = 8
+
+
 def digit_products_to_fp16(const int[:, :, :, ::1] prods, const int[::1] row_k, const int[::1] col_k,
-                           int row_digit_bits, int col_digit_bits):
-    """Sum digit products exactly and round once to fp16.
+                           int row_digit_bits, int col_digit_bits, epilogue=()):
+    """Sum digit products exactly, round once to fp16, then apply MFU operations.
 
     ``prods[i, d, e, j]`` is row digit d times column digit e of output (i, j); the exact output is
     ``sum_de prods[i, d, e, j] << (d * row_digit_bits + e * col_digit_bits)``, times
-    ``2**(row_k[i] + col_k[j])``.  Returns fp16 [M, N] (an exact zero is +0).
+    ``2**(row_k[i] + col_k[j])``.  ``epilogue`` is a sequence of ``(code, operand)`` (codes of
+    :data:`MFU_CODES`; operand fp16 [M, N] or [1, N] for one row used by every row, None for relu)
+    applied in order.  Returns fp16 [M, N] (an exact zero is +0).
     """
     cdef Py_ssize_t M = prods.shape[0], D = prods.shape[1], E = prods.shape[2], N = prods.shape[3]
-    cdef Py_ssize_t i, d, e, j
+    cdef Py_ssize_t i, d, e, j, t, nops = len(epilogue)
     cdef long long scale
+    cdef int opcode[MAX_EPILOGUE]
+    cdef const unsigned short *optr[MAX_EPILOGUE]
+    cdef Py_ssize_t ostride[MAX_EPILOGUE]
+    cdef const unsigned short *bp
+    cdef unsigned short *orow
+    cdef cnp.ndarray arr
+    if nops > MAX_EPILOGUE:
+        raise ValueError(f"at most {MAX_EPILOGUE} fused MFU operations")
+    held = []
+    for t, (code, operand) in enumerate(epilogue):
+        opcode[t] = code
+        if operand is None:
+            optr[t], ostride[t] = NULL, 0
+        else:
+            arr = np.ascontiguousarray(operand, dtype=np.float16).view(np.uint16).reshape(-1, N)
+            if arr.shape[0] not in (1, M):
+                raise ValueError(f"epilogue operand of {arr.shape[0]} rows for {M} outputs")
+            held.append(arr)
+            optr[t] = <const unsigned short *>cnp.PyArray_DATA(arr)
+            ostride[t] = 0 if arr.shape[0] == 1 else N
     out_np = np.empty((M, N), dtype=np.uint16)
     acc_np = np.empty(N, dtype=np.int64)
     cdef unsigned short[:, ::1] out = out_np
     cdef long long[::1] acc = acc_np
+    cdef const float[::1] h2f = _HALF_TO_FLOAT
     with nogil:
         for i in range(M):
             for j in range(N):
@@ -271,18 +316,26 @@ def digit_products_to_fp16(const int[:, :, :, ::1] prods, const int[::1] row_k, 
                         scale = (<long long>1) << (d * row_digit_bits + e * col_digit_bits)
                         for j in range(N):
                             acc[j] += prods[i, d, e, j] * scale
+            orow = &out[i, 0]
             for j in range(N):
                 # |acc| < 2**53 (npu.numerics.flush_windows): exact in float64, and so is the power of two
-                out[i, j] = npu_f64_to_f16(<double>acc[j] * npu_pow2(row_k[i] + col_k[j]))
+                orow[j] = npu_f64_to_f16(<double>acc[j] * npu_pow2(row_k[i] + col_k[j]))
+            for t in range(nops):
+                bp = optr[t] + i * ostride[t]
+                if bp == NULL:
+                    for j in range(N):
+                        orow[j] = npu_mfu_op(opcode[t], orow[j], 0, &h2f[0])
+                else:
+                    for j in range(N):
+                        orow[j] = npu_mfu_op(opcode[t], orow[j], bp[j], &h2f[0])
     return out_np.view(np.float16)
 
 
 def fp16_binary(a, b, int op):
-    """fp16 ``a + b`` (op 0), ``a - b`` (1) or ``a * b`` (2), elementwise; ``b`` may be smaller than ``a``
-    and repeat along its leading axes (a bias).
+    """The MFU binary operation ``op`` (a code of :data:`MFU_CODES`) elementwise on fp16 ``a`` and ``b``;
+    ``b`` may be smaller than ``a`` and repeat along its leading axes (a bias).
 
-    Computed in float32 and rounded once to fp16 (innocuous double rounding: 24 >= 2*11 + 2), NaNs
-    canonical: the same results as npu.numerics.fp16_add/sub/mul (tests/sim/test_kernels.py).
+    The same results as npu.numerics.fp16_add/sub/mul/max/min (tests/sim/test_kernels.py).
     """
     av = np.ascontiguousarray(a, dtype=np.float16)
     bv = np.ascontiguousarray(b, dtype=np.float16)
@@ -296,19 +349,12 @@ def fp16_binary(a, b, int op):
     cdef unsigned short[::1] o = out_np.reshape(-1).view(np.uint16)
     cdef const float[::1] h2f = _HALF_TO_FLOAT
     cdef Py_ssize_t i, k, r, base, n = x.shape[0], m = y.shape[0]
+    if n == 0:
+        return out_np
     with nogil:
         for r in range(n // m):
             base = r * m
-            if op == 0:
-                for k in range(m):
-                    i = base + k
-                    o[i] = npu_f32_to_f16(h2f[x[i]] + h2f[y[k]])
-            elif op == 1:
-                for k in range(m):
-                    i = base + k
-                    o[i] = npu_f32_to_f16(h2f[x[i]] - h2f[y[k]])
-            else:
-                for k in range(m):
-                    i = base + k
-                    o[i] = npu_f32_to_f16(h2f[x[i]] * h2f[y[k]])
+            for k in range(m):
+                i = base + k
+                o[i] = npu_mfu_op(op, x[i], y[k], &h2f[0])
     return out_np

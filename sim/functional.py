@@ -22,11 +22,11 @@ import numpy as np
 from npu.errors import SimulationError
 from npu.isa import Space
 from npu.numerics import (bfp_values, flush_windows, fp16_activation, fp16_lrelu,
-                          fp16_max, fp16_min, fp16_relu, fp16_sub, to_fp16, weight_span_ok)
+                          fp16_relu, to_fp16, weight_span_ok)
 from npu.program import Chain, Dma, Operand
 from npu.weights import untile
 from sim import intgemm
-from sim._kernels import fp16_binary, gather_digits, quantize_fp16
+from sim._kernels import MFU_CODES, fp16_binary, gather_digits, quantize_fp16
 from sim.state import MachineState
 
 #: Budget of the cache of prepared weight matrices (ResNet-50's take about 50 MB as digits, 200 MB as float64).
@@ -38,17 +38,25 @@ STRIDED_GEMM_MIN_BYTES = 8 << 20
 #: What each MFU instruction computes: binary ops take (chain value, VRF operand), unary ones
 #: (chain value, chain) for the registers they read.  Keys must equal npu.isa.MFU_OPS (tested).
 MFU_OPS = {
-    "vv_add": lambda x, b: fp16_binary(x, b, 0),      # = npu.numerics.fp16_add, in C
-    "vv_a_sub_b": lambda x, b: fp16_binary(x, b, 1),  # = fp16_sub
-    "vv_b_sub_a": lambda x, b: fp16_sub(b, x),  # b may be a broadcast bias: numpy handles the order
-    "vv_max": fp16_max,
-    "vv_min": fp16_min,
-    "vv_mul": lambda x, b: fp16_binary(x, b, 2),      # = fp16_mul
+    "vv_add": lambda x, b: fp16_binary(x, b, MFU_CODES["vv_add"]),  # = npu.numerics.fp16_add, in C
+    "vv_a_sub_b": lambda x, b: fp16_binary(x, b, MFU_CODES["vv_a_sub_b"]),  # = fp16_sub(x, b)
+    "vv_b_sub_a": lambda x, b: fp16_binary(x, b, MFU_CODES["vv_b_sub_a"]),  # = fp16_sub(b, x)
+    "vv_max": lambda x, b: fp16_binary(x, b, MFU_CODES["vv_max"]),  # = fp16_max
+    "vv_min": lambda x, b: fp16_binary(x, b, MFU_CODES["vv_min"]),  # = fp16_min
+    "vv_mul": lambda x, b: fp16_binary(x, b, MFU_CODES["vv_mul"]),  # = fp16_mul
     "v_relu": lambda x, c: fp16_relu(x),
     "v_lrelu": lambda x, c: fp16_lrelu(x, np.array(c.alpha, np.uint16).view(np.float16)),
     "v_sigm": lambda x, c: fp16_activation("sigm", x),
     "v_tanh": lambda x, c: fp16_activation("tanh", x),
 }
+
+
+def _contiguous(chain: Chain, op: Operand) -> slice | None:
+    """The addresses of ``rows`` vectors per iteration as one slice, when they are consecutive."""
+    rows = chain.rows
+    if (chain.iter_inner == 1 or op.si == rows) and (chain.iter_outer == 1 or op.so == chain.iter_inner * rows):
+        return slice(op.addr, op.addr + chain.iterations * rows)
+    return None
 
 
 def iteration_bases(chain: Chain, op: Operand) -> np.ndarray:
@@ -105,21 +113,22 @@ class Executor:
         else:
             read_index = iteration_bases(c, c.read)[:, None] + offsets[None, :]
             x = None
-        # MVM
+        # MVM, with the leading MFU operations the C kernels implement fused into its output pass
+        rows = np.arange(c.rows, dtype=np.int64)
+        fused = 0
+        if c.mrf is not None and intgemm.available():
+            while fused < len(c.ops) and c.ops[fused].mnemonic in MFU_CODES:
+                fused += 1
         if c.mrf is not None:
-            y = self._mvm(c, text, x, read_index)
+            epilogue = [(MFU_CODES[op.mnemonic], None if op.operand is None else
+                         self._operand(c, op.operand, rows).reshape(-1, c.rows * n)) for op in c.ops[:fused]]
+            y = self._mvm(c, text, x, read_index, epilogue)
         else:
             y = x if x is not None else self.state.memory(c.read.space, c.read.mfu)[read_index]
-        # MFUs
-        rows = np.arange(c.rows, dtype=np.int64)
-        for op in c.ops:
+        # the other MFU operations
+        for op in c.ops[fused:]:
             if op.operand is not None:
-                mem = self.state.memory(op.operand.space, op.operand.mfu)
-                if op.operand.so == 0 and op.operand.si == 0:  # the same vectors every iteration (a bias)
-                    b = mem[op.operand.addr:op.operand.addr + c.rows][None]
-                else:
-                    b = mem[iteration_bases(c, op.operand)[:, None] + rows]
-                y = MFU_OPS[op.mnemonic](y, b)
+                y = MFU_OPS[op.mnemonic](y, self._operand(c, op.operand, rows))
             else:
                 y = MFU_OPS[op.mnemonic](y, c)
         # writes
@@ -128,7 +137,22 @@ class Executor:
                 self.state.outq.push(y.reshape(-1, n))
             else:
                 mem = self.state.memory(w.space, w.mfu)
-                mem[iteration_bases(c, w)[:, None] + rows] = y
+                span = _contiguous(c, w)
+                if span is not None:
+                    mem[span] = y.reshape(-1, n)
+                else:
+                    mem[iteration_bases(c, w)[:, None] + rows] = y
+
+    def _operand(self, c: Chain, op: Operand, rows: np.ndarray) -> np.ndarray:
+        """An MFU operand's vectors: [1, rows, N] when every iteration reads the same ones (a bias),
+        else [iterations, rows, N]."""
+        mem = self.state.memory(op.space, op.mfu)
+        if op.so == 0 and op.si == 0:
+            return mem[op.addr:op.addr + c.rows][None]
+        span = _contiguous(c, op)
+        if span is not None:
+            return mem[span].reshape(c.iterations, c.rows, -1)
+        return mem[iteration_bases(c, op)[:, None] + rows]
 
     def _weights(self, c: Chain, text: str):
         """The chain's MRF tiles [rows*N, cols*N], prepared for the MVM engine in use and cached: digit
@@ -161,7 +185,10 @@ class Executor:
             self._wcache_bytes -= self._wcache_sizes.pop(old)
         return w
 
-    def _mvm(self, c: Chain, text: str, x: np.ndarray | None, read_index: np.ndarray | None) -> np.ndarray:
+    def _mvm(self, c: Chain, text: str, x: np.ndarray | None, read_index: np.ndarray | None,
+             epilogue=()) -> np.ndarray:
+        """The chain's MVM results [iterations, rows, N], with ``epilogue`` (MFU operations as
+        ``(code, operand)``, digit engine only) applied."""
         cfg = self.config
         n, block, afmt = cfg.native_dim, cfg.block, cfg.act_fmt
         w = self._weights(c, text)
@@ -178,8 +205,9 @@ class Executor:
         it = idx.shape[0]
         if intgemm.available():
             digits, row_exp = gather_digits(mant, exp, bmax, idx, block, self.act_window)
-            y = intgemm.mvm_fp16(digits, row_exp - np.int32(afmt.mant_bits - 1), *w)
+            y = intgemm.mvm_fp16(digits, row_exp - np.int32(afmt.mant_bits - 1), *w, epilogue)
             return y.reshape(it, c.rows, n)
+        assert not epilogue, "the float64 engine fuses no MFU operations"
         return self._mvm_float64(c, w, mant, exp, bmax, idx, read_index is None)
 
     def _mvm_float64(self, c: Chain, w: np.ndarray, mant: np.ndarray, exp: np.ndarray, bmax: np.ndarray,

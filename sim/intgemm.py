@@ -114,12 +114,14 @@ def weight_digits(mant: np.ndarray, exp: np.ndarray, block: int, mant_bits: int)
     return digits, col_k
 
 
-def mvm_fp16(a_digits: np.ndarray, row_k: np.ndarray, w_digits: np.ndarray, col_k: np.ndarray) -> np.ndarray:
-    """Exact MVM rounded to fp16 [M, R] from activation digits [M, D, K] and weight digits [K, E * R]."""
+def mvm_fp16(a_digits: np.ndarray, row_k: np.ndarray, w_digits: np.ndarray, col_k: np.ndarray,
+             epilogue=()) -> np.ndarray:
+    """Exact MVM rounded to fp16 [M, R] from activation digits [M, D, K] and weight digits [K, E * R], then
+    the MFU operations of ``epilogue`` (see sim._kernels.digit_products_to_fp16)."""
     from sim._kernels import digit_products_to_fp16
 
     M, D, K = a_digits.shape
     R = len(col_k)
     E = w_digits.shape[1] // R
     prods = matmul(a_digits.reshape(M * D, K), w_digits).reshape(M, D, E, R)
-    return digit_products_to_fp16(prods, row_k, col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS)
+    return digit_products_to_fp16(prods, row_k, col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS, epilogue)

@@ -84,3 +84,24 @@ def test_digit_mvm_equals_reference(name, rng):
     wd, col_k = intgemm.weight_digits(wm, we, block, fmt.mant_bits)
     got = intgemm.mvm_fp16(digits, row_exp - np.int32(fmt.mant_bits - 1), wd, col_k)
     np.testing.assert_array_equal(got.view(np.uint16), nm.mvm_reference(x, wm, we, fmt, fmt, block).view(np.uint16))
+
+
+def test_fused_mfu_epilogue_equals_separate_operations(rng):
+    """The MVM output kernel's fused MFU operations give what the operations give one after another."""
+    from sim._kernels import MFU_CODES, fp16_binary
+
+    M, N = 40, 64
+    prods = rng.integers(-(1 << 20), 1 << 20, size=(M, 2, 2, N)).astype(np.int32)
+    row_k = rng.integers(-40, -20, M).astype(np.int32)
+    col_k = rng.integers(-8, 0, N).astype(np.int32)
+    bias = rng.normal(size=(1, N)).astype(np.float16)
+    resid = (rng.normal(size=(M, N)) * 4).astype(np.float16)
+    resid[0, :4] = [np.nan, np.inf, -np.inf, -0.0]
+    plain = digit_products_to_fp16(prods, row_k, col_k, 7, 8)
+    want = nm.fp16_relu(nm.fp16_max(nm.fp16_sub(resid, nm.fp16_add(plain, bias)), bias))
+    got = digit_products_to_fp16(prods, row_k, col_k, 7, 8, [(MFU_CODES["vv_add"], bias),
+                                                            (MFU_CODES["vv_b_sub_a"], resid),
+                                                            (MFU_CODES["vv_max"], bias),
+                                                            (MFU_CODES["v_relu"], None)])
+    np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+    np.testing.assert_array_equal(fp16_binary(plain, bias, MFU_CODES["vv_add"]), nm.fp16_add(plain, bias))

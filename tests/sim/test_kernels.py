@@ -24,9 +24,13 @@ def test_quantize_kernel_equals_numerics(name, rng):
         np.testing.assert_array_equal(bmax, np.abs(m.reshape(len(x), -1, block)).max(-1))
 
 
-@pytest.mark.parametrize("op, ref", [(0, nm.fp16_add), (1, nm.fp16_sub), (2, nm.fp16_mul)])
-def test_fp16_binary_kernel_equals_numerics(op, ref, rng):
-    from sim._kernels import fp16_binary
+@pytest.mark.parametrize("mnemonic, ref", [("vv_add", nm.fp16_add), ("vv_a_sub_b", nm.fp16_sub),
+                                           ("vv_b_sub_a", lambda a, b: nm.fp16_sub(b, a)), ("vv_mul", nm.fp16_mul),
+                                           ("vv_max", nm.fp16_max), ("vv_min", nm.fp16_min)])
+def test_fp16_binary_kernel_equals_numerics(mnemonic, ref, rng):
+    from sim._kernels import MFU_CODES, fp16_binary
+
+    op = MFU_CODES[mnemonic]
 
     every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
     for a, b in ((every, rng.permutation(every)), (every, every[::-1].copy()),
