@@ -1,17 +1,20 @@
 """Functional execution of chains and DMA transfers, one whole-array step each.
 
 A chain's iterations are computed together: its reads become one gather
-``[iterations, width, N]``, the MVM one float64 GEMM, each MFU op one fp16
-array operation, each write one scatter.  This equals running the iterations
-one after another because :func:`check_iteration_hazards` rejects chains in
-which an iteration reads what an earlier iteration of the same chain wrote.
+``[iterations, width, N]``, the MVM a few 8-bit digit GEMMs (sim/intgemm.py)
+with the leading MFU operations fused into its output pass, each other MFU
+op one fp16 array operation, each write one slice or scatter.  This equals
+running the iterations one after another because
+:func:`check_iteration_hazards` rejects chains in which an iteration reads
+what an earlier iteration of the same chain wrote.
 
 MVM exactness: mantissa products are small integers times powers of two, and
 the flush windows of npu.numerics bound every partial sum of a dot product to
-fewer than 53 significant bits over a common quantum, so the float64 GEMM is
-exact in any summation order; the single rounding to fp16 then matches the
-RTL's exact accumulator bit for bit (tests/sim/test_mvm_exact.py checks
-against integer arithmetic).
+fewer than 53 significant bits over a common quantum, so both engines, the
+digit GEMMs with int32 accumulation and the float64 reference GEMM, are exact
+in any summation order; the single rounding to fp16 then matches the RTL's
+exact accumulator bit for bit (tests/sim/test_intgemm.py, and
+tests/npu/test_numerics.py against integer arithmetic).
 """
 from __future__ import annotations
 
