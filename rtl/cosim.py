@@ -62,7 +62,7 @@ def source_hash() -> str:
 
 def build_dir_for(config: NpuConfig, params: RtlParams = RtlParams(), trace: bool = False) -> Path:
     key = hashlib.sha256(json.dumps([config.fingerprint(), asdict(params), source_hash(), trace,
-                                      VERILATOR_ARGS, "ports-public"]).encode())
+                                      VERILATOR_ARGS, CONTROL_FILE_VERSION]).encode())
     return cache_root() / f"{config.name}-{key.hexdigest()[:16]}"
 
 
@@ -126,19 +126,29 @@ VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "--x-assign", "fast",
                   "--output-split", "20000", "--output-split-cfuncs", "300")
 
 
-def _port_control_file(vfile: Path) -> Path:
-    """A Verilator control file that makes only the top-level ports visible to cocotb (VPI).
+#: What the Verilator control file holds (part of the build's cache key).
+CONTROL_FILE_VERSION = "ports-public, units-no-inline"
+
+
+def _control_file(vfile: Path) -> Path:
+    """The Verilator control file (``npu_top.vlt``): only the top-level ports are visible to cocotb, and the
+    units of rtl/units.py are never inlined.
 
     cocotb's runner passes ``--public-flat-rw``, which keeps every internal signal of the design as a
-    variable Verilator may not optimise away; the bench touches the ports only.
+    variable Verilator may not optimise away; the bench touches the ports only.  Verilator inlines a module
+    when that adds fewer than ``--inline-mult`` operations, which for tiny's units undid the split of
+    rtl/units.py (one class per unit instead of their logic pasted into the top).
     """
     import re
+
+    from rtl.units import UNIT_NAMES
 
     text = vfile.read_text()
     head = text[text.index(f"module {TOPLEVEL}("):]
     head = head[:head.index(");")]
     ports = re.findall(r"[A-Za-z_][A-Za-z0-9_$]*", head[len(f"module {TOPLEVEL}("):])
     lines = ["`verilator_config"] + [f'public_flat_rw -module "{TOPLEVEL}" -var "{p}"' for p in ports]
+    lines += [f'no_inline -module "{name}"' for name in UNIT_NAMES.values()]
     path = vfile.with_suffix(".vlt")
     if not path.exists() or path.read_text() != "\n".join(lines) + "\n":
         path.write_text("\n".join(lines) + "\n")
@@ -157,7 +167,7 @@ def _runner(b: "Build", vfile: Path, *, always: bool, log: Path):
 
     runner = _Verilator()
     runner.build(sources=[vfile], hdl_toplevel=TOPLEVEL, build_dir=b.directory / "sim", waves=b.trace,
-                 build_args=[*VERILATOR_ARGS, str(_port_control_file(vfile))], always=always, log_file=log)
+                 build_args=[*VERILATOR_ARGS, str(_control_file(vfile))], always=always, log_file=log)
     return runner
 
 
