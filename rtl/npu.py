@@ -765,7 +765,9 @@ class Npu(wiring.Component):
             m.submodules[f"{name}_{e}"] = instance(unit_c, UNIT_NAMES[unit], **ports)
             outs.append(y)
         stage = Signal(self.beat_layout, name=f"{name}_s0")
-        m.d.sync += [stage.valid.eq(beat_in.valid), stage.r.eq(beat_in.r), stage.i.eq(beat_in.i),
+        # A bypassed stage holds no valid beats: the next chain may use it while the last beats of this one
+        # would still be in it (mfu_stage > chain_setup), and they would be written again.
+        m.d.sync += [stage.valid.eq(beat_in.valid & (op != 0)), stage.r.eq(beat_in.r), stage.i.eq(beat_in.i),
                      stage.j.eq(beat_in.j), stage.data.eq(Cat(*outs))]
         out = stage
         for d in range(c.latencies.mfu_stage - 1):

@@ -13,5 +13,13 @@ def tiny_rtl():
     return RtlMachine(PRESETS["tiny"])
 
 
+@pytest.fixture(scope="session")
+def small_rtl():
+    """One Verilator build of `small` (about 1-1.5 minutes on 2 cores; slow tests only)."""
+    from rtl.backend import RtlMachine
+
+    return RtlMachine(PRESETS["small"])
+
+
 def random_count(default: int = 6) -> int:
     return int(os.environ.get("NPU_RTL_RANDOM", default))
