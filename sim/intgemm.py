@@ -124,4 +124,6 @@ def mvm_fp16(a_digits: np.ndarray, row_k: np.ndarray, w_digits: np.ndarray, col_
     R = len(col_k)
     E = w_digits.shape[1] // R
     prods = matmul(a_digits.reshape(M * D, K), w_digits).reshape(M, D, E, R)
-    return digit_products_to_fp16(prods, row_k, col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS, epilogue)
+    # |digit product| <= 64 * 128 per term
+    bound = K << (ACT_DIGIT_BITS - 1 + WEIGHT_DIGIT_BITS)
+    return digit_products_to_fp16(prods, row_k, col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS, epilogue, bound)

@@ -9,32 +9,46 @@ from sim._kernels import ACT_DIGIT_BITS, ACT_DIGIT_ZERO, digit_products_to_fp16,
 pytestmark = pytest.mark.skipif(not intgemm.available(), reason="no exact u8 x s8 GEMM on this machine")
 
 
-def _as_prods(acc: np.ndarray) -> np.ndarray:
-    """int64 values as two digit products [n, 2, 1, 1] of 31 bits each (|acc| < 2**53)."""
-    lo = (acc & ((1 << 31) - 1)).astype(np.int32)
-    hi = (acc >> 31).astype(np.int32)
-    return np.ascontiguousarray(np.stack([lo, hi], axis=1).reshape(-1, 2, 1, 1))
-
-
-def test_rounding_of_scaled_integers_equals_numpy(rng):
-    """digit_products_to_fp16 rounds acc * 2**k once to fp16, as numpy's float64 -> float16 does:
-    normals, subnormals, overflow, and ties and near-ties of the 11-bit significand."""
-    n = 1 << 15
-    bits = rng.integers(0, 53, n)
-    acc = (rng.integers(1, 1 << 52, n, dtype=np.int64) >> (52 - bits)) * rng.choice([-1, 1], n)
+def _scaled_ints(rng, shape):
+    """Integers below 2**45 (ties and near-ties of the 11-bit significand among them) and scales 2**k,
+    with the rounding numpy gives them."""
+    n = int(np.prod(shape))
+    bits = rng.integers(0, 46, n)
+    acc = (rng.integers(1, 1 << 45, n, dtype=np.int64) >> (45 - bits)) * rng.choice([-1, 1], n)
     ties = (rng.integers(1 << 10, 1 << 11, n // 4, dtype=np.int64) * 2 + 1) << 20
     acc[: n // 4] = (ties + rng.integers(-1, 2, n // 4)) * rng.choice([-1, 1], n // 4)
     acc[-1] = 0
-    k = rng.integers(-100, 0, n).astype(np.int32)
-    got = digit_products_to_fp16(_as_prods(acc), k, np.zeros(1, np.int32), 31, 8)
+    acc = rng.permutation(acc).reshape(shape)
+    row_k = rng.integers(-60, -10, shape[0]).astype(np.int32)
+    col_k = rng.integers(-30, 10, shape[1]).astype(np.int32)
     with np.errstate(over="ignore"):
-        want = nm.to_fp16(acc.astype(np.float64) * np.ldexp(1.0, k))
-    np.testing.assert_array_equal(got.view(np.uint16).ravel(), want.view(np.uint16))
-    assert got.view(np.uint16)[-1, 0] == 0  # an exact zero is +0
+        want = nm.to_fp16(acc.astype(np.float64) * np.ldexp(1.0, row_k[:, None] + col_k[None, :]))
+    return acc, row_k, col_k, want
+
+
+def test_rounding_of_scaled_integers_equals_numpy(rng, kernels):
+    """digit_products_to_fp16 rounds acc * 2**k once to fp16, as numpy's float64 -> float16 does:
+    normals, subnormals, overflow, ties and near-ties, and an exact zero as +0."""
+    acc, row_k, col_k, want = _scaled_ints(rng, (512, 67))   # 67: the vector kernels' tail too
+    # as digit products [M, D=2, E=2, N] with shifts 0, 8, 7, 15: acc = p00 + p11 * 2**15
+    prods = np.zeros((512, 2, 2, 67), np.int32)
+    prods[:, 0, 0] = acc & 0x7FFF
+    prods[:, 1, 1] = acc >> 15
+    got = digit_products_to_fp16(prods, row_k, col_k, 7, 8)
+    np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+    assert got.view(np.uint16).ravel()[np.flatnonzero(acc.ravel() == 0)].max() == 0
+
+
+def test_rounding_of_sums_past_float64_precision(rng, kernels):
+    """Digit shifts whose worst-case sum passes 2**53 take the int64 path: the same rounding."""
+    acc, row_k, col_k, want = _scaled_ints(rng, (64, 40))
+    prods = np.stack([acc & ((1 << 31) - 1), acc >> 31], axis=1).astype(np.int32).reshape(64, 2, 1, 40)
+    got = digit_products_to_fp16(prods, row_k, col_k, 31, 8)
+    np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
 
 
 @pytest.mark.parametrize("name", ["msfp16", "ms-fp8", "bfp-e6m4b4"])
-def test_gathered_digits_are_the_flushed_values(name, rng):
+def test_gathered_digits_are_the_flushed_values(name, rng, kernels):
     fmt = nm.get_bfp_format(name)
     n = 32
     block = fmt.block_size(n)
@@ -68,7 +82,7 @@ def test_weight_digits_are_the_weights(rng):
 
 
 @pytest.mark.parametrize("name", ["msfp16", "msfp12", "ms-fp8"])
-def test_digit_mvm_equals_reference(name, rng):
+def test_digit_mvm_equals_reference(name, rng, kernels):
     """Whole MVMs, with activations spread over the full flush window, against npu.numerics' float64."""
     fmt = nm.get_bfp_format(name)
     n, k = 32, 32 * 36
@@ -86,7 +100,7 @@ def test_digit_mvm_equals_reference(name, rng):
     np.testing.assert_array_equal(got.view(np.uint16), nm.mvm_reference(x, wm, we, fmt, fmt, block).view(np.uint16))
 
 
-def test_fused_mfu_epilogue_equals_separate_operations(rng):
+def test_fused_mfu_epilogue_equals_separate_operations(rng, kernels):
     """The MVM output kernel's fused MFU operations give what the operations give one after another."""
     from sim._kernels import MFU_CODES, fp16_binary
 

@@ -7,7 +7,7 @@ from sim._kernels import quantize_fp16
 
 
 @pytest.mark.parametrize("name", ["msfp16", "msfp12", "ms-fp9", "ms-fp8", "bfp-e8m7b8", "bfp-e6m4b4"])
-def test_quantize_kernel_equals_numerics(name, rng):
+def test_quantize_kernel_equals_numerics(name, rng, kernels):
     fmt = nm.get_bfp_format(name)
     block = fmt.block_size(32)
     # every fp16 bit pattern appears, including subnormals, infinities and NaNs, plus typical data
@@ -27,7 +27,7 @@ def test_quantize_kernel_equals_numerics(name, rng):
 @pytest.mark.parametrize("mnemonic, ref", [("vv_add", nm.fp16_add), ("vv_a_sub_b", nm.fp16_sub),
                                            ("vv_b_sub_a", lambda a, b: nm.fp16_sub(b, a)), ("vv_mul", nm.fp16_mul),
                                            ("vv_max", nm.fp16_max), ("vv_min", nm.fp16_min)])
-def test_fp16_binary_kernel_equals_numerics(mnemonic, ref, rng):
+def test_fp16_binary_kernel_equals_numerics(mnemonic, ref, rng, kernels):
     from sim._kernels import MFU_CODES, fp16_binary
 
     op = MFU_CODES[mnemonic]
@@ -38,7 +38,7 @@ def test_fp16_binary_kernel_equals_numerics(mnemonic, ref, rng):
         np.testing.assert_array_equal(fp16_binary(a, b, op).view(np.uint16), ref(a, b).view(np.uint16))
 
 
-def test_fp16_binary_kernel_broadcasts_a_bias(rng):
+def test_fp16_binary_kernel_broadcasts_a_bias(rng, kernels):
     from sim._kernels import fp16_binary
 
     x = rng.normal(size=(5, 3, 8)).astype(np.float16)
