@@ -176,7 +176,7 @@ class Executor:
         fmt = self.config.weight_fmt
         if intgemm.available():
             w = intgemm.weight_digits(mant, exp, self.config.block, fmt.mant_bits)
-            nbytes = w[0].nbytes
+            nbytes = w.nbytes
         else:
             w = bfp_values(mant, exp, fmt, self.config.block).T.copy()
             nbytes = w.nbytes
@@ -208,7 +208,7 @@ class Executor:
         it = idx.shape[0]
         if intgemm.available():
             digits, row_exp = gather_digits(mant, exp, bmax, idx, block, self.act_window)
-            y = intgemm.mvm_fp16(digits, row_exp - np.int32(afmt.mant_bits - 1), *w, epilogue)
+            y = intgemm.mvm_fp16(digits, row_exp - np.int32(afmt.mant_bits - 1), w, epilogue)
             return y.reshape(it, c.rows, n)
         assert not epilogue, "the float64 engine fuses no MFU operations"
         return self._mvm_float64(c, w, mant, exp, bmax, idx, read_index is None)

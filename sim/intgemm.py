@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,20 +29,21 @@ from sim._kernels import ACT_DIGIT_BITS, ACT_DIGIT_ZERO
 WEIGHT_DIGIT_BITS = 8
 
 _lock = threading.Lock()
-_session = None
 _ok: bool | None = None
 
 
-def _make_session():
+def _session(weights: np.ndarray):
+    """An onnxruntime session computing ``(a - 64) @ weights`` for u8 ``a`` [M, K]: the weights are a
+    constant, so onnxruntime packs them once for its kernels."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    a = helper.make_tensor_value_info("a", TensorProto.UINT8, ["M", "K"])
-    b = helper.make_tensor_value_info("b", TensorProto.INT8, ["K", "N"])
-    y = helper.make_tensor_value_info("y", TensorProto.INT32, ["M", "N"])
-    zero = numpy_helper.from_array(np.array(ACT_DIGIT_ZERO, np.uint8), "a_zero")
+    a = helper.make_tensor_value_info("a", TensorProto.UINT8, ["M", weights.shape[0]])
+    y = helper.make_tensor_value_info("y", TensorProto.INT32, ["M", weights.shape[1]])
+    inits = [numpy_helper.from_array(np.array(ACT_DIGIT_ZERO, np.uint8), "a_zero"),
+             numpy_helper.from_array(np.ascontiguousarray(weights, dtype=np.int8), "b")]
     graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b", "a_zero"], ["y"])], "digit_gemm",
-                              [a, b], [y], initializer=[zero])
+                              [a], [y], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     opts = ort.SessionOptions()
@@ -50,7 +52,7 @@ def _make_session():
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def _probe(session) -> bool:
+def _probe() -> bool:
     """The extreme digits on a long dot product, and random ones, against int64 numpy."""
     rng = np.random.default_rng(0)
     k = 1 << 13
@@ -58,13 +60,13 @@ def _probe(session) -> bool:
     b = np.concatenate([np.full((k, 1), -128), np.full((k, 1), 127), rng.integers(-128, 128, (k, 30))],
                        axis=1).astype(np.int8)
     want = (a.astype(np.int64) - ACT_DIGIT_ZERO) @ b.astype(np.int64)
-    got = session.run(None, {"a": a, "b": b})[0]
+    got = _session(b).run(None, {"a": a})[0]
     return bool(np.array_equal(got, want))
 
 
 def available() -> bool:
     """Whether exact digit GEMMs can be used here (checked once per process)."""
-    global _session, _ok
+    global _ok
     if _ok is None:
         with _lock:
             if _ok is None:
@@ -72,25 +74,28 @@ def available() -> bool:
                     _ok = False
                 else:
                     try:
-                        session = _make_session()
-                        _ok = _probe(session)
-                        _session = session if _ok else None
+                        _ok = _probe()
                     except Exception:  # no usable onnxruntime kernel: the float64 path is always there
                         _ok = False
     return _ok
 
 
-def matmul(a_digits: np.ndarray, b_digits: np.ndarray) -> np.ndarray:
-    """``(a - 64) @ b`` in int32: a uint8 [M, K] activation digits, b int8 [K, N] weight digits."""
-    return _session.run(None, {"a": a_digits, "b": b_digits})[0]
+@dataclass
+class WeightDigits:
+    """A weight matrix [R, K] prepared for :func:`mvm_fp16`: digits int8 [K, E * R] (output r's weights are
+    ``sum_e digits[:, e * R + r] * 256**e * 2**col_k[r]``) and the session that multiplies by them."""
+
+    digits: np.ndarray
+    col_k: np.ndarray
+    session: object
+
+    @property
+    def nbytes(self) -> int:
+        return 2 * self.digits.nbytes  # ours and onnxruntime's packed copy
 
 
-def weight_digits(mant: np.ndarray, exp: np.ndarray, block: int, mant_bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Weights [R, K] (mantissas, block exponents along K) as digits for :func:`matmul`.
-
-    Returns (digits int8 [K, E * R], col_k int32 [R]): output r's weights are
-    ``sum_e (digits[:, e * R + r]) * 256**e * 2**col_k[r]`` with the fewest digits E that hold them all.
-    """
+def weight_digits(mant: np.ndarray, exp: np.ndarray, block: int, mant_bits: int) -> WeightDigits:
+    """Weights [R, K] (mantissas, block exponents along K) as the fewest digits E that hold them all."""
     R, K = mant.shape
     mb = mant.reshape(R, K // block, block).astype(np.int64)
     nonzero = (mb != 0).any(axis=-1)
@@ -111,19 +116,18 @@ def weight_digits(mant: np.ndarray, exp: np.ndarray, block: int, mant_bits: int)
         digits[:, e * R:(e + 1) * R] = r.T
         v = (v - r) >> WEIGHT_DIGIT_BITS
     col_k = (lo - (mant_bits - 1)).astype(np.int32)
-    return digits, col_k
+    return WeightDigits(digits, col_k, _session(digits))
 
 
-def mvm_fp16(a_digits: np.ndarray, row_k: np.ndarray, w_digits: np.ndarray, col_k: np.ndarray,
-             epilogue=()) -> np.ndarray:
-    """Exact MVM rounded to fp16 [M, R] from activation digits [M, D, K] and weight digits [K, E * R], then
-    the MFU operations of ``epilogue`` (see sim._kernels.digit_products_to_fp16)."""
+def mvm_fp16(a_digits: np.ndarray, row_k: np.ndarray, weights: WeightDigits, epilogue=()) -> np.ndarray:
+    """Exact MVM rounded to fp16 [M, R] from activation digits [M, D, K] and prepared weights, then the MFU
+    operations of ``epilogue`` (see sim._kernels.digit_products_to_fp16)."""
     from sim._kernels import digit_products_to_fp16
 
     M, D, K = a_digits.shape
-    R = len(col_k)
-    E = w_digits.shape[1] // R
-    prods = matmul(a_digits.reshape(M * D, K), w_digits).reshape(M, D, E, R)
+    R = len(weights.col_k)
+    E = weights.digits.shape[1] // R
+    prods = weights.session.run(None, {"a": a_digits.reshape(M * D, K)})[0].reshape(M, D, E, R)
     # |digit product| <= 64 * 128 per term
     bound = K << (ACT_DIGIT_BITS - 1 + WEIGHT_DIGIT_BITS)
-    return digit_products_to_fp16(prods, row_k, col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS, epilogue, bound)
+    return digit_products_to_fp16(prods, row_k, weights.col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS, epilogue, bound)

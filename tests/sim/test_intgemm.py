@@ -75,7 +75,8 @@ def test_weight_digits_are_the_weights(rng):
     w = rng.normal(size=(48, 64)) * 2.0 ** rng.integers(-6, 3, size=(48, 4)).repeat(16, axis=1)
     w[3] = 0
     mant, exp = nm.quantize_weights(w, fmt, 16, nm.flush_windows(fmt, fmt)[0])
-    digits, col_k = intgemm.weight_digits(mant, exp, 16, fmt.mant_bits)
+    prepared = intgemm.weight_digits(mant, exp, 16, fmt.mant_bits)
+    digits, col_k = prepared.digits, prepared.col_k
     E = digits.shape[1] // 48
     ints = sum(digits[:, e * 48:(e + 1) * 48].astype(np.int64) << (8 * e) for e in range(E))
     np.testing.assert_array_equal(ints * np.ldexp(1.0, col_k)[None, :], nm.bfp_values(mant, exp, fmt, 16).T)
@@ -95,8 +96,8 @@ def test_digit_mvm_equals_reference(name, rng, kernels):
     mant, exp, bmax = quantize_fp16(x.reshape(-1, n), block, fmt.mant_bits, fmt.emin, fmt.emax)
     idx = np.arange(50 * k // n, dtype=np.int64).reshape(50, -1)
     digits, row_exp = gather_digits(mant, exp, bmax, idx, block, awin)
-    wd, col_k = intgemm.weight_digits(wm, we, block, fmt.mant_bits)
-    got = intgemm.mvm_fp16(digits, row_exp - np.int32(fmt.mant_bits - 1), wd, col_k)
+    prepared = intgemm.weight_digits(wm, we, block, fmt.mant_bits)
+    got = intgemm.mvm_fp16(digits, row_exp - np.int32(fmt.mant_bits - 1), prepared)
     np.testing.assert_array_equal(got.view(np.uint16), nm.mvm_reference(x, wm, we, fmt, fmt, block).view(np.uint16))
 
 
