@@ -88,9 +88,11 @@ def written_ranges(steps, config: NpuConfig, memmap: MemoryMap) -> dict[str, tup
             if s.to_mrf:
                 for t in range(s.mrf, s.mrf + s.count):
                     name, word = memmap.mrf_location(t)
-                    add(name, word, word + cpt - 1)
+                    for p in range(memmap.tile_parts):
+                        add(memmap.tile_memory(name, p), word, word + cpt - 1)
             else:
-                add("wdram", s.tile * cpt, (s.tile + s.count) * cpt - 1)
+                for p in range(memmap.tile_parts):
+                    add(memmap.tile_memory("wdram", p), s.tile * cpt, (s.tile + s.count) * cpt - 1)
     return out
 
 
@@ -108,7 +110,7 @@ class RtlMachine:
     def __init__(self, config: NpuConfig | str, params: RtlParams = RtlParams(), *, trace: bool = False):
         self.config = get_config(config)
         self.params = params
-        self.memmap = MemoryMap(self.config, params.program_depth)
+        self.memmap = MemoryMap(self.config, params.program_depth, params.max_word_bits)
         self.build = build(self.config, params, trace=trace)
         self.shadow: dict[str, dict[int, int]] = {m.name: {} for m in self.memmap.memories}
         self.inq: list[np.ndarray] = []
@@ -131,8 +133,7 @@ class RtlMachine:
             raise SimulationError(-1, "load", f"{image.tiles} tiles at {at} do not fit the "
                                               f"{self.config.mrf_tiles}-tile MRF")
         for t in range(image.tiles):
-            name, word = self.memmap.mrf_location(at + t)
-            self._put(name, word, self.memmap.tile_words(image.mant[t], image.exp[t]))
+            self._put_tile(*self.memmap.mrf_location(at + t), image.mant[t], image.exp[t])
 
     def load_weight_dram(self, image: WeightImage, at: int = 0) -> None:
         if at < 0 or at + image.tiles > self.config.dram_tiles:
@@ -140,7 +141,11 @@ class RtlMachine:
                                               f"{self.config.dram_tiles}-tile weight DRAM")
         cpt = self.memmap.cpt
         for t in range(image.tiles):
-            self._put("wdram", (at + t) * cpt, self.memmap.tile_words(image.mant[t], image.exp[t]))
+            self._put_tile("wdram", (at + t) * cpt, image.mant[t], image.exp[t])
+
+    def _put_tile(self, name: str, word: int, mant: np.ndarray, exp: np.ndarray) -> None:
+        for p, words in enumerate(self.memmap.tile_words(mant, exp)):
+            self._put(self.memmap.tile_memory(name, p), word, words)
 
     def load_vectors(self, space: Space, addr: int, vectors: np.ndarray, mfu: int = 0) -> None:
         self._put(vector_memory(space, mfu), addr, self.memmap.vector_words(vectors))
@@ -155,7 +160,8 @@ class RtlMachine:
         mants, exps = [], []
         for t in range(at, at + count):
             mem, word = self.memmap.mrf_location(t) if name == "mrf" else ("wdram", t * cpt)
-            m, e = self.memmap.words_tile([self.shadow[mem].get(word + g, 0) for g in range(cpt)])
+            parts = [self.shadow[self.memmap.tile_memory(mem, p)] for p in range(self.memmap.tile_parts)]
+            m, e = self.memmap.words_tile([[part.get(word + g, 0) for g in range(cpt)] for part in parts])
             mants.append(m)
             exps.append(e)
         return WeightImage(np.array(mants, np.int16), np.array(exps, np.int16))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from npu.config import NpuConfig
 from npu.errors import NpuError
+from rtl.layout import MAX_WORD_BITS
 from rtl.toolchain import ToolchainError, verilator_env
 
 TOPLEVEL = "npu_top"
@@ -44,6 +45,7 @@ class RtlParams:
     queue_depth: int = 512
     write_slots: int = 3
     mvm_buffer: int = 256
+    max_word_bits: int = MAX_WORD_BITS
 
 
 def cache_root() -> Path:

@@ -15,7 +15,7 @@ def make_top(config: NpuConfig, params=None):
 
     params = params or RtlParams()
     return Npu(config, program_depth=params.program_depth, queue_depth=params.queue_depth,
-               write_slots=params.write_slots, mvm_buffer=params.mvm_buffer)
+               write_slots=params.write_slots, mvm_buffer=params.mvm_buffer, max_word_bits=params.max_word_bits)
 
 
 def write_verilog(config: NpuConfig, outdir: str | Path, params=None) -> Path:

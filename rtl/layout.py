@@ -19,6 +19,9 @@ from amaranth.lib import data
 from npu.config import NpuConfig, bits_for
 from npu.isa import INSTRUCTIONS, encoding_for
 
+#: Amaranth 0.5 numbers the bits of a netlist value in 16 bits, so no memory word or port may be wider.
+MAX_WORD_BITS = 1 << 16
+
 
 def instruction_layout(config: NpuConfig) -> data.UnionLayout:
     """One view per mnemonic of a ``word_bits`` instruction word."""
@@ -57,9 +60,17 @@ class MemoryMap:
     exponent (``e - emin``) per row and per lane sub-group of
     ``min(lanes, block)`` columns.  The weight region of DRAM uses the same
     tile words, unbanked.
+
+    A tile word wider than ``max_word_bits`` (default :data:`MAX_WORD_BITS`;
+    brainwave-s10's is 66,000 bits) is stored by rows in ``tile_parts``
+    memories of equal depth, named
+    ``wdram_0``, ``mrf0_1`` ...: part ``p`` holds rows ``p * part_rows ..``
+    in the layout above (their mantissas, then their exponents).  With one
+    part the names are ``wdram`` and ``mrf0`` ..; :meth:`row_fields` says
+    where a row's fields are, for the hardware and the packing alike.
     """
 
-    def __init__(self, config: NpuConfig, program_depth: int):
+    def __init__(self, config: NpuConfig, program_depth: int, max_word_bits: int = MAX_WORD_BITS):
         c = self.config = config
         n = c.native_dim
         self.n = n
@@ -70,14 +81,29 @@ class MemoryMap:
         self.mw = c.weight_fmt.mant_bits
         self.eb = c.weight_fmt.exp_bits
         self.emin = c.weight_fmt.emin
-        self.tile_word_bits = n * self.lanes * (self.mw + 1) + n * self.nsub * self.eb
+        self.row_mant_bits = self.lanes * (self.mw + 1)  # one row's fields in a tile word
+        self.row_exp_bits = self.nsub * self.eb
+        self.tile_word_bits = n * (self.row_mant_bits + self.row_exp_bits)
+        rows_fit = max_word_bits // (self.row_mant_bits + self.row_exp_bits)
+        if rows_fit < 1:
+            raise ValueError(f"max_word_bits must hold one row of a tile word "
+                             f"({self.row_mant_bits + self.row_exp_bits} bits), not {max_word_bits!r}")
+        self.tile_parts = -(-n // rows_fit)
+        self.part_rows = -(-n // self.tile_parts)  # balanced parts, each at most rows_fit rows
         self.bank_tiles = -(-c.mrf_tiles // c.tile_engines)
         enc = encoding_for(c)
+
+        def tile_memory(name, depth):
+            return [(self.tile_memory(name, p), depth, self._part_bits(p)) for p in range(self.tile_parts)]
+
         mems = [("prog", program_depth, enc.word_bits), ("ivrf", c.ivrf_depth, 16 * n),
-                ("dram", c.dram_vectors, 16 * n), ("wdram", c.dram_tiles * self.cpt, self.tile_word_bits)]
+                ("dram", c.dram_vectors, 16 * n), *tile_memory("wdram", c.dram_tiles * self.cpt)]
         mems += [(f"asvrf{k}", c.asvrf_depth, 16 * n) for k in range(c.n_mfus)]
         mems += [(f"mulvrf{k}", c.mulvrf_depth, 16 * n) for k in range(c.n_mfus)]
-        mems += [(f"mrf{b}", self.bank_tiles * self.cpt, self.tile_word_bits) for b in range(c.tile_engines)]
+        for b in range(c.tile_engines):
+            mems += tile_memory(f"mrf{b}", self.bank_tiles * self.cpt)
+        #: the memories that hold weight tile words (every part of the weight DRAM and the MRF banks)
+        self.tile_memories = {name for name, *_ in mems if name.startswith(("wdram", "mrf"))}
         self.memories = [MemInfo(name, i, depth, width) for i, (name, depth, width) in enumerate(mems)]
         self.by_name = {m.name: m for m in self.memories}
 
@@ -99,50 +125,61 @@ class MemoryMap:
         return np.frombuffer(raw, dtype="<u2").astype(np.uint16).view(np.float16).reshape(-1, self.n)
 
     # ---------------------------------------------------------------- weight tiles
-    def tile_words(self, mant: np.ndarray, exp: np.ndarray) -> list[int]:
-        """Words of one tile: mant int [N, N], exp int [N, N // block] (unbiased)."""
-        n, L, S, mw, eb = self.n, self.lanes, self.sub, self.mw, self.eb
+    def tile_memory(self, name: str, part: int) -> str:
+        """The memory holding part ``part`` of the tile words of ``name`` ("wdram", "mrf0", ..)."""
+        return name if self.tile_parts == 1 else f"{name}_{part}"
+
+    def _part_rows(self, part: int) -> range:
+        return range(part * self.part_rows, min(self.n, (part + 1) * self.part_rows))
+
+    def _part_bits(self, part: int) -> int:
+        return len(self._part_rows(part)) * (self.row_mant_bits + self.row_exp_bits)
+
+    def row_fields(self, row: int) -> tuple[int, int, int]:
+        """(part, bit offset of the row's mantissas, of its exponents) in a tile word's part."""
+        part = row // self.part_rows
+        k = row - part * self.part_rows
+        return part, k * self.row_mant_bits, len(self._part_rows(part)) * self.row_mant_bits + k * self.row_exp_bits
+
+    def tile_words(self, mant: np.ndarray, exp: np.ndarray) -> list[list[int]]:
+        """Words of one tile, per part: mant int [N, N], exp int [N, N // block] (unbiased)."""
+        L, S, mw, eb = self.lanes, self.sub, self.mw, self.eb
         block = self.config.block
-        words = []
+        words = [[0] * self.cpt for _ in range(self.tile_parts)]
         mmask = (1 << (mw + 1)) - 1
         for g in range(self.cpt):
-            w = 0
-            pos = 0
             cols = mant[:, g * L:(g + 1) * L].astype(np.int64) & mmask  # [N, L]
-            for row in cols:
-                for v in row:
-                    w |= int(v) << pos
-                    pos += mw + 1
-            for r in range(n):
+            for r, row in enumerate(cols):
+                part, mpos, epos = self.row_fields(r)
+                w = 0
+                for l, v in enumerate(row):
+                    w |= int(v) << (mpos + l * (mw + 1))
                 for s in range(self.nsub):
                     e = int(exp[r, (g * L + s * S) // block]) - self.emin
-                    w |= (e & ((1 << eb) - 1)) << pos
-                    pos += eb
-            words.append(w)
+                    w |= (e & ((1 << eb) - 1)) << (epos + s * eb)
+                words[part][g] |= w
         return words
 
-    def words_tile(self, words: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    def words_tile(self, words: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         """Inverse of :meth:`tile_words` (exponents of a block read from its first sub-group)."""
         n, L, S, mw, eb = self.n, self.lanes, self.sub, self.mw, self.eb
         block = self.config.block
         mant = np.zeros((n, n), np.int16)
         exp = np.zeros((n, n // block), np.int16)
-        for g, w in enumerate(words):
-            pos = 0
+        for g in range(self.cpt):
             for r in range(n):
+                part, mpos, epos = self.row_fields(r)
+                w = words[part][g]
                 for l in range(L):
-                    v = (w >> pos) & ((1 << (mw + 1)) - 1)
+                    v = (w >> (mpos + l * (mw + 1))) & ((1 << (mw + 1)) - 1)
                     mant[r, g * L + l] = v - (1 << (mw + 1)) if v >> mw else v
-                    pos += mw + 1
-            for r in range(n):
                 for s in range(self.nsub):
                     col = g * L + s * S
                     if col % block == 0:
-                        exp[r, col // block] = ((w >> pos) & ((1 << eb) - 1)) + self.emin
-                    pos += eb
+                        exp[r, col // block] = ((w >> (epos + s * eb)) & ((1 << eb) - 1)) + self.emin
         return mant, exp
 
     def mrf_location(self, tile: int) -> tuple[str, int]:
-        """(memory name, first word) of MRF tile ``tile``."""
+        """(bank name, first word) of MRF tile ``tile``; the bank's parts are :meth:`tile_memory`."""
         t = self.config.tile_engines
         return f"mrf{tile % t}", (tile // t) * self.cpt

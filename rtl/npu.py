@@ -50,7 +50,7 @@ from npu.config import NpuConfig, bits_for
 from npu.errors import ConfigError
 from npu.isa import OPCODES, Kind, Reg, Space, encoding_for
 from npu.numerics import flush_windows
-from rtl.layout import MemoryMap, instruction_layout
+from rtl.layout import MAX_WORD_BITS, MemoryMap, instruction_layout
 from rtl.units import ACT_OPS, AS_OPS, UNIT_NAMES, instance, make_units
 from sim.timing import STEP_QUEUE
 
@@ -101,6 +101,9 @@ class Npu(wiring.Component):
     mvm_buffer : int
         Native vectors of the MVM's circular input buffer (a power of two); a
         chain's ``cols`` may be at most half of it.
+    max_word_bits : int
+        The widest memory word: weight tile words wider than this are stored
+        by rows in several memories (:class:`rtl.layout.MemoryMap`).
 
     Members
     -------
@@ -117,11 +120,12 @@ class Npu(wiring.Component):
     """
 
     def __init__(self, config: NpuConfig, *, program_depth: int = 4096, queue_depth: int = 512,
-                 write_slots: int = 3, mvm_buffer: int = 256):
+                 write_slots: int = 3, mvm_buffer: int = 256, max_word_bits: int = MAX_WORD_BITS):
         if not isinstance(config, NpuConfig):
             raise TypeError(f"config must be an NpuConfig, not {config!r}")
         for name, value in (("program_depth", program_depth), ("queue_depth", queue_depth),
-                            ("write_slots", write_slots), ("mvm_buffer", mvm_buffer)):
+                            ("write_slots", write_slots), ("mvm_buffer", mvm_buffer),
+                            ("max_word_bits", max_word_bits)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
         if mvm_buffer & (mvm_buffer - 1) or mvm_buffer < 4:
@@ -145,7 +149,7 @@ class Npu(wiring.Component):
         self.queue_depth = queue_depth
         self.write_slots = write_slots
         self.mvm_buffer = mvm_buffer
-        self.memmap = MemoryMap(config, program_depth)
+        self.memmap = MemoryMap(config, program_depth, max_word_bits)
         #: the repeated datapath units (rtl/units.py), by Verilog module name; instantiated, not inlined
         self.units = make_units(config, self.memmap)
         n = config.native_dim
@@ -533,7 +537,7 @@ class Npu(wiring.Component):
         mm = self.memmap
         imm = self.imm_bits
         afmt, wfmt = c.act_fmt, c.weight_fmt
-        ma, mw, eb = afmt.mant_bits, wfmt.mant_bits, wfmt.exp_bits
+        ma, eb = afmt.mant_bits, wfmt.exp_bits
         block = c.block
         nb = n // block
         wwin, awin = flush_windows(wfmt, afmt)
@@ -677,11 +681,16 @@ class Npu(wiring.Component):
             m.d.comb += ok.eq(term & (col < ex.cols))
             a = Signal.like(a0, name=f"a{b}")
             m.d.comb += a.eq(a0 + off)
-            mrp = mems[f"mrf{b}"].read_port(domain="comb")
-            m.d.comb += mrp.addr.eq(((a // T if T > 1 else a) * cpt + mg)[:len(mrp.addr)])
+            word_addr = Signal(mm.addr_bits, name=f"wa{b}")
+            m.d.comb += word_addr.eq((a // T if T > 1 else a) * cpt + mg)
+            parts = []  # the tile word of bank b, part by part (rtl/layout.py)
+            for p in range(mm.tile_parts):
+                mrp = mems[mm.tile_memory(f"mrf{b}", p)].read_port(domain="comb")
+                m.d.comb += mrp.addr.eq(word_addr)
+                parts.append(mrp.data)
             brp = buf.read_port(domain="comb")
             m.d.comb += brp.addr.eq((mac_base + col)[:len(brp.addr)])
-            wwords.append(mrp.data)
+            wwords.append(parts)
             xword = brp.data
             for s in range(nsub):
                 lane0 = s * S  # within the lane group
@@ -710,13 +719,12 @@ class Npu(wiring.Component):
         m.d.comb += clear.eq(active & first)
         row_unit = self.units[UNIT_NAMES["mvm_row"]]
         x_all, xb_all, xkeep_all = Cat(*xs), Cat(*xbs), Cat(*xkeeps)
-        wm_bits, we_bits = n * L * (mw + 1), n * nsub * eb
         outs = []
         for r in range(n):
             y = Signal(16, name=f"mvr{r}")
-            w_r = Cat(*[wwords[b][r * L * (mw + 1):(r + 1) * L * (mw + 1)] for b in range(T)])
-            ew_r = Cat(*[wwords[b][wm_bits + r * nsub * eb:wm_bits + (r + 1) * nsub * eb] for b in range(T)])
-            assert len(wwords[0]) == wm_bits + we_bits
+            p, mpos, epos = mm.row_fields(r)
+            w_r = Cat(*[wwords[b][p][mpos:mpos + mm.row_mant_bits] for b in range(T)])
+            ew_r = Cat(*[wwords[b][p][epos:epos + mm.row_exp_bits] for b in range(T)])
             m.submodules[f"row{r}"] = instance(row_unit, UNIT_NAMES["mvm_row"], sync=True, w=w_r, ew=ew_r,
                                                x=x_all, xb=xb_all, xkeep=xkeep_all, exmax=exmax, e_exmax=e_exmax,
                                                first=first, term=term, clear=clear, y=y)
@@ -821,17 +829,18 @@ class Npu(wiring.Component):
         m.d.comb += bank.eq(mrf_tile % T if T > 1 else 0)
         mrf_word = Signal(mm.addr_bits + 8)
         m.d.comb += mrf_word.eq((mrf_tile // T if T > 1 else mrf_tile) * cpt + g)
-        wd = mems["wdram"]
-        wd_rp = wd.read_port(domain="comb")
-        wd_wp = wd.write_port()
-        m.d.comb += [wd_rp.addr.eq(dram_word), wd_wp.addr.eq(dram_word)]
-        bank_data = []
-        for b in range(T):
-            mem = mems[f"mrf{b}"]
-            rp = mem.read_port(domain="comb")
-            wp = mem.write_port()
-            m.d.comb += [rp.addr.eq(mrf_word), wp.addr.eq(mrf_word), wp.data.eq(wd_rp.data),
-                         wp.en.eq(copying & (ex.kind == STEP_MRD) & (bank == b))]
-            bank_data.append(rp.data)
-        m.d.comb += [wd_wp.data.eq(Array(bank_data)[bank]), wd_wp.en.eq(copying & (ex.kind == STEP_MWR))]
+        for p in range(mm.tile_parts):  # every part of a tile word moves in the same cycle
+            wd = mems[mm.tile_memory("wdram", p)]
+            wd_rp = wd.read_port(domain="comb")
+            wd_wp = wd.write_port()
+            m.d.comb += [wd_rp.addr.eq(dram_word), wd_wp.addr.eq(dram_word)]
+            bank_data = []
+            for b in range(T):
+                mem = mems[mm.tile_memory(f"mrf{b}", p)]
+                rp = mem.read_port(domain="comb")
+                wp = mem.write_port()
+                m.d.comb += [rp.addr.eq(mrf_word), wp.addr.eq(mrf_word), wp.data.eq(wd_rp.data),
+                             wp.en.eq(copying & (ex.kind == STEP_MRD) & (bank == b))]
+                bank_data.append(rp.data)
+            m.d.comb += [wd_wp.data.eq(Array(bank_data)[bank]), wd_wp.en.eq(copying & (ex.kind == STEP_MWR))]
         return done
