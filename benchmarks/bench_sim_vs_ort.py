@@ -56,6 +56,9 @@ def main(argv=None) -> int:
     ratio = t_sim / t_ort
     print(f"{args.model} {args.input_size}x{args.input_size} batch 1 on {args.config}, best of {args.repeat}, "
           f"{os.cpu_count()} cores; peer: onnxruntime CPUExecutionProvider")
+    load = os.getloadavg()[0]
+    if load > 0.5:  # both sides slow down under load, onnxruntime's two threads the most: the ratio flatters
+        print(f"note: load average {load:.1f} from other work; the ratio is only meaningful on an idle machine")
     print(f"{'':<28} {'wall s':>9}")
     print(f"{'onnxruntime CPU':<28} {t_ort:>9.3f}")
     print(f"{'simulator (func + timing)':<28} {t_sim:>9.3f}   ratio {ratio:.2f}x (target <= 3x: "
@@ -69,20 +72,48 @@ def main(argv=None) -> int:
 
 
 def profile(ex, feeds) -> None:
-    """Where one simulated inference spends its time, by function (cProfile, internal time)."""
-    import cProfile
-    import pstats
+    """Where one simulated inference spends its time: the MVM engine's stages, then the rest."""
+    import sim.functional as functional
+    import sim.intgemm as intgemm
+    from sim import _kernels
 
-    prof = cProfile.Profile()
-    prof.enable()
-    ex.run(feeds)
-    prof.disable()
-    st = pstats.Stats(prof)
-    total = sum(v[2] for v in st.stats.values())
-    rows = sorted(((v[2], f"{k[0].split('/')[-1]}:{k[2]}") for k, v in st.stats.items()), reverse=True)[:6]
-    print("simulator time by function (internal time; numpy calls count in their caller):")
-    for t, name in rows:
-        print(f"  {name:<40} {t:7.3f} s  {t / total:6.1%}")
+    stages = [("quantize activations (C)", functional, "quantize_fp16"),
+              ("gather digits (C)", functional, "gather_digits"),
+              ("digit products -> fp16 + fused MFU ops (C)", _kernels, "digit_products_to_fp16"),
+              ("MVM stage total, with the 8-bit GEMMs", intgemm, "mvm_fp16"),
+              ("MVM total", functional.Executor, "_mvm"),
+              ("all chains", functional.Executor, "chain")]
+    spent = {}
+    originals = [(owner, name, getattr(owner, name)) for _, owner, name in stages]
+
+    def timed(label, fn):
+        def run(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - t0
+        return run
+
+    for (label, owner, name), (_, _, fn) in zip(stages, originals):
+        setattr(owner, name, timed(label, fn))
+    try:
+        t0 = time.perf_counter()
+        ex.run(feeds)
+        total = time.perf_counter() - t0
+    finally:
+        for owner, name, fn in originals:
+            setattr(owner, name, fn)
+    engine = "8-bit digit GEMMs" if intgemm.available() else "float64 GEMMs (NPU_SIM_MVM=float64 or no exact 8-bit GEMM)"
+    kernels = "AVX2 + F16C" if _kernels.simd() else "scalar"
+    print(f"one inference, timed by stage ({engine}; {kernels} kernels): {total:.3f} s")
+    if "MVM stage total, with the 8-bit GEMMs" in spent:
+        spent["8-bit GEMMs (onnxruntime MatMulInteger)"] = (spent["MVM stage total, with the 8-bit GEMMs"]
+                                                           - spent.get(stages[2][0], 0.0))
+    for label in [stages[0][0], stages[1][0], "8-bit GEMMs (onnxruntime MatMulInteger)", stages[2][0],
+                  stages[4][0], stages[5][0]]:
+        if label in spent:
+            print(f"  {label:<46} {spent[label]:7.3f} s  {spent[label] / total:6.1%}")
 
 
 if __name__ == "__main__":
