@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="brainslice-128")
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args(argv)
+    load = os.getloadavg()[0]  # before this script's own work
     model = zoo.build(args.model, seed=0, input_size=args.input_size)
     x = np.random.default_rng(0).standard_normal((1, 3, args.input_size, args.input_size)).astype(np.float32)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -56,7 +57,6 @@ def main(argv=None) -> int:
     ratio = t_sim / t_ort
     print(f"{args.model} {args.input_size}x{args.input_size} batch 1 on {args.config}, best of {args.repeat}, "
           f"{os.cpu_count()} cores; peer: onnxruntime CPUExecutionProvider")
-    load = os.getloadavg()[0]
     if load > 0.5:  # both sides slow down under load, onnxruntime's two threads the most: the ratio flatters
         print(f"note: load average {load:.1f} from other work; the ratio is only meaningful on an idle machine")
     print(f"{'':<28} {'wall s':>9}")
