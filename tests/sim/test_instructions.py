@@ -14,6 +14,18 @@ from sim.machine import Machine
 N = 8
 
 
+@pytest.fixture(autouse=True, params=["digits", "float64"])
+def mvm_engine(request, monkeypatch):
+    """Every test on both MVM engines: 8-bit digit GEMMs and the float64 reference (sim/intgemm.py)."""
+    from sim import intgemm
+
+    if request.param == "float64":
+        monkeypatch.setattr(intgemm, "_ok", False)
+    elif not intgemm.available():
+        pytest.skip("no exact 8-bit GEMM on this machine")
+    return request.param
+
+
 def run(machine, text):
     return machine.run(Program(machine.config, assemble(text)))
 
