@@ -75,9 +75,8 @@ class Executor:
     def __init__(self, state: MachineState):
         self.state = state
         self.config = state.config
-        self._wcache: OrderedDict[tuple, np.ndarray] = OrderedDict()  # LRU of exact weight matrices
+        self._wcache: OrderedDict[tuple, tuple[object, int]] = OrderedDict()  # LRU: prepared weights, bytes
         self._wcache_bytes = 0
-        self._wcache_sizes: dict[tuple, int] = {}
         wwin, awin = flush_windows(self.config.weight_fmt, self.config.act_fmt)
         self.weight_window, self.act_window = wwin, awin
 
@@ -162,10 +161,10 @@ class Executor:
         planes and column exponents (sim.intgemm) or the exact float64 matrix [cols*N, rows*N]."""
         s = self.state
         key = (c.rows, c.cols, s.mrf_tokens[c.mrf:c.mrf + c.rows * c.cols].tobytes())
-        w = self._wcache.get(key)
-        if w is not None:
+        hit = self._wcache.get(key)
+        if hit is not None:
             self._wcache.move_to_end(key)
-            return w
+            return hit[0]
         mant, exp = untile(s.mrf, c.rows, c.cols, self.config, start=c.mrf)
         ok = weight_span_ok(mant, exp, self.config.block, self.weight_window)
         if not ok.all():
@@ -180,12 +179,10 @@ class Executor:
         else:
             w = bfp_values(mant, exp, fmt, self.config.block).T.copy()
             nbytes = w.nbytes
-        self._wcache[key] = w
+        self._wcache[key] = (w, nbytes)
         self._wcache_bytes += nbytes
-        self._wcache_sizes[key] = nbytes
         while self._wcache_bytes > WEIGHT_CACHE_BYTES and len(self._wcache) > 1:
-            old, _ = self._wcache.popitem(last=False)
-            self._wcache_bytes -= self._wcache_sizes.pop(old)
+            self._wcache_bytes -= self._wcache.popitem(last=False)[1][1]
         return w
 
     def _mvm(self, c: Chain, text: str, x: np.ndarray | None, read_index: np.ndarray | None,
