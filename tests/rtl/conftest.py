@@ -21,5 +21,17 @@ def small_rtl():
     return RtlMachine(PRESETS["small"])
 
 
+def assert_exact(case, machine) -> None:
+    """The case on the simulator and on ``machine``: the same bits, the same steps completing in the same
+    cycles, the same total cycle count."""
+    from rtl.check import compare
+
+    cmp = compare(case, machine)
+    label = f"seed {case.seed}"
+    assert cmp.bit_exact, f"{label}: {cmp.first_mismatch}"
+    assert cmp.commits_rtl == cmp.commits_sim, label
+    assert cmp.rtl_cycles == cmp.sim_cycles, label
+
+
 def random_count(default: int = 6) -> int:
     return int(os.environ.get("NPU_RTL_RANDOM", default))

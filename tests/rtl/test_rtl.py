@@ -10,11 +10,10 @@ import pytest
 from npu.asm import assemble
 from npu.config import PRESETS
 from npu.isa import Space
-from npu.numerics import fp16_bits
 from npu.program import Program
 from rtl.check import compare
 from rtl.randprog import Case, random_case, random_fp16
-from tests.rtl.conftest import random_count
+from tests.rtl.conftest import assert_exact, random_count
 
 pytestmark = pytest.mark.rtl
 TINY = PRESETS["tiny"]
@@ -64,18 +63,12 @@ DIRECTED = {
 
 @pytest.mark.parametrize("name", sorted(DIRECTED))
 def test_directed(tiny_rtl, name):
-    cmp = compare(directed(DIRECTED[name]), tiny_rtl)
-    assert cmp.bit_exact, cmp.first_mismatch
-    assert cmp.commits_rtl == cmp.commits_sim  # same steps, completing in the same cycles
-    assert cmp.rtl_cycles == cmp.sim_cycles
+    assert_exact(directed(DIRECTED[name]), tiny_rtl)
 
 
 @pytest.mark.parametrize("seed", range(random_count()))
 def test_random(tiny_rtl, seed):
-    cmp = compare(random_case(TINY, seed), tiny_rtl)
-    assert cmp.bit_exact, f"seed {seed}: {cmp.first_mismatch}"
-    assert cmp.commits_rtl == cmp.commits_sim, f"seed {seed}"
-    assert cmp.rtl_cycles == cmp.sim_cycles, f"seed {seed}"
+    assert_exact(random_case(TINY, seed), tiny_rtl)
 
 
 def test_timing_with_a_full_step_queue(tiny_rtl):
@@ -85,10 +78,7 @@ def test_timing_with_a_full_step_queue(tiny_rtl):
     short = "v_rd ivrf 0\nv_wr asvrf 0\nend_chain\n"
     for source in (long + "s_wr rows 1\n" + short * 5 + ("s_wr rows 1\n" * 30 + short) * 2,
                    long + "m_rd 0 10 1\n" * 5 + ("s_wr rows 1\n" * 60 + short) * 2):
-        cmp = compare(directed(source), tiny_rtl)
-        assert cmp.bit_exact, cmp.first_mismatch
-        assert cmp.commits_rtl == cmp.commits_sim
-        assert cmp.rtl_cycles == cmp.sim_cycles
+        assert_exact(directed(source), tiny_rtl)
 
 
 def test_mvm_reads_far_ahead_of_macs(tiny_rtl):
@@ -124,8 +114,6 @@ def test_twice_in_a_row(tiny_rtl):
 
 
 def test_decoder_layout_matches_encoding():
-    from amaranth.lib import data
-
     from npu.isa import INSTRUCTIONS, Instruction, encoding_for
     from rtl.layout import instruction_layout
 

@@ -3,9 +3,8 @@ its Verilator build is bit- and cycle-exact with the simulator on the directed a
 import pytest
 
 from npu.config import PRESETS
-from rtl.check import compare
 from rtl.randprog import random_case
-from tests.rtl.conftest import random_count
+from tests.rtl.conftest import assert_exact, random_count
 from tests.rtl.test_rtl import DIRECTED, directed
 
 SMALL = PRESETS["small"]
@@ -27,17 +26,11 @@ def test_small_generates(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(DIRECTED))
 def test_directed_small(small_rtl, name):
-    cmp = compare(directed(DIRECTED[name], config=SMALL), small_rtl)
-    assert cmp.bit_exact, cmp.first_mismatch
-    assert cmp.commits_rtl == cmp.commits_sim
-    assert cmp.rtl_cycles == cmp.sim_cycles
+    assert_exact(directed(DIRECTED[name], config=SMALL), small_rtl)
 
 
 @pytest.mark.rtl
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(random_count(20)))
 def test_random_small(small_rtl, seed):
-    cmp = compare(random_case(SMALL, seed), small_rtl)
-    assert cmp.bit_exact, f"seed {seed}: {cmp.first_mismatch}"
-    assert cmp.commits_rtl == cmp.commits_sim, f"seed {seed}"
-    assert cmp.rtl_cycles == cmp.sim_cycles, f"seed {seed}"
+    assert_exact(random_case(SMALL, seed), small_rtl)

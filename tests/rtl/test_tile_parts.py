@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 
 from npu.config import PRESETS
-from rtl.check import compare
 from rtl.layout import MAX_WORD_BITS, MemoryMap
 from rtl.randprog import random_case
-from tests.rtl.conftest import random_count
+from tests.rtl.conftest import assert_exact, random_count
 from tests.rtl.test_rtl import DIRECTED, TINY, directed
 
 PARTS_WORD_BITS = 120  # tiny's tile word is 8 rows x 40 bits: parts of 3, 3 and 2 rows
@@ -47,17 +46,11 @@ def tiny_parts_rtl():
 @pytest.mark.parametrize("name", ["mv_mul", "mv_mul_loops", "m_rd_m_wr"])
 def test_directed_with_parts(tiny_parts_rtl, name):
     assert tiny_parts_rtl.memmap.tile_parts == 3
-    cmp = compare(directed(DIRECTED[name]), tiny_parts_rtl)
-    assert cmp.bit_exact, cmp.first_mismatch
-    assert cmp.commits_rtl == cmp.commits_sim
-    assert cmp.rtl_cycles == cmp.sim_cycles
+    assert_exact(directed(DIRECTED[name]), tiny_parts_rtl)
 
 
 @pytest.mark.rtl
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(random_count()))
 def test_random_with_parts(tiny_parts_rtl, seed):
-    cmp = compare(random_case(TINY, seed), tiny_parts_rtl)
-    assert cmp.bit_exact, f"seed {seed}: {cmp.first_mismatch}"
-    assert cmp.commits_rtl == cmp.commits_sim, f"seed {seed}"
-    assert cmp.rtl_cycles == cmp.sim_cycles, f"seed {seed}"
+    assert_exact(random_case(TINY, seed), tiny_parts_rtl)
