@@ -151,7 +151,7 @@ cdef enum:
 
 
 def digit_products_to_fp16(const int[:, :, :, ::1] prods, const int[::1] row_k, const int[::1] col_k,
-                           int row_digit_bits, int col_digit_bits, epilogue=(), max_abs=None):
+                           int row_digit_bits, int col_digit_bits, epilogue=(), max_abs=None, out=None):
     """Sum digit products exactly, round once to fp16, then apply MFU operations.
 
     ``prods[i, d, e, j]`` is row digit d times column digit e of output (i, j); the exact output is
@@ -159,7 +159,7 @@ def digit_products_to_fp16(const int[:, :, :, ::1] prods, const int[::1] row_k, 
     ``2**(row_k[i] + col_k[j])``.  ``epilogue`` is a sequence of ``(code, operand)`` (codes of
     :data:`MFU_CODES`; operand fp16 [M, N] or [1, N] for one row used by every row, None for relu)
     applied in order.  ``max_abs`` bounds ``|prods|`` (measured when not given).  Returns fp16 [M, N] (an
-    exact zero is +0).
+    exact zero is +0), written into ``out`` (C-contiguous fp16 [M, N]) when given.
     """
     cdef Py_ssize_t M = prods.shape[0], D = prods.shape[1], E = prods.shape[2], N = prods.shape[3]
     cdef Py_ssize_t i, t, nops = len(epilogue)
@@ -182,8 +182,8 @@ def digit_products_to_fp16(const int[:, :, :, ::1] prods, const int[::1] row_k, 
             held.append(arr)
             optr[t] = <const unsigned short *>cnp.PyArray_DATA(arr)
             ostride[t] = 0 if arr.shape[0] == 1 else N
-    out_np = np.empty((M, N), dtype=np.uint16)
-    cdef unsigned short[:, ::1] out = out_np
+    out_np = np.empty((M, N), dtype=np.uint16) if out is None else out.view(np.uint16)
+    cdef unsigned short[:, ::1] res = out_np
     cdef int T = <int>(D * E)
     shifts = [d * row_digit_bits + e * col_digit_bits for d in range(D) for e in range(E)]
     # exact in float64 when the largest possible sum of |products| stays below 2**53
@@ -196,7 +196,7 @@ def digit_products_to_fp16(const int[:, :, :, ::1] prods, const int[::1] row_k, 
         return out_np.view(np.float16)
     with nogil:
         for i in range(M):
-            orow = &out[i, 0]
+            orow = &res[i, 0]
             npu_combine_row(&prods[i, 0, 0, 0], T, <int>N, &c[0], npu_pow2(row_k[i]), &cs[0], orow, exact53)
             for t in range(nops):
                 if optr[t] == NULL:

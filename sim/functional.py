@@ -29,7 +29,7 @@ from npu.numerics import (bfp_values, flush_windows, fp16_activation, fp16_lrelu
 from npu.program import Chain, Dma, Operand
 from npu.weights import untile
 from sim import intgemm
-from sim._kernels import MFU_CODES, fp16_binary, gather_digits, quantize_fp16
+from sim._kernels import MFU_CODES, fp16_binary, quantize_fp16
 from sim.state import MachineState
 
 #: Budget of the cache of prepared weight matrices (ResNet-50's take about 50 MB as digits, 200 MB as float64).
@@ -204,8 +204,7 @@ class Executor:
         mant, exp, bmax = quantize_fp16(src, block, afmt.mant_bits, afmt.emin, afmt.emax)
         it = idx.shape[0]
         if intgemm.available():
-            digits, row_exp = gather_digits(mant, exp, bmax, idx, block, self.act_window)
-            y = intgemm.mvm_fp16(digits, row_exp - np.int32(afmt.mant_bits - 1), w, epilogue)
+            y = intgemm.mvm_fp16(mant, exp, bmax, idx, block, self.act_window, afmt.mant_bits, w, epilogue)
             return y.reshape(it, c.rows, n)
         assert not epilogue, "the float64 engine fuses no MFU operations"
         return self._mvm_float64(c, w, mant, exp, bmax, idx, read_index is None)

@@ -119,15 +119,35 @@ def weight_digits(mant: np.ndarray, exp: np.ndarray, block: int, mant_bits: int)
     return WeightDigits(digits, col_k, _session(digits))
 
 
-def mvm_fp16(a_digits: np.ndarray, row_k: np.ndarray, weights: WeightDigits, epilogue=()) -> np.ndarray:
-    """Exact MVM rounded to fp16 [M, R] from activation digits [M, D, K] and prepared weights, then the MFU
-    operations of ``epilogue`` (see sim._kernels.digit_products_to_fp16)."""
-    from sim._kernels import digit_products_to_fp16
+#: Rows of the MVM go in steps of about this many bytes of digits and digit products: memory stays bounded
+#: on large layers (ResNet-50 is as fast as in one step; 1 MB steps were ~10 % slower).
+STEP_BYTES = 4 << 20
 
-    M, D, K = a_digits.shape
+
+def mvm_fp16(mant: np.ndarray, exps: np.ndarray, bmax: np.ndarray, idx: np.ndarray, block: int, window: int,
+             mant_bits: int, weights: WeightDigits, epilogue=()) -> np.ndarray:
+    """Exact MVM rounded to fp16 [M, R], then the MFU operations of ``epilogue``.
+
+    Row i's input is the source vectors ``idx[i]`` of the quantized ``mant``/``exps``/``bmax``
+    (sim._kernels.quantize_fp16) with blocks more than ``window`` below the row's largest flushed;
+    ``epilogue`` is as for sim._kernels.digit_products_to_fp16 (operands [1 or M, R]).  Rows go in steps of
+    about :data:`STEP_BYTES`; each step has as many activation digits as its own rows need.
+    """
+    from sim._kernels import digit_products_to_fp16, gather_digits
+
+    M, W = idx.shape
+    K = W * mant.shape[1]
     R = len(weights.col_k)
     E = weights.digits.shape[1] // R
-    prods = weights.session.run(None, {"a": a_digits.reshape(M * D, K)})[0].reshape(M, D, E, R)
-    # |digit product| <= 64 * 128 per term
-    bound = K << (ACT_DIGIT_BITS - 1 + WEIGHT_DIGIT_BITS)
-    return digit_products_to_fp16(prods, row_k, weights.col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS, epilogue, bound)
+    out = np.empty((M, R), np.float16)
+    bound = K << (ACT_DIGIT_BITS - 1 + WEIGHT_DIGIT_BITS)  # |digit product| <= 64 * 128 per term
+    step = max(8, STEP_BYTES // (2 * (K + 4 * E * R)))      # rows, for two activation digits
+    for lo in range(0, M, step):
+        hi = min(M, lo + step)
+        digits, row_exp = gather_digits(mant, exps, bmax, idx[lo:hi], block, window)
+        D = digits.shape[1]
+        prods = weights.session.run(None, {"a": digits.reshape((hi - lo) * D, K)})[0]
+        ops = [(code, None if b is None else (b if len(b) == 1 else b[lo:hi])) for code, b in epilogue]
+        digit_products_to_fp16(prods.reshape(hi - lo, D, E, R), row_exp - np.int32(mant_bits - 1), weights.col_k,
+                               ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS, ops, bound, out[lo:hi])
+    return out

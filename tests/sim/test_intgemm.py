@@ -83,7 +83,7 @@ def test_weight_digits_are_the_weights(rng):
 
 
 @pytest.mark.parametrize("name", ["msfp16", "msfp12", "ms-fp8"])
-def test_digit_mvm_equals_reference(name, rng, kernels):
+def test_digit_mvm_equals_reference(name, rng, kernels, monkeypatch):
     """Whole MVMs, with activations spread over the full flush window, against npu.numerics' float64."""
     fmt = nm.get_bfp_format(name)
     n, k = 32, 32 * 36
@@ -95,9 +95,9 @@ def test_digit_mvm_equals_reference(name, rng, kernels):
     wm, we = nm.quantize_weights(w, fmt, block, wwin)
     mant, exp, bmax = quantize_fp16(x.reshape(-1, n), block, fmt.mant_bits, fmt.emin, fmt.emax)
     idx = np.arange(50 * k // n, dtype=np.int64).reshape(50, -1)
-    digits, row_exp = gather_digits(mant, exp, bmax, idx, block, awin)
     prepared = intgemm.weight_digits(wm, we, block, fmt.mant_bits)
-    got = intgemm.mvm_fp16(digits, row_exp - np.int32(fmt.mant_bits - 1), prepared)
+    monkeypatch.setattr(intgemm, "STEP_BYTES", 1)  # steps of 8 rows: several steps, each with its own digits
+    got = intgemm.mvm_fp16(mant, exp, bmax, idx, block, awin, fmt.mant_bits, prepared)
     np.testing.assert_array_equal(got.view(np.uint16), nm.mvm_reference(x, wm, we, fmt, fmt, block).view(np.uint16))
 
 
