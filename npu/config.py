@@ -296,7 +296,8 @@ BRAINSLICE_128 = _preset(NpuConfig(
     ivrf_depth=32768,
     asvrf_depth=32768,
     mulvrf_depth=4096,
-    dram_vectors=1 << 17,
+    # 262,144 fp16 vectors (64 MB): SSD300's first two 300x300x64 activations live at once
+    dram_vectors=1 << 18,
     # 16,384 msfp16 tiles (about 270 MB of a board's GBs of DDR): room for every weight of VGG-16
     # (8,462 tiles, fc6 alone 6,272), the largest of the seed's models
     dram_tiles=1 << 14,
