@@ -267,7 +267,8 @@ BRAINWAVE_S10 = _preset(NpuConfig(
     ivrf_depth=16384,
     asvrf_depth=16384,
     mulvrf_depth=4096,
-    dram_vectors=1 << 17,
+    # 262,144 vectors (200 MB of the board's DDR): SSD300's first two 300x300x64 activations live at once
+    dram_vectors=1 << 18,
     dram_tiles=1 << 14,
     mfus=(("addsub", "mul", "act"), ("addsub", "mul", "act")),
     weight_format="ms-fp9",
