@@ -239,13 +239,16 @@ static void npu_quantize_vec(const uint16_t *x, int n, int block, int mant_bits,
 }
 
 /* ------------------------------------------------------------------ activation digits of one block */
-/* Stored digit d of (m[k] << sh) + offset is ((v >> 7d) & 127); plane d starts at out + d * plane. */
+/* Activation digits: balanced base 2**NPU_ACT_DIGIT_BITS, digit + NPU_ACT_DIGIT_ZERO stored as uint8 */
+enum { NPU_ACT_DIGIT_BITS = 7, NPU_ACT_DIGIT_ZERO = 64, NPU_ACT_DIGIT_MASK = (1 << NPU_ACT_DIGIT_BITS) - 1 };
+/* Stored digit d of v = (m[k] << sh) + offset is (v >> (NPU_ACT_DIGIT_BITS * d)) & NPU_ACT_DIGIT_MASK;
+   plane d starts at out + d * plane. */
 static void npu_digits_block_scalar(const int16_t *m, int block, int sh, int64_t offset, int D, uint8_t *out,
                                     ptrdiff_t plane) {
     for (int d = 0; d < D; d++)
         for (int k = 0; k < block; k++) {
             int64_t v = (int64_t)m[k] * ((int64_t)1 << sh) + offset;
-            out[d * plane + k] = (uint8_t)((v >> (7 * d)) & 127);
+            out[d * plane + k] = (uint8_t)((v >> (NPU_ACT_DIGIT_BITS * d)) & NPU_ACT_DIGIT_MASK);
         }
 }
 
@@ -254,12 +257,12 @@ __attribute__((target("avx2")))
 static void npu_digits_block_avx2(const int16_t *m, int block, int sh, int32_t offset, int D, uint8_t *out,
                                   ptrdiff_t plane) {
     const __m128i count = _mm_cvtsi32_si128(sh);
-    const __m256i off = _mm256_set1_epi32(offset), low7 = _mm256_set1_epi32(127);
+    const __m256i off = _mm256_set1_epi32(offset), low7 = _mm256_set1_epi32(NPU_ACT_DIGIT_MASK);
     for (int k = 0; k < block; k += 8) {
         __m256i v = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(m + k)));
         v = _mm256_add_epi32(_mm256_sll_epi32(v, count), off);     /* >= 0 and < 2**31: checked by the caller */
         for (int d = 0; d < D; d++) {
-            __m256i dig = _mm256_and_si256(_mm256_srl_epi32(v, _mm_cvtsi32_si128(7 * d)), low7);
+            __m256i dig = _mm256_and_si256(_mm256_srl_epi32(v, _mm_cvtsi32_si128(NPU_ACT_DIGIT_BITS * d)), low7);
             __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(dig), _mm256_extracti128_si256(dig, 1));
             _mm_storel_epi64((__m128i *)(out + d * plane + k), _mm_packus_epi16(w16, w16));
         }

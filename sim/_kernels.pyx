@@ -13,6 +13,9 @@ cnp.import_array()
 
 
 cdef extern from "_kernels.h":
+    enum:
+        NPU_ADD, NPU_A_SUB_B, NPU_MUL, NPU_MAX, NPU_MIN, NPU_B_SUB_A, NPU_RELU
+        NPU_ACT_DIGIT_BITS, NPU_ACT_DIGIT_ZERO
     double npu_pow2(int k) nogil
     unsigned short npu_mfu_op(int op, unsigned short a, unsigned short b) nogil
     int npu_simd() nogil
@@ -66,10 +69,8 @@ def quantize_fp16(cnp.ndarray x not None, int block, int mant_bits, int emin, in
 
 #: Activation digits are balanced base 2**ACT_DIGIT_BITS (stored with +ACT_DIGIT_ZERO as uint8): at most
 #: 64 in magnitude, so a pair of u8 x s8 products never saturates a 16-bit intermediate (2 * 127 * 128).
-cdef enum:
-    _DIGIT_ZERO = 64
-ACT_DIGIT_BITS = 7
-ACT_DIGIT_ZERO = _DIGIT_ZERO
+ACT_DIGIT_BITS = NPU_ACT_DIGIT_BITS
+ACT_DIGIT_ZERO = NPU_ACT_DIGIT_ZERO
 
 
 def gather_digits(const short[:, ::1] mant, const short[:, ::1] exps, const unsigned short[:, ::1] bmax,
@@ -120,12 +121,12 @@ def gather_digits(const short[:, ::1] mant, const short[:, ::1] exps, const unsi
                         vmax = v if v > vmax else vmax
         # D balanced digits hold [-64 * (128**D - 1) / 127, 63 * (128**D - 1) / 127]; adding
         # offset = 64 * (128**D - 1) / 127 turns every digit into its stored value (digit + 64) in 0..127
-        hi = 63
+        hi = NPU_ACT_DIGIT_ZERO - 1
         while hi < vmax:
-            hi = hi * 128 + 63
+            hi = (hi << NPU_ACT_DIGIT_BITS) + NPU_ACT_DIGIT_ZERO - 1
             D += 1
     for d in range(D):
-        offset = offset * 128 + ACT_DIGIT_ZERO
+        offset = (offset << NPU_ACT_DIGIT_BITS) + NPU_ACT_DIGIT_ZERO
     cdef int fits32 = vmax + offset < (1 << 31)
     out_np = np.empty((M, D, K), dtype=np.uint8)
     cdef unsigned char[:, :, ::1] out = out_np
@@ -140,12 +141,13 @@ def gather_digits(const short[:, ::1] mant, const short[:, ::1] exps, const unsi
                                          &out[i, 0, base], K, fits32)
                     else:
                         for d in range(D):
-                            memset(&out[i, d, base], _DIGIT_ZERO, block)
+                            memset(&out[i, d, base], NPU_ACT_DIGIT_ZERO, block)
     return out_np, row_np
 
 
 #: C codes of the MFU operations the kernels run (npu_mfu_op); sim.functional maps mnemonics to them.
-MFU_CODES = {"vv_add": 0, "vv_a_sub_b": 1, "vv_mul": 2, "vv_max": 3, "vv_min": 4, "vv_b_sub_a": 5, "v_relu": 6}
+MFU_CODES = {"vv_add": NPU_ADD, "vv_a_sub_b": NPU_A_SUB_B, "vv_mul": NPU_MUL, "vv_max": NPU_MAX, "vv_min": NPU_MIN,
+             "vv_b_sub_a": NPU_B_SUB_A, "v_relu": NPU_RELU}
 cdef enum:
     MAX_EPILOGUE = 8
 
