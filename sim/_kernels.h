@@ -283,8 +283,8 @@ static inline void npu_digits_block(const int16_t *m, int block, int sh, int64_t
 }
 
 /* ------------------------------------------------------------------ digit products -> fp16, one row */
-/* p: [T = D*E][n] int32 digit products of one output row (plane t at p + t * stride); c[t]: 2**(shift of product t) as double;
-   row and col scales: powers of two.  ``exact53``: sum_t |p| * c < 2**53 for any data of this call, so
+/* p: [T = D*E][n] int32 digit products of one output row (plane t at p + t * stride);
+   c[t]: 2**(shift of product t) as double; row and col scales: powers of two.  ``exact53``: sum_t |p| * c < 2**53 for any data of this call, so
    every partial sum in float64 is an exact integer. */
 static void npu_combine_row_scalar(const int32_t *p, int T, int n, ptrdiff_t stride, const double *c,
                                    double rs, const double *cs, uint16_t *out) {

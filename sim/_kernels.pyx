@@ -17,7 +17,6 @@ cdef extern from "_kernels.h":
         NPU_ADD, NPU_A_SUB_B, NPU_MUL, NPU_MAX, NPU_MIN, NPU_B_SUB_A, NPU_RELU
         NPU_ACT_DIGIT_BITS, NPU_ACT_DIGIT_ZERO
     double npu_pow2(int k) nogil
-    unsigned short npu_mfu_op(int op, unsigned short a, unsigned short b) nogil
     int npu_simd() nogil
     void npu_set_simd(int on) nogil
     void npu_quantize_vec(const unsigned short *x, int n, int block, int mant_bits, int emin, int emax,
@@ -73,6 +72,17 @@ ACT_DIGIT_BITS = NPU_ACT_DIGIT_BITS
 ACT_DIGIT_ZERO = NPU_ACT_DIGIT_ZERO
 
 
+cpdef int balanced_digits(long long vmax, int bits) noexcept nogil:
+    """The fewest balanced base-2**bits digits (each in -2**(bits-1) .. 2**(bits-1) - 1) that hold every
+    integer of magnitude up to ``vmax``: D digits reach (2**(bits-1) - 1) * (2**(bits*D) - 1) / (2**bits - 1)."""
+    cdef long long top = (1LL << (bits - 1)) - 1, hi = top
+    cdef int D = 1
+    while hi < vmax:
+        hi = (hi << bits) + top
+        D += 1
+    return D
+
+
 def gather_digits(const short[:, ::1] mant, const short[:, ::1] exps, const unsigned short[:, ::1] bmax,
                   const long long[:, ::1] idx, int block, int window):
     """The MVM's input matrix as exact integers in balanced base-128 digits.
@@ -89,7 +99,7 @@ def gather_digits(const short[:, ::1] mant, const short[:, ::1] exps, const unsi
     cdef Py_ssize_t M = idx.shape[0], W = idx.shape[1], N = mant.shape[1], nb = N // block
     cdef Py_ssize_t K = W * N, i, w, b, d, src, base
     cdef int eref, emin_row, D = 1
-    cdef long long v, vmax = 0, hi, offset = 0
+    cdef long long v, vmax = 0, offset = 0
     row_np = np.zeros(M, dtype=np.int32)
     cdef int[::1] row_exp = row_np
     keep_np = np.zeros((M, W, nb), dtype=np.uint8)
@@ -119,12 +129,8 @@ def gather_digits(const short[:, ::1] mant, const short[:, ::1] exps, const unsi
                     if keep[i, w, b]:
                         v = (<long long>bmax[src, b]) << (exps[src, b] - emin_row)
                         vmax = v if v > vmax else vmax
-        # D balanced digits hold [-64 * (128**D - 1) / 127, 63 * (128**D - 1) / 127]; adding
-        # offset = 64 * (128**D - 1) / 127 turns every digit into its stored value (digit + 64) in 0..127
-        hi = NPU_ACT_DIGIT_ZERO - 1
-        while hi < vmax:
-            hi = (hi << NPU_ACT_DIGIT_BITS) + NPU_ACT_DIGIT_ZERO - 1
-            D += 1
+        D = balanced_digits(vmax, NPU_ACT_DIGIT_BITS)
+        # adding offset = 64 * (128**D - 1) / 127 turns every digit into its stored value (digit + 64) in 0..127
     for d in range(D):
         offset = (offset << NPU_ACT_DIGIT_BITS) + NPU_ACT_DIGIT_ZERO
     cdef int fits32 = vmax + offset < (1 << 31)
@@ -145,7 +151,7 @@ def gather_digits(const short[:, ::1] mant, const short[:, ::1] exps, const unsi
     return out_np, row_np
 
 
-#: C codes of the MFU operations the kernels run (npu_mfu_op); sim.functional maps mnemonics to them.
+#: C codes of the MFU operations the kernels run (npu_mfu_op in _kernels.h); sim.functional maps mnemonics to them.
 MFU_CODES = {"vv_add": NPU_ADD, "vv_a_sub_b": NPU_A_SUB_B, "vv_mul": NPU_MUL, "vv_max": NPU_MAX, "vv_min": NPU_MIN,
              "vv_b_sub_a": NPU_B_SUB_A, "v_relu": NPU_RELU}
 cdef enum:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim._kernels import ACT_DIGIT_BITS, ACT_DIGIT_ZERO
+from sim._kernels import ACT_DIGIT_BITS, ACT_DIGIT_ZERO, balanced_digits
 
 #: Weight digits are balanced base 2**WEIGHT_DIGIT_BITS, stored as int8.
 WEIGHT_DIGIT_BITS = 8
@@ -107,12 +107,7 @@ def weight_digits(mant: np.ndarray, exp: np.ndarray, block: int, mant_bits: int)
     lo = np.where(nonzero.any(axis=1), lo, 0).astype(np.int64)
     shift = np.where(nonzero, exp - lo[:, None], 0)
     v = (mb << shift[..., None]).reshape(R, K)
-    top = (1 << (WEIGHT_DIGIT_BITS - 1)) - 1
-    hi, e_count = top, 1
-    vmax = int(np.abs(v).max()) if v.size else 0
-    while hi < vmax:
-        hi = (hi << WEIGHT_DIGIT_BITS) + top
-        e_count += 1
+    e_count = balanced_digits(int(np.abs(v).max()) if v.size else 0, WEIGHT_DIGIT_BITS)
     base, half = 1 << WEIGHT_DIGIT_BITS, 1 << (WEIGHT_DIGIT_BITS - 1)
     digits = np.empty((K, e_count * R), np.int8)
     for e in range(e_count):
