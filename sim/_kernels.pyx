@@ -28,6 +28,26 @@ cdef extern from "_kernels.h":
     void npu_mfu_row(int op, unsigned short *a, const unsigned short *b, int n) nogil
 
 
+cdef extern from "_amx.h":
+    enum:
+        NPU_AMX_KB, NPU_AMX_JB, NPU_AMX_MAX_T
+    ctypedef struct npu_amx_job:
+        const unsigned char *a
+        const signed char *w
+        const int *zero
+        const double *c
+        const int *row_k
+        const double *cs
+        const int *opcode
+        const unsigned short *const *optr
+        const Py_ssize_t *ostride
+        unsigned short *out
+        int M, D, E, K, R, nops, exact53
+        int i0, i1
+    int npu_amx_init() nogil
+    int npu_amx_mvm(npu_amx_job job, int threads) nogil
+
+
 def simd() -> bool:
     """Whether the AVX2 + F16C versions of the kernels run here (NPU_SIM_SCALAR=1 turns them off)."""
     return bool(npu_simd())
@@ -158,6 +178,34 @@ cdef enum:
     MAX_EPILOGUE = 8
 
 
+cdef object _epilogue(epilogue, Py_ssize_t M, Py_ssize_t N, int *opcode, const unsigned short **optr,
+                      Py_ssize_t *ostride):
+    """Fill the C arrays describing fused MFU operations; returns the operand arrays to keep alive."""
+    cdef cnp.ndarray arr
+    if len(epilogue) > MAX_EPILOGUE:
+        raise ValueError(f"at most {MAX_EPILOGUE} fused MFU operations")
+    held = []
+    for t, (code, operand) in enumerate(epilogue):
+        opcode[t] = code
+        if operand is None:
+            optr[t], ostride[t] = NULL, 0
+        else:
+            arr = np.ascontiguousarray(operand, dtype=np.float16).view(np.uint16).reshape(-1, N)
+            if arr.shape[0] not in (1, M):
+                raise ValueError(f"epilogue operand of {arr.shape[0]} rows for {M} outputs")
+            held.append(arr)
+            optr[t] = <const unsigned short *>cnp.PyArray_DATA(arr)
+            ostride[t] = 0 if arr.shape[0] == 1 else N
+    return held
+
+
+def _shift_scales(Py_ssize_t D, Py_ssize_t E, int row_digit_bits, int col_digit_bits, max_abs):
+    """2**shift of each digit product (d major) and whether the float64 sum of any data is exact."""
+    shifts = [d * row_digit_bits + e * col_digit_bits for d in range(D) for e in range(E)]
+    exact53 = sum(2.0 ** sh for sh in shifts) * max_abs < 2.0 ** 53
+    return np.array([2.0 ** sh for sh in shifts], dtype=np.float64), int(exact53)
+
+
 def digit_products_to_fp16(const int[:, :, :, ::1] prods, const int[::1] row_k, const int[::1] col_k,
                            int row_digit_bits, int col_digit_bits, epilogue=(), max_abs=None, out=None):
     """Sum digit products exactly, round once to fp16, then apply MFU operations.
@@ -175,30 +223,15 @@ def digit_products_to_fp16(const int[:, :, :, ::1] prods, const int[::1] row_k, 
     cdef const unsigned short *optr[MAX_EPILOGUE]
     cdef Py_ssize_t ostride[MAX_EPILOGUE]
     cdef unsigned short *orow
-    cdef cnp.ndarray arr
-    if nops > MAX_EPILOGUE:
-        raise ValueError(f"at most {MAX_EPILOGUE} fused MFU operations")
-    held = []
-    for t, (code, operand) in enumerate(epilogue):
-        opcode[t] = code
-        if operand is None:
-            optr[t], ostride[t] = NULL, 0
-        else:
-            arr = np.ascontiguousarray(operand, dtype=np.float16).view(np.uint16).reshape(-1, N)
-            if arr.shape[0] not in (1, M):
-                raise ValueError(f"epilogue operand of {arr.shape[0]} rows for {M} outputs")
-            held.append(arr)
-            optr[t] = <const unsigned short *>cnp.PyArray_DATA(arr)
-            ostride[t] = 0 if arr.shape[0] == 1 else N
+    held = _epilogue(epilogue, M, N, opcode, optr, ostride)
     out_np = np.empty((M, N), dtype=np.uint16) if out is None else out.view(np.uint16)
     cdef unsigned short[:, ::1] res = out_np
     cdef int T = <int>(D * E)
-    shifts = [d * row_digit_bits + e * col_digit_bits for d in range(D) for e in range(E)]
-    # exact in float64 when the largest possible sum of |products| stays below 2**53
     if max_abs is None:
         max_abs = int(np.abs(np.asarray(prods, dtype=np.int64)).max()) if prods.size else 0
-    cdef int exact53 = sum(2.0 ** sh for sh in shifts) * max_abs < 2.0 ** 53
-    cdef double[::1] c = np.array([2.0 ** sh for sh in shifts], dtype=np.float64)
+    c_np, exact = _shift_scales(D, E, row_digit_bits, col_digit_bits, max_abs)
+    cdef double[::1] c = c_np
+    cdef int exact53 = exact
     cdef double[::1] cs = np.ldexp(1.0, np.asarray(col_k, dtype=np.int64))
     if M == 0 or N == 0:
         return out_np.view(np.float16)
@@ -212,6 +245,72 @@ def digit_products_to_fp16(const int[:, :, :, ::1] prods, const int[::1] row_k, 
                 else:
                     npu_mfu_row(opcode[t], orow, optr[t] + i * ostride[t], <int>N)
     return out_np.view(np.float16)
+
+
+# ------------------------------------------------------------------ AMX (sim/_amx.h)
+#: Shapes the AMX kernel takes: K a multiple of AMX_K_MULTIPLE, R of AMX_R_MULTIPLE, at most AMX_MAX_PRODUCTS
+#: digit products per output.
+AMX_K_MULTIPLE = NPU_AMX_KB
+AMX_R_MULTIPLE = NPU_AMX_JB
+AMX_MAX_PRODUCTS = NPU_AMX_MAX_T
+
+
+def amx_available() -> bool:
+    """Whether this CPU and OS run AMX-INT8 tiles (NPU_SIM_SCALAR=1 says no)."""
+    return bool(npu_amx_init())
+
+
+def amx_pack(const signed char[:, ::1] digits, Py_ssize_t R):
+    """Weight digits int8 [K, E * R] (digit e of output r in column e * R + r) in the AMX kernel's layout:
+    (packed int8 [E, R/16, K/64, 16, 64], zero int32 [E, R]: 64 times each column's digit sum)."""
+    d = np.asarray(digits)
+    K, E = d.shape[0], d.shape[1] // R
+    # tile row kk, byte 4 * j + q holds digit (k = 64 * kb + 4 * kk + q, column 16 * jb + j)
+    w = d.reshape(K // 64, 16, 4, E, R // 16, 16).transpose(3, 4, 0, 1, 5, 2)
+    zero = d.reshape(K, E, R).sum(axis=0, dtype=np.int64) * NPU_ACT_DIGIT_ZERO
+    return np.ascontiguousarray(w).reshape(E, R // 16, K // 64, 16, 64), zero.astype(np.int32)
+
+
+def amx_mvm(const unsigned char[:, :, ::1] digits, const int[::1] row_k, const signed char[:, :, :, :, ::1] packed,
+            const int[:, ::1] zero, const int[::1] col_k, int row_digit_bits, int col_digit_bits, epilogue,
+            max_abs, out, int threads):
+    """The MVM of activation digits [M, D, K] (gather_digits) by packed weight digits (amx_pack) on AMX:
+    the same results as MatMulInteger followed by :func:`digit_products_to_fp16` with the same arguments,
+    written into ``out`` (fp16 [M, R]).  Returns False (nothing written) where AMX is not usable."""
+    cdef Py_ssize_t M = digits.shape[0], D = digits.shape[1], K = digits.shape[2]
+    cdef Py_ssize_t E = packed.shape[0], R = packed.shape[1] * NPU_AMX_JB
+    cdef int opcode[MAX_EPILOGUE]
+    cdef const unsigned short *optr[MAX_EPILOGUE]
+    cdef Py_ssize_t ostride[MAX_EPILOGUE]
+    if K % NPU_AMX_KB or packed.shape[2] * NPU_AMX_KB != K or D * E > NPU_AMX_MAX_T:
+        raise ValueError(f"AMX MVM: K {K}, D {D}, E {E} out of range")
+    held = _epilogue(epilogue, M, R, opcode, optr, ostride)
+    res_np = out.view(np.uint16)
+    cdef unsigned short[:, ::1] res = res_np
+    if res.shape[0] != M or res.shape[1] != R:
+        raise ValueError(f"AMX MVM: output {res.shape[0]} x {res.shape[1]} for {M} x {R}")
+    c_np, exact = _shift_scales(D, E, row_digit_bits, col_digit_bits, max_abs)
+    cdef double[::1] c = c_np
+    cdef double[::1] cs = np.ldexp(1.0, np.asarray(col_k, dtype=np.int64))
+    if M == 0:
+        return True
+    cdef npu_amx_job job
+    job.a = &digits[0, 0, 0]
+    job.w = &packed[0, 0, 0, 0, 0]
+    job.zero = &zero[0, 0]
+    job.c = &c[0]
+    job.row_k = &row_k[0]
+    job.cs = &cs[0]
+    job.opcode = opcode
+    job.optr = optr
+    job.ostride = ostride
+    job.out = &res[0, 0]
+    job.M, job.D, job.E, job.K, job.R = M, D, E, K, R
+    job.nops, job.exact53 = len(epilogue), exact
+    cdef int rc
+    with nogil:
+        rc = npu_amx_mvm(job, threads)
+    return rc == 0
 
 
 def fp16_binary(a, b, int op):

@@ -12,8 +12,11 @@ stays below 2**30 in any order, and no 16-bit intermediate saturates (a pair of 
 int64 (the flush windows bound the total below 2**53) and rounds once to fp16.
 
 On CPUs with 8-bit dot-product instructions this is several times faster than a float64 GEMM of the same
-values (ResNet-50: 0.155 s per inference against 0.47 s, docs/simulator.md), and bit-identical to it: :func:`available` runs a worst-case probe once and the simulator
-falls back to float64 where the probe fails or ``NPU_SIM_MVM=float64`` is set.
+values, and bit-identical to it: :func:`available` runs a worst-case probe once and the simulator falls back
+to float64 where the probe fails or ``NPU_SIM_MVM=float64`` is set.  Where the CPU has AMX-INT8 (and the shapes
+fit: K a multiple of 64, R of 16), the GEMMs and the output pass run fused in one C kernel on AMX tiles
+instead (sim/_amx.h, :func:`amx_available`; ``NPU_SIM_MVM=onnxruntime`` keeps onnxruntime), on
+``NPU_SIM_THREADS`` threads (default: the CPUs this process may use).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim import _kernels
 from sim._kernels import ACT_DIGIT_BITS, ACT_DIGIT_ZERO, balanced_digits
 
 #: Weight digits are balanced base 2**WEIGHT_DIGIT_BITS, stored as int8.
@@ -30,6 +34,10 @@ WEIGHT_DIGIT_BITS = 8
 
 _lock = threading.Lock()
 _ok: bool | None = None
+_amx: bool | None = None
+
+#: Threads of the AMX kernel.
+THREADS = int(os.environ.get("NPU_SIM_THREADS", "0") or 0) or len(os.sched_getaffinity(0))
 
 
 def _session(weights: np.ndarray):
@@ -64,13 +72,52 @@ def _probe() -> bool:
     return bool(np.array_equal(got, want))
 
 
+def _engine_choice() -> str:
+    choice = os.environ.get("NPU_SIM_MVM", "").lower() or "auto"
+    if choice not in ("auto", "float64", "onnxruntime"):
+        raise ValueError(f"NPU_SIM_MVM={choice!r}: use float64, onnxruntime, or leave it unset")
+    return choice
+
+
+def _amx_probe() -> bool:
+    """The AMX kernel against onnxruntime's digit products on extreme and random digits."""
+    rng = np.random.default_rng(1)
+    k, r = 1 << 13, 32
+    a = np.concatenate([np.zeros((1, k)), np.full((1, k), 127), rng.integers(0, 128, (30, k))]).astype(np.uint8)
+    b = np.concatenate([np.full((k, 1), -128), np.full((k, 1), 127), rng.integers(-128, 128, (k, r - 2))],
+                       axis=1).astype(np.int8)
+    prods = ((a.astype(np.int64) - ACT_DIGIT_ZERO) @ b.astype(np.int64)).astype(np.int32)
+    row_k = np.full(len(a), -20, np.int32)
+    col_k = np.zeros(r, np.int32)
+    want = _kernels.digit_products_to_fp16(prods.reshape(len(a), 1, 1, r), row_k, col_k, ACT_DIGIT_BITS,
+                                           WEIGHT_DIGIT_BITS)
+    packed, zero = _kernels.amx_pack(b, r)
+    got = np.empty_like(want)
+    ok = _kernels.amx_mvm(a.reshape(len(a), 1, k), row_k, packed, zero, col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS,
+                          (), 1 << 30, got, 2)
+    return bool(ok) and np.array_equal(got.view(np.uint16), want.view(np.uint16))
+
+
+def amx_available() -> bool:
+    """Whether the fused AMX kernel multiplies digits here (checked once per process, after :func:`available`)."""
+    global _amx
+    if _amx is None:
+        with _lock:
+            if _amx is None:
+                try:
+                    _amx = _engine_choice() == "auto" and _kernels.amx_available() and _amx_probe()
+                except Exception:  # no AMX kernel after all: onnxruntime's GEMMs are always there
+                    _amx = False
+    return _amx and available()
+
+
 def available() -> bool:
     """Whether exact digit GEMMs can be used here (checked once per process)."""
     global _ok
     if _ok is None:
         with _lock:
             if _ok is None:
-                if os.environ.get("NPU_SIM_MVM", "").lower() == "float64":
+                if _engine_choice() == "float64":
                     _ok = False
                 else:
                     try:
@@ -83,19 +130,29 @@ def available() -> bool:
 @dataclass
 class WeightDigits:
     """A weight matrix [R, K] prepared for :func:`mvm_fp16`: digits int8 [K, E * R] (output r's weights are
-    ``sum_e digits[:, e * R + r] * 256**e * 2**col_k[r]``) and the session that multiplies by them.
+    ``sum_e digits[:, e * R + r] * 256**e * 2**col_k[r]``), their AMX layout where the AMX kernel takes them
+    (``packed``, ``zero``: sim._kernels.amx_pack), and on first use the onnxruntime session that multiplies
+    by them.
 
     Each session keeps its own (idle, non-spinning) onnxruntime worker thread: a simulator holding
-    ResNet-50's weights has about 65 of them.
+    ResNet-50's weights without AMX has about 65 of them.
     """
 
     digits: np.ndarray
     col_k: np.ndarray
-    session: object
+    packed: np.ndarray | None = None
+    zero: np.ndarray | None = None
+    _session: object = None
+
+    @property
+    def session(self):
+        if self._session is None:
+            self._session = _session(self.digits)
+        return self._session
 
     @property
     def nbytes(self) -> int:
-        return 2 * self.digits.nbytes  # ours and onnxruntime's packed copy
+        return 2 * self.digits.nbytes  # ours and onnxruntime's packed copy (or the AMX layout)
 
 
 def weight_digits(mant: np.ndarray, exp: np.ndarray, block: int, mant_bits: int) -> WeightDigits:
@@ -115,7 +172,9 @@ def weight_digits(mant: np.ndarray, exp: np.ndarray, block: int, mant_bits: int)
         digits[:, e * R:(e + 1) * R] = r.T
         v = (v - r) >> WEIGHT_DIGIT_BITS
     col_k = (lo - (mant_bits - 1)).astype(np.int32)
-    return WeightDigits(digits, col_k, _session(digits))
+    if amx_available() and K % _kernels.AMX_K_MULTIPLE == 0 and R % _kernels.AMX_R_MULTIPLE == 0:
+        return WeightDigits(digits, col_k, *_kernels.amx_pack(digits, R))
+    return WeightDigits(digits, col_k)
 
 
 #: Rows of the MVM go in steps of about this many bytes of digits and digit products: memory stays bounded
@@ -140,13 +199,20 @@ def mvm_fp16(mant: np.ndarray, exps: np.ndarray, bmax: np.ndarray, idx: np.ndarr
     E = weights.digits.shape[1] // R
     out = np.empty((M, R), np.float16)
     bound = K << (ACT_DIGIT_BITS - 1 + WEIGHT_DIGIT_BITS)  # |digit product| <= 64 * 128 per term
-    step = max(8, STEP_BYTES // (2 * (K + 4 * E * R)))      # rows, for two activation digits
+    amx = weights.packed is not None
+    # rows, for two activation digits (and with onnxruntime, the int32 digit products)
+    step = max(16, STEP_BYTES // (2 * (K + (0 if amx else 4 * E * R))))
     for lo in range(0, M, step):
         hi = min(M, lo + step)
         digits, row_exp = gather_digits(mant, exps, bmax, idx[lo:hi], block, window)
         D = digits.shape[1]
-        prods = weights.session.run(None, {"a": digits.reshape((hi - lo) * D, K)})[0]
         ops = [(code, None if b is None else (b if len(b) == 1 else b[lo:hi])) for code, b in epilogue]
-        digit_products_to_fp16(prods.reshape(hi - lo, D, E, R), row_exp - np.int32(mant_bits - 1), weights.col_k,
+        row_k = row_exp - np.int32(mant_bits - 1)
+        if amx and D * E <= _kernels.AMX_MAX_PRODUCTS and _kernels.amx_mvm(
+                digits, row_k, weights.packed, weights.zero, weights.col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS, ops,
+                bound, out[lo:hi], THREADS):
+            continue
+        prods = weights.session.run(None, {"a": digits.reshape((hi - lo) * D, K)})[0]
+        digit_products_to_fp16(prods.reshape(hi - lo, D, E, R), row_k, weights.col_k,
                                ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS, ops, bound, out[lo:hi])
     return out

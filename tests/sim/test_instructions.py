@@ -14,15 +14,18 @@ from sim.machine import Machine
 N = 8
 
 
-@pytest.fixture(autouse=True, params=["digits", "float64"])
+@pytest.fixture(autouse=True, params=["digits", "onnxruntime", "float64"])
 def mvm_engine(request, monkeypatch):
-    """Every test on both MVM engines: 8-bit digit GEMMs and the float64 reference (sim/intgemm.py)."""
+    """Every test on each MVM engine (sim/intgemm.py): 8-bit digit GEMMs as the simulator picks them (fused
+    AMX kernel where it can), the same with onnxruntime's GEMMs only, and the float64 reference."""
     from sim import intgemm
 
     if request.param == "float64":
         monkeypatch.setattr(intgemm, "_ok", False)
     elif not intgemm.available():
         pytest.skip("no exact 8-bit GEMM on this machine")
+    elif request.param == "onnxruntime":
+        monkeypatch.setattr(intgemm, "_amx", False)
     return request.param
 
 

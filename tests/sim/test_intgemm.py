@@ -9,6 +9,26 @@ from sim._kernels import ACT_DIGIT_BITS, ACT_DIGIT_ZERO, digit_products_to_fp16,
 pytestmark = pytest.mark.skipif(not intgemm.available(), reason="no exact u8 x s8 GEMM on this machine")
 
 
+@pytest.fixture(params=["amx", "onnxruntime"])
+def gemm(request, monkeypatch):
+    """Run a test with the fused AMX kernel and again with onnxruntime's GEMMs and the C output pass."""
+    if request.param == "amx" and not amx_hardware():
+        pytest.skip("no AMX-INT8 here")
+    # the kernel itself, even where the start-up probe would have turned it off
+    monkeypatch.setattr(intgemm, "_amx", request.param == "amx")
+    return request.param
+
+
+def amx_hardware() -> bool:
+    from sim._kernels import amx_available
+    return amx_available()
+
+
+@pytest.mark.skipif(not amx_hardware(), reason="no AMX-INT8 here")
+def test_amx_probe_passes_where_the_cpu_has_amx():
+    assert intgemm._amx_probe()
+
+
 def _scaled_ints(rng, shape):
     """Integers below 2**45 (ties and near-ties of the 11-bit significand among them) and scales 2**k,
     with the rounding numpy gives them."""
@@ -83,7 +103,7 @@ def test_weight_digits_are_the_weights(rng):
 
 
 @pytest.mark.parametrize("name", ["msfp16", "msfp12", "ms-fp8"])
-def test_digit_mvm_equals_reference(name, rng, kernels, monkeypatch):
+def test_digit_mvm_equals_reference(name, rng, kernels, gemm, monkeypatch):
     """Whole MVMs, with activations spread over the full flush window, against npu.numerics' float64."""
     fmt = nm.get_bfp_format(name)
     n, k = 32, 32 * 36
@@ -96,7 +116,8 @@ def test_digit_mvm_equals_reference(name, rng, kernels, monkeypatch):
     mant, exp, bmax = quantize_fp16(x.reshape(-1, n), block, fmt.mant_bits, fmt.emin, fmt.emax)
     idx = np.arange(50 * k // n, dtype=np.int64).reshape(50, -1)
     prepared = intgemm.weight_digits(wm, we, block, fmt.mant_bits)
-    monkeypatch.setattr(intgemm, "STEP_BYTES", 1)  # steps of 8 rows: several steps, each with its own digits
+    assert (prepared.packed is not None) == (gemm == "amx")
+    monkeypatch.setattr(intgemm, "STEP_BYTES", 1)  # steps of 16 rows: several steps, each with its own digits
     got = intgemm.mvm_fp16(mant, exp, bmax, idx, block, awin, fmt.mant_bits, prepared)
     np.testing.assert_array_equal(got.view(np.uint16), nm.mvm_reference(x, wm, we, fmt, fmt, block).view(np.uint16))
 
@@ -120,3 +141,62 @@ def test_fused_mfu_epilogue_equals_separate_operations(rng, kernels):
                                                             (MFU_CODES["v_relu"], None)])
     np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
     np.testing.assert_array_equal(fp16_binary(plain, bias, MFU_CODES["vv_add"]), nm.fp16_add(plain, bias))
+
+
+@pytest.mark.skipif(not amx_hardware(), reason="no AMX-INT8 here")
+@pytest.mark.parametrize("D, E, threads", [(2, 2, 2), (3, 1, 1), (1, 3, 3), (4, 3, 2)])
+def test_amx_kernel_equals_integer_products(D, E, threads, rng, kernels):
+    """The fused AMX kernel against numpy's int64 digit products through digit_products_to_fp16: odd digit
+    counts, a partial last block of rows, the threads' split, fused MFU operations with NaN and inf operands,
+    and (D, E) = (4, 3), whose float64 sum is not always exact, through the int64 output path."""
+    from sim._kernels import MFU_CODES, amx_mvm, amx_pack
+
+    M, K, R = 53, 192, 48
+    a = rng.integers(0, 128, size=(M, D, K)).astype(np.uint8)
+    a[7] = 127  # extreme digits
+    w = rng.integers(-128, 128, size=(K, E * R)).astype(np.int8)
+    w[:, 5] = -128
+    prods = np.einsum("mdk,ker->mder", a.astype(np.int64) - ACT_DIGIT_ZERO,
+                      w.astype(np.int64).reshape(K, E, R)).astype(np.int32)
+    row_k = rng.integers(-50, -30, M).astype(np.int32)
+    col_k = rng.integers(-4, 4, R).astype(np.int32)
+    bias = rng.normal(size=(1, R)).astype(np.float16)
+    resid = (rng.normal(size=(M, R)) * 8).astype(np.float16)
+    resid[0, :4] = [np.nan, np.inf, -np.inf, -0.0]
+    ops = [(MFU_CODES["vv_add"], bias), (MFU_CODES["vv_a_sub_b"], resid), (MFU_CODES["vv_min"], bias),
+           (MFU_CODES["vv_mul"], resid), (MFU_CODES["v_relu"], None)]
+    bound = K << 13
+    for epilogue in ((), ops):
+        want = digit_products_to_fp16(prods, row_k, col_k, ACT_DIGIT_BITS, 8, epilogue, bound)
+        packed, zero = amx_pack(w, R)
+        got = np.full((M, R), np.nan, np.float16)
+        assert amx_mvm(a, row_k, packed, zero, col_k, ACT_DIGIT_BITS, 8, epilogue, bound, got, threads)
+        np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn", "resnet50"])
+def test_engines_agree_bit_for_bit_on_a_compiled_network(name, monkeypatch):
+    """A zoo network compiled for brainslice-128 (every MVM shape fits the AMX kernel) gives the same bits on
+    each MVM engine: AMX where present, onnxruntime's GEMMs, and the float64 reference."""
+    from compiler import compile_model, zoo
+    from npu.modelfile import read_model
+    from runtime.executor import Executor
+
+    model = zoo.build(name, seed=3, input_size=32)
+    blob = read_model(compile_model(model, config="brainslice-128"))
+    x = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    feeds = {model.graph.input[0].name: x}
+    results = {}
+    for engine, amx, ok in [("amx", True, True), ("onnxruntime", False, True), ("float64", False, False)]:
+        if engine == "amx" and not amx_hardware():
+            continue
+        monkeypatch.setattr(intgemm, "_amx", amx)
+        monkeypatch.setattr(intgemm, "_ok", ok)
+        outputs, _ = Executor(blob).run(feeds)
+        results[engine] = outputs
+    first = next(iter(results.values()))
+    assert len(results) >= 2 and first
+    for engine, outputs in results.items():
+        assert outputs.keys() == first.keys()
+        for key in first:
+            np.testing.assert_array_equal(outputs[key], first[key], err_msg=f"{engine}: {key}")
