@@ -14,9 +14,9 @@
 #define NPU_AMX_H
 
 #include "_kernels.h"
+#include "_parallel.h"
 
 #if NPU_X86 && defined(__linux__)
-#include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <cpuid.h>
@@ -28,8 +28,7 @@
 enum { NPU_AMX_KB = 64,             /* K per tile step: 16 rows x 64 u8 */
        NPU_AMX_JB = 16,             /* output columns per tile */
        NPU_AMX_TILE = 1024,         /* bytes per packed weight tile: 16 rows x 64 bytes */
-       NPU_AMX_MAX_T = 16,          /* digit products per output: D * E */
-       NPU_AMX_MAX_THREADS = 16 };
+       NPU_AMX_MAX_T = 16 };        /* digit products per output: D * E */
 
 static int npu_amx_state = -1;      /* -1 unknown, 0 unavailable, 1 usable */
 
@@ -54,7 +53,7 @@ static int npu_amx_init(void) {
     return ok;
 }
 
-/* One MVM over rows [i0, i1) of the digit matrix. */
+/* One MVM. */
 typedef struct {
     const uint8_t *a;           /* activation digits [M][D][K] */
     const int8_t *w;            /* packed weight digits [E][R/16][K/64][16][64] (VNNI: 4 K values per int32) */
@@ -67,7 +66,6 @@ typedef struct {
     const ptrdiff_t *ostride;   /* operand row stride (0: one row for every output row) */
     uint16_t *out;              /* fp16 [M][R] */
     int M, D, E, K, R, nops, exact53;
-    int i0, i1;
 } npu_amx_job;
 
 typedef struct {
@@ -196,9 +194,11 @@ static void npu_amx_finish_avx512(const npu_amx_job *j, int32_t *buf, int i, int
     }
 }
 
+/* Rows [i0, i1) of the MVM (npu_rows_fn; i0 a multiple of 16). */
 __attribute__((target("amx-tile,amx-int8")))
-static void *npu_amx_rows(void *arg) {
+static void npu_amx_rows(void *arg, ptrdiff_t i0, ptrdiff_t i1, int tid) {
     const npu_amx_job *j = (const npu_amx_job *)arg;
+    (void)tid;
     const int D = j->D, E = j->E, K = j->K, R = j->R, T = D * E, kblocks = K / NPU_AMX_KB;
     const ptrdiff_t row = (ptrdiff_t)D * K;             /* bytes from one row's digits to the next's */
     /* Two product buffers: a block's products are read back only after the next block's tiles are issued,
@@ -219,8 +219,8 @@ static void *npu_amx_rows(void *arg) {
         j->exact53 && npu_simd() ? npu_amx_finish_avx512 : npu_amx_finish;
     for (int g = 0; g < R; g += group) {
         const int gend = g + group < R ? g + group : R;
-        for (int i = j->i0; i < j->i1; i += 16) {
-            const int rows = j->i1 - i < 16 ? j->i1 - i : 16;
+        for (int i = (int)i0; i < i1; i += 16) {
+            const int rows = i1 - i < 16 ? (int)(i1 - i) : 16;
             const uint8_t *a = j->a + (ptrdiff_t)i * row;
             if (rows < 16) {
                 if (!tail) tail = (uint8_t *)calloc((size_t)16 * row, 1);
@@ -243,35 +243,17 @@ static void *npu_amx_rows(void *arg) {
     if (pending) finish(j, bufs[cur ^ 1], pi, prows, pjb);
     _tile_release();
     free(tail);
-    return NULL;
 }
 #endif
 
-/* The whole MVM on up to ``threads`` threads (row blocks of 16 split evenly).  Returns 0, or -1 when AMX is
-   not usable here (nothing written). */
+/* The whole MVM on up to ``threads`` threads (blocks of 16 rows, each thread at least about 2**24 MACs).
+   Returns 0, or -1 when AMX is not usable here (nothing written). */
 static int npu_amx_mvm(npu_amx_job job, int threads) {
 #if NPU_AMX
     if (!npu_amx_init()) return -1;
     npu_simd();                                         /* settle the kernels' dispatch before threading */
-    npu_amx_job jobs[NPU_AMX_MAX_THREADS];
-    pthread_t tid[NPU_AMX_MAX_THREADS];
-    const int blocks = (job.M + 15) / 16;
-    threads = threads < 1 ? 1 : (threads > NPU_AMX_MAX_THREADS ? NPU_AMX_MAX_THREADS : threads);
-    threads = threads > blocks ? (blocks ? blocks : 1) : threads;
-    for (int t = 0; t < threads; t++) {
-        jobs[t] = job;
-        jobs[t].i0 = (int)((ptrdiff_t)blocks * t / threads) * 16;
-        jobs[t].i1 = (int)((ptrdiff_t)blocks * (t + 1) / threads) * 16;
-        jobs[t].i1 = jobs[t].i1 > job.M ? job.M : jobs[t].i1;
-    }
-    int started = 0;
-    for (int t = 1; t < threads; t++) {
-        if (pthread_create(&tid[t], NULL, npu_amx_rows, &jobs[t]) != 0) break;
-        started = t;
-    }
-    npu_amx_rows(&jobs[0]);
-    for (int t = started + 1; t < threads; t++) npu_amx_rows(&jobs[t]);   /* threads that failed to start */
-    for (int t = 1; t <= started; t++) pthread_join(tid[t], NULL);
+    ptrdiff_t work = (ptrdiff_t)job.D * job.E * job.K * job.R, min_rows = ((1 << 24) / (work ? work : 1) + 15) / 16 * 16;
+    npu_parallel_rows(npu_amx_rows, &job, job.M, 16, min_rows < 16 ? 16 : min_rows, threads);
     return 0;
 #else
     (void)job;

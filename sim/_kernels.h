@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "_parallel.h"
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define NPU_X86 1
@@ -280,6 +282,126 @@ static inline void npu_digits_block(const int16_t *m, int block, int sh, int64_t
     }
 #endif
     npu_digits_block_scalar(m, block, sh, offset, D, out, plane);
+}
+
+#if NPU_X86
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static void npu_digits_block_avx512(const int16_t *m, int sh, int32_t offset, int D, uint8_t *out, ptrdiff_t plane) {
+    /* one block of 16 */
+    __m512i v = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)m));
+    v = _mm512_add_epi32(_mm512_sll_epi32(v, _mm_cvtsi32_si128(sh)), _mm512_set1_epi32(offset));
+    const __m512i low7 = _mm512_set1_epi32(NPU_ACT_DIGIT_MASK);
+    for (int d = 0; d < D; d++) {
+        __m512i dig = _mm512_and_si512(_mm512_srl_epi32(v, _mm_cvtsi32_si128(NPU_ACT_DIGIT_BITS * d)), low7);
+        _mm_storeu_si128((__m128i *)(out + d * plane), _mm512_cvtepi32_epi8(dig));
+    }
+}
+
+static int npu_avx512_state = -1;
+
+static inline int npu_avx512(void) {
+    if (npu_avx512_state < 0) {
+        __builtin_cpu_init();
+        npu_avx512_state = npu_simd() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+                           && __builtin_cpu_supports("avx512vl");
+    }
+    return npu_avx512_state;
+}
+#endif
+
+/* ------------------------------------------------------------------ the MVM's input as digits */
+/* Rows of the MVM's input matrix (sim._kernels.gather_digits): row i is source vectors idx[i, :W] of the
+   quantized mant/exps/bmax [V][N] (nb = N / block blocks each). */
+typedef struct {
+    const int16_t *mant, *exps;
+    const uint16_t *bmax;
+    const int64_t *idx;
+    ptrdiff_t W, N;
+    int block, window;
+    uint8_t *keep;            /* [M][W][nb]: pass 1 marks the blocks kept */
+    int32_t *row_exp;         /* [M] */
+    int64_t vmax[NPU_MAX_THREADS]; /* per thread: the largest |kept integer| */
+    uint8_t *out;             /* pass 2: [M][D][K] */
+    int D, fits32;
+    int64_t offset;
+} npu_gather_job;
+
+/* Pass 1 (npu_rows_fn): which blocks each row keeps, its exponent, the largest integer. */
+static void npu_gather_scan(void *arg, ptrdiff_t lo, ptrdiff_t hi, int tid) {
+    npu_gather_job *g = (npu_gather_job *)arg;
+    const ptrdiff_t W = g->W, nb = g->N / g->block;
+    int64_t vmax = 0;
+    for (ptrdiff_t i = lo; i < hi; i++) {
+        const int64_t *src = g->idx + i * W;
+        uint8_t *keep = g->keep + i * W * nb;
+        int eref = -32768, emin = 32767;
+        for (ptrdiff_t w = 0; w < W; w++) {
+            const int16_t *e = g->exps + src[w] * nb;
+            const uint16_t *b = g->bmax + src[w] * nb;
+            for (ptrdiff_t k = 0; k < nb; k++)
+                if (b[k] && e[k] > eref) eref = e[k];
+        }
+        if (eref == -32768) {                       /* an all-zero row */
+            memset(keep, 0, (size_t)(W * nb));
+            g->row_exp[i] = 0;
+            continue;
+        }
+        for (ptrdiff_t w = 0; w < W; w++) {
+            const int16_t *e = g->exps + src[w] * nb;
+            const uint16_t *b = g->bmax + src[w] * nb;
+            for (ptrdiff_t k = 0; k < nb; k++) {
+                int kept = b[k] && e[k] >= eref - g->window;
+                keep[w * nb + k] = (uint8_t)kept;
+                if (kept && e[k] < emin) emin = e[k];
+            }
+        }
+        g->row_exp[i] = emin;
+        for (ptrdiff_t w = 0; w < W; w++) {
+            const int16_t *e = g->exps + src[w] * nb;
+            const uint16_t *b = g->bmax + src[w] * nb;
+            for (ptrdiff_t k = 0; k < nb; k++)
+                if (keep[w * nb + k]) {
+                    int64_t v = (int64_t)b[k] << (e[k] - emin);
+                    vmax = v > vmax ? v : vmax;
+                }
+        }
+    }
+    if (vmax > g->vmax[tid]) g->vmax[tid] = vmax;
+}
+
+/* Pass 2 (npu_rows_fn): the digits of each row. */
+static void npu_gather_write(void *arg, ptrdiff_t lo, ptrdiff_t hi, int tid) {
+    npu_gather_job *g = (npu_gather_job *)arg;
+    const ptrdiff_t W = g->W, N = g->N, block = g->block, nb = N / block, K = W * N;
+    const int D = g->D;
+    (void)tid;
+#if NPU_X86
+    const int wide = g->fits32 && block == 16 && npu_avx512();
+#endif
+    for (ptrdiff_t i = lo; i < hi; i++) {
+        const int64_t *src = g->idx + i * W;
+        const uint8_t *keep = g->keep + i * W * nb;
+        uint8_t *row = g->out + i * D * K;
+        const int re = g->row_exp[i];
+        for (ptrdiff_t w = 0; w < W; w++) {
+            const int16_t *m = g->mant + src[w] * N;
+            const int16_t *e = g->exps + src[w] * nb;
+            for (ptrdiff_t k = 0; k < nb; k++) {
+                uint8_t *o = row + w * N + k * block;
+                if (!keep[w * nb + k]) {
+                    for (int d = 0; d < D; d++) memset(o + d * K, NPU_ACT_DIGIT_ZERO, (size_t)block);
+                    continue;
+                }
+#if NPU_X86
+                if (wide) {
+                    npu_digits_block_avx512(m + k * block, e[k] - re, (int32_t)g->offset, D, o, K);
+                    continue;
+                }
+#endif
+                npu_digits_block(m + k * block, (int)block, e[k] - re, g->offset, D, o, K, g->fits32);
+            }
+        }
+    }
 }
 
 /* ------------------------------------------------------------------ digit products -> fp16, one row */

@@ -7,6 +7,7 @@ and AVX2 + F16C versions alike).
 """
 import numpy as np
 cimport numpy as cnp
+from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 cnp.import_array()
@@ -26,6 +27,29 @@ cdef extern from "_kernels.h":
     void npu_combine_row(const int *p, int T, int n, const double *c, double rs, const double *cs,
                          unsigned short *out, int exact53) nogil
     void npu_mfu_row(int op, unsigned short *a, const unsigned short *b, int n) nogil
+    ctypedef struct npu_gather_job:
+        const short *mant
+        const short *exps
+        const unsigned short *bmax
+        const int64_t *idx
+        Py_ssize_t W, N
+        int block, window
+        unsigned char *keep
+        int *row_exp
+        int64_t vmax[16]
+        unsigned char *out
+        int D, fits32
+        int64_t offset
+    void npu_gather_scan(void *arg, Py_ssize_t lo, Py_ssize_t hi, int tid) nogil
+    void npu_gather_write(void *arg, Py_ssize_t lo, Py_ssize_t hi, int tid) nogil
+
+
+cdef extern from "_parallel.h":
+    enum:
+        NPU_MAX_THREADS
+    ctypedef void (*npu_rows_fn)(void *ctx, Py_ssize_t lo, Py_ssize_t hi, int tid) noexcept nogil
+    void npu_parallel_rows(npu_rows_fn fn, void *ctx, Py_ssize_t n, Py_ssize_t grain, Py_ssize_t min_rows,
+                           int threads) nogil
 
 
 cdef extern from "_amx.h":
@@ -43,7 +67,6 @@ cdef extern from "_amx.h":
         const Py_ssize_t *ostride
         unsigned short *out
         int M, D, E, K, R, nops, exact53
-        int i0, i1
     int npu_amx_init() nogil
     int npu_amx_mvm(npu_amx_job job, int threads) nogil
 
@@ -104,70 +127,49 @@ cpdef int balanced_digits(long long vmax, int bits) noexcept nogil:
 
 
 def gather_digits(const short[:, ::1] mant, const short[:, ::1] exps, const unsigned short[:, ::1] bmax,
-                  const long long[:, ::1] idx, int block, int window):
+                  const long long[:, ::1] idx, int block, int window, int threads=1, Py_ssize_t min_rows=0):
     """The MVM's input matrix as exact integers in balanced base-128 digits.
 
     Row ``i`` of the matrix is the concatenation of source vectors ``idx[i, :]`` (of the quantized
     ``mant``/``exps``/``bmax`` of :func:`quantize_fp16`).  Per row, blocks more than ``window`` exponent
     steps below the row's largest nonzero block are flushed (npu.numerics.flush_blocks); the kept
     values are the integers ``mant << (e - row_exp)`` times ``2**(row_exp - (mant_bits - 1))``, where
-    ``row_exp`` is the row's smallest kept block exponent.
+    ``row_exp`` is the row's smallest kept block exponent.  Rows are split over up to ``threads`` threads,
+    each with at least ``min_rows`` rows (0: about 256 KB of digits).
 
     Returns (digits uint8 [M, D, K], row_exp int32 [M]): ``value = sum_d (digits[:, d] - 64) * 128**d``
     with the fewest digits D that hold every row.  An all-zero row has row_exp 0 and zero digits.
     """
     cdef Py_ssize_t M = idx.shape[0], W = idx.shape[1], N = mant.shape[1], nb = N // block
-    cdef Py_ssize_t K = W * N, i, w, b, d, src, base
-    cdef int eref, emin_row, D = 1
-    cdef long long v, vmax = 0, offset = 0
+    cdef Py_ssize_t K = W * N, t
+    cdef long long vmax = 0, offset = 0
+    cdef int D
     row_np = np.zeros(M, dtype=np.int32)
     cdef int[::1] row_exp = row_np
-    keep_np = np.zeros((M, W, nb), dtype=np.uint8)
+    keep_np = np.empty((M, W, nb), dtype=np.uint8)
     cdef unsigned char[:, :, ::1] keep = keep_np
+    cdef npu_gather_job job
+    if M == 0 or K == 0:
+        return np.empty((M, 1, K), dtype=np.uint8), row_np
+    if min_rows <= 0:
+        min_rows = max(1, (1 << 18) // K)
+    memset(&job, 0, sizeof(job))
+    job.mant, job.exps, job.bmax, job.idx = &mant[0, 0], &exps[0, 0], &bmax[0, 0], <const int64_t *>&idx[0, 0]
+    job.W, job.N, job.block, job.window = W, N, block, window
+    job.keep, job.row_exp = &keep[0, 0, 0], &row_exp[0]
     with nogil:
-        for i in range(M):
-            eref = -32768
-            for w in range(W):
-                src = idx[i, w]
-                for b in range(nb):
-                    if bmax[src, b] and exps[src, b] > eref:
-                        eref = exps[src, b]
-            if eref == -32768:
-                continue
-            emin_row = eref
-            for w in range(W):
-                src = idx[i, w]
-                for b in range(nb):
-                    if bmax[src, b] and exps[src, b] >= eref - window:
-                        keep[i, w, b] = 1
-                        if exps[src, b] < emin_row:
-                            emin_row = exps[src, b]
-            row_exp[i] = emin_row
-            for w in range(W):
-                src = idx[i, w]
-                for b in range(nb):
-                    if keep[i, w, b]:
-                        v = (<long long>bmax[src, b]) << (exps[src, b] - emin_row)
-                        vmax = v if v > vmax else vmax
+        npu_parallel_rows(npu_gather_scan, &job, M, 1, min_rows, threads)
+        for t in range(NPU_MAX_THREADS):
+            vmax = job.vmax[t] if job.vmax[t] > vmax else vmax
         D = balanced_digits(vmax, NPU_ACT_DIGIT_BITS)
-        # adding offset = 64 * (128**D - 1) / 127 turns every digit into its stored value (digit + 64) in 0..127
-    for d in range(D):
+    # adding offset = 64 * (128**D - 1) / 127 turns every digit into its stored value (digit + 64) in 0..127
+    for t in range(D):
         offset = (offset << NPU_ACT_DIGIT_BITS) + NPU_ACT_DIGIT_ZERO
-    cdef int fits32 = vmax + offset < (1 << 31)
     out_np = np.empty((M, D, K), dtype=np.uint8)
     cdef unsigned char[:, :, ::1] out = out_np
+    job.out, job.D, job.offset, job.fits32 = &out[0, 0, 0], D, offset, vmax + offset < (1 << 31)
     with nogil:
-        for i in range(M):
-            for w in range(W):
-                src = idx[i, w]
-                for b in range(nb):
-                    base = w * N + b * block
-                    if keep[i, w, b]:
-                        npu_digits_block(&mant[src, b * block], block, exps[src, b] - row_exp[i], offset, D,
-                                         &out[i, 0, base], K, fits32)
-                    else:
-                        for d in range(D):
-                            memset(&out[i, d, base], NPU_ACT_DIGIT_ZERO, block)
+        npu_parallel_rows(npu_gather_write, &job, M, 1, min_rows, threads)
     return out_np, row_np
 
 

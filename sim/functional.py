@@ -19,6 +19,7 @@ tests/npu/test_numerics.py against integer arithmetic).
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -69,38 +70,71 @@ def iteration_bases(chain: Chain, op: Operand) -> np.ndarray:
     return (op.addr + i + j).ravel()
 
 
+#: Chains whose static plans the executor keeps (ResNet-152 has about 700).
+PLAN_CACHE_CHAINS = 20000
+
+
+@dataclass
+class _ChainPlan:
+    offsets: np.ndarray                 # read offsets of one iteration
+    read_index: np.ndarray | None       # [iterations, width] vector addresses read (None: queue or ZERO)
+    rows: np.ndarray                    # arange(rows)
+    writes: list                        # per write: None (queue or one slice) or [iterations, rows] addresses
+    read_lo: int = 0                    # read_index - read_lo: the MVM's rows into the vectors [read_lo, read_hi)
+    read_hi: int = 0
+    read_rel: np.ndarray | None = None
+
+
 class Executor:
-    """Executes steps on a :class:`MachineState`; keeps a cache of MVM weight matrices."""
+    """Executes steps on a :class:`MachineState`; keeps a cache of MVM weight matrices and of chain plans."""
 
     def __init__(self, state: MachineState):
         self.state = state
         self.config = state.config
         self._wcache: OrderedDict[tuple, tuple[object, int]] = OrderedDict()  # LRU: prepared weights, bytes
         self._wcache_bytes = 0
+        self._plans: dict[int, tuple[Chain, _ChainPlan]] = {}
         wwin, awin = flush_windows(self.config.weight_fmt, self.config.act_fmt)
         self.weight_window, self.act_window = wwin, awin
 
     # ------------------------------------------------------------------ DMA
     def dma(self, step: Dma, text: str) -> None:
-        s = self.state
         if step.to_mrf:
-            s.mrf.mant[step.mrf:step.mrf + step.count] = s.wdram.mant[step.tile:step.tile + step.count]
-            s.mrf.exp[step.mrf:step.mrf + step.count] = s.wdram.exp[step.tile:step.tile + step.count]
-            s.mrf_tokens[step.mrf:step.mrf + step.count] = s.wdram_tokens[step.tile:step.tile + step.count]
+            self.state.copy_dram_to_mrf(step.tile, step.mrf, step.count)
         else:
-            s.wdram.mant[step.tile:step.tile + step.count] = s.mrf.mant[step.mrf:step.mrf + step.count]
-            s.wdram.exp[step.tile:step.tile + step.count] = s.mrf.exp[step.mrf:step.mrf + step.count]
-            s.wdram_tokens[step.tile:step.tile + step.count] = s.mrf_tokens[step.mrf:step.mrf + step.count]
+            self.state.copy_mrf_to_dram(step.mrf, step.tile, step.count)
 
     # ------------------------------------------------------------------ chains
-    def chain(self, c: Chain, text: str) -> None:
-        n = self.config.native_dim
-        it = c.iterations
+    def _plan(self, c: Chain, text: str) -> _ChainPlan:
+        """What a chain's registers alone decide (programs are static): checked once, then cached."""
+        hit = self._plans.get(id(c))
+        if hit is not None and hit[0] is c:
+            return hit[1]
         offsets = c.read_offsets()
-        width = len(offsets)
         # Always checked: a chain reading the queue or ZERO can still read an MFU
         # operand that an earlier iteration of it wrote.
         check_iteration_hazards(c, text, offsets)
+        read_index = None
+        if c.read.space not in (Space.NETQ, Space.ZERO):
+            read_index = iteration_bases(c, c.read)[:, None] + offsets[None, :]
+        rows = np.arange(c.rows, dtype=np.int64)
+        writes = [None if w.space == Space.NETQ or _contiguous(c, w) is not None
+                  else iteration_bases(c, w)[:, None] + rows for w in c.writes]
+        plan = _ChainPlan(offsets, read_index, rows, writes)
+        if read_index is not None and read_index.size:
+            plan.read_lo, plan.read_hi = int(read_index.min()), int(read_index.max()) + 1
+            plan.read_rel = np.ascontiguousarray(read_index - plan.read_lo, dtype=np.int64)
+        if len(self._plans) >= PLAN_CACHE_CHAINS:
+            self._plans.clear()
+        self._plans[id(c)] = (c, plan)  # holding the chain keeps its id from being reused
+        return plan
+
+    def chain(self, c: Chain, text: str) -> None:
+        n = self.config.native_dim
+        it = c.iterations
+        plan = self._plan(c, text)
+        width = len(plan.offsets)
+        rows = plan.rows
         # read
         if c.read.space == Space.NETQ:
             need = it * width
@@ -113,10 +147,9 @@ class Executor:
             x = np.zeros((it, width, n), np.float16)
             read_index = None
         else:
-            read_index = iteration_bases(c, c.read)[:, None] + offsets[None, :]
+            read_index = plan.read_index
             x = None
         # MVM, with the leading MFU operations the C kernels implement fused into its output pass
-        rows = np.arange(c.rows, dtype=np.int64)
         fused = 0
         if c.mrf is not None and intgemm.available():
             while fused < len(c.ops) and c.ops[fused].mnemonic in MFU_CODES:
@@ -124,7 +157,7 @@ class Executor:
         if c.mrf is not None:
             epilogue = [(MFU_CODES[op.mnemonic], None if op.operand is None else
                          self._operand(c, op.operand, rows).reshape(-1, c.rows * n)) for op in c.ops[:fused]]
-            y = self._mvm(c, text, x, read_index, epilogue)
+            y = self._mvm(c, text, x, plan if read_index is not None else None, epilogue)
         else:
             y = x if x is not None else self.state.memory(c.read.space, c.read.mfu)[read_index]
         # the other MFU operations
@@ -134,16 +167,13 @@ class Executor:
             else:
                 y = MFU_OPS[op.mnemonic](y, c)
         # writes
-        for w in c.writes:
+        for w, where in zip(c.writes, plan.writes):
             if w.space == Space.NETQ:
                 self.state.outq.push(y.reshape(-1, n))
+            elif where is None:
+                self.state.memory(w.space, w.mfu)[_contiguous(c, w)] = y.reshape(-1, n)
             else:
-                mem = self.state.memory(w.space, w.mfu)
-                span = _contiguous(c, w)
-                if span is not None:
-                    mem[span] = y.reshape(-1, n)
-                else:
-                    mem[iteration_bases(c, w)[:, None] + rows] = y
+                self.state.memory(w.space, w.mfu)[where] = y
 
     def _operand(self, c: Chain, op: Operand, rows: np.ndarray) -> np.ndarray:
         """An MFU operand's vectors: [1, rows, N] when every iteration reads the same ones (a bias),
@@ -185,7 +215,7 @@ class Executor:
             self._wcache_bytes -= self._wcache.popitem(last=False)[1][1]
         return w
 
-    def _mvm(self, c: Chain, text: str, x: np.ndarray | None, read_index: np.ndarray | None,
+    def _mvm(self, c: Chain, text: str, x: np.ndarray | None, plan: _ChainPlan | None,
              epilogue=()) -> np.ndarray:
         """The chain's MVM results [iterations, rows, N], with ``epilogue`` (MFU operations as
         ``(code, operand)``, digit engine only) applied."""
@@ -193,21 +223,19 @@ class Executor:
         n, block, afmt = cfg.native_dim, cfg.block, cfg.act_fmt
         w = self._weights(c, text)
         # Quantize each source vector once (blocks never straddle vectors), then gather per iteration.
-        if read_index is None:  # queue or ZERO: the vectors are already in hand
+        if plan is None:  # queue or ZERO: the vectors are already in hand
             src = x.reshape(-1, n)
             idx = np.arange(len(src), dtype=np.int64).reshape(x.shape[0], -1)
         else:
-            mem = self.state.memory(c.read.space, c.read.mfu)
-            lo, hi = int(read_index.min()), int(read_index.max()) + 1
-            src = mem[lo:hi]
-            idx = np.ascontiguousarray(read_index - lo, dtype=np.int64)
+            src = self.state.memory(c.read.space, c.read.mfu)[plan.read_lo:plan.read_hi]
+            idx = plan.read_rel
         mant, exp, bmax = quantize_fp16(src, block, afmt.mant_bits, afmt.emin, afmt.emax)
         it = idx.shape[0]
         if intgemm.available():
             y = intgemm.mvm_fp16(mant, exp, bmax, idx, block, self.act_window, afmt.mant_bits, w, epilogue)
             return y.reshape(it, c.rows, n)
         assert not epilogue, "the float64 engine fuses no MFU operations"
-        return self._mvm_float64(c, w, mant, exp, bmax, idx, read_index is None)
+        return self._mvm_float64(c, w, mant, exp, bmax, idx, plan is None)
 
     def _mvm_float64(self, c: Chain, w: np.ndarray, mant: np.ndarray, exp: np.ndarray, bmax: np.ndarray,
                      idx: np.ndarray, in_hand: bool) -> np.ndarray:

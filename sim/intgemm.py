@@ -204,7 +204,7 @@ def mvm_fp16(mant: np.ndarray, exps: np.ndarray, bmax: np.ndarray, idx: np.ndarr
     step = max(16, STEP_BYTES // (2 * (K + (0 if amx else 4 * E * R))))
     for lo in range(0, M, step):
         hi = min(M, lo + step)
-        digits, row_exp = gather_digits(mant, exps, bmax, idx[lo:hi], block, window)
+        digits, row_exp = gather_digits(mant, exps, bmax, idx[lo:hi], block, window, THREADS)
         D = digits.shape[1]
         ops = [(code, None if b is None else (b if len(b) == 1 else b[lo:hi])) for code, b in epilogue]
         row_k = row_exp - np.int32(mant_bits - 1)

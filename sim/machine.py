@@ -101,7 +101,7 @@ class Machine:
         self.state = MachineState(self.config)
         self.executor = Executor(self.state)
         self.timing = TimingModel(self.config)
-        self._analysis: dict[int, tuple[Program, list]] = {}  # id -> (program, steps), a few recent ones
+        self._analysis: dict[int, tuple[Program, list, list]] = {}  # id -> (program, steps, texts), a few recent
 
     # ------------------------------------------------------------ loading (npu.backend.MachineLike)
     def load_mrf(self, image, at: int = 0) -> None:
@@ -121,13 +121,17 @@ class Machine:
             raise NpuError(f"input of {v.size} elements is not a whole number of {self.config.native_dim}-element "
                            f"native vectors")
         with np.errstate(over="ignore"):
-            self.state.inq.push(v.astype(np.float16).reshape(-1, self.config.native_dim))
+            self.state.inq.push(v.astype(np.float16, copy=False).reshape(-1, self.config.native_dim))
 
     def pop_output(self) -> np.ndarray:
         return self.state.outq.pop_all()
 
     # ------------------------------------------------------------ running
     def steps_of(self, program: Program) -> list[Chain | Dma]:
+        return self._analyzed(program)[1]
+
+    def _analyzed(self, program: Program) -> tuple[Program, list, list]:
+        """(program, its steps, each step's first instruction as text for error messages), cached."""
         if program.config != self.config:
             raise NpuError(f"program was built for configuration {program.config.name!r} "
                            f"({program.config.fingerprint()}), this machine is {self.config.name!r} "
@@ -136,17 +140,17 @@ class Machine:
         if hit is None or hit[0] is not program:
             if len(self._analysis) >= 16:
                 self._analysis.pop(next(iter(self._analysis)))
-            hit = self._analysis[id(program)] = (program, analyze(program))
-        return hit[1]
+            steps = analyze(program)
+            hit = self._analysis[id(program)] = (program, steps, [str(program.instructions[s.pc]) for s in steps])
+        return hit
 
     def run(self, program: Program, *, functional: bool = True, timing: bool = True,
             regions: list[tuple[int, int, str]] | None = None) -> RunResult:
         """Execute a program; raises SimulationError naming the pc and rule on an illegal program."""
         t0 = time.perf_counter()
-        steps = self.steps_of(program)
+        _, steps, texts = self._analyzed(program)
         if functional:
-            for step in steps:
-                text = str(program.instructions[step.pc])
+            for step, text in zip(steps, texts):
                 if isinstance(step, Chain):
                     self.executor.chain(step, text)
                 else:

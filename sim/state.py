@@ -68,8 +68,13 @@ class MachineState:
         self.dram = np.zeros((config.dram_vectors, n), np.float16)
         self.asvrf = [np.zeros((config.asvrf_depth, n), np.float16) for _ in range(config.n_mfus)]
         self.mulvrf = [np.zeros((config.mulvrf_depth, n), np.float16) for _ in range(config.n_mfus)]
-        self.mrf = WeightImage(np.zeros((config.mrf_tiles, n, n), np.int16), np.zeros((config.mrf_tiles, n, nb), np.int16))
-        self.wdram = WeightImage(np.zeros((config.dram_tiles, n, n), np.int16), np.zeros((config.dram_tiles, n, nb), np.int16))
+        self._mrf = WeightImage(np.zeros((config.mrf_tiles, n, n), np.int16), np.zeros((config.mrf_tiles, n, nb), np.int16))
+        self._wdram = WeightImage(np.zeros((config.dram_tiles, n, n), np.int16),
+                                  np.zeros((config.dram_tiles, n, nb), np.int16))
+        # m_rd copies are lazy: MRF tile i holds weight-DRAM tile _mrf_src[i] (-1: its own contents) until
+        # someone looks.  The MVM only needs the contents on a weight-cache miss (tokens say what a tile
+        # holds), and ResNet-50 streams about 48 MB of tiles per inference.
+        self._mrf_src = np.full(config.mrf_tiles, -1, np.int64)
         self.inq = VectorQueue(n)
         self.outq = VectorQueue(n)
         # Content tokens: equal tokens mean equal tile contents.  Loads mint fresh tokens and DMA copies
@@ -78,6 +83,35 @@ class MachineState:
         self._next_token = 1
         self.mrf_tokens = np.zeros(config.mrf_tiles, np.int64)
         self.wdram_tokens = np.zeros(config.dram_tiles, np.int64)
+
+    @property
+    def mrf(self) -> WeightImage:
+        """The matrix register file's tiles (mantissas [tiles, N, N], exponents [tiles, N, N / block])."""
+        pending = np.flatnonzero(self._mrf_src >= 0)
+        if len(pending):
+            src = self._mrf_src[pending]
+            self._mrf.mant[pending] = self._wdram.mant[src]
+            self._mrf.exp[pending] = self._wdram.exp[src]
+            self._mrf_src[pending] = -1
+        return self._mrf
+
+    @property
+    def wdram(self) -> WeightImage:
+        """The weight region of DRAM; writing into it settles pending MRF copies first (see :attr:`mrf`)."""
+        self.mrf  # noqa: B018 - materialises lazy copies before the caller may change their sources
+        return self._wdram
+
+    def copy_dram_to_mrf(self, tile: int, mrf: int, count: int) -> None:
+        """m_rd: MRF tiles mrf.. receive weight-DRAM tiles tile.. (lazily, with their tokens)."""
+        self._mrf_src[mrf:mrf + count] = np.arange(tile, tile + count)
+        self.mrf_tokens[mrf:mrf + count] = self.wdram_tokens[tile:tile + count]
+
+    def copy_mrf_to_dram(self, mrf: int, tile: int, count: int) -> None:
+        """m_wr: weight-DRAM tiles tile.. receive MRF tiles mrf.. with their tokens."""
+        src, dst = self.mrf, self.wdram
+        dst.mant[tile:tile + count] = src.mant[mrf:mrf + count]
+        dst.exp[tile:tile + count] = src.exp[mrf:mrf + count]
+        self.wdram_tokens[tile:tile + count] = self.mrf_tokens[mrf:mrf + count]
 
     def memory(self, space: Space, mfu: int = 0) -> np.ndarray:
         """The array behind a vector memory space (not the queues or ZERO)."""
@@ -93,7 +127,7 @@ class MachineState:
 
     def load_mrf(self, image: WeightImage, at: int = 0) -> None:
         """Pin tiles in the MRF directly (weights resident before the program runs)."""
-        self._copy_tiles(self.mrf, image, at, "MRF")
+        self._copy_tiles(self.mrf, image, at, "MRF")  # settles lazy copies, then overwrites
         self.mrf_tokens[at:at + image.tiles] = self.fresh_tokens(image.tiles)
 
     def load_weight_dram(self, image: WeightImage, at: int = 0) -> None:

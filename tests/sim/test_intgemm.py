@@ -67,8 +67,9 @@ def test_rounding_of_sums_past_float64_precision(rng, kernels):
     np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
 
 
+@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("name", ["msfp16", "ms-fp8", "bfp-e6m4b4"])
-def test_gathered_digits_are_the_flushed_values(name, rng, kernels):
+def test_gathered_digits_are_the_flushed_values(name, threads, rng, kernels):
     fmt = nm.get_bfp_format(name)
     n = 32
     block = fmt.block_size(n)
@@ -80,7 +81,7 @@ def test_gathered_digits_are_the_flushed_values(name, rng, kernels):
     mant, exp, bmax = quantize_fp16(x, block, fmt.mant_bits, fmt.emin, fmt.emax)
     idx = rng.integers(0, 64, size=(40, 3)).astype(np.int64)
     idx[0] = 5  # an all-zero row
-    digits, row_exp = gather_digits(mant, exp, bmax, idx, block, awin)
+    digits, row_exp = gather_digits(mant, exp, bmax, idx, block, awin, threads=threads, min_rows=1)
     weights = (np.int64(1) << (ACT_DIGIT_BITS * np.arange(digits.shape[1])))[None, :, None]
     ints = ((digits.astype(np.int64) - ACT_DIGIT_ZERO) * weights).sum(axis=1)
     got = ints * np.ldexp(1.0, row_exp - (fmt.mant_bits - 1))[:, None]
