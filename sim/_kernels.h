@@ -240,6 +240,23 @@ static void npu_quantize_vec(const uint16_t *x, int n, int block, int mant_bits,
                                                      mant + (ptrdiff_t)b * block, &bmax[b]);
 }
 
+/* Vectors [lo, hi) of a quantization (npu_rows_fn): x [V][n] fp16 bits -> mant [V][n], exps/bmax [V][n/block] */
+typedef struct {
+    const uint16_t *x;
+    int16_t *mant, *exps;
+    uint16_t *bmax;
+    int n, block, mant_bits, emin, emax;
+} npu_quantize_job;
+
+static void npu_quantize_rows(void *arg, ptrdiff_t lo, ptrdiff_t hi, int tid) {
+    const npu_quantize_job *q = (const npu_quantize_job *)arg;
+    const ptrdiff_t n = q->n, nb = n / q->block;
+    (void)tid;
+    for (ptrdiff_t v = lo; v < hi; v++)
+        npu_quantize_vec(q->x + v * n, q->n, q->block, q->mant_bits, q->emin, q->emax, q->mant + v * n,
+                         q->exps + v * nb, q->bmax + v * nb);
+}
+
 /* ------------------------------------------------------------------ activation digits of one block */
 /* Activation digits: balanced base 2**NPU_ACT_DIGIT_BITS, digit + NPU_ACT_DIGIT_ZERO stored as uint8 */
 enum { NPU_ACT_DIGIT_BITS = 7, NPU_ACT_DIGIT_ZERO = 64, NPU_ACT_DIGIT_MASK = (1 << NPU_ACT_DIGIT_BITS) - 1 };

@@ -20,13 +20,18 @@ cdef extern from "_kernels.h":
     double npu_pow2(int k) nogil
     int npu_simd() nogil
     void npu_set_simd(int on) nogil
-    void npu_quantize_vec(const unsigned short *x, int n, int block, int mant_bits, int emin, int emax,
-                          short *mant, short *exps, unsigned short *bmax) nogil
     void npu_digits_block(const short *m, int block, int sh, long long offset, int D, unsigned char *out,
                           Py_ssize_t plane, int fits32) nogil
     void npu_combine_row(const int *p, int T, int n, const double *c, double rs, const double *cs,
                          unsigned short *out, int exact53) nogil
     void npu_mfu_row(int op, unsigned short *a, const unsigned short *b, int n) nogil
+    ctypedef struct npu_quantize_job:
+        const unsigned short *x
+        short *mant
+        short *exps
+        unsigned short *bmax
+        int n, block, mant_bits, emin, emax
+    void npu_quantize_rows(void *arg, Py_ssize_t lo, Py_ssize_t hi, int tid) nogil
     ctypedef struct npu_gather_job:
         const short *mant
         const short *exps
@@ -83,12 +88,14 @@ def use_simd(on: bool) -> bool:
     return bool(npu_simd())
 
 
-def quantize_fp16(cnp.ndarray x not None, int block, int mant_bits, int emin, int emax):
+def quantize_fp16(cnp.ndarray x not None, int block, int mant_bits, int emin, int emax, int threads=1,
+                  Py_ssize_t min_rows=0):
     """Quantize fp16 vectors [V, N] in blocks along N.
 
     Returns (mantissas int16 [V, N], exponents int16 [V, N/block], block max |mantissa| uint16
     [V, N/block]) exactly as ``bfp_quantize(x)`` and the largest mantissa magnitude of each block
-    (0: an all-zero block).
+    (0: an all-zero block).  Vectors are split over up to ``threads`` threads, each with at least
+    ``min_rows`` vectors (0: about 64 K values).
     """
     bits_np = np.ascontiguousarray(x, dtype=np.float16).view(np.uint16).reshape(x.shape[0], -1)
     cdef const unsigned short[:, ::1] bits = bits_np
@@ -99,13 +106,14 @@ def quantize_fp16(cnp.ndarray x not None, int block, int mant_bits, int emin, in
     cdef short[:, ::1] mant = mant_np
     cdef short[:, ::1] exps = exps_np
     cdef unsigned short[:, ::1] bmax = bmax_np
-    cdef Py_ssize_t v
-    if V == 0:
+    cdef npu_quantize_job job
+    if V == 0 or N == 0:
         return mant_np, exps_np, bmax_np
+    job.x, job.mant, job.exps, job.bmax = &bits[0, 0], &mant[0, 0], &exps[0, 0], &bmax[0, 0]
+    job.n, job.block, job.mant_bits, job.emin, job.emax = N, block, mant_bits, emin, emax
     with nogil:
-        for v in range(V):
-            npu_quantize_vec(&bits[v, 0], <int>N, block, mant_bits, emin, emax, &mant[v, 0], &exps[v, 0],
-                             &bmax[v, 0])
+        npu_parallel_rows(npu_quantize_rows, &job, V, 1, min_rows if min_rows > 0 else max(1, (1 << 16) // N),
+                          threads)
     return mant_np, exps_np, bmax_np
 
 

@@ -229,7 +229,7 @@ class Executor:
         else:
             src = self.state.memory(c.read.space, c.read.mfu)[plan.read_lo:plan.read_hi]
             idx = plan.read_rel
-        mant, exp, bmax = quantize_fp16(src, block, afmt.mant_bits, afmt.emin, afmt.emax)
+        mant, exp, bmax = quantize_fp16(src, block, afmt.mant_bits, afmt.emin, afmt.emax, intgemm.THREADS)
         it = idx.shape[0]
         if intgemm.available():
             y = intgemm.mvm_fp16(mant, exp, bmax, idx, block, self.act_window, afmt.mant_bits, w, epilogue)

@@ -6,8 +6,9 @@ from npu import numerics as nm
 from sim._kernels import quantize_fp16
 
 
+@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("name", ["msfp16", "msfp12", "ms-fp9", "ms-fp8", "bfp-e8m7b8", "bfp-e6m4b4"])
-def test_quantize_kernel_equals_numerics(name, rng, kernels):
+def test_quantize_kernel_equals_numerics(name, threads, rng, kernels):
     fmt = nm.get_bfp_format(name)
     block = fmt.block_size(32)
     # every fp16 bit pattern appears, including subnormals, infinities and NaNs, plus typical data
@@ -16,7 +17,7 @@ def test_quantize_kernel_equals_numerics(name, rng, kernels):
     with np.errstate(over="ignore"):  # values past fp16's range become inf: wanted here
         typical = typical.astype(np.float16)
     for x in (allbits.reshape(-1, 32), typical.reshape(-1, 32)):
-        mant, exps, bmax = quantize_fp16(x, block, fmt.mant_bits, fmt.emin, fmt.emax)
+        mant, exps, bmax = quantize_fp16(x, block, fmt.mant_bits, fmt.emin, fmt.emax, threads, min_rows=100)
         with np.errstate(all="ignore"):
             m, e = nm.bfp_quantize(x, fmt, block)
         np.testing.assert_array_equal(exps, e)
