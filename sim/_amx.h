@@ -57,6 +57,7 @@ static int npu_amx_init(void) {
 typedef struct {
     const uint8_t *a;           /* activation digits [M][D][K] */
     const int8_t *w;            /* packed weight digits [E][R/16][K/64][16][64] (VNNI: 4 K values per int32) */
+    const uint8_t *nz;          /* [R/16][K/64]: 0 where that weight tile is zero for every digit (skipped) */
     const int32_t *zero;        /* [E][R]: 64 * column sums of weight digit e (the activations' zero point) */
     const double *c;            /* [D*E]: 2**shift of digit product (d, e), d major */
     const int32_t *row_k;       /* [M]: row scale exponents */
@@ -80,12 +81,14 @@ typedef struct {
    exist.  The products go to buf [16 rows][T][16] (product t = d * E + e of row r at (r * T + t) * 16). */
 __attribute__((target("amx-tile,amx-int8")))
 static void npu_amx_block(const uint8_t *a0, const uint8_t *a1, ptrdiff_t astride, const int8_t *w0,
-                          const int8_t *w1, int nd, int ne, int kblocks, int32_t *buf, int T, int E, int d0, int e0) {
+                          const int8_t *w1, const uint8_t *nz, int nd, int ne, int kblocks, int32_t *buf, int T,
+                          int E, int d0, int e0) {
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
     for (int kb = 0; kb < kblocks; kb++) {
+        if (!nz[kb]) continue;                          /* padding channels: zero weights */
         const ptrdiff_t ka = (ptrdiff_t)kb * NPU_AMX_KB, kw = (ptrdiff_t)kb * NPU_AMX_TILE;
         _tile_loadd(4, a0 + ka, astride);
         _tile_loadd(6, w0 + kw, 64);
@@ -233,7 +236,7 @@ static void npu_amx_rows(void *arg, ptrdiff_t i0, ptrdiff_t i1, int tid) {
                         const int8_t *w0 = j->w + (((ptrdiff_t)e0 * (R / 16) + jb / 16) * kblocks) * NPU_AMX_TILE;
                         const int8_t *w1 = w0 + (ptrdiff_t)(R / 16) * kblocks * NPU_AMX_TILE;
                         npu_amx_block(a + (ptrdiff_t)d0 * K, a + (ptrdiff_t)(d0 + 1) * K, row, w0, w1,
-                                      D - d0 < 2 ? 1 : 2, E - e0 < 2 ? 1 : 2, kblocks, bufs[cur], T, E, d0, e0);
+                                      j->nz + (ptrdiff_t)(jb / 16) * kblocks, D - d0 < 2 ? 1 : 2, E - e0 < 2 ? 1 : 2, kblocks, bufs[cur], T, E, d0, e0);
                     }
                 if (pending) finish(j, bufs[cur ^ 1], pi, prows, pjb);
                 pending = 1, pi = i, prows = rows, pjb = jb, cur ^= 1;

@@ -338,7 +338,8 @@ typedef struct {
     uint8_t *keep;            /* [M][W][nb]: pass 1 marks the blocks kept */
     int32_t *row_exp;         /* [M] */
     int64_t vmax[NPU_MAX_THREADS]; /* per thread: the largest |kept integer| */
-    uint8_t *out;             /* pass 2: [M][D][K] */
+    uint8_t *out;             /* pass 2: [M][D][Kp], Kp >= K = W * N; digits K.. are zero (stored 64) */
+    ptrdiff_t Kp;
     int D, fits32;
     int64_t offset;
 } npu_gather_job;
@@ -389,7 +390,7 @@ static void npu_gather_scan(void *arg, ptrdiff_t lo, ptrdiff_t hi, int tid) {
 /* Pass 2 (npu_rows_fn): the digits of each row. */
 static void npu_gather_write(void *arg, ptrdiff_t lo, ptrdiff_t hi, int tid) {
     npu_gather_job *g = (npu_gather_job *)arg;
-    const ptrdiff_t W = g->W, N = g->N, block = g->block, nb = N / block, K = W * N;
+    const ptrdiff_t W = g->W, N = g->N, block = g->block, nb = N / block, K = g->Kp;
     const int D = g->D;
     (void)tid;
 #if NPU_X86
@@ -400,6 +401,8 @@ static void npu_gather_write(void *arg, ptrdiff_t lo, ptrdiff_t hi, int tid) {
         const uint8_t *keep = g->keep + i * W * nb;
         uint8_t *row = g->out + i * D * K;
         const int re = g->row_exp[i];
+        if (K > W * N)
+            for (int d = 0; d < D; d++) memset(row + d * K + W * N, NPU_ACT_DIGIT_ZERO, (size_t)(K - W * N));
         for (ptrdiff_t w = 0; w < W; w++) {
             const int16_t *m = g->mant + src[w] * N;
             const int16_t *e = g->exps + src[w] * nb;

@@ -43,6 +43,7 @@ cdef extern from "_kernels.h":
         int *row_exp
         int64_t vmax[16]
         unsigned char *out
+        Py_ssize_t Kp
         int D, fits32
         int64_t offset
     void npu_gather_scan(void *arg, Py_ssize_t lo, Py_ssize_t hi, int tid) nogil
@@ -63,6 +64,7 @@ cdef extern from "_amx.h":
     ctypedef struct npu_amx_job:
         const unsigned char *a
         const signed char *w
+        const unsigned char *nz
         const int *zero
         const double *c
         const int *row_k
@@ -135,7 +137,8 @@ cpdef int balanced_digits(long long vmax, int bits) noexcept nogil:
 
 
 def gather_digits(const short[:, ::1] mant, const short[:, ::1] exps, const unsigned short[:, ::1] bmax,
-                  const long long[:, ::1] idx, int block, int window, int threads=1, Py_ssize_t min_rows=0):
+                  const long long[:, ::1] idx, int block, int window, int threads=1, Py_ssize_t min_rows=0,
+                  Py_ssize_t k_pad=0):
     """The MVM's input matrix as exact integers in balanced base-128 digits.
 
     Row ``i`` of the matrix is the concatenation of source vectors ``idx[i, :]`` (of the quantized
@@ -146,10 +149,11 @@ def gather_digits(const short[:, ::1] mant, const short[:, ::1] exps, const unsi
     each with at least ``min_rows`` rows (0: about 256 KB of digits).
 
     Returns (digits uint8 [M, D, K], row_exp int32 [M]): ``value = sum_d (digits[:, d] - 64) * 128**d``
-    with the fewest digits D that hold every row.  An all-zero row has row_exp 0 and zero digits.
+    with the fewest digits D that hold every row.  An all-zero row has row_exp 0 and zero digits.  With
+    ``k_pad`` > K the rows are ``k_pad`` long, zero digits after K.
     """
     cdef Py_ssize_t M = idx.shape[0], W = idx.shape[1], N = mant.shape[1], nb = N // block
-    cdef Py_ssize_t K = W * N, t
+    cdef Py_ssize_t K = W * N, t, Kp = max(W * N, k_pad)
     cdef long long vmax = 0, offset = 0
     cdef int D
     row_np = np.zeros(M, dtype=np.int32)
@@ -158,7 +162,7 @@ def gather_digits(const short[:, ::1] mant, const short[:, ::1] exps, const unsi
     cdef unsigned char[:, :, ::1] keep = keep_np
     cdef npu_gather_job job
     if M == 0 or K == 0:
-        return np.empty((M, 1, K), dtype=np.uint8), row_np
+        return np.full((M, 1, Kp), NPU_ACT_DIGIT_ZERO, dtype=np.uint8), row_np
     if min_rows <= 0:
         min_rows = max(1, (1 << 18) // K)
     memset(&job, 0, sizeof(job))
@@ -173,9 +177,9 @@ def gather_digits(const short[:, ::1] mant, const short[:, ::1] exps, const unsi
     # adding offset = 64 * (128**D - 1) / 127 turns every digit into its stored value (digit + 64) in 0..127
     for t in range(D):
         offset = (offset << NPU_ACT_DIGIT_BITS) + NPU_ACT_DIGIT_ZERO
-    out_np = np.empty((M, D, K), dtype=np.uint8)
+    out_np = np.empty((M, D, Kp), dtype=np.uint8)
     cdef unsigned char[:, :, ::1] out = out_np
-    job.out, job.D, job.offset, job.fits32 = &out[0, 0, 0], D, offset, vmax + offset < (1 << 31)
+    job.out, job.Kp, job.D, job.offset, job.fits32 = &out[0, 0, 0], Kp, D, offset, vmax + offset < (1 << 31)
     with nogil:
         npu_parallel_rows(npu_gather_write, &job, M, 1, min_rows, threads)
     return out_np, row_np
@@ -272,17 +276,24 @@ def amx_available() -> bool:
 
 def amx_pack(const signed char[:, ::1] digits, Py_ssize_t R):
     """Weight digits int8 [K, E * R] (digit e of output r in column e * R + r) in the AMX kernel's layout:
-    (packed int8 [E, R/16, K/64, 16, 64], zero int32 [E, R]: 64 times each column's digit sum)."""
+    (packed int8 [E, R/16, Kp/64, 16, 64], zero int32 [E, R]: 64 times each column's digit sum, nonzero
+    uint8 [R/16, Kp/64]: which tiles the kernel multiplies), K padded with zero weights to Kp, a multiple of
+    64 (the activation digits then need the same padding)."""
     d = np.asarray(digits)
     K, E = d.shape[0], d.shape[1] // R
+    if K % 64:
+        d = np.concatenate([d, np.zeros((64 - K % 64, d.shape[1]), np.int8)])
+        K = d.shape[0]
     # tile row kk, byte 4 * j + q holds digit (k = 64 * kb + 4 * kk + q, column 16 * jb + j)
     w = d.reshape(K // 64, 16, 4, E, R // 16, 16).transpose(3, 4, 0, 1, 5, 2)
     zero = d.reshape(K, E, R).sum(axis=0, dtype=np.int64) * NPU_ACT_DIGIT_ZERO
-    return np.ascontiguousarray(w).reshape(E, R // 16, K // 64, 16, 64), zero.astype(np.int32)
+    packed = np.ascontiguousarray(w).reshape(E, R // 16, K // 64, 16, 64)
+    nonzero = packed.reshape(E, R // 16, K // 64, -1).any(axis=(0, 3)).astype(np.uint8)
+    return packed, zero.astype(np.int32), nonzero
 
 
 def amx_mvm(const unsigned char[:, :, ::1] digits, const int[::1] row_k, const signed char[:, :, :, :, ::1] packed,
-            const int[:, ::1] zero, const int[::1] col_k, int row_digit_bits, int col_digit_bits, epilogue,
+            const int[:, ::1] zero, const unsigned char[:, ::1] nonzero, const int[::1] col_k, int row_digit_bits, int col_digit_bits, epilogue,
             max_abs, out, int threads):
     """The MVM of activation digits [M, D, K] (gather_digits) by packed weight digits (amx_pack) on AMX:
     the same results as MatMulInteger followed by :func:`digit_products_to_fp16` with the same arguments,
@@ -292,7 +303,8 @@ def amx_mvm(const unsigned char[:, :, ::1] digits, const int[::1] row_k, const s
     cdef int opcode[MAX_EPILOGUE]
     cdef const unsigned short *optr[MAX_EPILOGUE]
     cdef Py_ssize_t ostride[MAX_EPILOGUE]
-    if K % NPU_AMX_KB or packed.shape[2] * NPU_AMX_KB != K or D * E > NPU_AMX_MAX_T:
+    if (K % NPU_AMX_KB or packed.shape[2] * NPU_AMX_KB != K or D * E > NPU_AMX_MAX_T
+            or nonzero.shape[0] != packed.shape[1] or nonzero.shape[1] != packed.shape[2]):
         raise ValueError(f"AMX MVM: K {K}, D {D}, E {E} out of range")
     held = _epilogue(epilogue, M, R, opcode, optr, ostride)
     res_np = out.view(np.uint16)
@@ -307,6 +319,7 @@ def amx_mvm(const unsigned char[:, :, ::1] digits, const int[::1] row_k, const s
     cdef npu_amx_job job
     job.a = &digits[0, 0, 0]
     job.w = &packed[0, 0, 0, 0, 0]
+    job.nz = &nonzero[0, 0]
     job.zero = &zero[0, 0]
     job.c = &c[0]
     job.row_k = &row_k[0]

@@ -14,7 +14,7 @@ int64 (the flush windows bound the total below 2**53) and rounds once to fp16.
 On CPUs with 8-bit dot-product instructions this is several times faster than a float64 GEMM of the same
 values, and bit-identical to it: :func:`available` runs a worst-case probe once and the simulator falls back
 to float64 where the probe fails or ``NPU_SIM_MVM=float64`` is set.  Where the CPU has AMX-INT8 (and the shapes
-fit: K a multiple of 64, R of 16), the GEMMs and the output pass run fused in one C kernel on AMX tiles
+fit: R a multiple of 16; K is padded to a multiple of 64), the GEMMs and the output pass run fused in one C kernel on AMX tiles
 instead (sim/_amx.h, :func:`amx_available`; ``NPU_SIM_MVM=onnxruntime`` keeps onnxruntime), on
 ``NPU_SIM_THREADS`` threads (default: the CPUs this process may use).
 """
@@ -91,9 +91,8 @@ def _amx_probe() -> bool:
     col_k = np.zeros(r, np.int32)
     want = _kernels.digit_products_to_fp16(prods.reshape(len(a), 1, 1, r), row_k, col_k, ACT_DIGIT_BITS,
                                            WEIGHT_DIGIT_BITS)
-    packed, zero = _kernels.amx_pack(b, r)
     got = np.empty_like(want)
-    ok = _kernels.amx_mvm(a.reshape(len(a), 1, k), row_k, packed, zero, col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS,
+    ok = _kernels.amx_mvm(a.reshape(len(a), 1, k), row_k, *_kernels.amx_pack(b, r), col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS,
                           (), 1 << 30, got, 2)
     return bool(ok) and np.array_equal(got.view(np.uint16), want.view(np.uint16))
 
@@ -131,8 +130,8 @@ def available() -> bool:
 class WeightDigits:
     """A weight matrix [R, K] prepared for :func:`mvm_fp16`: digits int8 [K, E * R] (output r's weights are
     ``sum_e digits[:, e * R + r] * 256**e * 2**col_k[r]``), their AMX layout where the AMX kernel takes them
-    (``packed``, ``zero``: sim._kernels.amx_pack), and on first use the onnxruntime session that multiplies
-    by them.
+    (``packed``, ``zero``, ``nonzero``: sim._kernels.amx_pack), and on first use the onnxruntime session that
+    multiplies by them.
 
     Each session keeps its own (idle, non-spinning) onnxruntime worker thread: a simulator holding
     ResNet-50's weights without AMX has about 65 of them.
@@ -142,6 +141,7 @@ class WeightDigits:
     col_k: np.ndarray
     packed: np.ndarray | None = None
     zero: np.ndarray | None = None
+    nonzero: np.ndarray | None = None
     _session: object = None
 
     @property
@@ -172,7 +172,7 @@ def weight_digits(mant: np.ndarray, exp: np.ndarray, block: int, mant_bits: int)
         digits[:, e * R:(e + 1) * R] = r.T
         v = (v - r) >> WEIGHT_DIGIT_BITS
     col_k = (lo - (mant_bits - 1)).astype(np.int32)
-    if amx_available() and K % _kernels.AMX_K_MULTIPLE == 0 and R % _kernels.AMX_R_MULTIPLE == 0:
+    if amx_available() and R % _kernels.AMX_R_MULTIPLE == 0:
         return WeightDigits(digits, col_k, *_kernels.amx_pack(digits, R))
     return WeightDigits(digits, col_k)
 
@@ -204,14 +204,17 @@ def mvm_fp16(mant: np.ndarray, exps: np.ndarray, bmax: np.ndarray, idx: np.ndarr
     step = max(16, STEP_BYTES // (2 * (K + (0 if amx else 4 * E * R))))
     for lo in range(0, M, step):
         hi = min(M, lo + step)
-        digits, row_exp = gather_digits(mant, exps, bmax, idx[lo:hi], block, window, THREADS)
+        digits, row_exp = gather_digits(mant, exps, bmax, idx[lo:hi], block, window, THREADS,
+                                        k_pad=weights.packed.shape[2] * _kernels.AMX_K_MULTIPLE if amx else 0)
         D = digits.shape[1]
         ops = [(code, None if b is None else (b if len(b) == 1 else b[lo:hi])) for code, b in epilogue]
         row_k = row_exp - np.int32(mant_bits - 1)
         if amx and D * E <= _kernels.AMX_MAX_PRODUCTS and _kernels.amx_mvm(
-                digits, row_k, weights.packed, weights.zero, weights.col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS, ops,
-                bound, out[lo:hi], THREADS):
+                digits, row_k, weights.packed, weights.zero, weights.nonzero, weights.col_k, ACT_DIGIT_BITS,
+                WEIGHT_DIGIT_BITS, ops, bound, out[lo:hi], THREADS):
             continue
+        if digits.shape[2] != K:  # padded for AMX, which cannot take this many digits
+            digits = np.ascontiguousarray(digits[:, :, :K])
         prods = weights.session.run(None, {"a": digits.reshape((hi - lo) * D, K)})[0]
         digit_products_to_fp16(prods.reshape(hi - lo, D, E, R), row_k, weights.col_k,
                                ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS, ops, bound, out[lo:hi])
