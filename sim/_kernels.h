@@ -1,9 +1,9 @@
-/* Row kernels of the functional model (sim/_kernels.pyx drives them over rows).
+/* Row kernels of the functional model (sim/_kernels.pyx drives them over rows, on sim/_parallel.h's threads).
  *
  * Each kernel has a portable scalar version, the definition, and an AVX2 + F16C version used when the CPU
- * has both (checked once at run time; no build flags needed).  The two give the same bits:
- * tests/sim/test_kernels.py and tests/sim/test_intgemm.py compare both against npu.numerics, and
- * NPU_SIM_SCALAR=1 forces the scalar versions.
+ * has both (the activation digits also an AVX-512 one), chosen at run time with no build flags.  They give
+ * the same bits: tests/sim/test_kernels.py and tests/sim/test_intgemm.py compare them against npu.numerics,
+ * and NPU_SIM_SCALAR=1 forces the scalar versions.
  */
 #ifndef NPU_KERNELS_H
 #define NPU_KERNELS_H
@@ -314,15 +314,16 @@ static void npu_digits_block_avx512(const int16_t *m, int sh, int32_t offset, in
     }
 }
 
-static int npu_avx512_state = -1;
+static int npu_avx512_state = -1;   /* -1 unknown, else whether the CPU has AVX-512 F/BW/VL */
 
+/* AVX-512 kernels run where the CPU has them and the vector kernels are on (npu_set_simd). */
 static inline int npu_avx512(void) {
     if (npu_avx512_state < 0) {
         __builtin_cpu_init();
-        npu_avx512_state = npu_simd() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        npu_avx512_state = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
                            && __builtin_cpu_supports("avx512vl");
     }
-    return npu_avx512_state;
+    return npu_avx512_state && npu_simd();
 }
 #endif
 
