@@ -4,11 +4,13 @@
  * rows [M][D][K]), weight digits s8 (balanced base 256), every digit pair multiplied with exact int32
  * accumulation (TDPBUSD: 4-way u8 x s8 sums into int32, no saturation).  A 16 x 16 output block keeps its
  * D x E digit products in AMX tiles; they go to a 16 x 16 x D*E int32 buffer in L1, lose the zero point,
- * are added and rounded to fp16 by npu_combine_row and pass through the fused MFU operations there, so the
- * products never travel through memory.  Rows are split over threads.
+ * are added and rounded to fp16 (AVX-512, or npu_combine_row) and pass through the fused MFU operations
+ * there, so the products never travel through memory.  Weight tiles that are zero are skipped.  Rows are
+ * split over threads.
  *
- * Used only where the CPU has AMX-INT8 and the OS grants the tile state (npu_amx_init), K % 64 == 0 and
- * R % 16 == 0; the probe in sim/intgemm.py checks the results once per process.
+ * Used only where the CPU has AMX-INT8 and AVX-512 and the OS grants the tile state (npu_amx_init), with
+ * K % 64 == 0 (callers pad) and R % 16 == 0; the probe in sim/intgemm.py checks the results once per
+ * process.
  */
 #ifndef NPU_AMX_H
 #define NPU_AMX_H
