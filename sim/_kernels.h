@@ -546,4 +546,30 @@ static inline void npu_mfu_row(int op, uint16_t *a, const uint16_t *b, int n) {
     npu_mfu_row_scalar(op, a, b, n);
 }
 
+/* ------------------------------------------------------------------ the output pass over rows */
+/* Rows [lo, hi) of digit_products_to_fp16 (npu_rows_fn): row i's T digit-product planes of n int32 at
+   p + i * T * n, its exponent row_k[i]; fused MFU operations after the rounding. */
+typedef struct {
+    const int32_t *p;
+    int T, n, exact53, nops;
+    const double *c, *cs;
+    const int32_t *row_k;
+    const int *opcode;
+    const uint16_t *const *optr;
+    const ptrdiff_t *ostride;
+    uint16_t *out;
+} npu_combine_job;
+
+static void npu_combine_rows(void *arg, ptrdiff_t lo, ptrdiff_t hi, int tid) {
+    const npu_combine_job *j = (const npu_combine_job *)arg;
+    const ptrdiff_t n = j->n;
+    (void)tid;
+    for (ptrdiff_t i = lo; i < hi; i++) {
+        uint16_t *o = j->out + i * n;
+        npu_combine_row(j->p + i * j->T * n, j->T, j->n, j->c, npu_pow2(j->row_k[i]), j->cs, o, j->exact53);
+        for (int t = 0; t < j->nops; t++)
+            npu_mfu_row(j->opcode[t], o, j->optr[t] ? j->optr[t] + i * j->ostride[t] : NULL, j->n);
+    }
+}
+
 #endif

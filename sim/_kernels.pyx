@@ -25,6 +25,17 @@ cdef extern from "_kernels.h":
     void npu_combine_row(const int *p, int T, int n, const double *c, double rs, const double *cs,
                          unsigned short *out, int exact53) nogil
     void npu_mfu_row(int op, unsigned short *a, const unsigned short *b, int n) nogil
+    ctypedef struct npu_combine_job:
+        const int *p
+        int T, n, exact53, nops
+        const double *c
+        const double *cs
+        const int *row_k
+        const int *opcode
+        const unsigned short *const *optr
+        const Py_ssize_t *ostride
+        unsigned short *out
+    void npu_combine_rows(void *arg, Py_ssize_t lo, Py_ssize_t hi, int tid) nogil
     ctypedef struct npu_quantize_job:
         const unsigned short *x
         short *mant
@@ -221,7 +232,8 @@ def _shift_scales(Py_ssize_t D, Py_ssize_t E, int row_digit_bits, int col_digit_
 
 
 def digit_products_to_fp16(const int[:, :, :, ::1] prods, const int[::1] row_k, const int[::1] col_k,
-                           int row_digit_bits, int col_digit_bits, epilogue=(), max_abs=None, out=None):
+                           int row_digit_bits, int col_digit_bits, epilogue=(), max_abs=None, out=None,
+                           int threads=1, Py_ssize_t min_rows=0):
     """Sum digit products exactly, round once to fp16, then apply MFU operations.
 
     ``prods[i, d, e, j]`` is row digit d times column digit e of output (i, j); the exact output is
@@ -229,35 +241,30 @@ def digit_products_to_fp16(const int[:, :, :, ::1] prods, const int[::1] row_k, 
     ``2**(row_k[i] + col_k[j])``.  ``epilogue`` is a sequence of ``(code, operand)`` (codes of
     :data:`MFU_CODES`; operand fp16 [M, N] or [1, N] for one row used by every row, None for relu)
     applied in order.  ``max_abs`` bounds ``|prods|`` (measured when not given).  Returns fp16 [M, N] (an
-    exact zero is +0), written into ``out`` (C-contiguous fp16 [M, N]) when given.
+    exact zero is +0), written into ``out`` (C-contiguous fp16 [M, N]) when given.  Rows are split over up
+    to ``threads`` threads, each with at least ``min_rows`` rows (0: about 64 K outputs).
     """
     cdef Py_ssize_t M = prods.shape[0], D = prods.shape[1], E = prods.shape[2], N = prods.shape[3]
-    cdef Py_ssize_t i, t, nops = len(epilogue)
     cdef int opcode[MAX_EPILOGUE]
     cdef const unsigned short *optr[MAX_EPILOGUE]
     cdef Py_ssize_t ostride[MAX_EPILOGUE]
-    cdef unsigned short *orow
     held = _epilogue(epilogue, M, N, opcode, optr, ostride)
     out_np = np.empty((M, N), dtype=np.uint16) if out is None else out.view(np.uint16)
     cdef unsigned short[:, ::1] res = out_np
-    cdef int T = <int>(D * E)
     if max_abs is None:
         max_abs = int(np.abs(np.asarray(prods, dtype=np.int64)).max()) if prods.size else 0
     c_np, exact = _shift_scales(D, E, row_digit_bits, col_digit_bits, max_abs)
     cdef double[::1] c = c_np
-    cdef int exact53 = exact
     cdef double[::1] cs = np.ldexp(1.0, np.asarray(col_k, dtype=np.int64))
     if M == 0 or N == 0:
         return out_np.view(np.float16)
+    cdef npu_combine_job job
+    job.p, job.T, job.n, job.exact53, job.nops = &prods[0, 0, 0, 0], <int>(D * E), <int>N, exact, len(epilogue)
+    job.c, job.cs, job.row_k = &c[0], &cs[0], &row_k[0]
+    job.opcode, job.optr, job.ostride, job.out = opcode, optr, ostride, &res[0, 0]
     with nogil:
-        for i in range(M):
-            orow = &res[i, 0]
-            npu_combine_row(&prods[i, 0, 0, 0], T, <int>N, &c[0], npu_pow2(row_k[i]), &cs[0], orow, exact53)
-            for t in range(nops):
-                if optr[t] == NULL:
-                    npu_mfu_row(opcode[t], orow, NULL, <int>N)
-                else:
-                    npu_mfu_row(opcode[t], orow, optr[t] + i * ostride[t], <int>N)
+        npu_parallel_rows(npu_combine_rows, &job, M, 1, min_rows if min_rows > 0 else max(1, (1 << 16) // N),
+                          threads)
     return out_np.view(np.float16)
 
 

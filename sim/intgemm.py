@@ -217,5 +217,5 @@ def mvm_fp16(mant: np.ndarray, exps: np.ndarray, bmax: np.ndarray, idx: np.ndarr
             digits = np.ascontiguousarray(digits[:, :, :K])
         prods = weights.session.run(None, {"a": digits.reshape((hi - lo) * D, K)})[0]
         digit_products_to_fp16(prods.reshape(hi - lo, D, E, R), row_k, weights.col_k,
-                               ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS, ops, bound, out[lo:hi])
+                               ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS, ops, bound, out[lo:hi], THREADS)
     return out

@@ -128,7 +128,8 @@ def test_digit_mvm_equals_reference(name, width, rng, kernels, gemm, monkeypatch
     np.testing.assert_array_equal(got.view(np.uint16), nm.mvm_reference(x, wm, we, fmt, fmt, block).view(np.uint16))
 
 
-def test_fused_mfu_epilogue_equals_separate_operations(rng, kernels):
+@pytest.mark.parametrize("threads", [1, 3])
+def test_fused_mfu_epilogue_equals_separate_operations(threads, rng, kernels):
     """The MVM output kernel's fused MFU operations give what the operations give one after another."""
     from sim._kernels import MFU_CODES, fp16_binary
 
@@ -144,7 +145,7 @@ def test_fused_mfu_epilogue_equals_separate_operations(rng, kernels):
     got = digit_products_to_fp16(prods, row_k, col_k, 7, 8, [(MFU_CODES["vv_add"], bias),
                                                             (MFU_CODES["vv_b_sub_a"], resid),
                                                             (MFU_CODES["vv_max"], bias),
-                                                            (MFU_CODES["v_relu"], None)])
+                                                            (MFU_CODES["v_relu"], None)], threads=threads, min_rows=7)
     np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
     np.testing.assert_array_equal(fp16_binary(plain, bias, MFU_CODES["vv_add"]), nm.fp16_add(plain, bias))
 
