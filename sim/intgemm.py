@@ -36,8 +36,22 @@ _lock = threading.Lock()
 _ok: bool | None = None
 _amx: bool | None = None
 
-#: Threads of the AMX kernel.
-THREADS = int(os.environ.get("NPU_SIM_THREADS", "0") or 0) or len(os.sched_getaffinity(0))
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+#: Threads of the MVM's C passes (quantize, gather, AMX GEMMs, output pass): NPU_SIM_THREADS, else every CPU
+#: this process may use.
+def _threads() -> int:
+    value = os.environ.get("NPU_SIM_THREADS", "").strip()
+    if not value:
+        return _cpus()
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"NPU_SIM_THREADS={value!r}: give a number of threads (1 or more), or leave it unset")
+    return int(value)
+
+
+THREADS = _threads()
 
 
 def _session(weights: np.ndarray):
