@@ -281,20 +281,20 @@ def amx_available() -> bool:
     return bool(npu_amx_init())
 
 
-def amx_pack(const signed char[:, ::1] digits, Py_ssize_t R):
-    """Weight digits int8 [K, E * R] (digit e of output r in column e * R + r) in the AMX kernel's layout:
-    (packed int8 [E, R/16, Kp/64, 16, 64], zero int32 [E, R]: 64 times each column's digit sum, nonzero
-    uint8 [R/16, Kp/64]: which tiles the kernel multiplies), K padded with zero weights to Kp, a multiple of
-    64 (the activation digits then need the same padding)."""
-    d = np.asarray(digits)
-    K, E = d.shape[0], d.shape[1] // R
+def amx_pack(const signed char[:, :, ::1] rows):
+    """Weight digit rows int8 [E, R, K] (digit e of output r's weights) in the AMX kernel's layout: (packed int8
+    [E, R/16, Kp/64, 16, 64], zero int32 [E, R]: 64 times each output's digit sum, nonzero uint8 [R/16, Kp/64]:
+    which tiles the kernel multiplies), K padded with zero weights to Kp, a multiple of 64 (the activation
+    digits then need the same padding)."""
+    d = np.asarray(rows)
+    E, R, K = d.shape[0], d.shape[1], d.shape[2]
+    zero = d.sum(axis=2, dtype=np.int64) * NPU_ACT_DIGIT_ZERO
     if K % 64:
-        d = np.concatenate([d, np.zeros((64 - K % 64, d.shape[1]), np.int8)])
-        K = d.shape[0]
-    # tile row kk, byte 4 * j + q holds digit (k = 64 * kb + 4 * kk + q, column 16 * jb + j)
-    w = d.reshape(K // 64, 16, 4, E, R // 16, 16).transpose(3, 4, 0, 1, 5, 2)
-    zero = d.reshape(K, E, R).sum(axis=0, dtype=np.int64) * NPU_ACT_DIGIT_ZERO
-    packed = np.ascontiguousarray(w).reshape(E, R // 16, K // 64, 16, 64)
+        d = np.concatenate([d, np.zeros((E, R, 64 - K % 64), np.int8)], axis=2)
+        K = d.shape[2]
+    # tile row kk, byte 4 * j + q holds digit (k = 64 * kb + 4 * kk + q, output 16 * jb + j)
+    packed = np.ascontiguousarray(d.reshape(E, R // 16, 16, K // 64, 16, 4).transpose(0, 1, 3, 4, 2, 5))
+    packed = packed.reshape(E, R // 16, K // 64, 16, 64)
     nonzero = packed.reshape(E, R // 16, K // 64, -1).any(axis=(0, 3)).astype(np.uint8)
     return packed, zero.astype(np.int32), nonzero
 

@@ -106,7 +106,7 @@ def _amx_probe() -> bool:
     want = _kernels.digit_products_to_fp16(prods.reshape(len(a), 1, 1, r), row_k, col_k, ACT_DIGIT_BITS,
                                            WEIGHT_DIGIT_BITS)
     got = np.empty_like(want)
-    ok = _kernels.amx_mvm(a.reshape(len(a), 1, k), row_k, *_kernels.amx_pack(b, r), col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS,
+    ok = _kernels.amx_mvm(a.reshape(len(a), 1, k), row_k, *_kernels.amx_pack(np.ascontiguousarray(b.T)[None]), col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS,
                           (), 1 << 30, got, 2)
     return bool(ok) and np.array_equal(got.view(np.uint16), want.view(np.uint16))
 
@@ -142,21 +142,29 @@ def available() -> bool:
 
 @dataclass
 class WeightDigits:
-    """A weight matrix [R, K] prepared for :func:`mvm_fp16`: digits int8 [K, E * R] (output r's weights are
-    ``sum_e digits[:, e * R + r] * 256**e * 2**col_k[r]``), their AMX layout where the AMX kernel takes them
-    (``packed``, ``zero``, ``nonzero``: sim._kernels.amx_pack), and on first use the onnxruntime session that
-    multiplies by them.
+    """A weight matrix [R, K] prepared for :func:`mvm_fp16`: digit rows int8 [E, R, K] (output r's weights are
+    ``sum_e rows[e, r] * 256**e * 2**col_k[r]``), their AMX layout where the AMX kernel takes them (``packed``,
+    ``zero``, ``nonzero``: sim._kernels.amx_pack), and, made on first use, the digits as onnxruntime takes
+    them (:attr:`digits`) and the session that multiplies by them.
 
     Each session keeps its own (idle, non-spinning) onnxruntime worker thread: a simulator holding
     ResNet-50's weights without AMX has about 65 of them.
     """
 
-    digits: np.ndarray
+    rows: np.ndarray
     col_k: np.ndarray
     packed: np.ndarray | None = None
     zero: np.ndarray | None = None
     nonzero: np.ndarray | None = None
+    _digits: np.ndarray | None = None
     _session: object = None
+
+    @property
+    def digits(self) -> np.ndarray:
+        """int8 [K, E * R]: digit e of output r in column e * R + r."""
+        if self._digits is None:
+            self._digits = np.ascontiguousarray(self.rows.reshape(-1, self.rows.shape[2]).T)
+        return self._digits
 
     @property
     def session(self):
@@ -166,29 +174,31 @@ class WeightDigits:
 
     @property
     def nbytes(self) -> int:
-        return 2 * self.digits.nbytes  # ours and onnxruntime's packed copy (or the AMX layout)
+        return 2 * self.rows.nbytes  # ours and the AMX layout (or onnxruntime's packed copy)
 
 
 def weight_digits(mant: np.ndarray, exp: np.ndarray, block: int, mant_bits: int) -> WeightDigits:
     """Weights [R, K] (mantissas, block exponents along K) as the fewest digits E that hold them all."""
     R, K = mant.shape
-    mb = mant.reshape(R, K // block, block).astype(np.int64)
-    nonzero = (mb != 0).any(axis=-1)
+    mb = mant.reshape(R, K // block, block)
+    nonzero = mb.any(axis=-1)
     lo = np.where(nonzero, exp, np.iinfo(np.int16).max).min(axis=1)
-    lo = np.where(nonzero.any(axis=1), lo, 0).astype(np.int64)
-    shift = np.where(nonzero, exp - lo[:, None], 0)
-    v = (mb << shift[..., None]).reshape(R, K)
+    lo = np.where(nonzero.any(axis=1), lo, 0).astype(np.int32)
+    shift = np.where(nonzero, exp.astype(np.int32) - lo[:, None], 0)
+    # |mantissa| << weight window stays far below 2**31 (npu.numerics.flush_windows)
+    v = (mb.astype(np.int32) << shift[..., None]).reshape(R, K)
     e_count = balanced_digits(int(np.abs(v).max()) if v.size else 0, WEIGHT_DIGIT_BITS)
-    base, half = 1 << WEIGHT_DIGIT_BITS, 1 << (WEIGHT_DIGIT_BITS - 1)
-    digits = np.empty((K, e_count * R), np.int8)
-    for e in range(e_count):
-        r = ((v + half) & (base - 1)) - half
-        digits[:, e * R:(e + 1) * R] = r.T
-        v = (v - r) >> WEIGHT_DIGIT_BITS
+    half, mask = 1 << (WEIGHT_DIGIT_BITS - 1), (1 << WEIGHT_DIGIT_BITS) - 1
+    rows = np.empty((e_count, R, K), np.int8)
+    for e in range(e_count - 1):
+        v += half
+        np.subtract(v & mask, half, out=rows[e], casting="unsafe")  # the balanced digit, in -128..127
+        v >>= WEIGHT_DIGIT_BITS                                     # (v - digit) / 256
+    rows[e_count - 1] = v  # the fewest digits: the last one is in range
     col_k = (lo - (mant_bits - 1)).astype(np.int32)
     if amx_available() and R % _kernels.AMX_R_MULTIPLE == 0:
-        return WeightDigits(digits, col_k, *_kernels.amx_pack(digits, R))
-    return WeightDigits(digits, col_k)
+        return WeightDigits(rows, col_k, *_kernels.amx_pack(rows))
+    return WeightDigits(rows, col_k)
 
 
 #: Rows of the MVM go in steps of about this many bytes of digits and digit products: memory stays bounded
@@ -210,7 +220,7 @@ def mvm_fp16(mant: np.ndarray, exps: np.ndarray, bmax: np.ndarray, idx: np.ndarr
     M, W = idx.shape
     K = W * mant.shape[1]
     R = len(weights.col_k)
-    E = weights.digits.shape[1] // R
+    E = weights.rows.shape[0]
     out = np.empty((M, R), np.float16)
     bound = K << (ACT_DIGIT_BITS - 1 + WEIGHT_DIGIT_BITS)  # |digit product| <= 64 * 128 per term
     amx = weights.packed is not None

@@ -179,7 +179,7 @@ def test_amx_kernel_equals_integer_products(D, E, threads, rng, kernels):
     for epilogue in ((), ops):
         want = digit_products_to_fp16(prods, row_k, col_k, ACT_DIGIT_BITS, 8, epilogue, bound)
         got = np.full((M, R), np.nan, np.float16)
-        assert amx_mvm(a, row_k, *amx_pack(w, R), col_k, ACT_DIGIT_BITS, 8, epilogue, bound, got, threads)
+        assert amx_mvm(a, row_k, *amx_pack(np.ascontiguousarray(w.T.reshape(E, R, K))), col_k, ACT_DIGIT_BITS, 8, epilogue, bound, got, threads)
         np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
 
 
