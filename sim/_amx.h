@@ -18,7 +18,9 @@
 #include "_kernels.h"
 #include "_parallel.h"
 
-#if NPU_X86 && defined(__linux__)
+/* AMX intrinsics: GCC 11 and clang 12 on */
+#if NPU_X86 && defined(__linux__) && \
+    ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11))
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <cpuid.h>
@@ -68,6 +70,7 @@ typedef struct {
     const uint16_t *const *optr;
     const ptrdiff_t *ostride;   /* operand row stride (0: one row for every output row) */
     uint16_t *out;              /* fp16 [M][R] */
+    uint8_t *tail;              /* 16 rows of digits: the last partial block of rows, zero-padded */
     int M, D, E, K, R, nops, exact53;
 } npu_amx_job;
 
@@ -210,7 +213,6 @@ static void npu_amx_rows(void *arg, ptrdiff_t i0, ptrdiff_t i1, int tid) {
        because loads right after tile stores of the same lines wait for them. */
     int32_t bufs[2][16 * NPU_AMX_MAX_T * 16] __attribute__((aligned(64)));
     int pending = 0, pi = 0, prows = 0, pjb = 0, cur = 0;
-    uint8_t *tail = NULL;                               /* the last partial block of rows, padded to 16 */
     npu_amx_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
@@ -228,9 +230,8 @@ static void npu_amx_rows(void *arg, ptrdiff_t i0, ptrdiff_t i1, int tid) {
             const int rows = i1 - i < 16 ? (int)(i1 - i) : 16;
             const uint8_t *a = j->a + (ptrdiff_t)i * row;
             if (rows < 16) {
-                if (!tail) tail = (uint8_t *)calloc((size_t)16 * row, 1);
-                memcpy(tail, a, (size_t)rows * row);
-                a = tail;
+                memcpy(j->tail, a, (size_t)rows * row);   /* only the thread with the last block gets here */
+                a = j->tail;
             }
             for (int jb = g; jb < gend; jb += NPU_AMX_JB) {
                 for (int d0 = 0; d0 < D; d0 += 2)
@@ -247,7 +248,6 @@ static void npu_amx_rows(void *arg, ptrdiff_t i0, ptrdiff_t i1, int tid) {
     }
     if (pending) finish(j, bufs[cur ^ 1], pi, prows, pjb);
     _tile_release();
-    free(tail);
 }
 #endif
 
@@ -255,10 +255,13 @@ static void npu_amx_rows(void *arg, ptrdiff_t i0, ptrdiff_t i1, int tid) {
    Returns 0, or -1 when AMX is not usable here (nothing written). */
 static int npu_amx_mvm(npu_amx_job job, int threads) {
 #if NPU_AMX
-    if (!npu_amx_init()) return -1;
-    npu_simd();                                         /* settle the kernels' dispatch before threading */
+    if (!npu_amx_init() || job.K <= 0 || job.R <= 0) return -1;
+    npu_dispatch_init();
+    job.tail = NULL;
+    if (job.M % 16 && !(job.tail = (uint8_t *)calloc((size_t)16 * job.D * job.K, 1))) return -1;
     ptrdiff_t work = (ptrdiff_t)job.D * job.E * job.K * job.R, min_rows = ((1 << 24) / (work ? work : 1) + 15) / 16 * 16;
     npu_parallel_rows(npu_amx_rows, &job, job.M, 16, min_rows < 16 ? 16 : min_rows, threads);
+    free(job.tail);
     return 0;
 #else
     (void)job;

@@ -327,6 +327,15 @@ static inline int npu_avx512(void) {
 }
 #endif
 
+/* Settle the lazily detected dispatch before kernels run on several threads (which would all race to set
+   it, harmlessly but undefined in C). */
+static inline void npu_dispatch_init(void) {
+    npu_simd();
+#if NPU_X86
+    npu_avx512();
+#endif
+}
+
 /* ------------------------------------------------------------------ the MVM's input as digits */
 /* Rows of the MVM's input matrix (sim._kernels.gather_digits): row i is source vectors idx[i, :W] of the
    quantized mant/exps/bmax [V][N] (nb = N / block blocks each). */

@@ -20,6 +20,7 @@ cdef extern from "_kernels.h":
     double npu_pow2(int k) nogil
     int npu_simd() nogil
     void npu_set_simd(int on) nogil
+    void npu_dispatch_init() nogil
     void npu_digits_block(const short *m, int block, int sh, long long offset, int D, unsigned char *out,
                           Py_ssize_t plane, int fits32) nogil
     void npu_combine_row(const int *p, int T, int n, const double *c, double rs, const double *cs,
@@ -84,6 +85,7 @@ cdef extern from "_amx.h":
         const unsigned short *const *optr
         const Py_ssize_t *ostride
         unsigned short *out
+        unsigned char *tail
         int M, D, E, K, R, nops, exact53
     int npu_amx_init() nogil
     int npu_amx_mvm(npu_amx_job job, int threads) nogil
@@ -125,6 +127,7 @@ def quantize_fp16(cnp.ndarray x not None, int block, int mant_bits, int emin, in
     job.x, job.mant, job.exps, job.bmax = &bits[0, 0], &mant[0, 0], &exps[0, 0], &bmax[0, 0]
     job.n, job.block, job.mant_bits, job.emin, job.emax = N, block, mant_bits, emin, emax
     with nogil:
+        npu_dispatch_init()
         npu_parallel_rows(npu_quantize_rows, &job, V, 1, min_rows if min_rows > 0 else max(1, (1 << 16) // N),
                           threads)
     return mant_np, exps_np, bmax_np
@@ -181,6 +184,7 @@ def gather_digits(const short[:, ::1] mant, const short[:, ::1] exps, const unsi
     job.W, job.N, job.block, job.window = W, N, block, window
     job.keep, job.row_exp = &keep[0, 0, 0], &row_exp[0]
     with nogil:
+        npu_dispatch_init()
         npu_parallel_rows(npu_gather_scan, &job, M, 1, min_rows, threads)
         for t in range(NPU_MAX_THREADS):
             vmax = job.vmax[t] if job.vmax[t] > vmax else vmax
@@ -213,6 +217,8 @@ cdef object _epilogue(epilogue, Py_ssize_t M, Py_ssize_t N, int *opcode, const u
     for t, (code, operand) in enumerate(epilogue):
         opcode[t] = code
         if operand is None:
+            if code != NPU_RELU:
+                raise ValueError(f"MFU operation {code} takes an operand")
             optr[t], ostride[t] = NULL, 0
         else:
             arr = np.ascontiguousarray(operand, dtype=np.float16).view(np.uint16).reshape(-1, N)
@@ -227,6 +233,8 @@ cdef object _epilogue(epilogue, Py_ssize_t M, Py_ssize_t N, int *opcode, const u
 def _shift_scales(Py_ssize_t D, Py_ssize_t E, int row_digit_bits, int col_digit_bits, max_abs):
     """2**shift of each digit product (d major) and whether the float64 sum of any data is exact."""
     shifts = [d * row_digit_bits + e * col_digit_bits for d in range(D) for e in range(E)]
+    if max(shifts) > 62:
+        raise ValueError(f"digit products shifted by up to {max(shifts)} bits do not fit int64")
     exact53 = sum(2.0 ** sh for sh in shifts) * max_abs < 2.0 ** 53
     return np.array([2.0 ** sh for sh in shifts], dtype=np.float64), int(exact53)
 
@@ -248,6 +256,8 @@ def digit_products_to_fp16(const int[:, :, :, ::1] prods, const int[::1] row_k, 
     cdef int opcode[MAX_EPILOGUE]
     cdef const unsigned short *optr[MAX_EPILOGUE]
     cdef Py_ssize_t ostride[MAX_EPILOGUE]
+    if row_k.shape[0] != M or col_k.shape[0] != N:
+        raise ValueError(f"{row_k.shape[0]} row and {col_k.shape[0]} column exponents for {M} x {N} outputs")
     held = _epilogue(epilogue, M, N, opcode, optr, ostride)
     out_np = np.empty((M, N), dtype=np.uint16) if out is None else out.view(np.uint16)
     cdef unsigned short[:, ::1] res = out_np
@@ -263,6 +273,7 @@ def digit_products_to_fp16(const int[:, :, :, ::1] prods, const int[::1] row_k, 
     job.c, job.cs, job.row_k = &c[0], &cs[0], &row_k[0]
     job.opcode, job.optr, job.ostride, job.out = opcode, optr, ostride, &res[0, 0]
     with nogil:
+        npu_dispatch_init()
         npu_parallel_rows(npu_combine_rows, &job, M, 1, min_rows if min_rows > 0 else max(1, (1 << 16) // N),
                           threads)
     return out_np.view(np.float16)
@@ -277,7 +288,8 @@ AMX_MAX_PRODUCTS = NPU_AMX_MAX_T
 
 
 def amx_available() -> bool:
-    """Whether this CPU and OS run AMX-INT8 tiles (NPU_SIM_SCALAR=1 says no)."""
+    """Whether this CPU and OS run AMX-INT8 tiles (with NPU_SIM_SCALAR=1 the AMX kernel still runs, its output
+    pass in scalar code)."""
     return bool(npu_amx_init())
 
 
@@ -310,9 +322,12 @@ def amx_mvm(const unsigned char[:, :, ::1] digits, const int[::1] row_k, const s
     cdef int opcode[MAX_EPILOGUE]
     cdef const unsigned short *optr[MAX_EPILOGUE]
     cdef Py_ssize_t ostride[MAX_EPILOGUE]
-    if (K % NPU_AMX_KB or packed.shape[2] * NPU_AMX_KB != K or D * E > NPU_AMX_MAX_T
+    if (K == 0 or K % NPU_AMX_KB or packed.shape[2] * NPU_AMX_KB != K or D * E > NPU_AMX_MAX_T
             or nonzero.shape[0] != packed.shape[1] or nonzero.shape[1] != packed.shape[2]):
         raise ValueError(f"AMX MVM: K {K}, D {D}, E {E} out of range")
+    if row_k.shape[0] != M or col_k.shape[0] != R or zero.shape[0] != E or zero.shape[1] != R:
+        raise ValueError(f"AMX MVM: {row_k.shape[0]} row and {col_k.shape[0]} column exponents, zero points "
+                         f"{zero.shape[0]} x {zero.shape[1]} for {M} x {R} outputs of {E} weight digits")
     held = _epilogue(epilogue, M, R, opcode, optr, ostride)
     res_np = out.view(np.uint16)
     cdef unsigned short[:, ::1] res = res_np

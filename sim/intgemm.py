@@ -94,20 +94,23 @@ def _engine_choice() -> str:
 
 
 def _amx_probe() -> bool:
-    """The AMX kernel against onnxruntime's digit products on extreme and random digits."""
+    """The AMX kernel against the same sums in float64 (exact at these sizes), through the same output pass:
+    two digits each side, extreme and random digits, a partial block of rows, rows on two threads."""
     rng = np.random.default_rng(1)
-    k, r = 1 << 13, 32
-    a = np.concatenate([np.zeros((1, k)), np.full((1, k), 127), rng.integers(0, 128, (30, k))]).astype(np.uint8)
-    b = np.concatenate([np.full((k, 1), -128), np.full((k, 1), 127), rng.integers(-128, 128, (k, r - 2))],
-                       axis=1).astype(np.int8)
-    prods = ((a.astype(np.int64) - ACT_DIGIT_ZERO) @ b.astype(np.int64)).astype(np.int32)
-    row_k = np.full(len(a), -20, np.int32)
+    m, k, r = 250, 1 << 11, 32
+    a = rng.integers(0, 128, (m, 2, k)).astype(np.uint8)
+    a[0], a[1] = 0, 127
+    b = rng.integers(-128, 128, (2, r, k)).astype(np.int8)
+    b[:, 0], b[:, 1] = -128, 127
+    # |sum| <= 2**11 * 64 * 128 < 2**53: float64 (BLAS) is exact
+    prods = (a.reshape(2 * m, k).astype(np.float64) - ACT_DIGIT_ZERO) @ b.reshape(2 * r, k).T.astype(np.float64)
+    prods = prods.reshape(m, 2, 2, r)
+    row_k = np.full(m, -30, np.int32)
     col_k = np.zeros(r, np.int32)
-    want = _kernels.digit_products_to_fp16(prods.reshape(len(a), 1, 1, r), row_k, col_k, ACT_DIGIT_BITS,
-                                           WEIGHT_DIGIT_BITS)
+    want = _kernels.digit_products_to_fp16(prods.astype(np.int32), row_k, col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS)
     got = np.empty_like(want)
-    ok = _kernels.amx_mvm(a.reshape(len(a), 1, k), row_k, *_kernels.amx_pack(np.ascontiguousarray(b.T)[None]), col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS,
-                          (), 1 << 30, got, 2)
+    ok = _kernels.amx_mvm(a, row_k, *_kernels.amx_pack(b), col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS, (),
+                          1 << 30, got, 2)
     return bool(ok) and np.array_equal(got.view(np.uint16), want.view(np.uint16))
 
 
@@ -174,7 +177,8 @@ class WeightDigits:
 
     @property
     def nbytes(self) -> int:
-        return 2 * self.rows.nbytes  # ours and the AMX layout (or onnxruntime's packed copy)
+        """Ours and the AMX layout, or onnxruntime's two copies."""
+        return self.rows.nbytes + (self.packed.nbytes if self.packed is not None else 2 * self.rows.nbytes)
 
 
 def weight_digits(mant: np.ndarray, exp: np.ndarray, block: int, mant_bits: int) -> WeightDigits:
@@ -225,7 +229,7 @@ def mvm_fp16(mant: np.ndarray, exps: np.ndarray, bmax: np.ndarray, idx: np.ndarr
     bound = K << (ACT_DIGIT_BITS - 1 + WEIGHT_DIGIT_BITS)  # |digit product| <= 64 * 128 per term
     amx = weights.packed is not None
     # rows, for two activation digits (and with onnxruntime, the int32 digit products)
-    step = max(16, STEP_BYTES // (2 * (K + (0 if amx else 4 * E * R))))
+    step = max(16, STEP_BYTES // (2 * (K + (0 if amx else 4 * E * R))) // 16 * 16)  # whole AMX row blocks
     for lo in range(0, M, step):
         hi = min(M, lo + step)
         digits, row_exp = gather_digits(mant, exps, bmax, idx[lo:hi], block, window, THREADS,

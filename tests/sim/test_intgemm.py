@@ -209,3 +209,25 @@ def test_engines_agree_bit_for_bit_on_a_compiled_network(name, monkeypatch):
         assert outputs.keys() == first.keys()
         for key in first:
             np.testing.assert_array_equal(outputs[key], first[key], err_msg=f"{engine}: {key}")
+
+
+def test_kernels_refuse_inconsistent_arguments():
+    """Wrong lengths or a binary MFU operation without its operand are errors, not out-of-bounds reads."""
+    from sim._kernels import MFU_CODES, amx_mvm, amx_pack
+
+    prods = np.zeros((4, 1, 1, 16), np.int32)
+    with pytest.raises(ValueError, match="exponents"):
+        digit_products_to_fp16(prods, np.zeros(3, np.int32), np.zeros(16, np.int32), 7, 8)
+    with pytest.raises(ValueError, match="operand"):
+        digit_products_to_fp16(prods, np.zeros(4, np.int32), np.zeros(16, np.int32), 7, 8,
+                               [(MFU_CODES["vv_add"], None)])
+    if not amx_hardware():
+        return
+    packed = amx_pack(np.zeros((1, 16, 64), np.int8))
+    out = np.empty((4, 16), np.float16)
+    with pytest.raises(ValueError, match="out of range"):
+        amx_mvm(np.zeros((4, 1, 0), np.uint8), np.zeros(4, np.int32), np.zeros((1, 1, 0, 16, 64), np.int8),
+                np.zeros((1, 16), np.int32), np.zeros((1, 0), np.uint8), np.zeros(16, np.int32), 7, 8, (), 0, out, 1)
+    with pytest.raises(ValueError, match="exponents"):
+        amx_mvm(np.zeros((4, 1, 64), np.uint8), np.zeros(4, np.int32), *packed, np.zeros(8, np.int32), 7, 8, (), 0,
+                out, 1)
