@@ -63,15 +63,9 @@ typedef struct {
     const int8_t *w;            /* packed weight digits [E][R/16][K/64][16][64] (VNNI: 4 K values per int32) */
     const uint8_t *nz;          /* [R/16][K/64]: 0 where that weight tile is zero for every digit (skipped) */
     const int32_t *zero;        /* [E][R]: 64 * column sums of weight digit e (the activations' zero point) */
-    const double *c;            /* [D*E]: 2**shift of digit product (d, e), d major */
-    const int32_t *row_k;       /* [M]: row scale exponents */
-    const double *cs;           /* [R]: column scales */
-    const int *opcode;          /* fused MFU operations */
-    const uint16_t *const *optr;
-    const ptrdiff_t *ostride;   /* operand row stride (0: one row for every output row) */
-    uint16_t *out;              /* fp16 [M][R] */
     uint8_t *tail;              /* 16 rows of digits: the last partial block of rows, zero-padded */
-    int M, D, E, K, R, nops, exact53;
+    int M, D, E, K, R;
+    npu_output_pass o;          /* c [D*E] d major, row_k [M], cs [R], out fp16 [M][R] */
 } npu_amx_job;
 
 typedef struct {
@@ -132,10 +126,11 @@ static void npu_amx_finish(const npu_amx_job *j, int32_t *buf, int i, int rows, 
             const int32_t *z = j->zero + (ptrdiff_t)(t % E) * R + jb;
             for (int c = 0; c < 16; c++) p[t * 16 + c] -= z[c];
         }
-        uint16_t *o = j->out + (ptrdiff_t)(i + r) * R + jb;
-        npu_combine_row(p, T, 16, j->c, npu_pow2(j->row_k[i + r]), j->cs + jb, o, j->exact53);
-        for (int t = 0; t < j->nops; t++)
-            npu_mfu_row(j->opcode[t], o, j->optr[t] ? j->optr[t] + (i + r) * j->ostride[t] + jb : NULL, 16);
+        const npu_output_pass *q = &j->o;
+        uint16_t *o = q->out + (ptrdiff_t)(i + r) * R + jb;
+        npu_combine_row(p, T, 16, q->c, npu_pow2(q->row_k[i + r]), q->cs + jb, o, q->exact53);
+        for (int t = 0; t < q->nops; t++)
+            npu_mfu_row(q->opcode[t], o, q->optr[t] ? q->optr[t] + (i + r) * q->ostride[t] + jb : NULL, 16);
     }
 }
 
@@ -174,9 +169,10 @@ static void npu_amx_finish_avx512(const npu_amx_job *j, int32_t *buf, int i, int
     __m512d ct[NPU_AMX_MAX_T];
     for (int t = 0; t < T; t++) {
         zero[t] = _mm512_loadu_si512((const void *)(j->zero + (ptrdiff_t)(t % E) * R + jb));
-        ct[t] = _mm512_set1_pd(j->c[t]);
+        ct[t] = _mm512_set1_pd(j->o.c[t]);
     }
-    const __m512d cs0 = _mm512_loadu_pd(j->cs + jb), cs1 = _mm512_loadu_pd(j->cs + jb + 8);
+    const npu_output_pass *q = &j->o;
+    const __m512d cs0 = _mm512_loadu_pd(q->cs + jb), cs1 = _mm512_loadu_pd(q->cs + jb + 8);
     for (int r = 0; r < rows; r++) {
         const int32_t *p = buf + (ptrdiff_t)r * T * 16;
         __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
@@ -185,7 +181,7 @@ static void npu_amx_finish_avx512(const npu_amx_job *j, int32_t *buf, int i, int
             a0 = _mm512_fmadd_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(v)), ct[t], a0);
             a1 = _mm512_fmadd_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(v, 1)), ct[t], a1);
         }
-        const __m512d rs = _mm512_set1_pd(npu_pow2(j->row_k[i + r]));
+        const __m512d rs = _mm512_set1_pd(npu_pow2(q->row_k[i + r]));
         a0 = _mm512_mul_pd(_mm512_mul_pd(a0, rs), cs0);
         a1 = _mm512_mul_pd(_mm512_mul_pd(a1, rs), cs1);
         /* round to odd: truncate toward zero, set the last bit where that was inexact */
@@ -196,9 +192,9 @@ static void npu_amx_finish_avx512(const npu_amx_job *j, int32_t *buf, int i, int
         __m512i fb = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_castps_si256(f0)), _mm256_castps_si256(f1), 1);
         fb = _mm512_mask_or_epi32(fb, (__mmask16)(x0 | (x1 << 8)), fb, _mm512_set1_epi32(1));
         __m256i h = _mm512_cvtps_ph(_mm512_castsi512_ps(fb), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        for (int t = 0; t < j->nops; t++)
-            h = npu_amx_mfu16(j->opcode[t], h, j->optr[t] ? j->optr[t] + (i + r) * j->ostride[t] + jb : NULL);
-        _mm256_storeu_si256((__m256i *)(j->out + (ptrdiff_t)(i + r) * R + jb), h);
+        for (int t = 0; t < q->nops; t++)
+            h = npu_amx_mfu16(q->opcode[t], h, q->optr[t] ? q->optr[t] + (i + r) * q->ostride[t] + jb : NULL);
+        _mm256_storeu_si256((__m256i *)(q->out + (ptrdiff_t)(i + r) * R + jb), h);
     }
 }
 
@@ -223,7 +219,7 @@ static void npu_amx_rows(void *arg, ptrdiff_t i0, ptrdiff_t i1, int tid) {
     _tile_loadconfig(&cfg);
     const int group = npu_amx_column_group(E, K, R);
     void (*finish)(const npu_amx_job *, int32_t *, int, int, int) =
-        j->exact53 && npu_simd() ? npu_amx_finish_avx512 : npu_amx_finish;
+        j->o.exact53 && npu_simd() ? npu_amx_finish_avx512 : npu_amx_finish;
     for (int g = 0; g < R; g += group) {
         const int gend = g + group < R ? g + group : R;
         for (int i = (int)i0; i < i1; i += 16) {

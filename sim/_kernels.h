@@ -556,28 +556,37 @@ static inline void npu_mfu_row(int op, uint16_t *a, const uint16_t *b, int n) {
 }
 
 /* ------------------------------------------------------------------ the output pass over rows */
-/* Rows [lo, hi) of digit_products_to_fp16 (npu_rows_fn): row i's T digit-product planes of n int32 at
-   p + i * T * n, its exponent row_k[i]; fused MFU operations after the rounding. */
+/* What an MVM's output pass does with the digit products of output (i, j): add them scaled by c[t], times
+   2**row_k[i] * cs[j], round once to fp16 into out[i][j] (rows of the output's width), then the fused MFU
+   operations (operand t's row i at optr[t] + i * ostride[t]; NULL for relu). */
 typedef struct {
-    const int32_t *p;
-    int T, n, exact53, nops;
     const double *c, *cs;
     const int32_t *row_k;
     const int *opcode;
     const uint16_t *const *optr;
     const ptrdiff_t *ostride;
     uint16_t *out;
+    int nops, exact53;
+} npu_output_pass;
+
+/* Rows [lo, hi) of digit_products_to_fp16 (npu_rows_fn): row i's T digit-product planes of n int32 at
+   p + i * T * n. */
+typedef struct {
+    const int32_t *p;
+    int T, n;
+    npu_output_pass o;
 } npu_combine_job;
 
 static void npu_combine_rows(void *arg, ptrdiff_t lo, ptrdiff_t hi, int tid) {
     const npu_combine_job *j = (const npu_combine_job *)arg;
+    const npu_output_pass *q = &j->o;
     const ptrdiff_t n = j->n;
     (void)tid;
     for (ptrdiff_t i = lo; i < hi; i++) {
-        uint16_t *o = j->out + i * n;
-        npu_combine_row(j->p + i * j->T * n, j->T, j->n, j->c, npu_pow2(j->row_k[i]), j->cs, o, j->exact53);
-        for (int t = 0; t < j->nops; t++)
-            npu_mfu_row(j->opcode[t], o, j->optr[t] ? j->optr[t] + i * j->ostride[t] : NULL, j->n);
+        uint16_t *o = q->out + i * n;
+        npu_combine_row(j->p + i * j->T * n, j->T, j->n, q->c, npu_pow2(q->row_k[i]), q->cs, o, q->exact53);
+        for (int t = 0; t < q->nops; t++)
+            npu_mfu_row(q->opcode[t], o, q->optr[t] ? q->optr[t] + i * q->ostride[t] : NULL, j->n);
     }
 }
 

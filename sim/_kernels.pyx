@@ -26,9 +26,7 @@ cdef extern from "_kernels.h":
     void npu_combine_row(const int *p, int T, int n, const double *c, double rs, const double *cs,
                          unsigned short *out, int exact53) nogil
     void npu_mfu_row(int op, unsigned short *a, const unsigned short *b, int n) nogil
-    ctypedef struct npu_combine_job:
-        const int *p
-        int T, n, exact53, nops
+    ctypedef struct npu_output_pass:
         const double *c
         const double *cs
         const int *row_k
@@ -36,6 +34,11 @@ cdef extern from "_kernels.h":
         const unsigned short *const *optr
         const Py_ssize_t *ostride
         unsigned short *out
+        int nops, exact53
+    ctypedef struct npu_combine_job:
+        const int *p
+        int T, n
+        npu_output_pass o
     void npu_combine_rows(void *arg, Py_ssize_t lo, Py_ssize_t hi, int tid) nogil
     ctypedef struct npu_quantize_job:
         const unsigned short *x
@@ -78,15 +81,9 @@ cdef extern from "_amx.h":
         const signed char *w
         const unsigned char *nz
         const int *zero
-        const double *c
-        const int *row_k
-        const double *cs
-        const int *opcode
-        const unsigned short *const *optr
-        const Py_ssize_t *ostride
-        unsigned short *out
         unsigned char *tail
-        int M, D, E, K, R, nops, exact53
+        int M, D, E, K, R
+        npu_output_pass o
     int npu_amx_init() nogil
     int npu_amx_mvm(npu_amx_job job, int threads) nogil
 
@@ -230,6 +227,13 @@ cdef object _epilogue(epilogue, Py_ssize_t M, Py_ssize_t N, int *opcode, const u
     return held
 
 
+cdef void _output_pass(npu_output_pass *o, const double *c, const double *cs, const int *row_k, const int *opcode,
+                       const unsigned short **optr, const Py_ssize_t *ostride, unsigned short *out, int nops,
+                       int exact53) noexcept:
+    o.c, o.cs, o.row_k, o.opcode, o.optr, o.ostride, o.out = c, cs, row_k, opcode, optr, ostride, out
+    o.nops, o.exact53 = nops, exact53
+
+
 def _shift_scales(Py_ssize_t D, Py_ssize_t E, int row_digit_bits, int col_digit_bits, max_abs):
     """2**shift of each digit product (d major) and whether the float64 sum of any data is exact."""
     shifts = [d * row_digit_bits + e * col_digit_bits for d in range(D) for e in range(E)]
@@ -269,9 +273,8 @@ def digit_products_to_fp16(const int[:, :, :, ::1] prods, const int[::1] row_k, 
     if M == 0 or N == 0:
         return out_np.view(np.float16)
     cdef npu_combine_job job
-    job.p, job.T, job.n, job.exact53, job.nops = &prods[0, 0, 0, 0], <int>(D * E), <int>N, exact, len(epilogue)
-    job.c, job.cs, job.row_k = &c[0], &cs[0], &row_k[0]
-    job.opcode, job.optr, job.ostride, job.out = opcode, optr, ostride, &res[0, 0]
+    job.p, job.T, job.n = &prods[0, 0, 0, 0], <int>(D * E), <int>N
+    _output_pass(&job.o, &c[0], &cs[0], &row_k[0], opcode, optr, ostride, &res[0, 0], len(epilogue), exact)
     with nogil:
         npu_dispatch_init()
         npu_parallel_rows(npu_combine_rows, &job, M, 1, min_rows if min_rows > 0 else max(1, (1 << 16) // N),
@@ -343,15 +346,8 @@ def amx_mvm(const unsigned char[:, :, ::1] digits, const int[::1] row_k, const s
     job.w = &packed[0, 0, 0, 0, 0]
     job.nz = &nonzero[0, 0]
     job.zero = &zero[0, 0]
-    job.c = &c[0]
-    job.row_k = &row_k[0]
-    job.cs = &cs[0]
-    job.opcode = opcode
-    job.optr = optr
-    job.ostride = ostride
-    job.out = &res[0, 0]
+    _output_pass(&job.o, &c[0], &cs[0], &row_k[0], opcode, optr, ostride, &res[0, 0], len(epilogue), exact)
     job.M, job.D, job.E, job.K, job.R = M, D, E, K, R
-    job.nops, job.exact53 = len(epilogue), exact
     cdef int rc
     with nogil:
         rc = npu_amx_mvm(job, threads)
