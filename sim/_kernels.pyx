@@ -13,18 +13,21 @@ from libc.string cimport memset
 cnp.import_array()
 
 
+cdef extern from "_parallel.h":
+    enum:
+        NPU_MAX_THREADS
+    ctypedef void (*npu_rows_fn)(void *ctx, Py_ssize_t lo, Py_ssize_t hi, int tid) noexcept nogil
+    void npu_parallel_rows(npu_rows_fn fn, void *ctx, Py_ssize_t n, Py_ssize_t grain, Py_ssize_t min_rows,
+                           int threads) nogil
+
+
 cdef extern from "_kernels.h":
     enum:
         NPU_ADD, NPU_A_SUB_B, NPU_MUL, NPU_MAX, NPU_MIN, NPU_B_SUB_A, NPU_RELU
         NPU_ACT_DIGIT_BITS, NPU_ACT_DIGIT_ZERO
-    double npu_pow2(int k) nogil
     int npu_simd() nogil
     void npu_set_simd(int on) nogil
     void npu_dispatch_init() nogil
-    void npu_digits_block(const short *m, int block, int sh, long long offset, int D, unsigned char *out,
-                          Py_ssize_t plane, int fits32) nogil
-    void npu_combine_row(const int *p, int T, int n, const double *c, double rs, const double *cs,
-                         unsigned short *out, int exact53) nogil
     void npu_mfu_row(int op, unsigned short *a, const unsigned short *b, int n) nogil
     ctypedef struct npu_output_pass:
         const double *c
@@ -56,21 +59,13 @@ cdef extern from "_kernels.h":
         int block, window
         unsigned char *keep
         int *row_exp
-        int64_t vmax[16]
+        int64_t vmax[NPU_MAX_THREADS]
         unsigned char *out
         Py_ssize_t Kp
         int D, fits32
         int64_t offset
     void npu_gather_scan(void *arg, Py_ssize_t lo, Py_ssize_t hi, int tid) nogil
     void npu_gather_write(void *arg, Py_ssize_t lo, Py_ssize_t hi, int tid) nogil
-
-
-cdef extern from "_parallel.h":
-    enum:
-        NPU_MAX_THREADS
-    ctypedef void (*npu_rows_fn)(void *ctx, Py_ssize_t lo, Py_ssize_t hi, int tid) noexcept nogil
-    void npu_parallel_rows(npu_rows_fn fn, void *ctx, Py_ssize_t n, Py_ssize_t grain, Py_ssize_t min_rows,
-                           int threads) nogil
 
 
 cdef extern from "_amx.h":
@@ -204,36 +199,6 @@ cdef enum:
     MAX_EPILOGUE = 8
 
 
-cdef object _epilogue(epilogue, Py_ssize_t M, Py_ssize_t N, int *opcode, const unsigned short **optr,
-                      Py_ssize_t *ostride):
-    """Fill the C arrays describing fused MFU operations; returns the operand arrays to keep alive."""
-    cdef cnp.ndarray arr
-    if len(epilogue) > MAX_EPILOGUE:
-        raise ValueError(f"at most {MAX_EPILOGUE} fused MFU operations")
-    held = []
-    for t, (code, operand) in enumerate(epilogue):
-        opcode[t] = code
-        if operand is None:
-            if code != NPU_RELU:
-                raise ValueError(f"MFU operation {code} takes an operand")
-            optr[t], ostride[t] = NULL, 0
-        else:
-            arr = np.ascontiguousarray(operand, dtype=np.float16).view(np.uint16).reshape(-1, N)
-            if arr.shape[0] not in (1, M):
-                raise ValueError(f"epilogue operand of {arr.shape[0]} rows for {M} outputs")
-            held.append(arr)
-            optr[t] = <const unsigned short *>cnp.PyArray_DATA(arr)
-            ostride[t] = 0 if arr.shape[0] == 1 else N
-    return held
-
-
-cdef void _output_pass(npu_output_pass *o, const double *c, const double *cs, const int *row_k, const int *opcode,
-                       const unsigned short **optr, const Py_ssize_t *ostride, unsigned short *out, int nops,
-                       int exact53) noexcept:
-    o.c, o.cs, o.row_k, o.opcode, o.optr, o.ostride, o.out = c, cs, row_k, opcode, optr, ostride, out
-    o.nops, o.exact53 = nops, exact53
-
-
 def _shift_scales(Py_ssize_t D, Py_ssize_t E, int row_digit_bits, int col_digit_bits, max_abs):
     """2**shift of each digit product (d major) and whether the float64 sum of any data is exact."""
     shifts = [d * row_digit_bits + e * col_digit_bits for d in range(D) for e in range(E)]
@@ -241,6 +206,42 @@ def _shift_scales(Py_ssize_t D, Py_ssize_t E, int row_digit_bits, int col_digit_
         raise ValueError(f"digit products shifted by up to {max(shifts)} bits do not fit int64")
     exact53 = sum(2.0 ** sh for sh in shifts) * max_abs < 2.0 ** 53
     return np.array([2.0 ** sh for sh in shifts], dtype=np.float64), int(exact53)
+
+
+cdef object _output_pass(npu_output_pass *o, epilogue, Py_ssize_t M, Py_ssize_t N, const int *row_k, col_k,
+                         Py_ssize_t D, Py_ssize_t E, int row_digit_bits, int col_digit_bits, max_abs,
+                         unsigned short *out):
+    """Describe an MVM's output pass (npu_output_pass in _kernels.h) for M x N outputs of D x E digit products;
+    returns the arrays it points into, which the caller keeps alive while the kernel runs."""
+    cdef cnp.ndarray arr
+    if len(epilogue) > MAX_EPILOGUE:
+        raise ValueError(f"at most {MAX_EPILOGUE} fused MFU operations")
+    opcode = np.zeros(max(1, len(epilogue)), dtype=np.intc)
+    optr = np.zeros(max(1, len(epilogue)), dtype=np.uintp)
+    ostride = np.zeros(max(1, len(epilogue)), dtype=np.intp)
+    held = [opcode, optr, ostride]
+    for t, (code, operand) in enumerate(epilogue):
+        opcode[t] = code
+        if operand is None:
+            if code != NPU_RELU:
+                raise ValueError(f"MFU operation {code} takes an operand")
+        else:
+            arr = np.ascontiguousarray(operand, dtype=np.float16).view(np.uint16).reshape(-1, N)
+            if arr.shape[0] not in (1, M):
+                raise ValueError(f"epilogue operand of {arr.shape[0]} rows for {M} outputs")
+            held.append(arr)
+            optr[t] = <size_t>cnp.PyArray_DATA(arr)
+            ostride[t] = 0 if arr.shape[0] == 1 else N
+    c, exact = _shift_scales(D, E, row_digit_bits, col_digit_bits, max_abs)
+    cs = np.ldexp(1.0, np.asarray(col_k, dtype=np.int64))
+    held += [c, cs]
+    o.c = <const double *>cnp.PyArray_DATA(c)
+    o.cs = <const double *>cnp.PyArray_DATA(cs)
+    o.row_k, o.out, o.nops, o.exact53 = row_k, out, len(epilogue), exact
+    o.opcode = <const int *>cnp.PyArray_DATA(opcode)
+    o.optr = <const unsigned short *const *>cnp.PyArray_DATA(optr)
+    o.ostride = <const Py_ssize_t *>cnp.PyArray_DATA(ostride)
+    return held
 
 
 def digit_products_to_fp16(const int[:, :, :, ::1] prods, const int[::1] row_k, const int[::1] col_k,
@@ -257,24 +258,18 @@ def digit_products_to_fp16(const int[:, :, :, ::1] prods, const int[::1] row_k, 
     to ``threads`` threads, each with at least ``min_rows`` rows (0: about 64 K outputs).
     """
     cdef Py_ssize_t M = prods.shape[0], D = prods.shape[1], E = prods.shape[2], N = prods.shape[3]
-    cdef int opcode[MAX_EPILOGUE]
-    cdef const unsigned short *optr[MAX_EPILOGUE]
-    cdef Py_ssize_t ostride[MAX_EPILOGUE]
     if row_k.shape[0] != M or col_k.shape[0] != N:
         raise ValueError(f"{row_k.shape[0]} row and {col_k.shape[0]} column exponents for {M} x {N} outputs")
-    held = _epilogue(epilogue, M, N, opcode, optr, ostride)
     out_np = np.empty((M, N), dtype=np.uint16) if out is None else out.view(np.uint16)
     cdef unsigned short[:, ::1] res = out_np
     if max_abs is None:
         max_abs = int(np.abs(np.asarray(prods, dtype=np.int64)).max()) if prods.size else 0
-    c_np, exact = _shift_scales(D, E, row_digit_bits, col_digit_bits, max_abs)
-    cdef double[::1] c = c_np
-    cdef double[::1] cs = np.ldexp(1.0, np.asarray(col_k, dtype=np.int64))
+    cdef npu_combine_job job
+    held = _output_pass(&job.o, epilogue, M, N, &row_k[0] if M else NULL, col_k, D, E, row_digit_bits,
+                        col_digit_bits, max_abs, &res[0, 0] if M and N else NULL)
     if M == 0 or N == 0:
         return out_np.view(np.float16)
-    cdef npu_combine_job job
     job.p, job.T, job.n = &prods[0, 0, 0, 0], <int>(D * E), <int>N
-    _output_pass(&job.o, &c[0], &cs[0], &row_k[0], opcode, optr, ostride, &res[0, 0], len(epilogue), exact)
     with nogil:
         npu_dispatch_init()
         npu_parallel_rows(npu_combine_rows, &job, M, 1, min_rows if min_rows > 0 else max(1, (1 << 16) // N),
@@ -322,31 +317,25 @@ def amx_mvm(const unsigned char[:, :, ::1] digits, const int[::1] row_k, const s
     written into ``out`` (fp16 [M, R]).  Returns False (nothing written) where AMX is not usable."""
     cdef Py_ssize_t M = digits.shape[0], D = digits.shape[1], K = digits.shape[2]
     cdef Py_ssize_t E = packed.shape[0], R = packed.shape[1] * NPU_AMX_JB
-    cdef int opcode[MAX_EPILOGUE]
-    cdef const unsigned short *optr[MAX_EPILOGUE]
-    cdef Py_ssize_t ostride[MAX_EPILOGUE]
     if (K == 0 or K % NPU_AMX_KB or packed.shape[2] * NPU_AMX_KB != K or D * E > NPU_AMX_MAX_T
             or nonzero.shape[0] != packed.shape[1] or nonzero.shape[1] != packed.shape[2]):
         raise ValueError(f"AMX MVM: K {K}, D {D}, E {E} out of range")
     if row_k.shape[0] != M or col_k.shape[0] != R or zero.shape[0] != E or zero.shape[1] != R:
         raise ValueError(f"AMX MVM: {row_k.shape[0]} row and {col_k.shape[0]} column exponents, zero points "
                          f"{zero.shape[0]} x {zero.shape[1]} for {M} x {R} outputs of {E} weight digits")
-    held = _epilogue(epilogue, M, R, opcode, optr, ostride)
     res_np = out.view(np.uint16)
     cdef unsigned short[:, ::1] res = res_np
     if res.shape[0] != M or res.shape[1] != R:
         raise ValueError(f"AMX MVM: output {res.shape[0]} x {res.shape[1]} for {M} x {R}")
-    c_np, exact = _shift_scales(D, E, row_digit_bits, col_digit_bits, max_abs)
-    cdef double[::1] c = c_np
-    cdef double[::1] cs = np.ldexp(1.0, np.asarray(col_k, dtype=np.int64))
+    cdef npu_amx_job job
+    held = _output_pass(&job.o, epilogue, M, R, &row_k[0] if M else NULL, col_k, D, E, row_digit_bits,
+                        col_digit_bits, max_abs, &res[0, 0] if M else NULL)
     if M == 0:
         return True
-    cdef npu_amx_job job
     job.a = &digits[0, 0, 0]
     job.w = &packed[0, 0, 0, 0, 0]
     job.nz = &nonzero[0, 0]
     job.zero = &zero[0, 0]
-    _output_pass(&job.o, &c[0], &cs[0], &row_k[0], opcode, optr, ostride, &res[0, 0], len(epilogue), exact)
     job.M, job.D, job.E, job.K, job.R = M, D, E, K, R
     cdef int rc
     with nogil:

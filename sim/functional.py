@@ -79,7 +79,7 @@ class _ChainPlan:
     offsets: np.ndarray                 # read offsets of one iteration
     read_index: np.ndarray | None       # [iterations, width] vector addresses read (None: queue or ZERO)
     rows: np.ndarray                    # arange(rows)
-    writes: list                        # per write: None (queue or one slice) or [iterations, rows] addresses
+    writes: list                        # per write: None (queue), one slice, or [iterations, rows] addresses
     read_lo: int = 0                    # read_index - read_lo: the MVM's rows into the vectors [read_lo, read_hi)
     read_hi: int = 0
     read_rel: np.ndarray | None = None
@@ -118,8 +118,8 @@ class Executor:
         if c.read.space not in (Space.NETQ, Space.ZERO):
             read_index = iteration_bases(c, c.read)[:, None] + offsets[None, :]
         rows = np.arange(c.rows, dtype=np.int64)
-        writes = [None if w.space == Space.NETQ or _contiguous(c, w) is not None
-                  else iteration_bases(c, w)[:, None] + rows for w in c.writes]
+        writes = [None if w.space == Space.NETQ else _contiguous(c, w) or iteration_bases(c, w)[:, None] + rows
+                  for w in c.writes]
         plan = _ChainPlan(offsets, read_index, rows, writes)
         if read_index is not None and read_index.size:
             plan.read_lo, plan.read_hi = int(read_index.min()), int(read_index.max()) + 1
@@ -168,10 +168,10 @@ class Executor:
                 y = MFU_OPS[op.mnemonic](y, c)
         # writes
         for w, where in zip(c.writes, plan.writes):
-            if w.space == Space.NETQ:
+            if where is None:
                 self.state.outq.push(y.reshape(-1, n))
-            elif where is None:
-                self.state.memory(w.space, w.mfu)[_contiguous(c, w)] = y.reshape(-1, n)
+            elif isinstance(where, slice):
+                self.state.memory(w.space, w.mfu)[where] = y.reshape(-1, n)
             else:
                 self.state.memory(w.space, w.mfu)[where] = y
 

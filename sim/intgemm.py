@@ -13,9 +13,9 @@ int64 (the flush windows bound the total below 2**53) and rounds once to fp16.
 
 On CPUs with 8-bit dot-product instructions this is several times faster than a float64 GEMM of the same
 values, and bit-identical to it: :func:`available` runs a worst-case probe once and the simulator falls back
-to float64 where the probe fails or ``NPU_SIM_MVM=float64`` is set.  Where the CPU has AMX-INT8 (and the shapes
-fit: R a multiple of 16; K is padded to a multiple of 64), the GEMMs and the output pass run fused in one C kernel on AMX tiles
-instead (sim/_amx.h, :func:`amx_available`; ``NPU_SIM_MVM=onnxruntime`` keeps onnxruntime), on
+to float64 where the probe fails or ``NPU_SIM_MVM=float64`` is set.  Where the CPU has AMX-INT8 (and R is a
+multiple of 16; K is padded to a multiple of 64), the GEMMs and the output pass run fused in one C kernel on
+AMX tiles instead (sim/_amx.h, :func:`amx_available`; ``NPU_SIM_MVM=onnxruntime`` keeps onnxruntime), on
 ``NPU_SIM_THREADS`` threads (default: the CPUs this process may use).
 """
 from __future__ import annotations
@@ -36,21 +36,18 @@ _lock = threading.Lock()
 _ok: bool | None = None
 _amx: bool | None = None
 
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
-
-#: Threads of the MVM's C passes (quantize, gather, AMX GEMMs, output pass): NPU_SIM_THREADS, else every CPU
-#: this process may use.
 def _threads() -> int:
     value = os.environ.get("NPU_SIM_THREADS", "").strip()
     if not value:
-        return _cpus()
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"NPU_SIM_THREADS={value!r}: give a number of threads (1 or more), or leave it unset")
     return int(value)
 
 
+#: Threads of the MVM's C passes (quantize, gather, AMX GEMMs, output pass): NPU_SIM_THREADS, else every CPU
+#: this process may use.
 THREADS = _threads()
 
 
@@ -74,15 +71,22 @@ def _session(weights: np.ndarray):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
+def _probe_digits(seed: int, rows: int, k: int, cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stored activation digits u8 [rows, k] and weight digits s8 [cols, k], random but for the extremes (rows
+    0 and 1 all 0 and all 127, columns 0 and 1 all -128 and all 127), and their products int64 [rows, cols]:
+    in float64, which is exact while k * 64 * 128 < 2**53."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 128, (rows, k)).astype(np.uint8)
+    b = rng.integers(-128, 128, (cols, k)).astype(np.int8)
+    a[0], a[1], b[0], b[1] = 0, 127, -128, 127
+    prods = (a.astype(np.float64) - ACT_DIGIT_ZERO) @ b.T.astype(np.float64)
+    return a, b, prods.astype(np.int64)
+
+
 def _probe() -> bool:
-    """The extreme digits on a long dot product, and random ones, against int64 numpy."""
-    rng = np.random.default_rng(0)
-    k = 1 << 13
-    a = np.concatenate([np.zeros((1, k)), np.full((1, k), 127), rng.integers(0, 128, (30, k))]).astype(np.uint8)
-    b = np.concatenate([np.full((k, 1), -128), np.full((k, 1), 127), rng.integers(-128, 128, (k, 30))],
-                       axis=1).astype(np.int8)
-    want = (a.astype(np.int64) - ACT_DIGIT_ZERO) @ b.astype(np.int64)
-    got = _session(b).run(None, {"a": a})[0]
+    """The extreme digits on a long dot product, and random ones, against numpy."""
+    a, b, want = _probe_digits(0, 32, 1 << 13, 32)
+    got = _session(np.ascontiguousarray(b.T)).run(None, {"a": a})[0]
     return bool(np.array_equal(got, want))
 
 
@@ -96,15 +100,10 @@ def _engine_choice() -> str:
 def _amx_probe() -> bool:
     """The AMX kernel against the same sums in float64 (exact at these sizes), through the same output pass:
     two digits each side, extreme and random digits, a partial block of rows, rows on two threads."""
-    rng = np.random.default_rng(1)
     m, k, r = 250, 1 << 11, 32
-    a = rng.integers(0, 128, (m, 2, k)).astype(np.uint8)
-    a[0], a[1] = 0, 127
-    b = rng.integers(-128, 128, (2, r, k)).astype(np.int8)
-    b[:, 0], b[:, 1] = -128, 127
-    # |sum| <= 2**11 * 64 * 128 < 2**53: float64 (BLAS) is exact
-    prods = (a.reshape(2 * m, k).astype(np.float64) - ACT_DIGIT_ZERO) @ b.reshape(2 * r, k).T.astype(np.float64)
-    prods = prods.reshape(m, 2, 2, r)
+    # row i's activation digit d is a[2i + d]; output j's weight digit e is b[e * r + j]
+    a, b, prods = _probe_digits(1, 2 * m, k, 2 * r)
+    a, b, prods = a.reshape(m, 2, k), b.reshape(2, r, k), prods.reshape(m, 2, 2, r)
     row_k = np.full(m, -30, np.int32)
     col_k = np.zeros(r, np.int32)
     want = _kernels.digit_products_to_fp16(prods.astype(np.int32), row_k, col_k, ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS)
@@ -219,8 +218,6 @@ def mvm_fp16(mant: np.ndarray, exps: np.ndarray, bmax: np.ndarray, idx: np.ndarr
     ``epilogue`` is as for sim._kernels.digit_products_to_fp16 (operands [1 or M, R]).  Rows go in steps of
     about :data:`STEP_BYTES`; each step has as many activation digits as its own rows need.
     """
-    from sim._kernels import digit_products_to_fp16, gather_digits
-
     M, W = idx.shape
     K = W * mant.shape[1]
     R = len(weights.col_k)
@@ -232,7 +229,7 @@ def mvm_fp16(mant: np.ndarray, exps: np.ndarray, bmax: np.ndarray, idx: np.ndarr
     step = max(16, STEP_BYTES // (2 * (K + (0 if amx else 4 * E * R))) // 16 * 16)  # whole AMX row blocks
     for lo in range(0, M, step):
         hi = min(M, lo + step)
-        digits, row_exp = gather_digits(mant, exps, bmax, idx[lo:hi], block, window, THREADS,
+        digits, row_exp = _kernels.gather_digits(mant, exps, bmax, idx[lo:hi], block, window, THREADS,
                                         k_pad=weights.packed.shape[2] * _kernels.AMX_K_MULTIPLE if amx else 0)
         D = digits.shape[1]
         ops = [(code, None if b is None else (b if len(b) == 1 else b[lo:hi])) for code, b in epilogue]
@@ -244,6 +241,6 @@ def mvm_fp16(mant: np.ndarray, exps: np.ndarray, bmax: np.ndarray, idx: np.ndarr
         if digits.shape[2] != K:  # padded for AMX, which cannot take this many digits
             digits = np.ascontiguousarray(digits[:, :, :K])
         prods = weights.session.run(None, {"a": digits.reshape((hi - lo) * D, K)})[0]
-        digit_products_to_fp16(prods.reshape(hi - lo, D, E, R), row_k, weights.col_k,
-                               ACT_DIGIT_BITS, WEIGHT_DIGIT_BITS, ops, bound, out[lo:hi], THREADS)
+        _kernels.digit_products_to_fp16(prods.reshape(hi - lo, D, E, R), row_k, weights.col_k, ACT_DIGIT_BITS,
+                                        WEIGHT_DIGIT_BITS, ops, bound, out[lo:hi], THREADS)
     return out
