@@ -48,10 +48,10 @@ setup(
     version="0.1.0",
     description="An open Brainwave-style NPU toolkit: compiler, simulator, RTL and runtime",
     python_requires=">=3.11",
-    packages=find_packages(include=["npu*", "compiler*", "sim*", "rtl*", "runtime*"]),
+    packages=find_packages(include=["npu*", "compiler*", "sim*", "rtl*", "runtime*", "cli*"]),
     package_data={"npu": ["data/*"], "runtime": ["data/*", "protos/**/*"]},
     ext_modules=extensions,
     install_requires=RUNTIME_DEPS,
     extras_require={"test": TEST_DEPS},
-    entry_points={"console_scripts": ["npu = npu.cli:main"]},
+    entry_points={"console_scripts": ["npu = cli.main:main"]},
 )

@@ -72,7 +72,7 @@ def generate(name: str) -> dict:
     """`npu rtl generate` of one preset in a child process: wall seconds, peak RSS, Verilog size."""
     with tempfile.TemporaryDirectory(prefix=f"npu-gen-{name}-") as out:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "npu.cli", "rtl", "generate", "--config", name, "-o", out],
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "rtl", "generate", "--config", name, "-o", out],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 
 from npu.errors import AssemblyError, EncodingError
-from npu.isa import BY_MNEMONIC, Instruction, Kind, enum_for
+from npu.isa import BY_MNEMONIC, Instruction, Kind, enum_for, format_instruction
 
 _TOKEN = re.compile(r"[,\s]+")
 
@@ -80,20 +80,6 @@ def assemble(text: str, source: str = "<asm>") -> list[Instruction]:
         if ins is not None:
             out.append(ins)
     return out
-
-
-def format_instruction(ins: Instruction) -> str:
-    """Canonical text: required operands positionally, optional ones as name=value when not default."""
-    d = ins.definition
-    parts = [d.mnemonic]
-    for f, (name, value) in zip(d.fields, ins.fields):
-        enum = enum_for(f.kind)
-        text = enum(value).name.lower() if enum is not None and value in enum._value2member_map_ else str(value)
-        if f.default is None:
-            parts.append(text)
-        elif value != f.default:
-            parts.append(f"{name}={text}")
-    return " ".join(parts)
 
 
 def disassemble(instructions, with_pc: bool = False) -> str:

@@ -1,7 +1,7 @@
 """What an NPU backend offers: the simulator (sim.Machine) and the RTL (rtl.backend.RtlMachine).
 
-The compiler's executor and the runtime talk to either through this protocol,
-so a model file runs unchanged on both.
+The runtime's executor talks to either through this protocol, so a model file
+runs unchanged on both (runtime/backends.py makes one by name).
 """
 from __future__ import annotations
 
@@ -9,14 +9,10 @@ from typing import Protocol
 
 import numpy as np
 
-from npu.config import NpuConfig, get_config
-from npu.errors import NpuError
+from npu.config import NpuConfig
 from npu.isa import Space
 from npu.program import Program
 from npu.weights import WeightImage
-
-BACKENDS = ("sim", "rtl")
-
 
 class CycleFigures:
     """Latency and MVM utilization of a run, from its ``config``, ``cycles`` and ``macs``.
@@ -49,19 +45,3 @@ class MachineLike(Protocol):
     def run(self, program: Program, *, regions=None):  # -> a result with .cycles, .latency_us, .utilization, .macs
         ...
     def pop_output(self) -> np.ndarray: ...
-
-
-def make_machine(config: NpuConfig | str, backend: str = "sim") -> MachineLike:
-    """A fresh machine of the given backend ("sim" or "rtl")."""
-    config = get_config(config)
-    if backend == "sim":
-        from sim.machine import Machine
-
-        return Machine(config)
-    if backend == "rtl":
-        try:
-            from rtl.backend import RtlMachine
-        except ImportError as exc:
-            raise NpuError(f"the rtl backend is unavailable: {exc}") from None
-        return RtlMachine(config)
-    raise NpuError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -11,6 +11,7 @@ live in :data:`PRESETS`; configurations round-trip through JSON and TOML.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import tomllib
@@ -19,18 +20,23 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from npu.errors import ConfigError
+from npu.numerics import MFU_FORMATS, BfpFormat, get_bfp_format
+from npu.spaces import Space
 
 
 class MfuUnit(str, Enum):
-    """The three stages of a multifunction unit, in pipeline order."""
+    """The stages of a multifunction unit, in pipeline order (the order of this enum)."""
 
     ADDSUB = "addsub"  # vv_add, vv_a_sub_b, vv_b_sub_a, vv_max, vv_min
     MUL = "mul"        # vv_mul
     ACT = "act"        # v_relu, v_lrelu, v_sigm, v_tanh
 
 
-ALL_MFU_UNITS = (MfuUnit.ADDSUB, MfuUnit.MUL, MfuUnit.ACT)
+#: MFU stage names in pipeline order: a chain uses them in this order within one MFU.
+MFU_STAGES: tuple[str, ...] = tuple(u.value for u in MfuUnit)
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class Latencies:
     mfu_stage: int = 3     # one MFU stage (add/sub, mul or activation)
     vrf_write: int = 1     # chain result into a VRF
     chain_setup: int = 2   # bubble between one step's completion and the next step's start
+    drain: int = 2         # from the last step's completion to the end of the run (executor and run flag)
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,9 @@ class NpuConfig:
     netq_bytes_per_cycle: int = 16  # network input/output queue bandwidth
     netq_latency: int = 20          # network queue latency, cycles
     vrf_ports: int = 1              # native vectors per cycle per VRF read or write port
+    step_queue: int = 4             # step descriptors (chains, DMA) the front end decodes ahead of execution
+    write_slots: int = 3            # v_wr destinations one chain may have
+    mvm_buffer: int = 256           # native vectors of the MVM's circular input buffer; cols <= half of it
     clock_mhz: float = 250.0
     latencies: Latencies = field(default_factory=Latencies)
     source: str = ""                # where the numbers come from
@@ -87,11 +97,9 @@ class NpuConfig:
 
     # ------------------------------------------------------------------ rules
     def _validate(self) -> None:
-        from npu.numerics import MFU_FORMATS, get_bfp_format
-
         for name in ("native_dim", "tile_engines", "dpe_lanes", "mrf_tiles", "ivrf_depth", "asvrf_depth",
                      "mulvrf_depth", "dram_vectors", "dram_tiles", "dram_bytes_per_cycle",
-                     "netq_bytes_per_cycle", "vrf_ports"):
+                     "netq_bytes_per_cycle", "vrf_ports", "step_queue", "write_slots", "mvm_buffer"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(name, f"must be a positive integer, not {value!r}")
@@ -105,6 +113,8 @@ class NpuConfig:
                 raise ConfigError(f"latencies.{f.name}", f"must be a non-negative integer, not {value!r}")
         if not (isinstance(self.clock_mhz, (int, float)) and self.clock_mhz > 0):
             raise ConfigError("clock_mhz", f"must be a positive number, not {self.clock_mhz!r}")
+        if self.mvm_buffer & (self.mvm_buffer - 1) or self.mvm_buffer < 4:
+            raise ConfigError("mvm_buffer", f"must be a power of two of at least 4, not {self.mvm_buffer}")
         if self.native_dim % self.dpe_lanes:
             raise ConfigError("dpe_lanes", f"must divide native_dim ({self.native_dim}), not {self.dpe_lanes}")
         if not self.mfus:
@@ -133,15 +143,11 @@ class NpuConfig:
 
     # ------------------------------------------------------------ derived facts
     @property
-    def weight_fmt(self):
-        from npu.numerics import get_bfp_format
-
+    def weight_fmt(self) -> BfpFormat:
         return get_bfp_format(self.weight_format)
 
     @property
-    def act_fmt(self):
-        from npu.numerics import get_bfp_format
-
+    def act_fmt(self) -> BfpFormat:
         return get_bfp_format(self.act_format)
 
     @property
@@ -168,16 +174,49 @@ class NpuConfig:
         """Cycles one tile engine needs for one N x N tile-vector product."""
         return self.native_dim // self.dpe_lanes
 
-    def vector_space_depth(self, space) -> int:
-        """Depth in native vectors of a vector memory space (npu.isa.Space)."""
-        from npu.isa import Space
+    @property
+    def max_cols(self) -> int:
+        """Input native vectors (tile columns) one mv_mul iteration may read: half the MVM buffer."""
+        return self.mvm_buffer // 2
 
+    @property
+    def vector_bytes(self) -> int:
+        """Bytes of one native vector of fp16."""
+        return 2 * self.native_dim
+
+    @property
+    def tile_bytes(self) -> int:
+        """Bytes of one weight tile in DRAM: sign + mantissa per weight, one exponent per block."""
+        n_el = self.native_dim * self.native_dim
+        wf = self.weight_fmt
+        return -(-(n_el * (1 + wf.mant_bits) + (n_el // self.block) * wf.exp_bits) // 8)
+
+    def vector_space_depth(self, space: Space) -> int:
+        """Depth in native vectors of a vector memory space (0 for the queues and ZERO)."""
         return {
             Space.IVRF: self.ivrf_depth,
             Space.ASVRF: self.asvrf_depth,
             Space.MULVRF: self.mulvrf_depth,
             Space.DRAM: self.dram_vectors,
         }.get(Space(space), 0)
+
+    def port_cost(self, space: Space) -> int:
+        """Cycles per native vector through a space's port: the slot period a chain's port imposes."""
+        space = Space(space)
+        if space == Space.DRAM:
+            return -(-self.vector_bytes // self.dram_bytes_per_cycle)
+        if space == Space.NETQ:
+            return -(-self.vector_bytes // self.netq_bytes_per_cycle)
+        return -(-1 // self.vrf_ports)
+
+    def read_latency(self, space: Space) -> int:
+        """Cycles from a read's issue to its data: the memory's or queue's latency."""
+        space = Space(space)
+        if space == Space.DRAM:
+            return self.dram_latency
+        if space == Space.NETQ:
+            return self.netq_latency
+        return self.latencies.vrf_read
 
     def mfu_has(self, mfu: int, unit: MfuUnit | str) -> bool:
         return 0 <= mfu < self.n_mfus and MfuUnit(unit).value in self.mfus[mfu]
@@ -211,8 +250,6 @@ class NpuConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     def to_toml(self) -> str:
-        import tomli_w
-
         return tomli_w.dumps(self.to_dict())
 
     def save(self, path: str | Path) -> None:
@@ -224,8 +261,6 @@ class NpuConfig:
 
     def fingerprint(self) -> str:
         """A short stable hash of every field: programs record it."""
-        import hashlib
-
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -25,25 +25,11 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from npu.config import NpuConfig, bits_for
+from npu.config import MFU_STAGES, NpuConfig, bits_for
 from npu.errors import EncodingError
+from npu.spaces import READ_SPACES, WRITE_SPACES, Space  # noqa: F401 - the ISA's operand spaces
 
 WORD_ALIGN = 32  # instruction words are a multiple of this many bits
-
-
-class Space(IntEnum):
-    """Memory spaces a vector operand can name."""
-
-    NETQ = 0    # network input queue (v_rd) / output queue (v_wr); addresses ignored
-    DRAM = 1    # vector DRAM
-    IVRF = 2    # the MVM's initial VRF
-    ASVRF = 3   # add/sub VRF of MFU `mfu`
-    MULVRF = 4  # multiply VRF of MFU `mfu`
-    ZERO = 5    # read-only: reads as +0 (clears buffers, pads)
-
-
-READ_SPACES = frozenset(Space)
-WRITE_SPACES = frozenset(Space) - {Space.ZERO}
 
 
 class Reg(IntEnum):
@@ -171,7 +157,7 @@ OPCODES: dict[str, int] = {d.mnemonic: d.opcode for d in INSTRUCTIONS}
 #: Every field name used by some instruction, in first-appearance order (decoded column order).
 FIELD_NAMES: tuple[str, ...] = tuple(dict.fromkeys(f.name for d in INSTRUCTIONS for f in d.fields))
 MFU_OPS = tuple(d.mnemonic for d in INSTRUCTIONS if d.unit is Unit.MFU)
-STAGE_ORDER = {"addsub": 0, "mul": 1, "act": 2}
+STAGE_ORDER = {stage: i for i, stage in enumerate(MFU_STAGES)}
 
 
 def enum_for(kind: Kind):
@@ -222,9 +208,22 @@ class Instruction:
         return default
 
     def __str__(self) -> str:
-        from npu.asm import format_instruction
-
         return format_instruction(self)
+
+
+def format_instruction(ins: Instruction) -> str:
+    """Canonical text: required operands positionally, optional ones as name=value when not default."""
+    d = ins.definition
+    parts = [d.mnemonic]
+    for f, (name, value) in zip(d.fields, ins.fields):
+        enum = enum_for(f.kind)
+        text = enum(value).name.lower() if enum is not None and value in enum._value2member_map_ else str(value)
+        if f.default is None:
+            parts.append(text)
+        elif value != f.default:
+            parts.append(f"{name}={text}")
+    return " ".join(parts)
+
 
 
 class Encoding:

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from npu.config import NpuConfig
 from npu.errors import ModelFileError
 
 FORMAT_NAME = "npu-model"
@@ -87,9 +88,7 @@ class ModelFile:
         return [TensorSpec.from_dict(d) for d in self.manifest.get("outputs", [])]
 
     @property
-    def config(self):
-        from npu.config import NpuConfig
-
+    def config(self) -> NpuConfig:
         return NpuConfig.from_dict(self.manifest["config"])
 
     def member(self, name: str) -> bytes:

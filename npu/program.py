@@ -9,7 +9,12 @@ program file is self-describing: ``npu disasm prog.bin`` needs no --config.
 no data-dependent control flow, so every register value is known statically),
 checks every rule and returns the list of :class:`Chain` and :class:`Dma` steps
 the simulator executes.  A broken rule raises :class:`npu.errors.ProgramError`
-naming the pc, the instruction and the rule.
+naming the pc, the instruction and the rule.  It is the one program checker:
+the compiler runs it on what it emits, and the simulator and the RTL backend
+on what they are given.  Its rules are the ISA's (chain form, address ranges,
+the exact-accumulation limit), the configuration's (MRF size, MFU stages, the
+write slots and the MVM input buffer of ``config``) and the pipeline's (no
+iteration of a chain reads what an earlier iteration of it wrote).
 """
 from __future__ import annotations
 
@@ -22,9 +27,9 @@ import numpy as np
 
 from npu.config import MfuUnit, NpuConfig
 from npu.errors import EncodingError, ProgramError
-from npu.isa import (BY_MNEMONIC, INSTRUCTIONS, READ_SPACES, REG_RESET, STAGE_ORDER, WRITE_SPACES, Instruction,
-                     Reg, Space, Unit, encoding_for)
+from npu.isa import BY_MNEMONIC, INSTRUCTIONS, REG_RESET, STAGE_ORDER, Instruction, Reg, Unit, encoding_for
 from npu.numerics import MAX_DOT_LENGTH
+from npu.spaces import ADDRESSED_SPACES, PER_MFU_SPACES, READ_SPACES, WRITE_SPACES, Space
 
 MAGIC = b"NPUPROG1"
 
@@ -80,12 +85,6 @@ def _split(data: bytes, source: str) -> tuple[NpuConfig, bytes]:
         raise EncodingError(f"{source}: program is truncated or its header does not match its words "
                             f"(expected {header.get('count')} words of {enc.word_bits} bits, got {len(words)} bytes)")
     return config, words
-
-
-def program_words(data: bytes, source: str = "<program>") -> tuple[NpuConfig, dict[str, np.ndarray]]:
-    """Vectorized decode of a program file into columns (see Encoding.decode_columns)."""
-    config, words = _split(data, source)
-    return config, encoding_for(config).decode_columns(words)
 
 
 # ---------------------------------------------------------------- static analysis
@@ -147,6 +146,17 @@ class Chain:
     def mvm_macs(self, native_dim: int) -> int:
         return 0 if self.mrf is None else self.iterations * self.rows * self.cols * native_dim * native_dim
 
+    def bases(self, op: Operand) -> np.ndarray:
+        """Base address of each iteration (outer index i, inner j, in order): addr + i*so + j*si."""
+        i = np.arange(self.iter_outer, dtype=np.int64)[:, None] * op.so
+        j = np.arange(self.iter_inner, dtype=np.int64)[None, :] * op.si
+        return (op.addr + i + j).ravel()
+
+    def operands_read(self) -> list[tuple[Operand, np.ndarray]]:
+        """Every memory operand the chain reads with its offsets per iteration (the read, then MFU operands)."""
+        rows = np.arange(self.rows, dtype=np.int64)
+        return [(self.read, self.read_offsets())] + [(op.operand, rows) for op in self.ops if op.operand is not None]
+
 
 @dataclass
 class Dma:
@@ -161,6 +171,49 @@ class Dma:
 
 def _fail(pc: int, ins: Instruction, rule: str):
     raise ProgramError(pc, str(ins), rule)
+
+
+def _memory(op: Operand) -> tuple[Space, int]:
+    """Which memory an operand names (the MFU index matters only for per-MFU spaces)."""
+    return op.space, op.mfu if op.space in PER_MFU_SPACES else 0
+
+
+def iteration_hazard(chain: Chain) -> str | None:
+    """The rule a chain breaks when one of its iterations reads a vector an earlier iteration of it wrote.
+
+    Such a chain would need the hardware to forward results between the iterations of one
+    pipelined chain, which it does not do (reads run ahead of writes).  Returns None when the chain
+    is free of such hazards."""
+    if chain.iterations == 1:
+        return None
+    rows = np.arange(chain.rows, dtype=np.int64)
+    reads = chain.operands_read()
+    for w in chain.writes:
+        if w.space not in ADDRESSED_SPACES:
+            continue
+        waddr = chain.bases(w)[:, None] + rows
+        wlo, whi = int(waddr.min()), int(waddr.max())
+        first_write = None
+        for r, offs in reads:
+            if _memory(r) != _memory(w) or r.space not in ADDRESSED_SPACES:
+                continue
+            raddr = chain.bases(r)[:, None] + offs
+            if int(raddr.max()) < wlo or int(raddr.min()) > whi:
+                continue
+            if first_write is None:
+                first_write = np.full(whi - wlo + 1, np.iinfo(np.int64).max, dtype=np.int64)
+                its = np.broadcast_to(np.arange(chain.iterations)[:, None], waddr.shape)
+                # writes are in iteration order: the first occurrence of an address is its first write
+                flat, pos = np.unique(waddr.ravel() - wlo, return_index=True)
+                first_write[flat] = its.ravel()[pos]
+            inside = (raddr >= wlo) & (raddr <= whi)
+            rit = np.broadcast_to(np.arange(chain.iterations)[:, None], raddr.shape)
+            bad = inside & (first_write[np.clip(raddr - wlo, 0, whi - wlo)] < rit)
+            if bad.any():
+                k = np.argwhere(bad)[0]
+                return (f"iteration hazard: iteration {int(k[0])} reads {r.space.name.lower()} address "
+                        f"{int(raddr[tuple(k)])}, which an earlier iteration of the same chain wrote")
+    return None
 
 
 def _check_operand(pc, ins, config: NpuConfig, op: Operand, width_offsets: np.ndarray | int, chain_regs,
@@ -232,6 +285,9 @@ def analyze(program: Program) -> list[Chain | Dma]:
             if ins["mrf"] + tiles > config.mrf_tiles:
                 _fail(pc, ins, f"MRF overflow: {chain.rows} x {chain.cols} tiles at {ins['mrf']} exceed the "
                                f"{config.mrf_tiles}-tile MRF")
+            if chain.cols > config.max_cols:
+                _fail(pc, ins, f"cols {chain.cols} exceeds the MVM input buffer's limit of {config.max_cols} "
+                               f"input vectors per iteration (mvm_buffer {config.mvm_buffer} / 2)")
             if chain.cols * config.native_dim > MAX_DOT_LENGTH:
                 _fail(pc, ins, f"dot product of {chain.cols * config.native_dim} elements exceeds "
                                f"{MAX_DOT_LENGTH} (the exact-accumulation limit)")
@@ -255,6 +311,10 @@ def analyze(program: Program) -> list[Chain | Dma]:
         elif m == "v_wr":
             if ins["space"] not in Space._value2member_map_:
                 _fail(pc, ins, f"unknown memory space {ins['space']}")
+            if len(chain.writes) == config.write_slots:
+                _fail(pc, ins, f"a chain writes at most {config.write_slots} destinations (write_slots)")
+            if ins["space"] == Space.NETQ and any(w.space == Space.NETQ for w in chain.writes):
+                _fail(pc, ins, "a chain writes the output queue at most once")
             chain.writes.append(Operand(Space(ins["space"]), ins["mfu"], ins["addr"], ins["so"], ins["si"]))
         elif m == "end_chain":
             if not chain.writes:
@@ -273,6 +333,9 @@ def analyze(program: Program) -> list[Chain | Dma]:
             for w in chain.writes:
                 _check_operand(chain.pc, program.instructions[chain.pc], config, w, chain.rows, regs_loop,
                                writing=True)
+            hazard = iteration_hazard(chain)
+            if hazard:
+                _fail(chain.pc, program.instructions[chain.pc], hazard)
             steps.append(chain)
             chain = None
         else:
@@ -282,12 +345,4 @@ def analyze(program: Program) -> list[Chain | Dma]:
     return steps
 
 
-def instruction_mix(program: Program) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for ins in program.instructions:
-        counts[ins.mnemonic] = counts.get(ins.mnemonic, 0) + 1
-    return counts
-
-
-__all__ = ["Program", "Chain", "Dma", "Operand", "MfuOp", "analyze", "program_words", "instruction_mix",
-           "INSTRUCTIONS", "BY_MNEMONIC"]
+__all__ = ["Program", "Chain", "Dma", "Operand", "MfuOp", "analyze", "iteration_hazard"]

@@ -19,7 +19,8 @@ from npu.errors import NpuError, SimulationError
 from npu.isa import Space, encoding_for
 from npu.program import Chain, Dma, Program, analyze
 from npu.weights import WeightImage
-from rtl.cosim import RtlParams, build, run_job
+from rtl.cosim import build, run_job
+from rtl.generate import RtlParams
 from rtl.layout import MemoryMap
 from rtl.npu import ERR_OVERFLOW, ERR_UNSUPPORTED
 
@@ -50,21 +51,6 @@ def vector_memory(space: Space, mfu: int = 0) -> str:
     if space not in names:
         raise NpuError(f"{space.name} is not an addressable vector memory")
     return names[space]
-
-
-def check_supported(steps, params: RtlParams, program: Program) -> None:
-    """Raise SimulationError for chains this RTL build does not implement."""
-    for s in steps:
-        if not isinstance(s, Chain):
-            continue
-        text = str(program.instructions[s.pc])
-        if len(s.writes) > params.write_slots:
-            raise SimulationError(s.pc, text, f"the RTL implements at most {params.write_slots} v_wr per chain")
-        if sum(w.space == Space.NETQ for w in s.writes) > 1:
-            raise SimulationError(s.pc, text, "the RTL writes the output queue once per chain")
-        if s.mrf is not None and s.cols > params.mvm_buffer // 2:
-            raise SimulationError(s.pc, text, f"the RTL's MVM buffer takes at most {params.mvm_buffer // 2} "
-                                              f"input vectors per iteration (cols)")
 
 
 def written_ranges(steps, config: NpuConfig, memmap: MemoryMap) -> dict[str, tuple[int, int]]:
@@ -212,7 +198,6 @@ class RtlMachine:
             raise NpuError(f"program was built for configuration {program.config.name!r}, this machine is "
                            f"{self.config.name!r}")
         steps = analyze(program)
-        check_supported(steps, self.params, program)
         case, info = self.case_for(program, steps)
         (res,) = run_job(self.build, [case])
         self._absorb(res, info)

@@ -25,27 +25,15 @@ from pathlib import Path
 
 from npu.config import NpuConfig
 from npu.errors import NpuError
-from rtl.layout import MAX_WORD_BITS
+from rtl.generate import TOPLEVEL, RtlParams, write_verilog
 from rtl.toolchain import ToolchainError, verilator_env
 
-TOPLEVEL = "npu_top"
 RTL_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = RTL_DIR.parent
 
 
 class CosimError(NpuError):
     """The Verilator build or the cocotb simulation failed."""
-
-
-@dataclass(frozen=True)
-class RtlParams:
-    """Generator parameters that are not part of the architecture (see rtl.npu.Npu)."""
-
-    program_depth: int = 4096
-    queue_depth: int = 512
-    write_slots: int = 3
-    mvm_buffer: int = 256
-    max_word_bits: int = MAX_WORD_BITS
 
 
 def cache_root() -> Path:
@@ -94,8 +82,6 @@ class Build:
 
 def build(config: NpuConfig, params: RtlParams = RtlParams(), *, trace: bool = False, verbose: bool = False) -> Build:
     """Generate and Verilate the NPU for ``config`` (cached)."""
-    from rtl.generate import write_verilog
-
     verilator_env()
     d = build_dir_for(config, params, trace)
     with _lock(d.with_suffix(".lock")):

@@ -4,26 +4,36 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from npu.config import NpuConfig
+from rtl.layout import MAX_WORD_BITS
+from rtl.npu import Npu
+
+#: Verilog module name of the NPU.
+TOPLEVEL = "npu_top"
 
 
-def make_top(config: NpuConfig, params=None):
-    from rtl.cosim import RtlParams
-    from rtl.npu import Npu
+@dataclass(frozen=True)
+class RtlParams:
+    """Generator parameters that are not part of the architecture (see rtl.npu.Npu)."""
 
+    program_depth: int = 4096
+    queue_depth: int = 512
+    max_word_bits: int = MAX_WORD_BITS
+
+
+def make_top(config: NpuConfig, params: RtlParams | None = None) -> Npu:
     params = params or RtlParams()
     return Npu(config, program_depth=params.program_depth, queue_depth=params.queue_depth,
-               write_slots=params.write_slots, mvm_buffer=params.mvm_buffer, max_word_bits=params.max_word_bits)
+               max_word_bits=params.max_word_bits)
 
 
 def write_verilog(config: NpuConfig, outdir: str | Path, params=None) -> Path:
     """Write ``npu_top.v`` (every unit of rtl/units.py defined once, then the top) and ``report.json``
     into outdir; returns the Verilog path."""
     from amaranth.back import verilog
-
-    from rtl.cosim import TOPLEVEL
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)

@@ -52,37 +52,12 @@ from npu.isa import OPCODES, Kind, Reg, Space, encoding_for
 from npu.numerics import flush_windows
 from rtl.layout import MAX_WORD_BITS, MemoryMap, instruction_layout
 from rtl.units import ACT_OPS, AS_OPS, UNIT_NAMES, instance, make_units
-from sim.timing import STEP_QUEUE
 
 #: ``error`` output bits.
 ERR_UNSUPPORTED = 1  # a chain the RTL does not implement (too many v_wr, two writes to the output queue)
 ERR_OVERFLOW = 2     # the output queue overflowed (the bench did not drain it)
 
 STEP_CHAIN, STEP_MRD, STEP_MWR = 0, 1, 2
-
-
-def _ceil(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def port_cost(config: NpuConfig) -> dict[Space, int]:
-    """Cycles per native vector through each space's port (the slot period a port imposes)."""
-    vb = 2 * config.native_dim
-    return {Space.NETQ: _ceil(vb, config.netq_bytes_per_cycle), Space.DRAM: _ceil(vb, config.dram_bytes_per_cycle),
-            Space.IVRF: 1, Space.ASVRF: 1, Space.MULVRF: 1, Space.ZERO: 1}
-
-
-def read_latency(config: NpuConfig) -> dict[Space, int]:
-    lat = config.latencies.vrf_read
-    return {Space.NETQ: config.netq_latency, Space.DRAM: config.dram_latency, Space.IVRF: lat,
-            Space.ASVRF: lat, Space.MULVRF: lat, Space.ZERO: lat}
-
-
-def tile_bytes(config: NpuConfig) -> int:
-    """Bytes of one weight tile in DRAM (as sim/timing.py counts them)."""
-    n_el = config.native_dim * config.native_dim
-    wf = config.weight_fmt
-    return _ceil(n_el * (1 + wf.mant_bits) + (n_el // config.block) * wf.exp_bits, 8)
 
 
 class Npu(wiring.Component):
@@ -96,11 +71,6 @@ class Npu(wiring.Component):
         Instruction words the program memory holds.
     queue_depth : int
         Native vectors the input and output queue FIFOs hold.
-    write_slots : int
-        ``v_wr`` destinations one chain may have.
-    mvm_buffer : int
-        Native vectors of the MVM's circular input buffer (a power of two); a
-        chain's ``cols`` may be at most half of it.
     max_word_bits : int
         The widest memory word: weight tile words wider than this are stored
         by rows in several memories (:class:`rtl.layout.MemoryMap`).
@@ -120,16 +90,13 @@ class Npu(wiring.Component):
     """
 
     def __init__(self, config: NpuConfig, *, program_depth: int = 4096, queue_depth: int = 512,
-                 write_slots: int = 3, mvm_buffer: int = 256, max_word_bits: int = MAX_WORD_BITS):
+                 max_word_bits: int = MAX_WORD_BITS):
         if not isinstance(config, NpuConfig):
             raise TypeError(f"config must be an NpuConfig, not {config!r}")
         for name, value in (("program_depth", program_depth), ("queue_depth", queue_depth),
-                            ("write_slots", write_slots), ("mvm_buffer", mvm_buffer),
                             ("max_word_bits", max_word_bits)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        if mvm_buffer & (mvm_buffer - 1) or mvm_buffer < 4:
-            raise ValueError(f"mvm_buffer must be a power of two of at least 4, not {mvm_buffer!r}")
         if config.vrf_ports != 1:
             raise ConfigError("vrf_ports", f"the RTL implements one vector per cycle per VRF port, not {config.vrf_ports}")
         lanes, block = config.dpe_lanes, config.block
@@ -147,8 +114,8 @@ class Npu(wiring.Component):
         self.config = config
         self.program_depth = program_depth
         self.queue_depth = queue_depth
-        self.write_slots = write_slots
-        self.mvm_buffer = mvm_buffer
+        self.write_slots = config.write_slots
+        self.mvm_buffer = config.mvm_buffer
         self.memmap = MemoryMap(config, program_depth, max_word_bits)
         #: the repeated datapath units (rtl/units.py), by Verilog module name; instantiated, not inlined
         self.units = make_units(config, self.memmap)
@@ -252,7 +219,7 @@ class Npu(wiring.Component):
         regs = {r: Signal(imm, name=f"reg_{r.name.lower()}") for r in Reg}
         from npu.isa import REG_RESET
         # the timing model (sim/timing.py) counts on this depth: a full queue stalls decoding
-        steps = fifo.SyncFIFOBuffered(width=self.desc_layout.size, depth=STEP_QUEUE)
+        steps = fifo.SyncFIFOBuffered(width=self.desc_layout.size, depth=c.step_queue)
         m.submodules.steps = steps
         cur = Signal(self.desc_layout)
         in_chain = Signal()
@@ -354,8 +321,8 @@ class Npu(wiring.Component):
         fresh = Signal()
         m.d.sync += fresh.eq(start_step)
 
-        cost = port_cost(c)
-        rlat = read_latency(c)
+        cost = {s: c.port_cost(s) for s in Space}
+        rlat = {s: c.read_latency(s) for s in Space}
 
         def space_const(space_sig, table, width):
             out = Signal(width, name="spc")
@@ -603,7 +570,7 @@ class Npu(wiring.Component):
         rowp = Signal.like(term_cycles)
         pw = Signal(8)
         # the per-row period also respects the write ports' per-vector cost
-        cost = port_cost(c)
+        cost = {s: c.port_cost(s) for s in Space}
         pws = []
         for k in range(self.write_slots):
             w = ex.wr[k]
@@ -794,7 +761,7 @@ class Npu(wiring.Component):
         is_dma = Signal()
         m.d.comb += is_dma.eq((ex.kind == STEP_MRD) | (ex.kind == STEP_MWR))
         busy = Signal()
-        tb = tile_bytes(c)
+        tb = c.tile_bytes
         need = Signal(32)
         m.d.comb += need.eq(ex.count * tb)
         credit = Signal(32)

@@ -20,8 +20,10 @@ import numpy as np
 from npu.errors import NpuError
 from npu.isa import Space
 from npu.modelfile import ModelFile, RunStats, TensorSpec
+from npu.plan import im2col, stream_vectors, unstream
 from npu.program import Program
 from npu.weights import WeightImage
+from runtime.backends import make_machine
 
 
 def _load_npy(data: bytes) -> np.ndarray:
@@ -39,8 +41,6 @@ class Executor:
     """Executes the manifest's ``plan`` of a :class:`~npu.modelfile.ModelFile`."""
 
     def __init__(self, model: ModelFile, backend: str = "sim"):
-        from npu.backend import make_machine
-
         self.model = model
         self.manifest = model.manifest
         self.backend = backend
@@ -129,13 +129,9 @@ class Executor:
         for spec in step["inputs"]:
             x = np.asarray(env[spec["tensor"]], np.float32)
             if spec["kind"] == "im2col":
-                from compiler.lowering.conv import im2col
-
                 vectors = im2col(x, spec["im2col"], n)
             else:
-                stream = np.zeros(spec["vectors"] * n, np.float32)
-                stream[self._emaps[spec["emap"]]] = x.ravel()
-                vectors = stream.reshape(-1, n)
+                vectors = stream_vectors(x, self._emaps[spec["emap"]], spec["vectors"], n)
             m.push_input(vectors)
         program = self._programs[step["program"]]
         result = m.run(program, regions=[tuple(r) for r in step["regions"]])
@@ -143,9 +139,8 @@ class Executor:
         at = 0
         for spec in step["outputs"]:
             count = spec["vectors"]
-            stream = out[at:at + count].reshape(-1)
+            env[spec["tensor"]] = unstream(out[at:at + count], self._emaps[spec["emap"]], spec["shape"])
             at += count
-            env[spec["tensor"]] = stream[self._emaps[spec["emap"]]].astype(np.float32).reshape(spec["shape"])
         if at != len(out):
             raise NpuError(f"{step['program']}: the program wrote {len(out)} output vectors, the plan expects {at}")
         return result

@@ -11,7 +11,8 @@ leaves an unreferenced blob, never a row pointing at a missing or half-written
 file; :meth:`Registry.gc` removes such leftovers.  Identical model files share
 one blob.
 
-An ONNX file is compiled on registration with ``compiler.compile_model``.
+An ONNX file is compiled on registration by the compiler the registry was given
+(the command line gives it ``compiler.compile_model``; the runtime itself never imports the compiler).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from npu.errors import ModelFileError
 from npu.modelfile import ModelFile, read_model
@@ -87,24 +89,13 @@ def _check_name(name: str) -> None:
         raise RegistryError(f"model name {name!r}: must be non-empty without ':', '/' or surrounding spaces")
 
 
-def _compile_onnx(path: Path, config: str | None) -> bytes:
-    try:
-        from compiler import compile_model
-    except ImportError as exc:
-        raise RegistryError(
-            f"{path}: registering an ONNX model compiles it, but the compiler is not available "
-            f"(compiler.compile_model: {exc}); compile it with `npu compile` and register the .npu file") from None
-    data = compile_model(str(path), config=config) if config else compile_model(str(path))
-    if not isinstance(data, (bytes, bytearray)):
-        raise RegistryError(f"{path}: compiler.compile_model returned {type(data).__name__}, expected the bytes of a .npu file")
-    return bytes(data)
-
-
 class Registry:
     """A model store (see the module docstring for its layout and guarantees)."""
 
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, compiler: Callable[..., bytes] | None = None):
+        """``compiler(path, config=...)`` returns the bytes of a .npu file; without one, only .npu files register."""
         self.root = Path(root) if root else default_store()
+        self.compiler = compiler
         self.db_path = self.root / "registry.sqlite3"
         self.blob_dir = self.root / "blobs"
 
@@ -139,6 +130,16 @@ class Registry:
     def _after_blob_write(self, digest: str) -> None:
         """Hook between the blob write and the row insert (tests inject a crash here)."""
 
+    def _compile_onnx(self, path: Path, config: str | None) -> bytes:
+        if self.compiler is None:
+            raise RegistryError(f"{path}: registering an ONNX model compiles it, but the compiler is not available "
+                                f"to this registry; compile it with `npu compile` and register the .npu file, or "
+                                f"use `npu models register`, which compiles")
+        data = self.compiler(str(path), config=config) if config else self.compiler(str(path))
+        if not isinstance(data, (bytes, bytearray)):
+            raise RegistryError(f"{path}: the compiler returned {type(data).__name__}, expected the bytes of a .npu file")
+        return bytes(data)
+
     # -- operations ----------------------------------------------------------
 
     def register(self, path: str | Path, name: str, *, config: str | None = None, tags: list[str] | None = None,
@@ -149,7 +150,7 @@ class Registry:
         if not path.is_file():
             raise RegistryError(f"{path}: no such file")
         if path.suffix.lower() == ".onnx":
-            data = _compile_onnx(path, config)
+            data = self._compile_onnx(path, config)
             label = f"{path} (compiled)"
         else:
             data = path.read_bytes()

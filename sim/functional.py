@@ -4,9 +4,10 @@ A chain's iterations are computed together: its reads become one gather
 ``[iterations, width, N]``, the MVM a few 8-bit digit GEMMs (sim/intgemm.py)
 with the leading MFU operations fused into its output pass, each other MFU
 op one fp16 array operation, each write one slice or scatter.  This equals
-running the iterations one after another because
-:func:`check_iteration_hazards` rejects chains in which an iteration reads
-what an earlier iteration of the same chain wrote.
+running the iterations one after another because the program checker
+(npu.program.analyze, which every program passes before it runs) rejects
+chains in which an iteration reads what an earlier iteration of the same
+chain wrote.
 
 MVM exactness: mantissa products are small integers times powers of two, and
 the flush windows of npu.numerics bound every partial sum of a dot product to
@@ -63,13 +64,6 @@ def _contiguous(chain: Chain, op: Operand) -> slice | None:
     return None
 
 
-def iteration_bases(chain: Chain, op: Operand) -> np.ndarray:
-    """Base address of each iteration (outer index i, inner j): addr + i*so + j*si."""
-    i = np.arange(chain.iter_outer, dtype=np.int64)[:, None] * op.so
-    j = np.arange(chain.iter_inner, dtype=np.int64)[None, :] * op.si
-    return (op.addr + i + j).ravel()
-
-
 #: Chains whose static plans the executor keeps (ResNet-152 has about 700).
 PLAN_CACHE_CHAINS = 20000
 
@@ -111,14 +105,11 @@ class Executor:
         if hit is not None and hit[0] is c:
             return hit[1]
         offsets = c.read_offsets()
-        # Always checked: a chain reading the queue or ZERO can still read an MFU
-        # operand that an earlier iteration of it wrote.
-        check_iteration_hazards(c, text, offsets)
         read_index = None
         if c.read.space not in (Space.NETQ, Space.ZERO):
-            read_index = iteration_bases(c, c.read)[:, None] + offsets[None, :]
+            read_index = c.bases(c.read)[:, None] + offsets[None, :]
         rows = np.arange(c.rows, dtype=np.int64)
-        writes = [None if w.space == Space.NETQ else _contiguous(c, w) or iteration_bases(c, w)[:, None] + rows
+        writes = [None if w.space == Space.NETQ else _contiguous(c, w) or c.bases(w)[:, None] + rows
                   for w in c.writes]
         plan = _ChainPlan(offsets, read_index, rows, writes)
         if read_index is not None and read_index.size:
@@ -184,7 +175,7 @@ class Executor:
         span = _contiguous(c, op)
         if span is not None:
             return mem[span].reshape(c.iterations, c.rows, -1)
-        return mem[iteration_bases(c, op)[:, None] + rows]
+        return mem[c.bases(op)[:, None] + rows]
 
     def _weights(self, c: Chain, text: str):
         """The chain's MRF tiles [rows*N, cols*N], prepared for the MVM engine in use and cached: digit
@@ -313,42 +304,3 @@ def _strided_gemm(c: Chain, vals: np.ndarray, base: int, w: np.ndarray, n: int) 
         keep = (np.arange(io)[:, None] * ext + np.arange(ii)[None, :]).ravel()
         y = y[keep]
     return y
-
-
-def check_iteration_hazards(c: Chain, text: str, read_offsets: np.ndarray) -> None:
-    """Reject a chain whose iteration reads a vector an earlier iteration of it wrote.
-
-    Such a chain would need the hardware to forward results between
-    iterations of one pipelined chain, which it does not do.
-    """
-    if c.iterations == 1:
-        return
-    reads = [(c.read, read_offsets)] + [(op.operand, None) for op in c.ops if op.operand is not None]
-    rows = np.arange(c.rows, dtype=np.int64)
-    for w in c.writes:
-        if w.space == Space.NETQ:
-            continue
-        waddr = iteration_bases(c, w)[:, None] + rows
-        wlo, whi = int(waddr.min()), int(waddr.max())
-        first_write = None
-        for r, offs in reads:
-            if (r.space, r.mfu if r.space in (Space.ASVRF, Space.MULVRF) else 0) != \
-               (w.space, w.mfu if w.space in (Space.ASVRF, Space.MULVRF) else 0):
-                continue
-            raddr = iteration_bases(c, r)[:, None] + (offs if offs is not None else rows)
-            if int(raddr.max()) < wlo or int(raddr.min()) > whi:
-                continue
-            if first_write is None:
-                first_write = np.full(whi - wlo + 1, np.iinfo(np.int64).max, dtype=np.int64)
-                its = np.broadcast_to(np.arange(c.iterations)[:, None], waddr.shape)
-                # writes are in iteration order: the first occurrence of an address is its first write
-                flat, pos = np.unique(waddr.ravel() - wlo, return_index=True)
-                first_write[flat] = its.ravel()[pos]
-            inside = (raddr >= wlo) & (raddr <= whi)
-            rit = np.broadcast_to(np.arange(c.iterations)[:, None], raddr.shape)
-            bad = inside & (first_write[np.clip(raddr - wlo, 0, whi - wlo)] < rit)
-            if bad.any():
-                k = np.argwhere(bad)[0]
-                raise SimulationError(c.pc, text, f"iteration hazard: iteration {int(k[0])} reads "
-                                                  f"{r.space.name.lower()} address {int(raddr[tuple(k)])}, which an "
-                                                  f"earlier iteration of the same chain wrote")

@@ -5,9 +5,10 @@ registers, and sim._dispatch.schedule places the steps in time:
 
 * **Front end.**  Instructions are decoded one per cycle (instruction ``k``
   in cycle ``k + 1``; cycle 0 is the start).  A step's descriptor enters the
-  step queue (:data:`STEP_QUEUE` entries) in the cycle its last instruction
-  is decoded; when the queue is full, decoding stalls until the step
-  :data:`STEP_QUEUE` places earlier has started (plus one cycle).
+  step queue in the cycle its last instruction
+  is decoded; when the queue (``config.step_queue`` entries) is full,
+  decoding stalls until the step that many places earlier has started
+  (plus one cycle).
 * **One step at a time.**  A step starts ``latencies.decode`` cycles after
   its descriptor was queued and ``latencies.chain_setup`` cycles after the
   previous step completed, whichever is later; steps never overlap, so no
@@ -35,7 +36,7 @@ registers, and sim._dispatch.schedule places the steps in time:
 * **DMA** copies ``count`` tiles at ``N / dpe_lanes`` words per tile and is
   limited by the DRAM bandwidth: ``max(ceil(count * tile_bytes / bandwidth),
   count * N / dpe_lanes) + dram_latency``.
-* The program ends :data:`DRAIN` cycles after its last step completed.
+* The program ends ``latencies.drain`` cycles after its last step completed.
 
 What it abstracts: the network input queue is assumed to hold the vectors a
 chain pops (the bench loads them before the start), the output queue never
@@ -50,16 +51,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from npu.config import NpuConfig
+from npu.config import MFU_STAGES, NpuConfig
 from npu.isa import Space
 from npu.program import Chain, Dma, Operand
-
-#: Step descriptors the front end may queue ahead of the executor (rtl/npu.py builds its FIFO with it).
-STEP_QUEUE = 4
-
-#: Cycles from the last step's completion to the end of the run (the executor's and the run flag's registers).
-DRAIN = 2
-
 
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
@@ -89,33 +83,11 @@ class TimingModel:
         c = config
         n = c.n_mfus
         self.units = ["mvm", "dram", "netq_in", "netq_out"]
-        self.units += [f"mfu{k}.{stage}" for k in range(n) for stage in ("addsub", "mul", "act")]
+        self.units += [f"mfu{k}.{stage}" for k in range(n) for stage in MFU_STAGES]
         self.units += ["ivrf.r", "ivrf.w"]
         self.units += [f"asvrf{k}.{p}" for k in range(n) for p in "rw"]
         self.units += [f"mulvrf{k}.{p}" for k in range(n) for p in "rw"]
         self.unit_index = {u: i for i, u in enumerate(self.units)}
-        self.vector_bytes = c.native_dim * 2
-        wf = c.weight_fmt
-        n_el = c.native_dim * c.native_dim
-        self.tile_bytes = _ceil(n_el * (1 + wf.mant_bits) + (n_el // c.block) * wf.exp_bits, 8)
-
-    # -------------------------------------------------------------- ports
-    def port_cost(self, space: Space) -> int:
-        """Cycles per native vector through a space's port."""
-        c = self.config
-        if space == Space.DRAM:
-            return _ceil(self.vector_bytes, c.dram_bytes_per_cycle)
-        if space == Space.NETQ:
-            return _ceil(self.vector_bytes, c.netq_bytes_per_cycle)
-        return _ceil(1, c.vrf_ports)
-
-    def read_latency(self, space: Space) -> int:
-        c = self.config
-        if space == Space.DRAM:
-            return c.dram_latency
-        if space == Space.NETQ:
-            return c.netq_latency
-        return c.latencies.vrf_read
 
     def _unit(self, op: Operand, write: bool) -> str | None:
         p = "w" if write else "r"
@@ -137,22 +109,22 @@ class TimingModel:
         c, lat = self.config, self.config.latencies
         it = ch.iterations
         width = len(ch.read_offsets())
-        p_read = self.port_cost(ch.read.space)
-        p_write = max([self.port_cost(w.space) for w in ch.writes], default=1)
-        tail = self.read_latency(ch.read.space) + len(ch.ops) * lat.mfu_stage + lat.vrf_write
+        p_read = c.port_cost(ch.read.space)
+        p_write = max([c.port_cost(w.space) for w in ch.writes], default=1)
+        tail = c.read_latency(ch.read.space) + len(ch.ops) * lat.mfu_stage + lat.vrf_write
         busy: dict[str, int] = {}
 
         def add(unit, cycles):
             if unit is not None:
                 busy[unit] = busy.get(unit, 0) + cycles
 
-        add(self._unit(ch.read, False), it * width * self.port_cost(ch.read.space))
+        add(self._unit(ch.read, False), it * width * c.port_cost(ch.read.space))
         for op in ch.ops:
             add(f"mfu{op.mfu}.{op.stage}", it * ch.rows)
             if op.operand is not None:
                 add(self._unit(op.operand, False), it * ch.rows)
         for w in ch.writes:
-            add(self._unit(w, True), it * ch.rows * self.port_cost(w.space))
+            add(self._unit(w, True), it * ch.rows * c.port_cost(w.space))
         if ch.mrf is None:
             return it * ch.rows * max(p_read, p_write) + tail, busy
         x = ch.cols * p_read
@@ -163,7 +135,7 @@ class TimingModel:
 
     def dma_duration(self, d: Dma) -> tuple[int, dict[str, int]]:
         c = self.config
-        transfer = _ceil(d.count * self.tile_bytes, c.dram_bytes_per_cycle)
+        transfer = _ceil(d.count * c.tile_bytes, c.dram_bytes_per_cycle)
         return max(transfer, d.count * c.cycles_per_tile) + c.dram_latency, {"dram": transfer}
 
     # -------------------------------------------------------------- whole program
@@ -185,8 +157,8 @@ class TimingModel:
                 busy[self.unit_index[unit]] += cycles
             step_units.append(list(occ))
         lat = self.config.latencies
-        starts, ends, shift = schedule(table, STEP_QUEUE, lat.decode, lat.chain_setup)
+        starts, ends, shift = schedule(table, self.config.step_queue, lat.decode, lat.chain_setup)
         # instructions after the last step still have to be decoded (one per cycle)
         last = int(ends[-1]) if S else 0
-        total = max(last, program_length + int(shift)) + DRAIN if program_length else 0
+        total = max(last, program_length + int(shift)) + lat.drain if program_length else 0
         return Timeline(starts, ends, {u: int(b) for u, b in zip(self.units, busy)}, self.units, step_units, total)

@@ -1,5 +1,7 @@
-"""Shared fixtures. Test-data seeds are logged so a failure can be replayed."""
+"""Shared fixtures. Test-data seeds are derived from the test's id (the same in every process and under
+xdist) plus ``$NPU_TEST_SEED``, and logged, so a failure can be replayed."""
 import os
+import zlib
 
 import numpy as np
 import pytest
@@ -12,11 +14,25 @@ def tiny():
     return get_config("tiny")
 
 
+def test_seed(request) -> int:
+    """A seed that depends only on the test's id and $NPU_TEST_SEED (Python's hash() changes per process)."""
+    return int(os.environ.get("NPU_TEST_SEED", "0")) + (zlib.crc32(request.node.nodeid.encode()) & 0xFFFF)
+
+
 @pytest.fixture
 def rng(request):
-    seed = int(os.environ.get("NPU_TEST_SEED", "0")) + (hash(request.node.name) & 0xFFFF)
+    seed = test_seed(request)
     print(f"rng seed {seed}")
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(autouse=True)
+def _module_rng(request):
+    """Modules that draw test weights from a module-level ``RNG`` get it re-seeded per test, so a test's data
+    does not depend on which tests ran before it in the same worker."""
+    module = request.module
+    if isinstance(getattr(module, "RNG", None), np.random.Generator):
+        module.RNG = np.random.default_rng(test_seed(request))
 
 
 @pytest.fixture(params=["vector", "scalar"])

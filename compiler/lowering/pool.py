@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.attrs import window
-from compiler.ir import EpOp, Node
+from compiler.ir import EpOp, Node, nonnegative
 from compiler.kernels import ChainOp, ChainSpec, LoweringError, Ref, channel_vector
 from compiler.lowering.core import NEG_INF, Lowering, OutGrid
 from npu.isa import Space
@@ -58,8 +58,6 @@ def lower_pool(lw: Lowering, node: Node) -> None:
     is_max = node.op == "MaxPool"
     kh, kw = p["kh"], p["kw"]
     req = lw.pads.get(node.inputs[0])
-    from compiler.passes.layout import nonnegative
-
     if is_max and any(needed_pad(p)) and not nonnegative(lw.g, node.inputs[0]) and \
             (req is None or req.fill != NEG_INF):
         raise LoweringError("MaxPool padding must read as -inf, but another reader of its input needs zeros")

@@ -9,26 +9,8 @@ interior of their consumer's padded buffer.
 """
 from __future__ import annotations
 
-from compiler.ir import Graph
+from compiler.ir import Graph, nonnegative
 from compiler.lowering.core import NEG_INF, PadReq
-
-
-def nonnegative(g: Graph, tensor: str, depth: int = 0) -> bool:
-    """True when the tensor provably holds no negative values (Relu/Sigmoid outputs, pools of them)."""
-    p = g.producer_of(tensor)
-    if p is None or p.target != "npu" or depth > 20:
-        return False
-    if p.epilogue:
-        last = p.epilogue[-1].kind
-        if last in ("relu", "sigm"):
-            return True
-        return False
-    if p.op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Reshape", "Flatten",
-                "Transpose", "Squeeze", "Unsqueeze", "Identity"):
-        return nonnegative(g, p.inputs[0], depth + 1)
-    if p.op == "Concat":
-        return all(nonnegative(g, i, depth + 1) for i in p.inputs)
-    return False
 
 
 def plan_padding(g: Graph) -> dict[str, PadReq]:

@@ -1,4 +1,4 @@
-"""npu compile / run / check / zoo through npu.cli.main."""
+"""npu compile / run / check / zoo through cli.main."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from compiler import zoo
-from npu.cli import main
+from cli.main import main
 
 
 @pytest.fixture(scope="module")

@@ -351,7 +351,7 @@ def test_first_layer_blocks_of_output_pixels(config, hw, k, s, p, block):
 
 
 def test_host_im2col_matches_direct_patches():
-    from compiler.lowering.conv import im2col
+    from npu.plan import im2col
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 3, 9, 10)).astype(np.float32)

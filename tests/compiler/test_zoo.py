@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from compiler import zoo
-from compiler.zoo import cli
+from cli import zoo as zoo_cli
 from npu.errors import NpuError
 
 # Reduced sizes keep the whole file fast; every CNN must accept 32.
@@ -247,7 +247,7 @@ def test_bad_requests_raise_zoo_errors(name, kwargs, message):
 
 def npu_zoo(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="npu")
-    cli.add_zoo_command(parser.add_subparsers(dest="command"))
+    zoo_cli.add_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["zoo", *argv])
     return args.func(args)
 

@@ -62,7 +62,7 @@ def test_unknown_field_and_preset():
 
 
 def test_cli_config_show_json(capsys):
-    from npu.cli import main
+    from cli.main import main
 
     assert main(["config", "show", "brainwave-s10", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)

@@ -135,5 +135,5 @@ def test_parameters_checked():
 
     with pytest.raises(ValueError, match="queue_depth must be a positive integer, not 0"):
         Npu(TINY, queue_depth=0)
-    with pytest.raises(ValueError, match="mvm_buffer must be a power of two of at least 4, not 6"):
-        Npu(TINY, mvm_buffer=6)
+    with pytest.raises(ValueError, match="mvm_buffer: must be a power of two of at least 4, not 6"):
+        Npu(TINY.replace(mvm_buffer=6))

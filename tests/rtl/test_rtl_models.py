@@ -10,7 +10,7 @@ pytestmark = pytest.mark.rtl
 def test_rtl_check_of_a_compiled_model_is_bit_and_cycle_exact(name, tiny_rtl, tmp_path, capsys):
     from compiler import compile_to_file
     from compiler.zoo import build
-    from npu.cli import main
+    from cli.main import main
 
     path = tmp_path / f"{name}.npu"
     compile_to_file(build(name, seed=3), path, config="tiny")

@@ -36,7 +36,7 @@ def test_max_word_bits_checked():
 @pytest.fixture(scope="module")
 def tiny_parts_rtl():
     from rtl.backend import RtlMachine
-    from rtl.cosim import RtlParams
+    from rtl.generate import RtlParams
 
     return RtlMachine(TINY, RtlParams(max_word_bits=PARTS_WORD_BITS))
 

@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 
-from npu.cli import build_parser, main
+from cli.main import build_parser, main
 from runtime.client import PredictionClient
 
 from conftest import free_port, reference_scores
@@ -117,7 +117,7 @@ def test_serve_drains_on_sigterm(tiny_model, sample_jpeg, tmp_path):
                 "import time, runtime.executor as e; real = e.Executor.run\n"
                 "def slow(self, feeds):\n    time.sleep(1.0)\n    return real(self, feeds)\n"
                 "e.Executor.run = slow\n"
-                "from npu.cli import main; sys.exit(main(sys.argv[1:]))") % str(Path(__file__).parent)
+                "from cli.main import main; sys.exit(main(sys.argv[1:]))") % str(Path(__file__).parent)
     env = dict(os.environ, PYTHONPATH=str(ROOT), NPU_HOME=str(tmp_path / "home"))
     proc = subprocess.Popen([sys.executable, "-c", launcher, "serve", str(tiny_model), "--host", "127.0.0.1",
                              "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--drain-seconds", "10"],

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npu.cli import main
+from cli.main import main
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -31,15 +31,15 @@ def test_asm_sim_disasm(tmp_path, capsys):
 def test_bad_input_is_a_message_not_a_traceback(tmp_path):
     bad = tmp_path / "bad.s"
     bad.write_text("v_rd sram 0\n")
-    r = subprocess.run([sys.executable, "-m", "npu.cli", "asm", str(bad), "-o", str(tmp_path / "o.bin")],
+    r = subprocess.run([sys.executable, "-m", "cli.main", "asm", str(bad), "-o", str(tmp_path / "o.bin")],
                        capture_output=True, text=True)
     assert r.returncode == 1
     assert "bad.s:1: v_rd: operand 'space': unknown space 'sram'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_help_lists_commands_with_examples():
-    r = subprocess.run([sys.executable, "-m", "npu.cli", "--help"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "cli.main", "--help"], capture_output=True, text=True)
     for cmd in ("config", "asm", "disasm", "sim"):
         assert cmd in r.stdout
-    r = subprocess.run([sys.executable, "-m", "npu.cli", "sim", "--help"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "cli.main", "sim", "--help"], capture_output=True, text=True)
     assert "examples:" in r.stdout

@@ -5,7 +5,7 @@ import pytest
 from npu import numerics as nm
 from npu.asm import assemble
 from npu.config import get_config
-from npu.errors import SimulationError
+from npu.errors import ProgramError, SimulationError
 from npu.isa import Space
 from npu.program import Program
 from npu.weights import tile_matrix, untile
@@ -153,8 +153,8 @@ def test_runtime_errors_name_pc_and_rule(tiny, rng):
     m = Machine(tiny)
     with pytest.raises(SimulationError, match=r"pc 1: `v_rd netq 0`: reading an empty queue"):
         run(m, "s_wr rows 2\nv_rd netq 0\nv_wr netq 0\nend_chain")
-    # iteration 1 reads address 1, which iteration 0 wrote
-    with pytest.raises(SimulationError, match="iteration hazard"):
+    # iteration 1 reads address 1, which iteration 0 wrote: a static rule of npu.program.analyze
+    with pytest.raises(ProgramError, match="iteration hazard"):
         run(m, "s_wr iter_inner 4\nv_rd ivrf 0 si=1\nv_wr ivrf 1 si=1\nend_chain")
     # in-place update of the same addresses in each iteration is fine
     run(m, "s_wr iter_inner 4\nv_rd ivrf 0 si=1\nv_relu\nv_wr ivrf 0 si=1\nend_chain")

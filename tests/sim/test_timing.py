@@ -9,7 +9,6 @@ from npu.asm import assemble
 from npu.config import get_config
 from npu.program import Program
 from sim.machine import Machine
-from sim.timing import DRAIN, STEP_QUEUE
 from sim.trace import write_trace
 
 
@@ -35,7 +34,7 @@ def test_one_mv_mul_over_r_by_c_tiles():
         body = max(x + (it - 1) * rmac, it * x) + rmac - 1       # reads overlap the MACs of earlier iterations
         fill = lat.vrf_read + lat.mvm + lat.mvm_reduce + lat.vrf_write
         assert r.steps[0].start == start
-        assert r.cycles == start + body + fill + DRAIN
+        assert r.cycles == start + body + fill + c.latencies.drain
         assert r.macs == it * R * C * c.native_dim ** 2
         assert r.unit_busy["mvm"] == it * rmac
         assert abs(r.utilization - r.macs / (r.cycles * c.macs_per_cycle)) < 1e-12
@@ -48,7 +47,7 @@ def test_chain_with_mfu_operations():
                  "v_wr asvrf 100 so=4 mfu=1\nend_chain")
     vectors = 3 * 4  # one per cycle through the IVRF read port
     fill = lat.vrf_read + 3 * lat.mfu_stage + lat.vrf_write
-    assert r.cycles == queued(7) + lat.decode + vectors + fill + DRAIN
+    assert r.cycles == queued(7) + lat.decode + vectors + fill + c.latencies.drain
     assert r.unit_busy["mfu0.addsub"] == 12 and r.unit_busy["mfu1.act"] == 12
 
 
@@ -58,7 +57,7 @@ def test_dram_bound_transfer():
     r = timed(c, "s_wr rows 4\ns_wr iter_inner 10\nv_rd dram 0 si=4\nv_wr ivrf 0 si=4\nend_chain")
     per_vector = c.native_dim * 2 // c.dram_bytes_per_cycle
     assert per_vector == 2
-    assert r.cycles == queued(4) + lat.decode + 40 * per_vector + c.dram_latency + lat.vrf_write + DRAIN
+    assert r.cycles == queued(4) + lat.decode + 40 * per_vector + c.dram_latency + lat.vrf_write + c.latencies.drain
     assert r.unit_busy["dram"] == 80
 
 
@@ -67,7 +66,7 @@ def test_weight_dma_cost():
     r = timed(c, "m_rd 0 0 16")
     tile_bytes = math.ceil(128 * 128 * (1 + c.weight_fmt.mant_bits) + 128 * 8 * c.weight_fmt.exp_bits) // 8
     transfer = max(math.ceil(16 * tile_bytes / c.dram_bytes_per_cycle), 16 * c.native_dim // c.dpe_lanes)
-    assert r.cycles == queued(0) + c.latencies.decode + transfer + c.dram_latency + DRAIN
+    assert r.cycles == queued(0) + c.latencies.decode + transfer + c.dram_latency + c.latencies.drain
 
 
 def test_steps_run_one_at_a_time_and_dependent_chains_wait():
@@ -87,11 +86,11 @@ def test_full_step_queue_stalls_decoding():
     lat = c.latencies
     long = "s_wr rows 3\ns_wr cols 3\ns_wr iter_inner 6\nv_rd ivrf 0 si=3\nmv_mul 0\nv_wr ivrf 100 si=3\nend_chain\n"
     short = "v_rd ivrf 0\nv_wr asvrf 0\nend_chain\n"
-    r = timed(c, long + "s_wr rows 1\ns_wr iter_inner 1\n" + short * (STEP_QUEUE + 1) + "s_wr rows 1\n" * 30 + short)
+    r = timed(c, long + "s_wr rows 1\ns_wr iter_inner 1\n" + short * (c.step_queue + 1) + "s_wr rows 1\n" * 30 + short)
     last = len(r.steps) - 1
     # the chain before the last finds the queue full and is queued one cycle after the step STEP_QUEUE
     # places before it starts; decoding resumes then, 30 + 3 instructions before the last chain is queued
-    stalled = r.steps[last - 1 - STEP_QUEUE].start + 1
+    stalled = r.steps[last - 1 - c.step_queue].start + 1
     decode_bound = stalled + 33 + lat.decode
     assert decode_bound > r.steps[last - 1].end + lat.chain_setup
     assert r.steps[last].start == decode_bound

@@ -1,6 +1,6 @@
 """``npu zoo list`` and ``npu zoo build``.
 
-``compiler/commands.py`` calls :func:`add_zoo_command` with the top-level
+cli/main.py calls :func:`add_commands` with the top-level
 sub-parsers; each command's ``func(args)`` returns the exit status and raises
 :class:`~compiler.zoo.errors.ZooError` for bad requests.
 """
@@ -33,7 +33,7 @@ RNN or the MLP.  --param KEY=VALUE overrides one of the parameters that
 """
 
 
-def add_zoo_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``zoo`` with its ``list`` and ``build`` actions to the ``npu`` sub-parsers."""
     zoo = subparsers.add_parser(
         "zoo", help="list and build the ONNX networks the toolkit compiles",

@@ -1,26 +1,23 @@
-"""The `npu` command line.
-
-Each package contributes its own sub-commands through a module with an
-``add_commands(subparsers)`` function; this file only assembles them, so a
-command's code lives beside what it drives.  Modules are imported lazily at
-parser-build time and a package that fails to import only loses its commands
-(the error is reported when one of them is asked for).
-"""
+"""The `npu` command line: assembles the parser from the modules of cli/, in pipeline order."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
+from cli import arch, bench, compile, demo, models, rtl, sim, zoo
 from npu.errors import NpuError
 
 # Order is the pipeline order users meet them in `npu --help`.
 COMMAND_MODULES = (
-    "npu.commands",       # config, asm, disasm, isa
-    "sim.commands",       # sim
-    "compiler.commands",  # compile, run, check, zoo
-    "rtl.commands",       # rtl generate|run|check
-    "runtime.commands",   # models, serve, predict, bench
+    arch,     # config, asm, disasm, isa
+    sim,      # sim
+    compile,  # compile, run, check
+    zoo,      # zoo list|build
+    rtl,      # rtl generate|run|check
+    models,   # models, serve, predict
+    demo,     # demo
+    bench,    # bench
 )
 
 DESCRIPTION = """\
@@ -32,24 +29,25 @@ Typical flow:
   npu zoo build resnet50 -o resnet50.onnx
   npu compile resnet50.onnx --config brainslice-128 -o resnet50.npu
   npu run resnet50.npu --input cat.jpg
-  npu serve resnet50.npu
+  npu models register resnet50.npu --name resnet50 && npu serve resnet50
+
+Every command has --help with examples.
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    pass
+def package_version() -> str:
+    try:
+        return version("brainwave-npu")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="npu", description=DESCRIPTION, formatter_class=_Formatter)
+    parser = argparse.ArgumentParser(prog="npu", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    parser.set_defaults(_unavailable={})
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError as exc:  # a package not built yet must not break the others
-            parser.get_default("_unavailable")[name] = exc
-            continue
+    for module in COMMAND_MODULES:
         module.add_commands(sub)
     return parser
 

@@ -119,10 +119,16 @@ def add_commands(subparsers) -> None:
 
 # -- models ------------------------------------------------------------------
 
+def _compile(path: str, **options) -> bytes:
+    from compiler import compile_model  # only when an .onnx is registered: the compiler is slow to import
+
+    return compile_model(path, **options)
+
+
 def _registry(args):
     from runtime.registry import Registry
 
-    return Registry(args.store)
+    return Registry(args.store, compiler=_compile)
 
 
 def cmd_models_register(args) -> int:

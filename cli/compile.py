@@ -107,10 +107,6 @@ def add_commands(subparsers) -> None:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_check)
 
-    from compiler.zoo.cli import add_zoo_command
-
-    add_zoo_command(subparsers)
-
 
 # ---------------------------------------------------------------------- compile
 def cmd_compile(args) -> int:

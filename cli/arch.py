@@ -6,7 +6,11 @@ import json
 import sys
 from pathlib import Path
 
+from npu.asm import assemble, disassemble
 from npu.config import PRESETS, get_config
+from npu.isa import INSTRUCTIONS
+from npu.isadoc import isa_markdown
+from npu.program import Program, analyze
 
 
 def _fmt(epilog: str) -> dict:
@@ -45,26 +49,6 @@ def add_commands(sub) -> None:
     p.add_argument("--pc", action="store_true", help="prefix each line with its pc")
     p.set_defaults(func=_disasm)
 
-    p = sub.add_parser("demo", help="the seed's path: zoo ResNet-50 -> compile -> score an image on the simulator",
-                       description="Build a zoo model, compile it, score a sample JPEG on the simulator and print "
-                                   "the top-5 labels with modeled latency and utilization.",
-                       **_fmt("examples:\n  npu demo\n  npu demo --input-size 64       # quicker, smaller images\n"
-                              "  npu demo --config brainwave-s10 --keep out/"))
-    p.add_argument("--model", default="resnet50", help="zoo model (default: resnet50)")
-    p.add_argument("--config", default="brainslice-128", help="NPU configuration (default: brainslice-128)")
-    p.add_argument("--input-size", type=int, help="image size H=W (default: the model's, 224)")
-    p.add_argument("--keep", metavar="DIR", help="keep the .onnx and .npu files in DIR")
-    p.add_argument("--no-examples", action="store_true", help="skip the hand-written assembly examples")
-    p.set_defaults(func=_demo)
-
-    p = sub.add_parser("bench", help="run a benchmark script from benchmarks/",
-                       description="Run benchmarks/bench_NAME.py (each prints a table and its ratio against a "
-                                   "named peer, measured in the same run). Without NAME, lists them.",
-                       **_fmt("examples:\n  npu bench\n  npu bench sim --repeat 3\n  npu bench serving"))
-    p.add_argument("name", nargs="?", help="benchmark name (bench_NAME.py)")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
-    p.set_defaults(func=_bench)
-
     p = sub.add_parser("isa", help="print the instruction set",
                        description="The instruction table (the single source of the ISA).",
                        **_fmt("examples:\n  npu isa\n  npu isa --markdown > docs/isa.md"))
@@ -96,9 +80,6 @@ def _config_show(args) -> int:
 
 
 def _asm(args) -> int:
-    from npu.asm import assemble
-    from npu.program import Program, analyze
-
     text = sys.stdin.read() if args.source == "-" else Path(args.source).read_text()
     program = Program(get_config(args.config), assemble(text, args.source))
     if not args.no_check:
@@ -109,50 +90,13 @@ def _asm(args) -> int:
 
 
 def _disasm(args) -> int:
-    from npu.asm import disassemble
-    from npu.program import Program
-
     program = Program.load(args.program)
     print(f"# config {program.config.name} ({program.config.fingerprint()}), {len(program)} instructions")
     sys.stdout.write(disassemble(program.instructions, with_pc=args.pc))
     return 0
 
 
-def _demo(args) -> int:
-    from npu.demo import run_demo, run_examples
-
-    if not args.no_examples:
-        run_examples()
-    print(f"--- {args.model} on {args.config}")
-    run_demo(args.model, args.config, args.input_size, workdir=args.keep)
-    return 0
-
-
-def _bench(args) -> int:
-    import runpy
-
-    from npu.errors import NpuError
-
-    folder = Path(__file__).resolve().parents[1] / "benchmarks"
-    scripts = {p.stem[len("bench_"):]: p for p in sorted(folder.glob("bench_*.py"))}
-    if not scripts:
-        raise NpuError(f"no benchmarks found in {folder} (they ship with the source tree, not the wheel)")
-    if not args.name:
-        for name, path in scripts.items():
-            doc = (path.read_text().split('"""')[1].strip().splitlines() or [""])[0]
-            print(f"{name:12} {doc}")
-        return 0
-    if args.name not in scripts:
-        raise NpuError(f"unknown benchmark {args.name!r}; one of {', '.join(scripts)}")
-    sys.argv = [str(scripts[args.name])] + list(args.args)
-    runpy.run_path(str(scripts[args.name]), run_name="__main__")
-    return 0
-
-
 def _isa(args) -> int:
-    from npu.isadoc import isa_markdown
-    from npu.isa import INSTRUCTIONS
-
     if args.markdown:
         sys.stdout.write(isa_markdown())
         return 0

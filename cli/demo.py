@@ -7,12 +7,36 @@ and utilization.  Also runs the hand-written assembly examples.
 """
 from __future__ import annotations
 
+import argparse
 import runpy
 import tempfile
 import time
 from pathlib import Path
 
 from npu.errors import NpuError
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("demo", help="the seed's path: zoo ResNet-50 -> compile -> score an image on the simulator",
+                       description="Build a zoo model, compile it, score a sample JPEG on the simulator and print "
+                                   "the top-5 labels with modeled latency and utilization.",
+                       epilog="examples:\n  npu demo\n  npu demo --input-size 64       # quicker, smaller images\n"
+                              "  npu demo --config brainwave-s10 --keep out/",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="resnet50", help="zoo model (default: resnet50)")
+    p.add_argument("--config", default="brainslice-128", help="NPU configuration (default: brainslice-128)")
+    p.add_argument("--input-size", type=int, help="image size H=W (default: the model's, 224)")
+    p.add_argument("--keep", metavar="DIR", help="keep the .onnx and .npu files in DIR")
+    p.add_argument("--no-examples", action="store_true", help="skip the hand-written assembly examples")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    if not args.no_examples:
+        run_examples()
+    print(f"--- {args.model} on {args.config}")
+    run_demo(args.model, args.config, args.input_size, workdir=args.keep)
+    return 0
 
 
 def sample_image() -> Path:
