@@ -37,7 +37,7 @@ extensions = cythonize(
     [
         Extension("sim._dispatch", ["sim/_dispatch.pyx"], include_dirs=[numpy.get_include()]),
         Extension("sim._kernels", ["sim/_kernels.pyx"], include_dirs=[numpy.get_include(), "sim"],
-                  depends=["sim/_kernels.h", "sim/_amx.h", "sim/_parallel.h"]),
+                  depends=["sim/_kernels.h", "sim/_amx.h", "sim/_parallel.h", "sim/_isa.h"]),
     ],
     compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     quiet=True,

@@ -9,7 +9,7 @@ from pathlib import Path
 from npu.asm import assemble, disassemble
 from npu.config import PRESETS, get_config
 from npu.isa import INSTRUCTIONS
-from npu.isadoc import isa_markdown
+from npu.isadoc import isa_c_header, isa_markdown
 from npu.program import Program, analyze
 
 
@@ -51,8 +51,9 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("isa", help="print the instruction set",
                        description="The instruction table (the single source of the ISA).",
-                       **_fmt("examples:\n  npu isa\n  npu isa --markdown > docs/isa.md"))
+                       **_fmt("examples:\n  npu isa\n  npu isa --markdown > docs/isa.md\n  npu isa --c-header > sim/_isa.h"))
     p.add_argument("--markdown", action="store_true", help="print docs/isa.md")
+    p.add_argument("--c-header", action="store_true", help="print sim/_isa.h (the C kernels' opcodes)")
     p.set_defaults(func=_isa)
 
 
@@ -99,6 +100,9 @@ def _disasm(args) -> int:
 def _isa(args) -> int:
     if args.markdown:
         sys.stdout.write(isa_markdown())
+        return 0
+    if args.c_header:
+        sys.stdout.write(isa_c_header())
         return 0
     for d in INSTRUCTIONS:
         ops = " ".join(f.name if f.default is None else f"[{f.name}]" for f in d.fields)

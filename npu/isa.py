@@ -89,6 +89,7 @@ class InstrDef:
     semantics: str
     stage: str | None = None  # MFU stage (npu.config.MfuUnit value) for MFU ops
     opcode: int = -1          # filled in from the table position
+    vrf: Space | None = None  # the vector memory a binary MFU op reads its second operand from
 
     @cached_property
     def field_names(self) -> tuple[str, ...]:
@@ -104,10 +105,10 @@ _VRF_OPERAND = (_ADDR, _MFU, _SO, _SI)
 _VEC_OPERAND = (Field("space", Kind.SPACE, None, "memory space"), _ADDR, _MFU, _SO, _SI)
 
 
-def _mfu_binary(mnemonic: str, expr: str, stage: str = "addsub", vrf: str = "ASVRF") -> InstrDef:
+def _mfu_binary(mnemonic: str, expr: str, stage: str = "addsub", vrf: Space = Space.ASVRF) -> InstrDef:
     return InstrDef(mnemonic, Unit.MFU, _VRF_OPERAND,
-                    f"x = {expr} elementwise in fp16, b read from {vrf}[mfu] at addr + i*so + j*si (rows vectors).",
-                    stage=stage)
+                    f"x = {expr} elementwise in fp16, b read from {vrf.name}[mfu] at addr + i*so + j*si "
+                    f"(rows vectors).", stage=stage, vrf=vrf)
 
 
 def _mfu_unary(mnemonic: str, semantics: str) -> InstrDef:
@@ -131,7 +132,7 @@ INSTRUCTIONS: tuple[InstrDef, ...] = (
     _mfu_binary("vv_b_sub_a", "b - x"),
     _mfu_binary("vv_max", "max(x, b)"),
     _mfu_binary("vv_min", "min(x, b)"),
-    _mfu_binary("vv_mul", "x * b", stage="mul", vrf="MULVRF"),
+    _mfu_binary("vv_mul", "x * b", stage="mul", vrf=Space.MULVRF),
     _mfu_unary("v_relu", "x = x if x > 0 else +0, in MFU mfu's activation stage."),
     _mfu_unary("v_lrelu", "x = x if x > 0 else fp16(x * alpha), alpha the fp16 in scalar register alpha."),
     _mfu_unary("v_sigm", "x = sigmoid(x), piecewise-linear in fp16 as npu.numerics defines it."),
@@ -150,7 +151,8 @@ INSTRUCTIONS: tuple[InstrDef, ...] = (
               Field("count", Kind.COUNT, None, "tiles")),
              "Copies count tiles from the MRF at mrf to DRAM tile address tile."),
 )
-INSTRUCTIONS = tuple(InstrDef(d.mnemonic, d.unit, d.fields, d.semantics, d.stage, i) for i, d in enumerate(INSTRUCTIONS))
+INSTRUCTIONS = tuple(InstrDef(d.mnemonic, d.unit, d.fields, d.semantics, d.stage, i, d.vrf)
+                     for i, d in enumerate(INSTRUCTIONS))
 BY_MNEMONIC: dict[str, InstrDef] = {d.mnemonic: d for d in INSTRUCTIONS}
 OPCODES: dict[str, int] = {d.mnemonic: d.opcode for d in INSTRUCTIONS}
 
@@ -158,6 +160,11 @@ OPCODES: dict[str, int] = {d.mnemonic: d.opcode for d in INSTRUCTIONS}
 FIELD_NAMES: tuple[str, ...] = tuple(dict.fromkeys(f.name for d in INSTRUCTIONS for f in d.fields))
 MFU_OPS = tuple(d.mnemonic for d in INSTRUCTIONS if d.unit is Unit.MFU)
 STAGE_ORDER = {stage: i for i, stage in enumerate(MFU_STAGES)}
+#: The MFU operations of each stage, in table order.
+STAGE_OPS: dict[str, tuple[str, ...]] = {s: tuple(d.mnemonic for d in INSTRUCTIONS if d.stage == s) for s in MFU_STAGES}
+#: An MFU operation's code within its stage (its position in STAGE_OPS + 1): what the RTL's step descriptor
+#: holds per stage, 0 meaning the chain bypasses the stage.
+STAGE_CODES: dict[str, int] = {m: i + 1 for ops in STAGE_OPS.values() for i, m in enumerate(ops)}
 
 
 def enum_for(kind: Kind):

@@ -1,6 +1,7 @@
-"""docs/isa.md, generated from the instruction table (tests/npu/test_isadoc.py fails when it is stale).
+"""Files generated from the instruction table: docs/isa.md and sim/_isa.h (the C kernels' opcodes).
 
-Regenerate with ``npu isa --markdown > docs/isa.md``.
+Regenerate with ``npu isa --markdown > docs/isa.md`` and ``npu isa --c-header > sim/_isa.h``;
+tests/npu/test_isa.py fails when either is stale.
 """
 from __future__ import annotations
 
@@ -84,4 +85,13 @@ def isa_markdown() -> str:
               "comment; spaces and registers by name. `npu asm prog.s --config tiny -o prog.bin`,",
               "`npu disasm prog.bin`.", "", "```", "s_wr rows 2", "s_wr cols 3", "v_rd netq 0",
               "mv_mul 0", "vv_add 0", "v_relu mfu=1", "v_wr netq 0", "end_chain", "```", ""]
+    return "\n".join(lines)
+
+
+def isa_c_header() -> str:
+    """sim/_isa.h: every instruction's opcode as a C enum constant ``NPU_OP_<MNEMONIC>``."""
+    lines = ["/* Generated from npu/isa.py by `npu isa --c-header`; do not edit by hand. */",
+             "#ifndef NPU_ISA_H", "#define NPU_ISA_H", "", "enum {"]
+    lines += [f"    NPU_OP_{d.mnemonic.upper()} = {d.opcode}," for d in INSTRUCTIONS]
+    lines += ["};", "", "#endif", ""]
     return "\n".join(lines)

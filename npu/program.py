@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npu.config import MfuUnit, NpuConfig
+from npu.config import NpuConfig
 from npu.errors import EncodingError, ProgramError
 from npu.isa import BY_MNEMONIC, INSTRUCTIONS, REG_RESET, STAGE_ORDER, Instruction, Reg, Unit, encoding_for
 from npu.numerics import MAX_DOT_LENGTH
@@ -304,9 +304,8 @@ def analyze(program: Program) -> list[Chain | Dma]:
                                f"(MFU index, then addsub -> mul -> act), each once; {m} on MFU {mfu} comes too late")
             last_stage = key
             operand = None
-            if "addr" in d.field_names:
-                space = Space.MULVRF if d.stage == MfuUnit.MUL.value else Space.ASVRF
-                operand = Operand(space, mfu, ins["addr"], ins["so"], ins["si"])
+            if d.vrf is not None:
+                operand = Operand(d.vrf, mfu, ins["addr"], ins["so"], ins["si"])
             chain.ops.append(MfuOp(m, mfu, d.stage, operand))
         elif m == "v_wr":
             if ins["space"] not in Space._value2member_map_:

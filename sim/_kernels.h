@@ -8,6 +8,8 @@
 #ifndef NPU_KERNELS_H
 #define NPU_KERNELS_H
 
+#include "_isa.h"
+
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -101,8 +103,9 @@ static inline int npu_bfp_mant(uint32_t a, int e, int mant_bits, int mmax) {
     return q < mmax ? q : mmax;
 }
 
-/* MFU operation codes (sim._kernels.MFU_CODES) */
-enum { NPU_ADD = 0, NPU_A_SUB_B = 1, NPU_MUL = 2, NPU_MAX = 3, NPU_MIN = 4, NPU_B_SUB_A = 5, NPU_RELU = 6 };
+/* MFU operation codes (sim._kernels.MFU_CODES): the instructions' opcodes, from the ISA table (_isa.h) */
+enum { NPU_ADD = NPU_OP_VV_ADD, NPU_A_SUB_B = NPU_OP_VV_A_SUB_B, NPU_MUL = NPU_OP_VV_MUL, NPU_MAX = NPU_OP_VV_MAX,
+       NPU_MIN = NPU_OP_VV_MIN, NPU_B_SUB_A = NPU_OP_VV_B_SUB_A, NPU_RELU = NPU_OP_V_RELU };
 
 /* One MFU element operation on fp16 bits.  Arithmetic in float32 rounded once to fp16 (innocuous double
    rounding: 24 >= 2*11 + 2); max/min return an operand's own bits, NaN in either gives the canonical NaN;

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from npu.errors import SimulationError
-from npu.isa import Space
+from npu.isa import OPCODES, Space
 from npu.numerics import (bfp_values, flush_windows, fp16_activation, fp16_lrelu,
                           fp16_relu, to_fp16, weight_span_ok)
 from npu.program import Chain, Dma, Operand
@@ -39,6 +39,12 @@ WEIGHT_CACHE_BYTES = 1 << 30
 
 #: Gathered inputs smaller than this are copied (im2col) instead of multiplied as strided views.
 STRIDED_GEMM_MIN_BYTES = 8 << 20
+
+# The C kernels switch on the instructions' opcodes, compiled in from sim/_isa.h (generated from npu/isa.py):
+# an extension built from an older table would run the wrong operation.
+if any(OPCODES[m] != code for m, code in MFU_CODES.items()):
+    raise ImportError("sim/_kernels was built from another instruction table than npu/isa.py's; rebuild it with "
+                      "`pip install -e .` (and regenerate sim/_isa.h with `npu isa --c-header` if it is stale)")
 
 #: What each MFU instruction computes: binary ops take (chain value, VRF operand), unary ones
 #: (chain value, chain) for the registers they read.  Keys must equal npu.isa.MFU_OPS (tested).

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -96,3 +98,12 @@ def test_docs_isa_md_is_generated_from_the_table():
 
     doc = Path(__file__).parents[2] / "docs" / "isa.md"
     assert doc.read_text() == isa_markdown(), "docs/isa.md is stale: run `npu isa --markdown > docs/isa.md`"
+
+
+def test_c_header_is_generated_from_the_table():
+    from npu.isadoc import isa_c_header
+    from sim._kernels import MFU_CODES
+
+    header = Path(__file__).resolve().parents[2] / "sim" / "_isa.h"
+    assert header.read_text() == isa_c_header(), "sim/_isa.h is stale: run `npu isa --c-header > sim/_isa.h`"
+    assert MFU_CODES == {m: OPCODES[m] for m in MFU_CODES}, "the built kernels use other opcodes: pip install -e ."

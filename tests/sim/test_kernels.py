@@ -40,9 +40,9 @@ def test_fp16_binary_kernel_equals_numerics(mnemonic, ref, rng, kernels):
 
 
 def test_fp16_binary_kernel_broadcasts_a_bias(rng, kernels):
-    from sim._kernels import fp16_binary
+    from sim._kernels import MFU_CODES, fp16_binary
 
     x = rng.normal(size=(5, 3, 8)).astype(np.float16)
     b = rng.normal(size=(1, 3, 8)).astype(np.float16)
-    np.testing.assert_array_equal(fp16_binary(x, b, 0), nm.fp16_add(x, b))
-    np.testing.assert_array_equal(fp16_binary(x, b[0, 1], 2), nm.fp16_mul(x, b[0, 1]))
+    np.testing.assert_array_equal(fp16_binary(x, b, MFU_CODES["vv_add"]), nm.fp16_add(x, b))
+    np.testing.assert_array_equal(fp16_binary(x, b[0, 1], MFU_CODES["vv_mul"]), nm.fp16_mul(x, b[0, 1]))
