@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         finally:
             intgemm._amx = True
     print(f"modeled: {stats.npu_cycles:,} cycles = {stats.latency_us:,.0f} us, utilization {stats.utilization:.1%}")
-    print(f"MVM work: {stats.macs / 1e9:.2f} G MACs simulated (padded to native tiles) for "
+    print(f"MVM work: {stats.tile_macs / 1e9:.2f} G MACs simulated (padded to native tiles) for "
           f"{zoo.count_macs(model) / 1e9:.2f} G MACs in the ONNX graph")
     profile(ex, {"input": x})
     return 0

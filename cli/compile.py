@@ -21,6 +21,10 @@ examples:
   npu run mlp.npu --input x.npy --json
   npu run resnet50.npu --input x.npy --trace run.json   # open in https://ui.perfetto.dev
   npu run resnet50.npu --input x.npy --layers            # modeled cycles per layer
+
+utilization = graph MACs / (cycles x the configuration's MACs per cycle), the same figure
+`npu compile` reports; "tile utilization" counts the MACs the MVM performs on whole native
+tiles instead (padding included).
 """
 
 CHECK_EPILOG = """\
@@ -86,7 +90,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print outputs and statistics as JSON")
     p.add_argument("--trace", type=Path, help="write a Chrome/Perfetto trace of the NPU segments")
     p.add_argument("--backend", default="sim", choices=("sim", "rtl"), help="machine to run on (default sim)")
-    p.add_argument("--layers", action="store_true", help="print modeled cycles and MVM utilization per layer")
+    p.add_argument("--layers", action="store_true", help="print modeled cycles and utilization per layer")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_run)
 
@@ -178,12 +182,7 @@ def cmd_run(args) -> int:
         feeds[spec.name] = _load_input(paths[spec.name], spec, model.manifest)
     trace = [] if (args.trace or args.layers) else None
     outputs, stats = ex.run(feeds, trace=trace)
-    layers = []
-    if args.layers:
-        for r in trace or []:
-            regions = r.regions() if hasattr(r, "regions") else []
-            layers += [{"layer": x["name"], "cycles": int(x["cycles"]), "macs": int(x["macs"]),
-                        "utilization": round(x["utilization"], 4)} for x in regions]
+    layers = ex.layers(trace or []) if args.layers else []
     if args.trace and trace:
         from sim.trace import write_trace
 
@@ -212,11 +211,13 @@ def cmd_run(args) -> int:
         if "top5" not in entry and "values" in entry:
             print("  " + " ".join(f"{v:.5g}" for v in entry["values"]))
     if layers:
-        print(f"{'layer':<44} {'cycles':>10} {'MACs':>14} {'util':>7}")
+        print(f"{'layer':<44} {'cycles':>10} {'MACs':>14} {'util':>7} {'tile util':>9}")
         for x in layers:
-            print(f"{x['layer'][:44]:<44} {x['cycles']:>10,} {x['macs']:>14,} {x['utilization']:>7.1%}")
+            print(f"{x['layer'][:44]:<44} {x['cycles']:>10,} {x['macs']:>14,} {x['utilization']:>7.1%} "
+                  f"{x['tile_utilization']:>9.1%}")
     print(f"NPU: {stats.npu_cycles:,} cycles, {stats.latency_us:,.1f} us modeled at "
-          f"{ex.config.clock_mhz:g} MHz, utilization {stats.utilization:.1%}, {stats.macs:,} MACs; "
+          f"{ex.config.clock_mhz:g} MHz, utilization {stats.utilization:.1%} of {stats.macs:,} graph MACs "
+          f"(tile utilization {stats.tile_utilization:.1%} with padding); "
           f"host {stats.host_time_s * 1e3:.1f} ms; wall {stats.wall_time_s:.2f} s ({args.backend})")
     return 0
 

@@ -90,7 +90,7 @@ def _run_demo(model: str, config: str, input_size: int | None, seed: int, out: P
     for index, label, p in top:
         print(f"  {p:7.2%}  {index:4d} {label}")
     print(f"modeled device latency {stats.latency_us / 1000:.3f} ms at {executor.manifest['config']['clock_mhz']:g} MHz, "
-          f"{stats.npu_cycles:,} cycles, MVM utilization {100 * stats.utilization:.1f} %")
+          f"{stats.npu_cycles:,} cycles, utilization {100 * stats.utilization:.1f} % of {stats.macs / 1e9:.2f} G MACs")
     return {"top5": top, "latency_us": stats.latency_us, "utilization": stats.utilization}
 
 

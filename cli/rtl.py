@@ -169,7 +169,7 @@ def cmd_run(args) -> int:
         summary["output"] = y.astype(np.float32).tolist()
         print(json.dumps(summary, indent=2))
     else:
-        print(f"cycles {res.cycles}  latency {res.latency_us:.3f} us  utilization {res.utilization:.3f}  "
+        print(f"cycles {res.cycles}  latency {res.latency_us:.3f} us  tile utilization {res.tile_utilization:.3f}  "
               f"(simulated in {res.sim_time_s:.3f} s, {res.wall_time_s:.2f} s with loading)")
         np.set_printoptions(precision=4, suppress=True)
         print(f"output: {len(y)} vectors")

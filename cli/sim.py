@@ -13,7 +13,9 @@ from npu.errors import NpuError
 def add_commands(sub) -> None:
     p = sub.add_parser(
         "sim", help="run a program on the cycle-approximate simulator",
-        description="Execute a program file bit-exactly and report its modeled cycles, latency and utilization.",
+        description="Execute a program file bit-exactly and report its modeled cycles, latency and tile "
+                    "utilization (the MACs its mv_mul instructions perform on whole native tiles over the "
+                    "peak of the same cycles; a program has no graph, so this is its only utilization).",
         epilog="examples:\n"
                "  npu asm examples/matvec_bias_relu.s --config tiny -o mv.bin\n"
                "  npu sim mv.bin --mrf examples/matvec_weights.npy --input examples/matvec_x.npy --json\n"
@@ -82,8 +84,8 @@ def _sim(args) -> int:
     print(f"{args.program}: {s['instructions']} instructions, {s['chains']} chains on {s['config']}")
     print(f"  cycles       {s['cycles']:,}")
     print(f"  latency      {s['latency_us']:.3f} us at {program.config.clock_mhz:g} MHz")
-    print(f"  MACs         {s['macs']:,}  ({s['achieved_tops']:.4f} of {s['peak_tops']:.4f} peak TOPS, "
-          f"utilization {100 * s['utilization']:.1f} %)")
+    print(f"  tile MACs    {s['tile_macs']:,}  ({s['achieved_tops']:.4f} of {s['peak_tops']:.4f} peak TOPS, "
+          f"tile utilization {100 * s['tile_utilization']:.1f} %)")
     busy = ", ".join(f"{u} {100 * v:.0f}%" for u, v in sorted(s["units"].items(), key=lambda kv: -kv[1]))
     print(f"  unit busy    {busy}")
     if y.size:

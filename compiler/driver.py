@@ -173,7 +173,7 @@ def _npy(a: np.ndarray) -> bytes:
 
 def package(c: Compiled, preprocessing: dict | None = None) -> tuple[dict, dict[str, bytes]]:
     """The manifest and members of the .npu file."""
-    from compiler.report import build_report
+    from compiler.report import build_report, node_macs
     from npu.modelfile import TensorSpec
 
     g = c.graph
@@ -199,7 +199,8 @@ def package(c: Compiled, preprocessing: dict | None = None) -> tuple[dict, dict[
                 members[name] = _npy(spec.emap.astype(np.int64))
                 outs.append({"tensor": spec.tensor, "shape": list(spec.shape), "vectors": spec.vectors, "emap": name})
             plan.append({"kind": "npu", "program": prog, "inputs": ins, "outputs": outs,
-                         "regions": [list(r) for r in seg.regions], "memory": seg.memory})
+                         "regions": [list(r) for r in seg.regions], "memory": seg.memory,
+                         "macs": sum(node_macs(g, n) for n in seg.nodes)})
         else:
             name = f"host/{seg.index}.onnx"
             members[name] = hostgraph.build(g, seg).SerializeToString()

@@ -35,5 +35,5 @@ err = np.abs(y - reference).max()
 bound = 2 ** -6 * (np.abs(W) @ np.abs(x)).max() + 2 ** -10 * np.abs(reference).max()
 print(f"y = {np.round(y, 3)}")
 print(f"max |y - numpy| = {err:.4g} (bound {bound:.4g}); {result.cycles} cycles, "
-      f"{result.latency_us:.2f} us, utilization {100 * result.utilization:.1f} %")
+      f"{result.latency_us:.2f} us, tile utilization {100 * result.tile_utilization:.1f} %")
 assert err <= bound, "NPU result differs from numpy beyond the format's error bound"

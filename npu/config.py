@@ -164,6 +164,14 @@ class NpuConfig:
         """Peak multiply-accumulates per cycle: tile engines x N dot-product engines x lanes."""
         return self.tile_engines * self.native_dim * self.dpe_lanes
 
+    def utilization(self, macs: int, cycles: int) -> float:
+        """THE utilization of this project: MACs over what the MVM could do at peak in the same cycles.
+
+        Pass the graph's MACs (the ONNX computation, as the compiler counts them) for a model, or the
+        MACs the MVM performed on whole native tiles for a hand-written program, which has no graph;
+        the latter figure is reported under the name *tile utilization*."""
+        return macs / (cycles * self.macs_per_cycle) if cycles else 0.0
+
     @property
     def peak_tops(self) -> float:
         """Peak tera-operations per second (2 operations per MAC)."""

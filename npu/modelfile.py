@@ -56,12 +56,19 @@ class TensorSpec:
 
 @dataclass
 class RunStats:
-    """What one inference cost: modeled NPU time and measured host time."""
+    """What one inference cost: modeled NPU time and measured host time.
+
+    ``macs`` are the graph's MACs that ran on the NPU (as the compiler counts the ONNX computation) and
+    ``utilization`` = ``config.utilization(macs, npu_cycles)``, the one definition used everywhere;
+    ``tile_macs`` and ``tile_utilization`` count the MACs the MVM performed on whole native tiles
+    (padding included)."""
 
     npu_cycles: int = 0
     latency_us: float = 0.0
     utilization: float = 0.0
     macs: int = 0
+    tile_macs: int = 0
+    tile_utilization: float = 0.0
     instructions: int = 0
     host_time_s: float = 0.0
     wall_time_s: float = 0.0

@@ -33,15 +33,15 @@ class RtlRunResult(CycleFigures):
     cycles: int
     instructions: int
     chains: int
-    macs: int
+    tile_macs: int
     commits: list[tuple[int, int]] = field(default_factory=list)  # (end pc, cycle) per completed step
     wall_time_s: float = 0.0
     sim_time_s: float = 0.0  # simulation of the program alone (no loading)
 
     def summary(self) -> dict:
         return {"config": self.config.name, "backend": "rtl", "cycles": self.cycles,
-                "latency_us": round(self.latency_us, 3), "utilization": round(self.utilization, 6),
-                "instructions": self.instructions, "chains": self.chains, "macs": self.macs,
+                "latency_us": round(self.latency_us, 3), "tile_utilization": round(self.tile_utilization, 6),
+                "instructions": self.instructions, "chains": self.chains, "tile_macs": self.tile_macs,
                 "wall_time_s": round(self.wall_time_s, 6), "sim_time_s": round(self.sim_time_s, 6)}
 
 

@@ -22,7 +22,3 @@ class ModelNotFound(NpuError, LookupError):
 
 class RegistryError(NpuError):
     """The model store cannot do what was asked (compiler missing, store unwritable)."""
-
-
-class ExecutorUnavailable(NpuError, ImportError):
-    """runtime.executor.Executor, which runs a model file's plan, cannot be imported."""

@@ -76,6 +76,21 @@ class Executor:
                 self.machine.load_vectors(Space(c["space"]), c["addr"], z[c["key"]], c["mfu"])
         self._const_outputs = {k: _load_npy(model.member(v)) for k, v in self.manifest.get("const_outputs", {}).items()}
 
+    def layers(self, results) -> list[dict]:
+        """Per layer of the NPU segments' run results (``trace`` of :meth:`run`): modeled cycles, the layer's
+        graph MACs (from the compile report) and its utilization (NpuConfig.utilization)."""
+        report = (self.manifest.get("compiler") or {}).get("report") or {}
+        graph_macs = {L["name"]: int(L.get("macs", 0)) for L in report.get("layers", [])}
+        out = []
+        for r in results:
+            for region in r.regions() if hasattr(r, "regions") else []:
+                macs = graph_macs.get(region["name"], 0)
+                out.append({"layer": region["name"], "cycles": int(region["cycles"]), "macs": macs,
+                            "utilization": round(self.config.utilization(macs, region["cycles"]), 4),
+                            "tile_macs": int(region["tile_macs"]),
+                            "tile_utilization": round(region["tile_utilization"], 4)})
+        return out
+
     @property
     def inputs(self) -> list[TensorSpec]:
         return self.model.inputs
@@ -110,14 +125,17 @@ class Executor:
             else:
                 result = self._run_npu(step, env)
                 stats.npu_cycles += result.cycles
-                stats.macs += result.macs
+                stats.tile_macs += result.tile_macs
+                # graph MACs as the compiler counted them (files from before they were recorded: the tile MACs)
+                stats.macs += int(step.get("macs", result.tile_macs))
                 stats.instructions += getattr(result, "instructions", 0) or len(self._programs[step["program"]])
                 if trace is not None:
                     trace.append(result)
         env.update(self._const_outputs)
         outputs = {s.name: _as_spec(env[s.name], s) for s in self.outputs}
         stats.latency_us = stats.npu_cycles / self.config.clock_mhz
-        stats.utilization = stats.macs / (stats.npu_cycles * self.config.macs_per_cycle) if stats.npu_cycles else 0.0
+        stats.utilization = self.config.utilization(stats.macs, stats.npu_cycles)
+        stats.tile_utilization = self.config.utilization(stats.tile_macs, stats.npu_cycles)
         stats.host_time_s = host_time
         stats.wall_time_s = time.perf_counter() - t0
         stats.extra = {"backend": self.backend, "config": self.config.name}

@@ -18,23 +18,9 @@ from typing import Any
 import numpy as np
 
 from npu.modelfile import ModelFile, RunStats, TensorSpec, read_model
-from runtime.errors import ExecutorUnavailable, InvalidRequest
-
-BACKENDS = ("sim", "rtl")
-
-
-def executor_class():
-    """``runtime.executor.Executor``, imported when first needed."""
-    try:
-        from runtime.executor import Executor
-    except ImportError as exc:
-        if exc.name not in ("runtime.executor", None):
-            raise
-        raise ExecutorUnavailable(
-            "runtime.executor.Executor (which runs a model file's plan on the NPU) cannot be imported: "
-            f"{exc}") from None
-    return Executor
-
+from runtime.backends import BACKENDS
+from runtime.errors import InvalidRequest
+from runtime.executor import Executor
 
 IMAGE_ALIAS = "images"
 
@@ -53,10 +39,11 @@ def _shape_matches(expected: tuple[int, ...], shape: tuple[int, ...]) -> bool:
     return len(expected) == len(shape) and all(e < 0 or e == s for e, s in zip(expected, shape))
 
 
-def _add_stats(total: RunStats, part: RunStats) -> None:
-    for field in ("npu_cycles", "latency_us", "macs", "instructions", "host_time_s"):
+def _add_stats(total: RunStats, part: RunStats, config) -> None:
+    for field in ("npu_cycles", "latency_us", "macs", "tile_macs", "instructions", "host_time_s"):
         setattr(total, field, getattr(total, field) + getattr(part, field))
-    total.utilization = max(total.utilization, part.utilization)
+    total.utilization = config.utilization(total.macs, total.npu_cycles)
+    total.tile_utilization = config.utilization(total.tile_macs, total.npu_cycles)
 
 
 class Session:
@@ -89,10 +76,10 @@ class Session:
         self.backend = backend
         self.name = name or (Path(model.path).stem if model.path else "model")
         self.version = version
-        self._executor = executor_class()(model, backend=backend)
-        self.inputs: list[TensorSpec] = list(getattr(self._executor, "inputs", None) or model.inputs)
-        self.outputs: list[TensorSpec] = list(getattr(self._executor, "outputs", None) or model.outputs)
-        self.manifest: dict[str, Any] = getattr(self._executor, "manifest", None) or model.manifest
+        self._executor = Executor(model, backend=backend)
+        self.inputs: list[TensorSpec] = model.inputs
+        self.outputs: list[TensorSpec] = model.outputs
+        self.manifest: dict[str, Any] = model.manifest
         self.last_stats: RunStats | None = None
         self._lock = threading.Lock()
 
@@ -194,7 +181,7 @@ class Session:
                 for i in range(batch):
                     out, part = self._executor.run({n: a[i:i + 1] for n, a in checked.items()})
                     parts.append(out)
-                    _add_stats(stats, part)
+                    _add_stats(stats, part, self.model.config)
                 stats.extra = {"batch": batch}
                 outputs = {n: np.concatenate([p[n] for p in parts], axis=0) for n in parts[0]}
             stats.wall_time_s = time.perf_counter() - start

@@ -5,7 +5,7 @@
     m.push_input(x_vectors)            # network input queue
     result = m.run(program)            # functional + timing
     y = m.pop_output()
-    print(result.cycles, result.latency_us, result.utilization)
+    print(result.cycles, result.latency_us, result.tile_utilization)
 
 The same machine may run several programs in a row; its memories persist, as
 on hardware.  :class:`RunResult` carries the timing report; ``regions`` (a
@@ -36,7 +36,7 @@ class StepRecord:
     kind: str           # "chain" | "m_rd" | "m_wr"
     start: int
     end: int
-    macs: int
+    tile_macs: int      # MACs of its mv_mul on whole native tiles
     iterations: int
     units: list[str]
     region: str = ""
@@ -50,31 +50,31 @@ class RunResult(CycleFigures):
     cycles: int
     instructions: int
     chains: int
-    macs: int
+    tile_macs: int
     unit_busy: dict[str, int]
     steps: list[StepRecord] = field(default_factory=list)
     wall_time_s: float = 0.0
 
     @property
     def achieved_tops(self) -> float:
-        return 2 * self.macs / (self.latency_us * 1e-6) / 1e12 if self.cycles else 0.0
+        return 2 * self.tile_macs / (self.latency_us * 1e-6) / 1e12 if self.cycles else 0.0
 
     def unit_utilization(self) -> dict[str, float]:
         return {u: (b / self.cycles if self.cycles else 0.0) for u, b in self.unit_busy.items() if b}
 
     def regions(self) -> list[dict]:
-        """Per-region (layer) breakdown: cycles spanned, MACs, steps, utilization."""
+        """Per-region (layer) breakdown: cycles spanned, tile MACs, steps, tile utilization."""
         out: dict[str, dict] = {}
         for s in self.steps:
             r = out.setdefault(s.region or "(unlabelled)", {"name": s.region or "(unlabelled)", "start": s.start,
-                                                            "end": s.end, "macs": 0, "steps": 0})
+                                                            "end": s.end, "tile_macs": 0, "steps": 0})
             r["start"] = min(r["start"], s.start)
             r["end"] = max(r["end"], s.end)
-            r["macs"] += s.macs
+            r["tile_macs"] += s.tile_macs
             r["steps"] += 1
         for r in out.values():
             r["cycles"] = r["end"] - r["start"]
-            r["utilization"] = r["macs"] / (r["cycles"] * self.config.macs_per_cycle) if r["cycles"] else 0.0
+            r["tile_utilization"] = self.config.utilization(r["tile_macs"], r["cycles"])
         return list(out.values())
 
     def summary(self) -> dict:
@@ -82,12 +82,12 @@ class RunResult(CycleFigures):
             "config": self.config.name,
             "cycles": int(self.cycles),
             "latency_us": round(self.latency_us, 3),
-            "utilization": round(self.utilization, 6),
+            "tile_utilization": round(self.tile_utilization, 6),
             "achieved_tops": round(self.achieved_tops, 6),
             "peak_tops": round(self.config.peak_tops, 6),
             "instructions": self.instructions,
             "chains": self.chains,
-            "macs": int(self.macs),
+            "tile_macs": int(self.tile_macs),
             "units": {u: round(v, 6) for u, v in self.unit_utilization().items()},
             "wall_time_s": round(self.wall_time_s, 6),
         }
@@ -177,11 +177,11 @@ class Machine:
                 pc=pc, end_pc=step.end_pc if is_chain else pc,
                 kind="chain" if is_chain else ("m_rd" if step.to_mrf else "m_wr"),
                 start=int(timeline.starts[s]) if timeline else 0, end=int(timeline.ends[s]) if timeline else 0,
-                macs=step.mvm_macs(n) if is_chain else 0, iterations=step.iterations if is_chain else 1,
+                tile_macs=step.mvm_macs(n) if is_chain else 0, iterations=step.iterations if is_chain else 1,
                 units=timeline.step_units[s] if timeline else [], region=label))
         return RunResult(config=self.config, cycles=timeline.cycles if timeline else 0,
                          instructions=len(program), chains=sum(isinstance(s, Chain) for s in steps),
-                         macs=sum(r.macs for r in records), unit_busy=timeline.busy if timeline else {},
+                         tile_macs=sum(r.tile_macs for r in records), unit_busy=timeline.busy if timeline else {},
                          steps=records)
 
     def reset(self) -> None:

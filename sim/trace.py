@@ -20,7 +20,7 @@ def trace_events(result: RunResult, process_name: str = "npu") -> list[dict]:
     events += [{"name": "thread_name", "ph": "M", "pid": 1, "tid": i, "args": {"name": u}} for u, i in tid.items()]
     for s in result.steps:
         name = s.region or f"{s.kind}@{s.pc}"
-        args = {"pc": s.pc, "end_pc": s.end_pc, "kind": s.kind, "iterations": s.iterations, "macs": s.macs,
+        args = {"pc": s.pc, "end_pc": s.end_pc, "kind": s.kind, "iterations": s.iterations, "tile_macs": s.tile_macs,
                 "cycles": s.end - s.start}
         for u in ["issue"] + s.units:
             events.append({"name": name, "cat": s.kind, "ph": "X", "pid": 1, "tid": tid[u],

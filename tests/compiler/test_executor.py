@@ -66,3 +66,25 @@ def test_model_file_contents_are_deterministic():
     model = zoo.build("tiny_cnn", seed=0)
     a, b = read_model(compile_model(model, config="tiny")), read_model(compile_model(model, config="tiny"))
     assert a.manifest == b.manifest and a.members == b.members
+
+
+def test_one_utilization_for_compile_run_and_layers():
+    """compile, run and run --layers report the same figure: graph MACs / (cycles x MACs per cycle)."""
+    from compiler.report import CompileReport
+
+    model = zoo.build("tiny_cnn", seed=0)
+    ex = Executor(read_model(compile_model(model, config="tiny")))
+    report = CompileReport.from_dict(ex.manifest["compiler"]["report"])
+    trace = []
+    _, stats = ex.run({"input": np.zeros((1, 3, 8, 8), np.float32)}, trace=trace)
+    assert stats.macs == report.macs_npu == zoo.count_macs(model)
+    assert stats.npu_cycles == report.total_cycles
+    assert stats.utilization == pytest.approx(report.utilization, rel=1e-12)
+    assert stats.utilization == pytest.approx(stats.macs / (stats.npu_cycles * ex.config.macs_per_cycle))
+    # padding makes the MVM do more than the graph asks for, and that figure has its own name
+    assert stats.tile_macs > stats.macs and stats.tile_utilization > stats.utilization
+    layers = {L["layer"]: L for L in ex.layers(trace)}
+    for L in report.layers:
+        if L.target == "npu" and L.macs:
+            assert layers[L.name]["macs"] == L.macs
+            assert layers[L.name]["utilization"] == pytest.approx(L.utilization, abs=1e-4)

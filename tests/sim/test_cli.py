@@ -21,7 +21,7 @@ def test_asm_sim_disasm(tmp_path, capsys):
     assert main(["sim", str(prog), "--mrf", str(tmp_path / "w.npy"), "--input", str(tmp_path / "x.npy"),
                  "--vrf", f"asvrf:0:0={tmp_path / 'b.npy'}", "--json", "--trace", str(tmp_path / "t.json")]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert {"cycles", "latency_us", "utilization", "instructions"} <= set(d)
+    assert {"cycles", "latency_us", "tile_utilization", "tile_macs", "instructions"} <= set(d)
     assert d["instructions"] == 8 and d["cycles"] > 0 and len(d["outputs"]) == 16
     assert json.loads((tmp_path / "t.json").read_text())["traceEvents"]
     assert main(["disasm", str(prog)]) == 0

@@ -35,9 +35,9 @@ def test_one_mv_mul_over_r_by_c_tiles():
         fill = lat.vrf_read + lat.mvm + lat.mvm_reduce + lat.vrf_write
         assert r.steps[0].start == start
         assert r.cycles == start + body + fill + c.latencies.drain
-        assert r.macs == it * R * C * c.native_dim ** 2
+        assert r.tile_macs == it * R * C * c.native_dim ** 2
         assert r.unit_busy["mvm"] == it * rmac
-        assert abs(r.utilization - r.macs / (r.cycles * c.macs_per_cycle)) < 1e-12
+        assert abs(r.tile_utilization - r.tile_macs / (r.cycles * c.macs_per_cycle)) < 1e-12
 
 
 def test_chain_with_mfu_operations():
