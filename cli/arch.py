@@ -8,6 +8,7 @@ from pathlib import Path
 
 from npu.asm import assemble, disassemble
 from npu.config import PRESETS, get_config
+from npu.errors import NpuError
 from npu.isa import INSTRUCTIONS
 from npu.isadoc import isa_c_header, isa_markdown
 from npu.program import Program, analyze
@@ -21,7 +22,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("config", help="list, show and save architecture configurations",
                        description="Architecture configurations: named presets or .toml/.json files.",
                        **_fmt("examples:\n  npu config list\n  npu config show brainwave-s10 --json\n"
-                              "  npu config show tiny --save my.toml   # then edit and use --config my.toml"))
+                              "  npu config show tiny --save my.toml   # named 'my'; edit it, then use --config my.toml"))
     csub = p.add_subparsers(dest="config_command", metavar="ACTION")
     pl = csub.add_parser("list", help="list the presets")
     pl.set_defaults(func=_config_list)
@@ -69,6 +70,7 @@ def _config_show(args) -> int:
     c = get_config(args.name)
     if args.save:
         c.save(args.save)
+        c = c.replace(name=Path(args.save).stem)
     if args.json:
         d = c.to_dict()
         d["derived"] = {"macs_per_cycle": c.macs_per_cycle, "peak_tops": c.peak_tops, "block": c.block,
@@ -80,8 +82,19 @@ def _config_show(args) -> int:
     return 0
 
 
+def _read_source(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text()
+    except UnicodeDecodeError:
+        raise NpuError(f"{path}: not assembly text (it is binary; `npu disasm` reads program files)") from None
+    except OSError as exc:
+        raise NpuError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
 def _asm(args) -> int:
-    text = sys.stdin.read() if args.source == "-" else Path(args.source).read_text()
+    text = _read_source(args.source)
     program = Program(get_config(args.config), assemble(text, args.source))
     if not args.no_check:
         analyze(program)

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from cli import progress
 from npu.errors import NpuError
 
 COMPILE_EPILOG = """\
@@ -37,31 +38,6 @@ examples:
 
 class _Fmt(argparse.RawDescriptionHelpFormatter):
     pass
-
-
-def _progress(args, desc: str):
-    """A tqdm progress callback on stderr, or None when quiet or not a terminal."""
-    if getattr(args, "quiet", False) or getattr(args, "json", False) or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    bar = {}
-
-    def update(done: int, total: int):
-        if "b" not in bar:
-            bar["b"] = tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
-        if bar["b"].total != total:  # the driver re-partitions: start over
-            bar["b"].reset(total=total)
-        bar["b"].n = done
-        bar["b"].refresh()
-
-    update.close = lambda: bar["b"].close() if "b" in bar else None
-    return update
-
-
-def _close(progress) -> None:
-    if progress is not None:
-        progress.close()
 
 
 def add_commands(subparsers) -> None:
@@ -117,12 +93,12 @@ def cmd_compile(args) -> int:
     from compiler import compile_to_file
 
     out = args.output or args.model.with_suffix(".npu")
-    progress = _progress(args, "compiling")
+    bar = progress.counter(args, "compiling")
     try:
         report = compile_to_file(args.model, out, config=args.config, fmt=args.fmt, input_shapes=args.input_shape,
-                                 host_fallback=not args.no_host_fallback, progress=progress)
+                                 host_fallback=not args.no_host_fallback, progress=bar)
     finally:
-        _close(progress)
+        progress.close(bar)
     if args.json:
         print(json.dumps(dict(report.to_dict(), output=str(out)), indent=1))
     else:
@@ -172,6 +148,10 @@ def cmd_run(args) -> int:
     if args.trace and args.backend != "sim":
         raise NpuError("--trace needs --backend sim (the RTL backend reports per-step commits, not unit timelines)")
     model = read_model(args.model)
+    if args.backend == "rtl":
+        from cli.rtl import prebuild
+
+        prebuild(model.config, args)
     ex = Executor(model, backend=args.backend)
     specs = ex.inputs
     paths = _parse_inputs(args.input, specs)
@@ -257,12 +237,12 @@ def cmd_check(args) -> int:
         count = max((len(a) if a.ndim > ranks[n] else 1) for n, a in arrays.items())
         feeds = [{n: (a[j] if a.ndim > ranks[n] else a) for n, a in arrays.items()} for j in range(count)]
         _ = onnx
-    progress = _progress(args, "simulating")
+    bar = progress.counter(args, "simulating")
     try:
         res = check_model(args.model, args.config, args.fmt, args.inputs, args.seed, feeds, args.per_layer,
-                          args.input_shape, progress=progress)
+                          args.input_shape, progress=bar)
     finally:
-        _close(progress)
+        progress.close(bar)
     if args.json:
         print(json.dumps(res.to_dict(), indent=1))
         return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cli import machine_inputs, progress
 from npu.config import get_config
 from npu.errors import NpuError
 
@@ -18,13 +19,17 @@ example:
 """
 RUN_EPILOG = """\
 examples:
-  npu rtl run prog.bin --config tiny --input x.npy
-  npu rtl run prog.bin --config tiny --input x.npy --mrf weights.npz --json
-  npu rtl run model.npu --config tiny --input x.npy
+  npu asm examples/matvec_bias_relu.s --config tiny -o mv.bin
+  npu rtl run mv.bin --mrf examples/matvec_w.npy --vrf asvrf:0:0=examples/matvec_b.npy --input examples/matvec_x.npy
+  npu rtl run model.npu --input x.npy --json    # a compiled model's input tensor (.npy)
+
+""" + machine_inputs.EPILOG + """
+The first run of a configuration builds the RTL with Verilator (about a minute for tiny); later runs
+reuse the cached build (~/.cache/npu-rtl, or $NPU_RTL_CACHE).
 """
 CHECK_EPILOG = """\
 examples:
-  npu rtl check prog.bin --config tiny --input x.npy
+  npu rtl check mv.bin --mrf examples/matvec_w.npy --vrf asvrf:0:0=examples/matvec_b.npy --input examples/matvec_x.npy
   npu rtl check --random 20 --config tiny --json
   npu zoo build tiny_cnn -o cnn.onnx && npu compile cnn.onnx --config tiny -o cnn.npu
   npu rtl check cnn.npu --json          # sim vs RTL (twice in a row) on seeded random inputs
@@ -48,8 +53,7 @@ def add_commands(subparsers) -> None:
         p = sub.add_parser(name, help=helptext, epilog=epilog, formatter_class=fmt)
         p.add_argument("program", nargs="?", help="program file (.bin) or model file (.npu)")
         p.add_argument("--config", default=None, help="preset or file (default: the program's own)")
-        p.add_argument("--input", help=".npy: input vectors for a program's queue, or a model's input tensor")
-        p.add_argument("--mrf", help=".npz weight image (mant, exp) pinned in the MRF")
+        machine_inputs.add_arguments(p)
         p.add_argument("--trace", action="store_true", help="build with waveform tracing (dump.vcd)")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--seed", type=int, default=0,
@@ -90,24 +94,26 @@ def _load_program(args):
     return program
 
 
-def _setup(machine, args):
-    from npu.weights import WeightImage
-
-    if args.mrf:
-        machine.load_mrf(WeightImage.from_bytes(Path(args.mrf).read_bytes()))
-    if args.input:
-        machine.push_input(np.load(args.input))
-
-
 def _model_feeds(model, args) -> dict:
     """The model's inputs: --input (.npy, for a single-input model) or seeded random normals."""
     if args.input:
         if len(model.inputs) != 1:
             raise NpuError(f"--input gives one array; this model takes {len(model.inputs)} inputs")
         spec = model.inputs[0]
-        return {spec.name: np.load(args.input).astype(spec.dtype).reshape(spec.shape)}
+        return {spec.name: machine_inputs.load_npy(args.input).astype(spec.dtype).reshape(spec.shape)}
     rng = np.random.default_rng(args.seed)
     return {s.name: rng.normal(size=s.shape).astype(s.dtype) for s in model.inputs}
+
+
+def prebuild(config, args) -> None:
+    """Build (or find) the RTL of ``config`` before anything runs on it, saying so on stderr."""
+    from rtl.cosim import build
+
+    say = progress.stages(args, "npu rtl")
+    try:
+        build(config, progress=say)
+    finally:
+        say.close()
 
 
 def _run_model(args, backend):
@@ -115,6 +121,7 @@ def _run_model(args, backend):
     from runtime.executor import Executor
 
     model = read_model(args.program)
+    prebuild(model.config, args)
     outputs, stats = Executor(model, backend=backend).run(_model_feeds(model, args))
     return outputs, stats
 
@@ -125,6 +132,7 @@ def _check_model(args) -> dict:
     from runtime.executor import Executor
 
     model = read_model(args.program)
+    prebuild(model.config, args)
     feeds = _model_feeds(model, args)
     sim_out, sim_stats = Executor(model, backend="sim").run(feeds)
     rtl = Executor(model, backend="rtl")
@@ -160,8 +168,12 @@ def cmd_run(args) -> int:
             for name, value in outputs.items():
                 print(f"{name} {list(np.shape(value))}: {np.asarray(value).ravel()}")
         return 0
-    m = RtlMachine(program.config, trace=args.trace)
-    _setup(m, args)
+    say = progress.stages(args, "npu rtl")
+    try:
+        m = RtlMachine(program.config, trace=args.trace, progress=say)
+    finally:
+        say.close()
+    machine_inputs.load(m, program, args)
     res = m.run(program)
     y = m.pop_output()
     summary = res.summary()
@@ -185,6 +197,7 @@ def cmd_check(args) -> int:
     results = []
     if args.random:
         config = get_config(args.config or "tiny")
+        prebuild(config, args)
         rtl = RtlMachine(config)
         for seed in range(args.seed, args.seed + args.random):
             cmp = compare(random_case(config, seed), rtl)
@@ -196,8 +209,9 @@ def cmd_check(args) -> int:
         else:
             class _Setup(Case):
                 def load(self, machine):
-                    _setup(machine, args)
+                    machine_inputs.load(machine, program, args)
 
+            prebuild(program.config, args)
             results.append(compare(_Setup(program)).summary())
     ok = all(r["bit_exact"] for r in results)
     errs = [abs(r["cycle_error"]) for r in results]

@@ -1,6 +1,7 @@
 """A matrix-vector product with bias and ReLU, hand-written in NPU assembly.
 
-Runs examples/matvec_bias_relu.s on the simulator and compares with numpy.
+Runs examples/matvec_bias_relu.s on the simulator and compares with numpy.  W, b and x are the
+.npy files beside it, the same ones `npu sim --help` names.
 Usage: python examples/matvec_bias_relu.py
 """
 from pathlib import Path
@@ -14,13 +15,11 @@ from npu.program import Program
 from npu.weights import tile_matrix
 from sim.machine import Machine
 
+here = Path(__file__).parent
 config = get_config("tiny")
-rng = np.random.default_rng(7)
-W = rng.normal(0, 0.3, size=(16, 24))
-b = rng.normal(0, 0.5, size=16)
-x = rng.normal(0, 1.0, size=24)
+W, b, x = (np.load(here / f"matvec_{name}.npy").astype(np.float64) for name in ("w", "b", "x"))
 
-program = Program(config, assemble((Path(__file__).parent / "matvec_bias_relu.s").read_text()))
+program = Program(config, assemble((here / "matvec_bias_relu.s").read_text()))
 machine = Machine(config)
 image, rows, cols = tile_matrix(W, config)
 machine.load_mrf(image)

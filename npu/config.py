@@ -261,8 +261,11 @@ class NpuConfig:
         return tomli_w.dumps(self.to_dict())
 
     def save(self, path: str | Path) -> None:
+        """Write ``.toml`` or ``.json`` (by the suffix) with the file's stem as the name, so an edited copy of a
+        preset does not pass for the preset."""
         path = Path(path)
-        path.write_text(self.to_toml() if path.suffix == ".toml" else self.to_json() + "\n")
+        named = self.replace(name=path.stem)
+        path.write_text(named.to_toml() if path.suffix == ".toml" else named.to_json() + "\n")
 
     def replace(self, **changes) -> "NpuConfig":
         return dataclasses.replace(self, **changes)
@@ -273,7 +276,10 @@ class NpuConfig:
 
 
 def load_config(path: str | Path) -> NpuConfig:
-    """Read a configuration from a ``.toml`` or ``.json`` file."""
+    """Read a configuration from a ``.toml`` or ``.json`` file.
+
+    Its ``name`` defaults to the file's stem.  A file may not claim a preset's name with other values: a
+    program or model records the configuration's name, and two different machines must not share one."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -283,7 +289,16 @@ def load_config(path: str | Path) -> NpuConfig:
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(str(path), f"not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}") from None
-    return NpuConfig.from_dict(data)
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "a configuration file holds one table of fields")
+    data.setdefault("name", path.stem)
+    config = NpuConfig.from_dict(data)
+    preset = PRESETS.get(config.name)
+    if preset is not None and preset != config:
+        changed = [f.name for f in dataclasses.fields(NpuConfig) if getattr(preset, f.name) != getattr(config, f.name)]
+        raise ConfigError("name", f"{path} is named after the preset {config.name!r} but changes {', '.join(changed)}; "
+                                  f"give the edited configuration its own name (for example name = \"{path.stem}\")")
+    return config
 
 
 # ---------------------------------------------------------------------- presets

@@ -93,11 +93,12 @@ def input_count(steps) -> int:
 class RtlMachine:
     """One RTL NPU instance (npu.backend.MachineLike)."""
 
-    def __init__(self, config: NpuConfig | str, params: RtlParams = RtlParams(), *, trace: bool = False):
+    def __init__(self, config: NpuConfig | str, params: RtlParams = RtlParams(), *, trace: bool = False,
+                 progress=None):
         self.config = get_config(config)
         self.params = params
         self.memmap = MemoryMap(self.config, params.program_depth, params.max_word_bits)
-        self.build = build(self.config, params, trace=trace)
+        self.build = build(self.config, params, trace=trace, progress=progress)
         self.shadow: dict[str, dict[int, int]] = {m.name: {} for m in self.memmap.memories}
         self.inq: list[np.ndarray] = []
         self.outq: list[np.ndarray] = []

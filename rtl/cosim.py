@@ -22,6 +22,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 from npu.config import NpuConfig
 from npu.errors import NpuError
@@ -80,17 +81,23 @@ class Build:
         return self.directory / "sim" / TOPLEVEL
 
 
-def build(config: NpuConfig, params: RtlParams = RtlParams(), *, trace: bool = False, verbose: bool = False) -> Build:
-    """Generate and Verilate the NPU for ``config`` (cached)."""
+def build(config: NpuConfig, params: RtlParams = RtlParams(), *, trace: bool = False,
+          progress: Callable[[str], None] | None = None) -> Build:
+    """Generate and Verilate the NPU for ``config`` (cached); ``progress`` hears what is happening (the cached
+    build used, or each stage of a new one)."""
     verilator_env()
+    say = progress or (lambda message: None)
     d = build_dir_for(config, params, trace)
     with _lock(d.with_suffix(".lock")):
         b = Build(config, params, d, 0.0, trace)
         if b.binary.exists():
+            say(f"using the cached {config.name} RTL build in {d}")
             return b
         t0 = time.perf_counter()
         d.mkdir(parents=True, exist_ok=True)
+        say(f"building the {config.name} RTL in {d}: generating Verilog")
         vfile = write_verilog(config, d / "verilog", params)
+        say(f"building the {config.name} RTL: Verilator and the C++ compiler (tiny takes about a minute)")
         try:
             from cocotb_tools.runner import get_runner
         except ImportError:
@@ -102,6 +109,7 @@ def build(config: NpuConfig, params: RtlParams = RtlParams(), *, trace: bool = F
             tail = log.read_text()[-3000:] if log.exists() else ""
             raise CosimError(f"Verilator build failed ({exc}); see {log}\n{tail}") from None
         b.build_seconds = time.perf_counter() - t0
+        say(f"built the {config.name} RTL in {b.build_seconds:.0f} s")
         (d / "build.json").write_text(json.dumps({"seconds": b.build_seconds, "config": config.name}))
         return b
 

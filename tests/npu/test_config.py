@@ -67,3 +67,19 @@ def test_cli_config_show_json(capsys):
     assert main(["config", "show", "brainwave-s10", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["native_dim"] == 400 and d["derived"]["macs_per_cycle"] == 96_000
+
+
+def test_an_edited_preset_gets_its_own_name(tmp_path, capsys):
+    from cli.main import main
+
+    path = tmp_path / "mine.toml"
+    assert main(["config", "show", "tiny", "--save", str(path)]) == 0
+    assert 'name = "mine"' in capsys.readouterr().out
+    mine = load_config(path)
+    assert mine.name == "mine" and mine.replace(name="tiny") == get_config("tiny")
+    # a file that keeps a preset's name but changes its values is refused, naming what differs
+    path.write_text(path.read_text().replace('name = "mine"', 'name = "tiny"').replace("mrf_tiles = 64", "mrf_tiles = 32"))
+    with pytest.raises(ConfigError, match="named after the preset 'tiny' but changes mrf_tiles"):
+        load_config(path)
+    path.write_text(path.read_text().replace('name = "tiny"\n', ""))  # no name: the file's stem
+    assert load_config(path).name == "mine"
