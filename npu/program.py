@@ -178,6 +178,16 @@ def _memory(op: Operand) -> tuple[Space, int]:
     return op.space, op.mfu if op.space in PER_MFU_SPACES else 0
 
 
+#: The largest chain (iterations x vectors per iteration) whose iteration hazards are checked vector by vector;
+#: beyond it only chains whose read and write address ranges are disjoint are accepted.
+MAX_CHECKED_VECTORS = 1 << 22
+
+
+def _span(chain: Chain, op: Operand, width: int) -> tuple[int, int]:
+    """The lowest and highest address an operand touches over all iterations (strides are unsigned)."""
+    return op.addr, op.addr + (chain.iter_outer - 1) * op.so + (chain.iter_inner - 1) * op.si + width - 1
+
+
 def iteration_hazard(chain: Chain) -> str | None:
     """The rule a chain breaks when one of its iterations reads a vector an earlier iteration of it wrote.
 
@@ -191,12 +201,18 @@ def iteration_hazard(chain: Chain) -> str | None:
     for w in chain.writes:
         if w.space not in ADDRESSED_SPACES:
             continue
+        wlo, whi = _span(chain, w, chain.rows)
+        touching = [(r, offs) for r, offs in reads if _memory(r) == _memory(w) and r.space in ADDRESSED_SPACES
+                    and _span(chain, r, int(offs.max()) + 1)[1] >= wlo and _span(chain, r, 0)[0] <= whi]
+        if not touching:
+            continue
+        if chain.iterations * max(chain.rows, len(chain.read_offsets())) > MAX_CHECKED_VECTORS:
+            return (f"a chain of {chain.iterations:,} iterations that reads the {w.space.name.lower()} addresses it "
+                    f"writes is too large to check for iteration hazards (at most {MAX_CHECKED_VECTORS:,} vectors); "
+                    f"split it into several chains")
         waddr = chain.bases(w)[:, None] + rows
-        wlo, whi = int(waddr.min()), int(waddr.max())
         first_write = None
-        for r, offs in reads:
-            if _memory(r) != _memory(w) or r.space not in ADDRESSED_SPACES:
-                continue
+        for r, offs in touching:
             raddr = chain.bases(r)[:, None] + offs
             if int(raddr.max()) < wlo or int(raddr.min()) > whi:
                 continue

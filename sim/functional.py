@@ -70,6 +70,10 @@ def _contiguous(chain: Chain, op: Operand) -> slice | None:
     return None
 
 
+#: The most vectors one chain may move (iterations x vectors read per iteration): the executor computes a chain
+#: as whole arrays, so a larger one (a legal program, two loop counts of 65,535) is refused, not run out of memory.
+MAX_CHAIN_VECTORS = 1 << 26
+
 #: Chains whose static plans the executor keeps (ResNet-152 has about 700).
 PLAN_CACHE_CHAINS = 20000
 
@@ -111,6 +115,10 @@ class Executor:
         if hit is not None and hit[0] is c:
             return hit[1]
         offsets = c.read_offsets()
+        if c.iterations * max(len(offsets), c.rows) > MAX_CHAIN_VECTORS:
+            raise SimulationError(c.pc, text, f"the chain moves {c.iterations * max(len(offsets), c.rows):,} vectors "
+                                              f"({c.iterations:,} iterations); the simulator runs at most "
+                                              f"{MAX_CHAIN_VECTORS:,} per chain")
         read_index = None
         if c.read.space not in (Space.NETQ, Space.ZERO):
             read_index = c.bases(c.read)[:, None] + offsets[None, :]

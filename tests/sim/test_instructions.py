@@ -249,3 +249,12 @@ def test_an_exact_zero_product_is_positive_zero(tiny):
     m.push_input(-np.ones(N))
     run(m, "v_rd netq 0\nmv_mul 0\nv_wr netq 0\nend_chain")
     assert (m.pop_output().view(np.uint16) == 0).all()
+
+
+def test_a_huge_chain_is_a_named_error_not_out_of_memory(tiny):
+    """Two loop counts of 65,535: a legal program, too large to check vector by vector or to simulate."""
+    m = Machine(tiny)
+    with pytest.raises(SimulationError, match="the chain moves 4,294,836,225 vectors"):
+        run(m, "s_wr iter_outer 65535\ns_wr iter_inner 65535\nv_rd ivrf 0\nv_wr ivrf 8\nend_chain")
+    with pytest.raises(ProgramError, match="too large to check for iteration hazards"):
+        run(m, "s_wr iter_outer 65535\ns_wr iter_inner 65535\nv_rd ivrf 0\nv_wr ivrf 0\nend_chain")
