@@ -3,8 +3,10 @@
     python benchmarks/bench_latency.py
     python benchmarks/bench_latency.py --configs brainslice-128 --models resnet50 lstm
 
-Numbers come from the timing model (data-independent, so one timing-only run per model); the peer is
-onnxruntime CPU measured in the same run on the same ONNX (best of 3); ratio = ORT time / NPU time.
+Numbers come from the timing model (data-independent, so one timing-only run per model), for the machine the RTL
+implements (one step at a time) and, in the "pipelined" columns, for the design of docs/pipeline.md
+(scoreboard_entries 8, mvm_row_slots 2: modeled only, the RTL to follow); the peer is onnxruntime CPU measured in
+the same run on the same ONNX (best of 3); speedup = ORT time / NPU time (pipelined).
 Layers that fall back to the host (weights or activations larger than the configuration) are listed.
 """
 from __future__ import annotations
@@ -22,14 +24,17 @@ def main(argv=None) -> int:
 
     from compiler import compile_report, zoo
     from compiler.check import random_feeds
+    from npu.config import get_config
+
+    PIPELINED = {"scoreboard_entries": 8, "mvm_row_slots": 2}  # docs/pipeline.md
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="*", default=["brainslice-128", "brainwave-s10"])
     ap.add_argument("--models", nargs="*", default=[m.name for m in zoo.list_models()])
     args = ap.parse_args(argv)
     print(f"modeled batch-1 latency; peer: onnxruntime CPU ({os.cpu_count()} cores), best of 3, same ONNX")
-    print(f"{'model':<12} {'config':<15} {'latency us':>11} {'inf/s':>9} {'util':>6} {'TOPS':>7} {'NPU MACs':>8} "
-          f"{'ORT us':>9} {'speedup':>8}  host layers")
+    print(f"{'model':<12} {'config':<15} {'latency us':>11} {'util':>6} {'pipelined us':>12} {'inf/s':>9} {'util':>6} "
+          f"{'TOPS':>7} {'NPU MACs':>8} {'ORT us':>9} {'speedup':>8}  host layers")
     for name in args.models:
         model = zoo.build(name, seed=0)
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -43,13 +48,15 @@ def main(argv=None) -> int:
         t_ort = min(times) * 1e6
         for cfg in args.configs:
             try:
-                r = compile_report(model, config=cfg)
+                today = compile_report(model, config=cfg)
+                r = compile_report(model, config=get_config(cfg).replace(**PIPELINED))
             except Exception as exc:
                 print(f"{name:<12} {cfg:<15} error: {exc}")
                 continue
             host = [L.name for L in r.layers if L.target == "host" and L.macs]
             tops = 2 * r.macs_npu / (r.latency_us * 1e-6) / 1e12 if r.latency_us else 0.0
-            print(f"{name:<12} {cfg:<15} {r.latency_us:>11,.1f} {1e6 / r.latency_us if r.latency_us else 0:>9,.0f} "
+            print(f"{name:<12} {cfg:<15} {today.latency_us:>11,.1f} {today.utilization:>6.1%} {r.latency_us:>12,.1f} "
+                  f"{1e6 / r.latency_us if r.latency_us else 0:>9,.0f} "
                   f"{r.utilization:>6.1%} {tops:>7.2f} {r.npu_mac_share:>8.1%} {t_ort:>9,.0f} "
                   f"{t_ort / r.latency_us if r.latency_us else 0:>7.1f}x  {', '.join(host) if host else '-'}",
                   flush=True)

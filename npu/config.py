@@ -84,6 +84,10 @@ class NpuConfig:
     step_queue: int = 4             # step descriptors (chains, DMA) the front end decodes ahead of execution
     write_slots: int = 3            # v_wr destinations one chain may have
     mvm_buffer: int = 256           # native vectors of the MVM's circular input buffer; cols <= half of it
+    # The pipelined machine of docs/pipeline.md.  1 and 1 are the machine the RTL implements today (one step at a
+    # time, MAC rounds within one row tile); larger values are modeled by the simulator only, until the RTL has them.
+    scoreboard_entries: int = 1     # steps (chains, DMA) issued and not yet complete: the steps in flight
+    mvm_row_slots: int = 1          # output row tiles one MAC round may touch (spreads narrow matrices over engines)
     clock_mhz: float = 250.0
     latencies: Latencies = field(default_factory=Latencies)
     source: str = ""                # where the numbers come from
@@ -99,7 +103,8 @@ class NpuConfig:
     def _validate(self) -> None:
         for name in ("native_dim", "tile_engines", "dpe_lanes", "mrf_tiles", "ivrf_depth", "asvrf_depth",
                      "mulvrf_depth", "dram_vectors", "dram_tiles", "dram_bytes_per_cycle",
-                     "netq_bytes_per_cycle", "vrf_ports", "step_queue", "write_slots", "mvm_buffer"):
+                     "netq_bytes_per_cycle", "vrf_ports", "step_queue", "write_slots", "mvm_buffer",
+                     "scoreboard_entries", "mvm_row_slots"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(name, f"must be a positive integer, not {value!r}")
@@ -115,6 +120,10 @@ class NpuConfig:
             raise ConfigError("clock_mhz", f"must be a positive number, not {self.clock_mhz!r}")
         if self.mvm_buffer & (self.mvm_buffer - 1) or self.mvm_buffer < 4:
             raise ConfigError("mvm_buffer", f"must be a power of two of at least 4, not {self.mvm_buffer}")
+        if self.native_dim % self.dpe_lanes == 0 and self.mvm_row_slots > self.native_dim // self.dpe_lanes:
+            raise ConfigError("mvm_row_slots", f"must be at most cycles_per_tile ({self.native_dim // self.dpe_lanes}): "
+                                               f"the rows one round completes leave the MVM one per cycle before the "
+                                               f"next round ends, not {self.mvm_row_slots}")
         if self.native_dim % self.dpe_lanes:
             raise ConfigError("dpe_lanes", f"must divide native_dim ({self.native_dim}), not {self.dpe_lanes}")
         if not self.mfus:
@@ -181,6 +190,11 @@ class NpuConfig:
     def cycles_per_tile(self) -> int:
         """Cycles one tile engine needs for one N x N tile-vector product."""
         return self.native_dim // self.dpe_lanes
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether steps overlap (docs/pipeline.md) rather than run one at a time."""
+        return self.scoreboard_entries > 1 or self.mvm_row_slots > 1
 
     @property
     def max_cols(self) -> int:

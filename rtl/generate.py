@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from npu.config import NpuConfig
+from npu.errors import ConfigError
 from rtl.layout import MAX_WORD_BITS
 from rtl.npu import Npu
 
@@ -25,6 +26,10 @@ class RtlParams:
 
 
 def make_top(config: NpuConfig, params: RtlParams | None = None) -> Npu:
+    if config.pipelined:
+        field = "scoreboard_entries" if config.scoreboard_entries > 1 else "mvm_row_slots"
+        raise ConfigError(field, "the RTL runs one step at a time so far (scoreboard_entries = 1, mvm_row_slots = 1); "
+                                 "the pipelined machine of docs/pipeline.md is modeled by the simulator only")
     params = params or RtlParams()
     return Npu(config, program_depth=params.program_depth, queue_depth=params.queue_depth,
                max_word_bits=params.max_word_bits)

@@ -41,3 +41,179 @@ def schedule(long long[:, ::1] steps, int queue, long long decode, long long set
         starts[s] = start
         ends[s] = end
     return starts_np, ends_np, shift
+
+
+# ---------------------------------------------------------------- the pipelined machine (docs/pipeline.md)
+# Columns of the step table schedule_pipelined() reads; sim/timing.py fills it (one row per step).
+COL_KIND, COL_END_PC, COL_DURATION, COL_MVM, COL_ITERS, COL_WIDTH, COL_P, COL_LAT, COL_COLS, COL_ROWS, \
+    COL_MAC, COL_SPREAD, COL_ROWP, COL_ROW0, COL_TAIL, COL_MVM_LAT, COL_IV0, COL_IVN, COL_STAGES = range(19)
+STEP_COLUMNS = 19
+KIND_CHAIN, KIND_DMA = 0, 1
+
+
+cdef inline bint _conflict(long long[:, ::1] iv, long long a0, long long an, long long b0, long long bn) nogil:
+    """Whether two steps' interval sets touch the same memory words with at least one write among the pair."""
+    cdef long long i, j
+    for i in range(a0, a0 + an):
+        for j in range(b0, b0 + bn):
+            if iv[i, 0] == iv[j, 0] and (iv[i, 3] or iv[j, 3]) and iv[i, 1] <= iv[j, 2] and iv[j, 1] <= iv[i, 2]:
+                return True
+    return False
+
+
+cdef inline long long _overtake(long long mask_c, long long mask_p, int stages, long long stage_cycles) nogil:
+    """How many cycles later than right behind the previous chain's last beat a chain's first beat must be
+    written so that it meets none of the previous chain's beats at any MFU stage: its beats bypass the stages
+    it does not use, so after a point where it has more stages still ahead than the previous chain, it moves
+    slower and must start further behind (suffix counts of the two stage masks)."""
+    cdef long long worst = 0, nc = 0, np_ = 0
+    cdef int i
+    for i in range(stages - 1, -1, -1):
+        nc += (mask_c >> i) & 1
+        np_ += (mask_p >> i) & 1
+        if nc - np_ > worst:
+            worst = nc - np_
+    return worst * stage_cycles
+
+
+def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, long long[::1] row_done,
+                       int queue, long long decode, long long setup, int entries, long long buffer,
+                       int stages, long long stage_cycles):
+    """Schedule steps on the pipelined machine; returns (starts, ends, decode stall cycles in total).
+
+    steps[s] holds the COL_* columns; intervals[k] = (memory id, lo, hi, is_write) rows, a step's at
+    [COL_IV0, COL_IV0 + COL_IVN); row_done[COL_ROW0 + j] is the cycle, counted from an iteration's MAC start,
+    in which row tile j of a spread-mode chain completes (the end of the round holding its last tile);
+    COL_STAGES is the bitmask of the MFU stages a chain uses (bit i = stage i of ``stages`` in pipeline order,
+    ``stage_cycles`` each) and COL_TAIL the cycles from the MFU entrance to its write.
+    starts[s] is the cycle the step issues (a chain's first read issue), ends[s] the cycle after its last
+    write (a chain) or transfer (DMA): when steps waiting on it may issue.
+    """
+    cdef Py_ssize_t S = steps.shape[0], s, a, k
+    cdef long long shift = 0, queued, t, i, j, rs, arrival, mac_start, x0, x0_prev, last_x0
+    starts_np = np.zeros(S, dtype=np.int64)
+    ends_np = np.zeros(S, dtype=np.int64)
+    cdef long long[::1] starts = starts_np
+    cdef long long[::1] ends = ends_np
+    # steps that may still be in flight (issue is in order, so a step complete at one issue is for all later)
+    active_np = np.zeros(max(1, entries) + S if S < 64 else max(1, entries) + 64, dtype=np.int64)
+    cdef long long[::1] active = active_np
+    cdef Py_ssize_t n_active = 0, cap = active_np.shape[0]
+    # the K largest completion cycles so far (a min-heap would do; K is small, so a sorted scan is enough)
+    kth_np = np.full(max(1, entries), -(1 << 40), dtype=np.int64)
+    cdef long long[::1] kth = kth_np
+    # MVM buffer: iterations holding slots, as (cycle their slots free, cols), in a ring
+    ring_np = np.zeros((int(buffer) + 1, 2), dtype=np.int64)
+    cdef long long[:, ::1] ring = ring_np
+    cdef Py_ssize_t ring_head = 0, ring_len = 0, ring_cap = ring_np.shape[0]
+    cdef long long occupied = 0
+    cdef long long read_free = -(1 << 40), last_issue = -(1 << 40), last_return = -(1 << 40)
+    cdef long long mac_free = -(1 << 40), mvm_emitted = -(1 << 40), dma_free = -(1 << 40)
+    cdef long long prev_write = -(1 << 40), prev_mask = 0, behind, first_x0
+    cdef long long iters, width, p, lat, cols, rows, mac, rowp, tail, mvm_lat, minkth
+    cdef Py_ssize_t kmin
+    for s in range(S):
+        queued = steps[s, COL_END_PC] + 1 + shift
+        if s >= queue and starts[s - queue] + 1 > queued:
+            queued = starts[s - queue] + 1
+            shift = queued - steps[s, COL_END_PC] - 1
+        t = queued + decode
+        # a free scoreboard entry: fewer than `entries` earlier steps complete after t
+        kmin = 0
+        for k in range(entries):
+            if kth[k] < kth[kmin]:
+                kmin = k
+        if kth[kmin] > t:
+            t = kth[kmin]
+        # data hazards: wait for the completion of every step in flight whose intervals conflict
+        a = 0
+        while a < n_active:
+            if ends[active[a]] <= t:  # complete: drop it for good
+                active[a] = active[n_active - 1]
+                n_active -= 1
+                continue
+            a += 1
+        for a in range(n_active):
+            if ends[active[a]] > t and _conflict(intervals, steps[active[a], COL_IV0], steps[active[a], COL_IVN],
+                                                 steps[s, COL_IV0], steps[s, COL_IVN]):
+                t = ends[active[a]]
+        if steps[s, COL_KIND] == KIND_DMA:
+            if dma_free > t:
+                t = dma_free
+            ends[s] = t + steps[s, COL_DURATION]
+            dma_free = ends[s]
+        else:
+            iters, width, p, lat = steps[s, COL_ITERS], steps[s, COL_WIDTH], steps[s, COL_P], steps[s, COL_LAT]
+            cols, rows, mac, rowp = steps[s, COL_COLS], steps[s, COL_ROWS], steps[s, COL_MAC], steps[s, COL_ROWP]
+            tail, mvm_lat = steps[s, COL_TAIL], steps[s, COL_MVM_LAT]
+            # the read sequencer is free, and read data returns in order
+            if read_free > t:
+                t = read_free
+            if last_return - lat + 1 > t:
+                t = last_return - lat + 1
+            # its first beat enters the MFUs no earlier than this, to meet none of the previous chain's beats
+            first_x0 = prev_write + 1 + _overtake(steps[s, COL_STAGES], prev_mask, stages, stage_cycles) - tail
+            if not steps[s, COL_MVM]:
+                # it waits for the MVM's last result to enter the MFUs (the MVM's timing is not known ahead)
+                if mvm_emitted + 1 > t:
+                    t = mvm_emitted + 1
+                if first_x0 - (p + lat - 1) > t:
+                    t = first_x0 - (p + lat - 1)
+                last_issue = t + (iters * width - 1) * p
+                last_x0 = t + iters * width * p + lat - 1
+            else:
+                rs = t
+                last_x0 = -(1 << 40)
+                for i in range(iters):
+                    # iteration-level credit: the iteration's reads start when `cols` slots of the buffer are free
+                    while ring_len and ring[ring_head, 0] <= rs:
+                        occupied -= ring[ring_head, 1]
+                        ring_head = (ring_head + 1) % ring_cap
+                        ring_len -= 1
+                    while buffer - occupied < cols:
+                        rs = ring[ring_head, 0]
+                        occupied -= ring[ring_head, 1]
+                        ring_head = (ring_head + 1) % ring_cap
+                        ring_len -= 1
+                    arrival = rs + cols * p + lat
+                    mac_start = arrival if arrival > mac_free else mac_free
+                    if i == 0:  # the first row must not enter the MFUs before first_x0: the MACs wait
+                        behind = first_x0 - mvm_lat + 1 - (row_done[steps[s, COL_ROW0]] if steps[s, COL_SPREAD]
+                                                             else rowp - 1)
+                        if behind > mac_start:
+                            mac_start = behind
+                    mac_free = mac_start + mac
+                    ring[(ring_head + ring_len) % ring_cap, 0] = mac_free
+                    ring[(ring_head + ring_len) % ring_cap, 1] = cols
+                    ring_len += 1
+                    occupied += cols
+                    # a row enters the MFUs the cycle after its last MAC cycle, plus the MVM's pipeline
+                    if not steps[s, COL_SPREAD]:
+                        last_x0 = mac_start + rows * rowp - 2 + mvm_lat
+                    else:  # rows complete at round ends and leave one per cycle, in order
+                        for j in range(rows):
+                            x0 = mac_start + row_done[steps[s, COL_ROW0] + j] - 1 + mvm_lat
+                            last_x0 = x0 if x0 > last_x0 + 1 else last_x0 + 1
+                    last_issue = rs + (cols - 1) * p
+                    rs += cols * p
+                mvm_emitted = last_x0
+            read_free = last_issue + setup
+            last_return = last_issue + lat
+            ends[s] = last_x0 + tail + 1
+            prev_write, prev_mask = last_x0 + tail, steps[s, COL_STAGES]
+        starts[s] = t
+        # bookkeeping: the K largest ends, and the steps in flight
+        if ends[s] > kth[kmin]:
+            kth[kmin] = ends[s]
+        if n_active == cap:  # keep only those still in flight at this issue
+            a = 0
+            while a < n_active:
+                if ends[active[a]] <= t:
+                    active[a] = active[n_active - 1]
+                    n_active -= 1
+                else:
+                    a += 1
+        if n_active < cap:
+            active[n_active] = s
+            n_active += 1
+    return starts_np, ends_np, shift

@@ -48,6 +48,7 @@ computation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -140,6 +141,8 @@ class TimingModel:
 
     # -------------------------------------------------------------- whole program
     def schedule(self, steps: list[Chain | Dma], program_length: int) -> Timeline:
+        if self.config.pipelined:
+            return self.schedule_pipelined(steps, program_length)
         from sim._dispatch import schedule
 
         S = len(steps)
@@ -162,3 +165,116 @@ class TimingModel:
         last = int(ends[-1]) if S else 0
         total = max(last, program_length + int(shift)) + lat.drain if program_length else 0
         return Timeline(starts, ends, {u: int(b) for u, b in zip(self.units, busy)}, self.units, step_units, total)
+
+    # -------------------------------------------------------------- the pipelined machine (docs/pipeline.md)
+    def memory_ids(self) -> dict:
+        """A number per memory the scoreboard tracks: vector memories, the MRF and the weight DRAM."""
+        n = self.config.n_mfus
+        ids = {(Space.IVRF, 0): 0, (Space.DRAM, 0): 1}
+        ids.update({(Space.ASVRF, k): 2 + k for k in range(n)})
+        ids.update({(Space.MULVRF, k): 2 + n + k for k in range(n)})
+        ids.update({"mrf": 2 + 2 * n, "wdram": 3 + 2 * n})
+        return ids
+
+    def intervals(self, step: Chain | Dma) -> list[tuple[int, int, int, int]]:
+        """(memory id, lo, hi, is_write) for everything a step reads and writes: bounding intervals over its
+        iterations, as the scoreboard compares them."""
+        ids = self.memory_ids()
+        if isinstance(step, Dma):
+            mrf = (ids["mrf"], step.mrf, step.mrf + step.count - 1)
+            wdram = (ids["wdram"], step.tile, step.tile + step.count - 1)
+            return [(*wdram, 0), (*mrf, 1)] if step.to_mrf else [(*mrf, 0), (*wdram, 1)]
+        out = []
+
+        def add(op: Operand, width: int, write: bool):
+            if op.space in (Space.NETQ, Space.ZERO):
+                return
+            key = (op.space, op.mfu if op.space in (Space.ASVRF, Space.MULVRF) else 0)
+            hi = op.addr + (step.iter_outer - 1) * op.so + (step.iter_inner - 1) * op.si + width - 1
+            out.append((ids[key], op.addr, hi, int(write)))
+
+        add(step.read, int(step.read_offsets().max()) + 1, False)
+        for op in step.ops:
+            if op.operand is not None:
+                add(op.operand, step.rows, False)
+        if step.mrf is not None:
+            out.append((ids["mrf"], step.mrf, step.mrf + step.rows * step.cols - 1, 0))
+        for w in step.writes:
+            add(w, step.rows, True)
+        return out
+
+    def spread_rounds(self, rows: int, cols: int) -> tuple[int, tuple[int, ...]]:
+        """MAC rounds of one iteration in spread mode, and the cycle (from the iteration's MAC start) in which each
+        row tile's last round ends: rounds take up to tile_engines consecutive tiles, touching at most
+        mvm_row_slots row tiles."""
+        return _spread_rounds(rows, cols, self.config.tile_engines, self.config.mvm_row_slots,
+                              self.config.cycles_per_tile)
+
+    def schedule_pipelined(self, steps: list[Chain | Dma], program_length: int) -> Timeline:
+        from sim import _dispatch as D
+
+        c, lat = self.config, self.config.latencies
+        S = len(steps)
+        table = np.zeros((S, D.STEP_COLUMNS), np.int64)
+        # the MFU stages in pipeline order: MFU by MFU, stages in MFU_STAGES order
+        stage_index = {(k, st): i for i, (k, st) in
+                       enumerate((k, st) for k, units in enumerate(c.mfus) for st in MFU_STAGES if st in units)}
+        intervals: list[tuple[int, int, int, int]] = []
+        row_done: list[int] = []
+        busy = np.zeros(len(self.units), np.int64)
+        step_units = []
+        for s, step in enumerate(steps):
+            row = table[s]
+            iv = self.intervals(step)
+            row[D.COL_IV0], row[D.COL_IVN] = len(intervals), len(iv)
+            intervals += iv
+            if isinstance(step, Dma):
+                dur, occ = self.dma_duration(step)
+                row[D.COL_KIND], row[D.COL_END_PC], row[D.COL_DURATION] = D.KIND_DMA, step.pc, dur
+            else:
+                _, occ = self.chain_duration(step)
+                p_read = c.port_cost(step.read.space)
+                p_write = max([c.port_cost(w.space) for w in step.writes], default=1)
+                row[D.COL_KIND], row[D.COL_END_PC] = D.KIND_CHAIN, step.end_pc
+                row[D.COL_ITERS], row[D.COL_LAT] = step.iterations, c.read_latency(step.read.space)
+                row[D.COL_WIDTH], row[D.COL_ROWS], row[D.COL_COLS] = len(step.read_offsets()), step.rows, step.cols
+                row[D.COL_TAIL], row[D.COL_MVM_LAT] = len(step.ops) * lat.mfu_stage + lat.vrf_write, lat.mvm + lat.mvm_reduce
+                row[D.COL_STAGES] = sum(1 << stage_index[(op.mfu, op.stage)] for op in step.ops)
+                if step.mrf is None:
+                    row[D.COL_P] = max(p_read, p_write)
+                else:
+                    row[D.COL_MVM], row[D.COL_P] = 1, p_read
+                    if p_write == 1:  # every destination a VRF: rounds spread over row tiles
+                        rounds, done = self.spread_rounds(step.rows, step.cols)
+                        row[D.COL_SPREAD], row[D.COL_ROW0], row[D.COL_MAC] = 1, len(row_done), rounds * c.cycles_per_tile
+                        row_done += done
+                        occ["mvm"] = step.iterations * rounds * c.cycles_per_tile
+                    else:  # paced by the write port, one row tile at a time
+                        rowp = max(p_write, _ceil(step.cols, c.tile_engines) * c.cycles_per_tile)
+                        row[D.COL_ROWP], row[D.COL_MAC] = rowp, step.rows * rowp
+            for unit, cycles in occ.items():
+                busy[self.unit_index[unit]] += cycles
+            step_units.append(list(occ))
+        ivs = np.array(intervals, np.int64).reshape(-1, 4)
+        done = np.array(row_done or [0], np.int64)
+        starts, ends, shift = D.schedule_pipelined(table, ivs, done, c.step_queue, lat.decode, lat.chain_setup,
+                                                   c.scoreboard_entries, c.mvm_buffer, len(stage_index),
+                                                   lat.mfu_stage)
+        last = int(ends.max()) if S else 0
+        total = max(last, program_length + int(shift)) + lat.drain if program_length else 0
+        return Timeline(starts, ends, {u: int(b) for u, b in zip(self.units, busy)}, self.units, step_units, total)
+
+
+@lru_cache(maxsize=4096)
+def _spread_rounds(rows: int, cols: int, engines: int, slots: int, cpt: int) -> tuple[int, tuple[int, ...]]:
+    done = [0] * rows
+    rounds, pair, total = 0, 0, rows * cols
+    while pair < total:
+        first_row, take = pair // cols, 0
+        while pair + take < total and take < engines and (pair + take) // cols - first_row < slots:
+            take += 1
+        rounds += 1
+        for r in range(first_row, (pair + take) // cols):  # the round holding a row's last tile completes it
+            done[r] = rounds * cpt - 1
+        pair += take
+    return rounds, tuple(done)

@@ -1,0 +1,121 @@
+"""The pipelined machine of docs/pipeline.md in the cycle model (scoreboard_entries > 1, mvm_row_slots > 1).
+
+The RTL implements one step at a time (scoreboard_entries = mvm_row_slots = 1) so far; these tests pin the
+model's rules by hand-computed schedules on tiny (decode 2, vrf_read 1, mvm 4 + mvm_reduce 1, mfu_stage 2,
+vrf_write 1, chain_setup 2, drain 2).
+"""
+import pytest
+
+from npu.asm import assemble
+from npu.config import get_config
+from npu.errors import ConfigError
+from npu.program import Program
+from sim.machine import Machine
+from sim.timing import _spread_rounds
+
+
+def timed(config, text):
+    return Machine(config).run(Program(config, assemble(text)), functional=False)
+
+
+def steps(result):
+    return [(s.start, s.end) for s in result.steps]
+
+
+PIPELINED = get_config("tiny").replace(scoreboard_entries=8)
+TWO = "s_wr rows 4\nv_rd ivrf 0\nv_wr asvrf 0\nend_chain\n{second}\nend_chain\n"
+
+
+def test_independent_chains_overlap():
+    # chain 0: queued in cycle 4 (pc 3 decoded), issues at 4 + decode = 6, reads 4 vectors (last issue 9),
+    # its last beat enters the write stage in 6 + 4 + 1 - 1 = 10 and is written in 11: complete at 12.
+    # chain 1 issues when the read sequencer is free (9 + chain_setup = 11), not after chain 0 completed.
+    r = timed(PIPELINED, TWO.format(second="v_rd ivrf 16\nv_wr asvrf 16"))
+    assert steps(r) == [(6, 12), (11, 17)]
+    assert r.cycles == 17 + 2
+    legacy = timed(get_config("tiny"), TWO.format(second="v_rd ivrf 16\nv_wr asvrf 16"))
+    assert steps(legacy) == [(6, 12), (14, 20)]  # one step at a time: 12 + chain_setup
+
+
+@pytest.mark.parametrize("second, kind", [("v_rd asvrf 2\nv_wr ivrf 32", "RAW"),      # reads what chain 0 wrote
+                                          ("v_rd ivrf 40\nv_wr ivrf 3", "WAR"),        # writes what chain 0 reads
+                                          ("v_rd ivrf 40\nv_wr asvrf 3", "WAW")])      # writes what it wrote
+def test_dependent_chains_wait_for_completion(second, kind):
+    assert steps(timed(PIPELINED, TWO.format(second=second)))[1][0] == 12, kind
+
+
+def test_bounding_intervals_that_just_miss_do_not_conflict():
+    assert steps(timed(PIPELINED, TWO.format(second="v_rd asvrf 4\nv_wr ivrf 32")))[1][0] == 11
+
+
+def test_scoreboard_entries_bound_the_steps_in_flight():
+    # a long transfer and a chain in flight fill two entries: the next chain waits for the chain's completion
+    text = "m_rd 0 32 8\ns_wr rows 4\n" + "".join(f"v_rd ivrf {16 * k}\nv_wr asvrf {16 * k}\nend_chain\n"
+                                                    for k in range(2))
+    free = steps(timed(PIPELINED, text))
+    two = steps(timed(get_config("tiny").replace(scoreboard_entries=2), text))
+    assert free[2][0] == free[1][0] + 4 + 1, "read sequencer free: last read issue + chain_setup"
+    assert two[:2] == free[:2] and two[2][0] == two[1][1] < two[0][1]
+
+
+def test_dma_runs_beside_compute_and_a_reader_of_its_tiles_waits():
+    text = ("m_rd 0 32 8\n"                                                  # DRAM tiles 0.. -> MRF 32..39
+            "s_wr rows 4\nv_rd ivrf 0\nv_wr asvrf 0\nend_chain\n"              # independent: overlaps the DMA
+            "s_wr rows 1\ns_wr cols 1\nv_rd ivrf 8\nmv_mul 32\nv_wr ivrf 64\nend_chain\n")  # reads MRF 32: waits
+    r = timed(PIPELINED, text)
+    (d0, d1), (c0, c1), (m0, m1) = steps(r)
+    assert c0 < d1, "the chain runs while the transfer does"
+    assert m0 == d1, "the mv_mul reading the loaded tiles issues when the transfer completes"
+    legacy = steps(timed(get_config("tiny"), text))
+    assert legacy[1][0] >= legacy[0][1]
+
+
+def test_spread_rounds():
+    # 20 row tiles x 5 column tiles on 6 engines: 17 rounds of up to 6 tiles touching at most 2 rows (was 20)
+    assert _spread_rounds(20, 5, 6, 2, 10)[0] == 17
+    assert _spread_rounds(20, 5, 6, 1, 10)[0] == 20
+    # 1x1 convolution of one input tile on 4 engines: 2 rows per round; rows complete at round ends
+    assert _spread_rounds(4, 1, 4, 2, 8) == (2, (7, 7, 15, 15))
+    # rows spanning rounds: 3 x 3 tiles on 4 engines, at most 2 rows a round
+    assert _spread_rounds(3, 3, 4, 2, 8) == (3, (7, 15, 23))
+
+
+def test_row_slots_shorten_a_narrow_mvm():
+    small = get_config("small")  # 2 tile engines
+    text = "s_wr rows 4\ns_wr cols 1\nv_rd ivrf 0\nmv_mul 0\nv_wr ivrf 64\nend_chain\n"
+    one, two = (timed(small.replace(scoreboard_entries=8, mvm_row_slots=k), text) for k in (1, 2))
+    # 4 row tiles of one column tile: 4 rounds of one tile, or 2 rounds of two (cycles_per_tile = 4 each); the
+    # second row a round completes leaves the MVM a cycle after the first
+    assert one.cycles - two.cycles == 2 * small.cycles_per_tile - 1
+    assert two.unit_busy["mvm"] == 2 * small.cycles_per_tile
+
+
+def test_row_slots_are_bounded_by_cycles_per_tile():
+    with pytest.raises(ConfigError, match="mvm_row_slots: must be at most cycles_per_tile"):
+        get_config("tiny").replace(mvm_row_slots=3)
+
+
+def test_pipelining_changes_no_result(tiny, rng):
+    """Timing is data-independent and the functional model runs the same steps in the same order."""
+    import numpy as np
+
+    from npu.weights import tile_matrix
+
+    text = ("s_wr rows 2\ns_wr cols 2\nv_rd ivrf 0\nmv_mul 0\nvv_add 0\nv_relu mfu=1\nv_wr ivrf 16\nend_chain\n"
+            "s_wr cols 1\nv_rd ivrf 16\nv_tanh\nv_wr netq 0\nend_chain\n")
+    outs = []
+    for config in (tiny, PIPELINED.replace(mvm_row_slots=2)):
+        m = Machine(config)
+        m.load_mrf(tile_matrix(rng.normal(size=(16, 16)), config)[0] if not outs else image)
+        image = m.state.mrf if not outs else image
+        m.load_vectors(__import__("npu.isa", fromlist=["Space"]).Space.IVRF, 0, np.ones((2, 8)))
+        m.run(Program(config, assemble(text)))
+        outs.append(m.pop_output())
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_the_rtl_refuses_what_it_does_not_implement_yet():
+    from rtl.generate import make_top
+
+    with pytest.raises(ConfigError, match="scoreboard_entries: the RTL runs one step at a time so far"):
+        make_top(PIPELINED)
