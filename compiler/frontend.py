@@ -275,7 +275,6 @@ def to_graph(model: onnx.ModelProto) -> Graph:
         for o in n.output:
             if o and o not in g.tensors:
                 g.tensors[o] = Tensor(o, None)
-    g.rebuild()
     return g
 
 

@@ -71,7 +71,7 @@ def test_run_with_an_image(tmp_path, capsys):
 
     from compiler import compile_to_file
     from npu.modelfile import read_model
-    from test_ops import conv_model
+    from ops.test_conv import conv_model
 
     model = conv_model(3, 8, 32, 3, pad=1, act="Relu")
     out = tmp_path / "img.npu"
