@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
+from compiler.driver import PASS_NAMES
 from npu.errors import NpuError
 
 COMPILE_EPILOG = """\
@@ -13,6 +15,10 @@ examples:
   npu compile resnet50.onnx --config brainslice-128 -o resnet50.npu
   npu compile model.onnx --config small --format msfp12 -o model.npu --json
   npu compile bert.onnx --input-shape input_ids=1,128 --no-host-fallback -o bert.npu
+  npu compile tiny.onnx --config tiny --dump-after partition --dump-after fuse_epilogues
+
+passes, in order (--dump-after PASS prints the IR after it; --dump-after all after each):
+{passes}
 """
 
 RUN_EPILOG = """\
@@ -68,7 +74,9 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("compile", help="compile an ONNX model to a .npu model file",
                               description="Compile an ONNX model for an NPU configuration: NPU chains for what "
                                           "maps, onnxruntime on the host for the rest, in one .npu file.",
-                              epilog=COMPILE_EPILOG, formatter_class=_Fmt)
+                              epilog=COMPILE_EPILOG.format(passes=textwrap.fill(
+                                  " -> ".join(PASS_NAMES), 100, initial_indent="  ", subsequent_indent="  ")),
+                              formatter_class=_Fmt)
     p.add_argument("model", type=Path, help="ONNX model file")
     p.add_argument("--config", default="brainslice-128", help="preset name or .toml/.json (default brainslice-128)")
     p.add_argument("-o", "--output", type=Path, help="model file to write (default: MODEL with .npu)")
@@ -77,6 +85,8 @@ def add_commands(subparsers) -> None:
                    help="fix a dynamic input shape; repeatable")
     p.add_argument("--no-host-fallback", action="store_true", help="fail instead of running unsupported ops on the host")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--dump-after", action="append", default=[], metavar="PASS", choices=PASS_NAMES + ("all",),
+                   help="print the IR after this pass (repeatable; 'all' for every pass; the list is below)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_compile)
 
@@ -118,9 +128,12 @@ def cmd_compile(args) -> int:
 
     out = args.output or args.model.with_suffix(".npu")
     progress = _progress(args, "compiling")
+    # with --json the IR goes to stderr, so stdout stays one JSON document
+    dump = (lambda text: print(text, file=sys.stderr)) if args.json else print
     try:
         report = compile_to_file(args.model, out, config=args.config, fmt=args.fmt, input_shapes=args.input_shape,
-                                 host_fallback=not args.no_host_fallback, progress=progress)
+                                 host_fallback=not args.no_host_fallback, progress=progress,
+                                 dump_after=args.dump_after, dump=dump)
     finally:
         _close(progress)
     if args.json:
