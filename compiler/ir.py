@@ -101,6 +101,7 @@ class Node:
     reason: str = ""           # why it runs on the host
     fused: list[str] = field(default_factory=list)  # names of ONNX nodes folded into this one
     proto: Any = None
+    implicit: dict[str, str] = field(default_factory=dict)  # outer tensors its subgraphs read: name there -> here
 
     def attr(self, name: str, default=None):
         return self.attrs.get(name, default)
@@ -237,6 +238,7 @@ class Graph:
         with self.edit(n):
             n.inputs = [new if i == old else i for i in n.inputs]
             n.outputs = [new if o == old else o for o in n.outputs]
+            n.implicit = {k: new if v == old else v for k, v in n.implicit.items()}
             for e in n.epilogue:
                 if e.tensor == old:
                     e.tensor = new
@@ -264,7 +266,8 @@ class Graph:
 
     @staticmethod
     def node_inputs(n: Node) -> list[str]:
-        return [i for i in n.inputs if i] + [e.tensor for e in n.epilogue if e.tensor]
+        """Every tensor the node reads: inputs, epilogue operands, and what its subgraphs read of this graph."""
+        return [i for i in n.inputs if i] + [e.tensor for e in n.epilogue if e.tensor] + list(n.implicit.values())
 
     # ------------------------------------------------------------ queries
     def producer_of(self, tensor: str) -> Node | None:
@@ -341,7 +344,7 @@ def copy_graph(g: Graph) -> Graph:
     for n in g.nodes.values():
         m = copy.copy(n)
         m.inputs, m.outputs, m.attrs = list(n.inputs), list(n.outputs), dict(n.attrs)
-        m.epilogue, m.fused = [copy.copy(e) for e in n.epilogue], list(n.fused)
+        m.epilogue, m.fused, m.implicit = [copy.copy(e) for e in n.epilogue], list(n.fused), dict(n.implicit)
         h.nodes[m.name] = m
     h.rebuild()
     return h

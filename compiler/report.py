@@ -37,8 +37,11 @@ class CompileReport:
 
     @property
     def npu_mac_share(self) -> float:
+        """NPU MACs / all MACs; in a model without MACs, 1 when every layer runs on the NPU, else 0."""
         total = self.macs_npu + self.macs_host
-        return self.macs_npu / total if total else 1.0
+        if total:
+            return self.macs_npu / total
+        return 0.0 if any(L.target == "host" for L in self.layers) else 1.0
 
     def to_dict(self) -> dict:
         d = asdict(self)

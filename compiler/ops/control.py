@@ -24,23 +24,9 @@ def _subgraph(node: Node, attr: str) -> onnx.GraphProto | None:
     return next((a.g for a in node.proto.attribute if a.name == attr), None)
 
 
-def _names_used(graph: onnx.GraphProto) -> tuple[set[str], set[str]]:
-    """(names read, names defined) by a graph's nodes, nested subgraphs included."""
-    used, defined = set(), {i.name for i in graph.input} | {i.name for i in graph.initializer}
-    for n in graph.node:
-        used.update(i for i in n.input if i)
-        defined.update(o for o in n.output if o)
-        for a in n.attribute:
-            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                u, d = _names_used(sub)
-                used |= u
-                defined |= d
-    return used, defined
-
-
 def body_macs(g: Graph, node: Node, attr: str, input_shapes: list) -> int:
     """MACs of one run of subgraph `attr`, its k-th input having shape ``input_shapes[k]`` (None: as declared)."""
-    from compiler.frontend import to_graph
+    from compiler.frontend import subgraph_reads, to_graph
 
     body = _subgraph(node, attr)
     if body is None:
@@ -51,9 +37,8 @@ def body_macs(g: Graph, node: Node, attr: str, input_shapes: list) -> int:
         if shape is not None:
             vi.type.tensor_type.ClearField("shape")
             vi.type.tensor_type.shape.dim.extend(onnx.TensorShapeProto.Dimension(dim_value=int(d)) for d in shape)
-    used, defined = _names_used(graph)
-    for name in sorted(used - defined):
-        t = g.tensors.get(name)
+    for name in sorted(subgraph_reads(graph)):
+        t = g.tensors.get(node.implicit.get(name, name))
         if t is None:
             continue
         if t.value is not None and t.value.size <= SMALL_CONSTANT:

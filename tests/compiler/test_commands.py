@@ -128,3 +128,15 @@ def test_run_with_an_image(tmp_path, capsys):
     assert main(["run", str(out), "--input", str(img), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["outputs"]["y"]["shape"] == [1, 8, 32, 32]
+
+
+def test_mac_share_of_a_model_that_runs_on_the_host(tmp_path, capsys):
+    """Nothing on the NPU is no NPU share, even when the host's operators multiply nothing."""
+    from onnx import helper
+
+    from helpers import make_model
+
+    path = tmp_path / "softmax.onnx"
+    zoo.save(make_model([helper.make_node("Softmax", ["x"], ["y"])], {"x": [1, 10]}, {"y": None}), path)
+    assert main(["compile", str(path), "--config", "tiny", "-o", str(tmp_path / "s.npu"), "-q"]) == 0
+    assert "NPU share of MACs 0.0%" in capsys.readouterr().out

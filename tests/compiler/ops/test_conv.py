@@ -148,3 +148,19 @@ def test_host_im2col_matches_direct_patches():
             for j in range(ow // P):
                 patch = xp[:, y:y + kh, j * P * sw:j * P * sw + U].transpose(1, 2, 0).reshape(-1)
                 assert vec.dtype == np.float16 and np.array_equal(vec[y, j, :patch.size], patch)
+
+
+def test_convolution_macs():
+    """Output elements x input channels per group x taps; ConvTranspose: input elements x its weight's slice."""
+    from compiler.frontend import load_model, to_graph
+    from compiler.ops import node_macs
+
+    nodes = [helper.make_node("Conv", ["x", "W"], ["g"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=4,
+                              name="grouped"),
+             helper.make_node("ConvTranspose", ["x", "T"], ["t"], kernel_shape=[2, 2], strides=[2, 2],
+                              name="transposed")]
+    model = make_model(nodes, {"x": [1, 8, 5, 5]}, {"g": None, "t": None},
+                       {"W": w(12, 2, 3, 3), "T": w(8, 3, 2, 2)})
+    g = to_graph(load_model(model))
+    assert {n.name: node_macs(g, n) for n in g.nodes.values()} == {
+        "grouped": 12 * 5 * 5 * (2 * 3 * 3), "transposed": 8 * 5 * 5 * (3 * 2 * 2)}

@@ -56,3 +56,25 @@ def test_gemm_reads_a_padded_feature_map():
     model = make_model(nodes, {"x": [1, 4, 6, 6]}, {"y1": None, "y2": None}, inits)
     assert_matches(model, "tiny")
     assert_matches(model, "small")
+
+
+def macs(model) -> dict[str, int]:
+    from compiler.frontend import load_model, to_graph
+    from compiler.ops import node_macs
+
+    g = to_graph(load_model(model))
+    return {n.name: node_macs(g, n) for n in g.nodes.values()}
+
+
+def test_host_linear_algebra_macs():
+    """Output elements x the reduced dimension, whatever the rank, transposition or spelling."""
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["ab"], name="batched"),                 # [2,3,4] @ [4,5]
+             helper.make_node("Gemm", ["at", "c"], ["atc"], transA=1, name="gemm_ta"),      # [4,3]^T @ [4,6]
+             helper.make_node("Einsum", ["a", "d"], ["ad"], equation="bij,bjk->bik", name="einsum"),
+             helper.make_node("Einsum", ["e", "f"], ["ef"], equation="...ij,jk->...ik", name="ellipsis"),
+             helper.make_node("Einsum", ["a"], ["tr"], equation="bij->bji", name="transpose")]
+    model = make_model(nodes, {"a": [2, 3, 4], "b": [4, 5], "at": [4, 3], "c": [4, 6], "d": [2, 4, 7],
+                               "e": [5, 2, 3], "f": [3, 4]},
+                       {"ab": None, "atc": None, "ad": None, "ef": None, "tr": None})
+    assert macs(model) == {"batched": 2 * 3 * 5 * 4, "gemm_ta": 3 * 6 * 4, "einsum": 2 * 3 * 4 * 7,
+                           "ellipsis": 5 * 2 * 3 * 4, "transpose": 0}
