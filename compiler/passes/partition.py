@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import heapq
 
+import numpy as np
+
 from compiler.ir import Graph, Node
 from compiler.ops import OPS
 from compiler.ops.base import float_shape
@@ -27,6 +29,11 @@ def npu_reason(g: Graph, node: Node) -> str | None:
     for t in data_in + [o for o in node.outputs if o][:1]:
         if float_shape(g, t) is None:
             return f"tensor {t!r} has no static float shape"
+    for t in node.inputs:
+        v = g.value(t) if t else None
+        # the NPU's number formats would turn them into other values (weights quantize NaN to 0)
+        if v is not None and v.dtype.kind == "f" and not np.isfinite(v).all():
+            return f"constant {t!r} holds NaN or inf"
     return d.npu(g, node)
 
 
