@@ -108,6 +108,10 @@ def unary(kind: str):
     return epilogue
 
 
+def neg(g: Graph, node: Node):
+    return node.inputs[0], [EpOp("mul", const=np.array([-1.0]))]
+
+
 def leaky_relu(g: Graph, node: Node):
     return node.inputs[0], [EpOp("lrelu", alpha=float(node.attr("alpha", 0.01)))]
 
@@ -155,6 +159,7 @@ register(
     OpDef("Sigmoid", npu=unary_reason, epilogue=unary("sigm")),
     OpDef("Tanh", npu=unary_reason, epilogue=unary("tanh")),
     OpDef("Clip", npu=clip_reason, epilogue=clip),
+    OpDef("Neg", npu=unary_reason, epilogue=neg),
     OpDef("Add", npu=binary_reason, epilogue=binary("add")),
     OpDef("Sum", npu=binary_reason, epilogue=binary("add")),
     OpDef("Sub", npu=binary_reason, epilogue=binary("sub")),

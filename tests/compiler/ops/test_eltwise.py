@@ -22,6 +22,14 @@ def test_unary(op, kwargs):
     assert_matches(model, "tiny", rel_max=0.06)
 
 
+def test_neg_fuses_into_the_producers_chain():
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Neg", ["c"], ["y"])]
+    out = assert_matches(make_model(nodes, {"x": [1, 6, 4, 4]}, {"y": None}, {"W": w(8, 6, 3, 3)}), "tiny")
+    assert [L["op"] for L in out["executor"].manifest["compiler"]["report"]["layers"]] == ["Conv"]
+    assert_matches(make_model([helper.make_node("Neg", ["x"], ["y"])], {"x": [1, 6, 4, 4]}, {"y": None}), "tiny")
+
+
 @pytest.mark.parametrize("lo,hi", [(0.0, 6.0), (-0.5, 0.5), (None, 1.0)])
 def test_clip(lo, hi):
     inputs = ["x", "lo" if lo is not None else "", "hi" if hi is not None else ""]
