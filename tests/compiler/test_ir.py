@@ -89,22 +89,13 @@ def test_the_driver_runs_the_verifier_after_each_pass(monkeypatch):
     driver.compile_graph(conv_relu_softmax(), "tiny", verify=False)  # off: nothing looks
 
 
-def elementwise_chain(n: int):
-    """x -> Add(c) -> Relu -> Mul(c) -> Tanh -> Add(c) ... : n nodes that fuse into one Eltwise."""
-    ops = ["Add", "Relu", "Mul", "Tanh"]
-    nodes, prev = [], "x"
-    for k in range(n):
-        out = f"t{k}" if k < n - 1 else "y"
-        op = ops[k % 4]
-        nodes.append(helper.make_node(op, [prev, "c"] if op in ("Add", "Mul") else [prev], [out], name=f"n{k}"))
-        prev = out
-    return make_model(nodes, {"x": [1, 64]}, {"y": [1, 64]}, {"c": np.array(0.5, np.float32)})
-
-
 def test_compile_time_grows_linearly_with_the_graph():
     """Twice the nodes, about twice the time (a pass doing whole-graph work per node made it 4x and more:
-    a 10,000-node chain took minutes)."""
+    a 10,000-node chain took a minute; benchmarks/bench_compile.py times it)."""
     from compiler import compile_model
+    from test_benchmarks import load
+
+    elementwise_chain = load("bench_compile").elementwise_chain
 
     def seconds(n: int) -> float:
         model = elementwise_chain(n)
