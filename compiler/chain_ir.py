@@ -136,10 +136,6 @@ class View:
             self.pitch = self.ct
 
     @property
-    def Hp(self) -> int:
-        return self.H + self.pad[0] + self.pad[2]
-
-    @property
     def Wp(self) -> int:
         return self.W + self.pad[1] + self.pad[3]
 
@@ -238,10 +234,6 @@ class Placement:
             return None
         self.slots = slots
         return slots
-
-    @property
-    def grid(self) -> tuple[int, int, int] | None:
-        return standard_grid(self.shape)
 
 
 def channel_vector(values: np.ndarray, slots: np.ndarray, ct: int, n: int, fill: float = 0.0) -> np.ndarray:

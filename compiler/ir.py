@@ -4,9 +4,11 @@ A :class:`Graph` holds :class:`Tensor` facts (shape, dtype, constant value)
 and :class:`Node` s (one per ONNX node, or a fused NPU node made by a pass).
 Its producer and consumer maps follow every edit made through the graph
 (:meth:`Graph.add`, :meth:`Graph.remove`, :meth:`Graph.edit`,
-:meth:`Graph.redirect`, :meth:`Graph.rename_tensor`, :meth:`Graph.extend_epilogue`,
-:meth:`Graph.set_output`), in time proportional to the edited node, so a pass that rewrites every node of a long chain stays
-linear; the networkx DiGraph is derived from the maps when a pass sorts.
+:meth:`Graph.redirect`, :meth:`Graph.rename_tensor`,
+:meth:`Graph.extend_epilogue`, :meth:`Graph.set_output`) in time
+proportional to the edited node, so a pass that rewrites every node of a
+long chain stays linear; the networkx DiGraph is derived from the maps when
+a pass sorts.
 A pass that changes a node's inputs, outputs or epilogue does it inside
 ``with g.edit(node):``; compiler/verify.py checks the maps against the nodes.
 ``str(graph)`` (or :meth:`Graph.dump`) is the IR as text, one line per node.
@@ -111,8 +113,8 @@ class Graph:
     """Nodes, tensors and graph inputs/outputs; networkx DiGraph of node names for topology.
 
     ``producer`` maps a tensor to the node that writes it, ``consumers`` a
-    tensor to {reader: how many of its inputs (and epilogue operands) it is};
-    both are kept by the editing methods, read them, never assign them.
+    tensor to {node that reads it: how many times, as inputs and epilogue
+    operands}; the editing methods keep both: read them, never assign them.
     """
 
     def __init__(self, opset: int = 17):

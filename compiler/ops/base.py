@@ -98,7 +98,7 @@ def grid_ok(shape) -> bool:
     return shape is not None and standard_grid(tuple(shape)) is not None
 
 
-def const_input(node: Node, k: int) -> str | None:
+def optional_input(node: Node, k: int) -> str | None:
     """The name of optional input k, None when absent."""
     return node.inputs[k] if len(node.inputs) > k and node.inputs[k] else None
 
@@ -122,7 +122,7 @@ def nonnegative(g: Graph, tensor: str, depth: int = 0) -> bool:
                if i and getattr(g.tensors.get(i), "dtype", "float32") in FLOAT_DTYPES)
 
 
-def absorbs(g: Graph, tensor: str) -> bool:
+def producer_absorbs(g: Graph, tensor: str) -> bool:
     """The NPU chain producing `tensor` can take more epilogue operations (nothing else reads its result)."""
     p = g.producer_of(tensor)
     return (p is not None and p.target == "npu" and OPS[p.op].absorbs and len(g.consumers_of(tensor)) == 1
@@ -131,7 +131,7 @@ def absorbs(g: Graph, tensor: str) -> bool:
 
 def weight_shape(g: Graph, node: Node) -> tuple[int, ...] | None:
     """The shape of input 1 when it is a constant (a weight), else None."""
-    w = const_input(node, 1)
+    w = optional_input(node, 1)
     return g.shape(w) if w is not None and g.value(w) is not None else None
 
 

@@ -15,7 +15,7 @@ from compiler.attrs import window
 from compiler.chain_ir import NETQ, ChainSpec, LoweringError, Ref
 from compiler.ir import EpOp, Graph, Node
 from compiler.lowering import ColGroup, InputSpec, Lowering, OutGrid, split_columns
-from compiler.ops.base import OpDef, const_input, ct, float_shape, prod, register, weight_shape
+from compiler.ops.base import OpDef, ct, float_shape, optional_input, prod, register, weight_shape
 
 
 def conv_params(node: Node, in_shape, w_shape) -> dict:
@@ -253,7 +253,7 @@ def conv_reason(g: Graph, node: Node) -> str | None:
     shape = float_shape(g, node.inputs[0])
     if len(shape) != 4 or shape[0] != 1:
         return "only 2-D convolutions with batch 1 run on the NPU"
-    b = const_input(node, 2)
+    b = optional_input(node, 2)
     if g.value(node.inputs[1]) is None or (b is not None and g.value(b) is None):
         return "weights must be constants"
     return None

@@ -12,7 +12,7 @@ import numpy as np
 from compiler.chain_ir import ChainSpec, LoweringError, standard_grid
 from compiler.ir import EpOp, Graph, Node
 from compiler.lowering import Lowering, OutGrid
-from compiler.ops.base import OpDef, absorbs, always, const_input, float_shape, grid_ok, register
+from compiler.ops.base import OpDef, always, float_shape, grid_ok, optional_input, producer_absorbs, register
 from compiler.passes.fold_batchnorm import bn_scale_shift
 
 
@@ -47,7 +47,7 @@ def unary_reason(g: Graph, node: Node) -> str | None:
 
 
 def clip_reason(g: Graph, node: Node) -> str | None:
-    lo, hi = const_input(node, 1), const_input(node, 2)
+    lo, hi = optional_input(node, 1), optional_input(node, 2)
     if (lo and g.value(lo) is None) or (hi and g.value(hi) is None):
         return "Clip bounds must be constants"
     return unary_reason(g, node)
@@ -120,7 +120,7 @@ def clip(g: Graph, node: Node):
     if g.opset < 11 or "min" in node.attrs or "max" in node.attrs:
         lo, hi = node.attr("min"), node.attr("max")
     else:
-        lo, hi = (g.value(t) if t else None for t in (const_input(node, 1), const_input(node, 2)))
+        lo, hi = (g.value(t) if t else None for t in (optional_input(node, 1), optional_input(node, 2)))
     ops = []
     if lo is not None and float(np.asarray(lo)) == 0.0:
         ops.append(EpOp("relu"))
@@ -147,7 +147,7 @@ def binary(kind: str):
             return b, [EpOp({"sub": "rsub"}.get(kind, kind), const=_per_channel(va))]
 
         # two tensors: read the one whose producer can absorb the op, the other is the MFU operand
-        if kind != "sub" and absorbs(g, b) and not absorbs(g, a):
+        if kind != "sub" and producer_absorbs(g, b) and not producer_absorbs(g, a):
             return b, [EpOp(kind, tensor=a)]
         return a, [EpOp(kind, tensor=b)]
     return epilogue

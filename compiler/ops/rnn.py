@@ -174,10 +174,11 @@ def _directions(lw: Lowering, node: Node) -> list[_Recurrence]:
     return [_Recurrence(lw, node, d, ndir, direction == "reverse" or d == 1, y) for d in range(ndir)]
 
 
-def lower_lstm(lw: Lowering, node: Node) -> None:
+def lower_rnn(lw: Lowering, node: Node) -> None:
+    """An LSTM or GRU: each direction's timesteps, then the outputs."""
     recs = _directions(lw, node)
     for rec in recs:
-        _lstm_direction(lw, node, rec)
+        (_lstm_direction if node.op == "LSTM" else _gru_direction)(lw, node, rec)
     _outputs(lw, node, recs)
 
 
@@ -204,13 +205,6 @@ def _lstm_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
                            writes=[Ref(CS)]))
         lw.chain(ChainSpec(Ref(CS), ht, ops=[ChainOp("v_tanh", 0), ChainOp("vv_mul", 1, Ref(SO, 2 * ht))],
                            writes=[rec.h_ref(k + 1), rec.y_ref(k)]))
-
-
-def lower_gru(lw: Lowering, node: Node) -> None:
-    recs = _directions(lw, node)
-    for rec in recs:
-        _gru_direction(lw, node, rec)
-    _outputs(lw, node, recs)
 
 
 def _gru_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
@@ -283,7 +277,7 @@ def rnn_tiles(g: Graph, node: Node, n: int) -> int:
 
 
 register(
-    OpDef("LSTM", npu=rnn_reason, lower=lower_lstm, macs=rnn_macs, tiles=rnn_tiles),
-    OpDef("GRU", npu=rnn_reason, lower=lower_gru, macs=rnn_macs, tiles=rnn_tiles),
+    OpDef("LSTM", npu=rnn_reason, lower=lower_rnn, macs=rnn_macs, tiles=rnn_tiles),
+    OpDef("GRU", npu=rnn_reason, lower=lower_rnn, macs=rnn_macs, tiles=rnn_tiles),
     OpDef("RNN", macs=rnn_macs),
 )

@@ -7,7 +7,7 @@ import numpy as np
 from compiler.chain_ir import Placement, View, standard_grid
 from compiler.ir import Graph, Node
 from compiler.lowering import Lowering
-from compiler.ops.base import OpDef, const_input, register
+from compiler.ops.base import OpDef, optional_input, register
 
 
 def lower_view(lw: Lowering, node: Node) -> None:
@@ -32,7 +32,7 @@ def lower_view(lw: Lowering, node: Node) -> None:
 
 
 def view_reason(g: Graph, node: Node) -> str | None:
-    shape = const_input(node, 1)
+    shape = optional_input(node, 1)
     if node.op in ("Reshape", "Squeeze", "Unsqueeze") and shape is not None and g.value(shape) is None:
         return "shape must be constant"
     return None

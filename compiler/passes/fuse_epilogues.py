@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from compiler.ir import Graph
 from compiler.ops import OPS
-from compiler.ops.base import absorbs
+from compiler.ops.base import producer_absorbs
 
 
 def fuse_epilogues(g: Graph) -> int:
@@ -21,7 +21,7 @@ def fuse_epilogues(g: Graph) -> int:
             continue
         x, ops = OPS[node.op].epilogue(g, node)
         prev = g.producer_of(x)
-        if prev is not None and absorbs(g, x) and prev.outputs[0] == x:
+        if prev is not None and producer_absorbs(g, x) and prev.outputs[0] == x:
             g.remove(node.name)
             # not Graph.edit: a chain of n fused nodes would relink an epilogue of up to n ops n times
             g.extend_epilogue(prev, ops)
