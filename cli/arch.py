@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 from npu.asm import assemble, disassemble
@@ -11,6 +12,7 @@ from npu.config import PRESETS, get_config
 from npu.errors import NpuError
 from npu.isa import INSTRUCTIONS
 from npu.isadoc import isa_c_header, isa_markdown
+from npu.modelfile import read_model
 from npu.program import Program, analyze
 
 
@@ -43,10 +45,12 @@ def add_commands(sub) -> None:
     p.add_argument("--no-check", action="store_true", help="skip the static program rules")
     p.set_defaults(func=_asm)
 
-    p = sub.add_parser("disasm", help="print a program binary as assembly",
-                       description="Disassemble a program file; its header names its configuration.",
-                       **_fmt("example:\n  npu disasm matvec.bin --pc"))
-    p.add_argument("program", help="program file (.bin)")
+    p = sub.add_parser("disasm", help="print a program binary, or a model file's programs, as assembly",
+                       description="Disassemble a program file (its header names its configuration), or every "
+                                   "NPU segment of a .npu model file with the name of each layer where its "
+                                   "instructions start.",
+                       **_fmt("examples:\n  npu disasm matvec.bin --pc\n  npu disasm resnet50.npu --pc | less"))
+    p.add_argument("program", help="program file (.bin) or model file (.npu)")
     p.add_argument("--pc", action="store_true", help="prefix each line with its pc")
     p.set_defaults(func=_disasm)
 
@@ -104,9 +108,31 @@ def _asm(args) -> int:
 
 
 def _disasm(args) -> int:
+    if zipfile.is_zipfile(args.program):  # a .npu model file is a zip archive, a program is not
+        return _disasm_model(args)
     program = Program.load(args.program)
     print(f"# config {program.config.name} ({program.config.fingerprint()}), {len(program)} instructions")
     sys.stdout.write(disassemble(program.instructions, with_pc=args.pc))
+    return 0
+
+
+def _disasm_model(args) -> int:
+    """Every NPU step of the model's plan, a ``# layer`` line where each region (first_pc, last_pc, name) starts."""
+    model = read_model(args.program)
+    steps = model.manifest["plan"]
+    print(f"# {args.program}: config {model.config.name}, {sum(s['kind'] == 'npu' for s in steps)} NPU segments")
+    for k, step in enumerate(steps):
+        if step["kind"] != "npu":
+            print(f"\n# step {k}: host ({step['model']}): {', '.join(step['inputs'])} -> {', '.join(step['outputs'])}")
+            continue
+        program = Program.from_bytes(model.member(step["program"]), step["program"])
+        print(f"\n# step {k}: NPU segment {step['program']}, {len(program)} instructions")
+        starts = {first: name for first, _, name in step.get("regions", [])}
+        lines = disassemble(program.instructions, with_pc=args.pc).splitlines()
+        for pc, line in enumerate(lines):
+            if pc in starts:
+                print(f"# layer {starts[pc]}")
+            print(line)
     return 0
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from cli import progress
+from compiler.driver import PASS_NAMES
 from npu.errors import NpuError
 
 COMPILE_EPILOG = """\
@@ -14,6 +16,10 @@ examples:
   npu compile resnet50.onnx --config brainslice-128 -o resnet50.npu
   npu compile model.onnx --config small --format msfp12 -o model.npu --json
   npu compile bert.onnx --input-shape input_ids=1,128 --no-host-fallback -o bert.npu
+  npu compile tiny.onnx --config tiny --dump-after partition --dump-after fuse_epilogues
+
+passes, in order (--dump-after PASS prints the IR after it; --dump-after all after each):
+{passes}
 """
 
 RUN_EPILOG = """\
@@ -44,7 +50,9 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("compile", help="compile an ONNX model to a .npu model file",
                               description="Compile an ONNX model for an NPU configuration: NPU chains for what "
                                           "maps, onnxruntime on the host for the rest, in one .npu file.",
-                              epilog=COMPILE_EPILOG, formatter_class=_Fmt)
+                              epilog=COMPILE_EPILOG.format(passes=textwrap.fill(
+                                  " -> ".join(PASS_NAMES), 100, initial_indent="  ", subsequent_indent="  ")),
+                              formatter_class=_Fmt)
     p.add_argument("model", type=Path, help="ONNX model file")
     p.add_argument("--config", default="brainslice-128", help="preset name or .toml/.json (default brainslice-128)")
     p.add_argument("-o", "--output", type=Path, help="model file to write (default: MODEL with .npu)")
@@ -53,6 +61,8 @@ def add_commands(subparsers) -> None:
                    help="fix a dynamic input shape; repeatable")
     p.add_argument("--no-host-fallback", action="store_true", help="fail instead of running unsupported ops on the host")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--dump-after", action="append", default=[], metavar="PASS", choices=PASS_NAMES + ("all",),
+                   help="print the IR after this pass (repeatable; 'all' for every pass; the list is below)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_compile)
 
@@ -82,7 +92,9 @@ def add_commands(subparsers) -> None:
                    help="use this input instead of random ones (a leading axis is iterated when it is extra)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-layer", action="store_true", help="also compare every intermediate tensor")
+    p.add_argument("--per-layer", action="store_true",
+                   help="also compare every intermediate tensor (read from a second compilation that outputs them; "
+                        "outputs and latency stay the plain model's)")
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_check)
@@ -94,9 +106,12 @@ def cmd_compile(args) -> int:
 
     out = args.output or args.model.with_suffix(".npu")
     bar = progress.counter(args, "compiling")
+    # with --json the IR goes to stderr, so stdout stays one JSON document
+    dump = (lambda text: print(text, file=sys.stderr)) if args.json else print
     try:
         report = compile_to_file(args.model, out, config=args.config, fmt=args.fmt, input_shapes=args.input_shape,
-                                 host_fallback=not args.no_host_fallback, progress=bar)
+                                 host_fallback=not args.no_host_fallback, progress=bar,
+                                 dump_after=args.dump_after, dump=dump)
     finally:
         progress.close(bar)
     if args.json:
@@ -248,13 +263,14 @@ def cmd_check(args) -> int:
         return 0
     print(f"{args.model} on {res.config} ({res.format}), {res.inputs} inputs, simulator vs onnxruntime:")
     for t in res.outputs:
+        top = f", top-1 agreement {t.top1_agreement:.1%}, top-5 {t.top5_agreement:.1%}" \
+            if t.top1_agreement is not None else ""
         print(f"  output {t.name}: cosine min {t.cosine_min:.6f}, max abs err {t.max_abs_err:.4g}, "
-              f"max rel err {t.max_rel_err:.4g}")
-    if res.top1_agreement is not None:
-        print(f"  top-1 agreement {res.top1_agreement:.1%}, top-5 agreement {res.top5_agreement:.1%}")
+              f"max rel err {t.max_rel_err:.4g}{top}")
     if args.per_layer:
         print(f"  {'tensor':<48} {'cosine':>9} {'max abs':>10} {'max rel':>9}")
         for t in res.layers:
             print(f"  {t.name[:48]:<48} {t.cosine_min:>9.6f} {t.max_abs_err:>10.4g} {t.max_rel_err:>9.4g}")
-    print(f"  modeled NPU latency {res.latency_us:,.1f} us ({res.npu_cycles:,} cycles)")
+    print(f"  modeled NPU latency {res.latency_us:,.1f} us ({res.npu_cycles:,} cycles)"
+          + (" of the model as compiled, without the per-layer outputs" if args.per_layer else ""))
     return 0

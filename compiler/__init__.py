@@ -10,13 +10,16 @@ from __future__ import annotations
 
 
 def compile_to_file(onnx_path_or_model, path, config="brainslice-128", fmt=None, input_shapes=None,
-                    host_fallback=True, preprocessing=None, progress=None):
-    """Compile and write a .npu file; returns the :class:`compiler.report.CompileReport`."""
+                    host_fallback=True, preprocessing=None, progress=None, dump_after=(), dump=print):
+    """Compile and write a .npu file; returns the :class:`compiler.report.CompileReport`.
+
+    ``dump_after`` names passes (compiler.driver.PASS_NAMES, or "all") after which ``dump`` gets the IR."""
     from compiler import driver
     from compiler.report import CompileReport
     from npu.modelfile import write_model
 
-    c = driver.compile_graph(onnx_path_or_model, config, fmt, input_shapes, host_fallback, progress)
+    c = driver.compile_graph(onnx_path_or_model, config, fmt, input_shapes, host_fallback, progress,
+                             dump_after=dump_after, dump=dump)
     manifest, members = driver.package(c, preprocessing or default_preprocessing(onnx_path_or_model, c))
     write_model(path, manifest, members)
     report = CompileReport.from_dict(manifest["compiler"]["report"])

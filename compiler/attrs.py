@@ -1,7 +1,7 @@
 """Typed attributes of the operations the NPU maps, decoded once from the ONNX attributes.
 
-``attributes(node)`` returns the dataclass for the node's op (or None); the
-lowering reads fields, never attribute strings.
+:func:`window` (Conv and pools) and :func:`rnn` (LSTM, GRU) return the
+dataclass of a node's attributes; the lowering reads fields, never attribute strings.
 """
 from __future__ import annotations
 
@@ -59,11 +59,3 @@ def rnn(node: Node) -> RnnAttrs:
                     activations=tuple(a.lower() for a in acts) if acts else None, clip=node.attr("clip"),
                     input_forget=bool(node.attr("input_forget", 0)))
 
-
-def attributes(node: Node):
-    """The typed attributes of an NPU-mapped op, None for ops without any."""
-    if node.op in ("Conv", "MaxPool", "AveragePool"):
-        return window(node)
-    if node.op in ("LSTM", "GRU"):
-        return rnn(node)
-    return None

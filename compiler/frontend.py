@@ -271,12 +271,26 @@ def to_graph(model: onnx.ModelProto) -> Graph:
             if sub in attrs:
                 attrs[sub] = None  # subgraphs run on the host from the original proto
         node = Node(name, n.op_type, list(n.input), list(n.output), attrs, n.domain, proto=n)
+        subgraphs = [a.g for a in n.attribute if a.HasField("g")] + [s for a in n.attribute for s in a.graphs]
+        outer = set().union(*(subgraph_reads(s) for s in subgraphs))
+        node.implicit = {t: t for t in sorted(outer) if t in g.tensors}
         g.add(node)
         for o in n.output:
             if o and o not in g.tensors:
                 g.tensors[o] = Tensor(o, None)
-    g.rebuild()
     return g
+
+
+def subgraph_reads(graph: onnx.GraphProto) -> set[str]:
+    """The tensors a subgraph (and the subgraphs inside it) reads from outside itself."""
+    used, defined = set(), {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    for n in graph.node:
+        used.update(i for i in n.input if i)
+        defined.update(o for o in n.output if o)
+        for a in n.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                used |= subgraph_reads(sub)
+    return used - defined
 
 
 def _constant_value(n: onnx.NodeProto, attrs: dict) -> np.ndarray:

@@ -37,8 +37,13 @@ def _value_info(g: Graph, name: str) -> onnx.ValueInfoProto:
 
 
 def build(g: Graph, seg) -> onnx.ModelProto:
-    protos = [node_proto(n) for n in seg.nodes]
-    used = {i for p in protos for i in p.input if i}
+    protos = []
+    for n in seg.nodes:
+        # a subgraph reads outer tensors by the names they had in the ONNX model: a tensor a pass renamed
+        # gets its old name back through an Identity
+        protos += [helper.make_node("Identity", [now], [then]) for then, now in n.implicit.items() if then != now]
+        protos.append(node_proto(n))
+    used = {i for p in protos for i in p.input if i} | {t for n in seg.nodes for t in n.implicit.values()}
     inits = [numpy_helper.from_array(np.asarray(g.value(t)), t) for t in sorted(used) if g.value(t) is not None]
     graph = helper.make_graph(protos, f"host{seg.index}", [_value_info(g, t) for t in seg.inputs],
                               [_value_info(g, t) for t in seg.outputs], initializer=inits)

@@ -3,29 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-
-from compiler.ir import Graph, Node
-
-
-def node_macs(g: Graph, node: Node) -> int:
-    """Multiply-accumulates of the ONNX computation (not of the padded NPU mapping)."""
-    out = g.shape(node.outputs[0]) if node.outputs and node.outputs[0] else None
-    try:
-        if node.op == "Conv" and out is not None:
-            w = g.shape(node.inputs[1])
-            return int(np.prod(out)) * int(np.prod(w[1:]))
-        if node.op in ("Gemm", "MatMul") and out is not None:
-            k = g.shape(node.inputs[0])[-1]
-            return int(np.prod(out)) * int(k)
-        if node.op in ("LSTM", "GRU"):
-            x = g.shape(node.inputs[0])
-            h = int(node.attr("hidden_size"))
-            gates = 4 if node.op == "LSTM" else 3
-            return x[0] * x[1] * gates * h * (x[2] + h)
-    except (TypeError, IndexError):
-        return 0
-    return 0
+from compiler.ops import node_macs
 
 
 @dataclass
@@ -59,8 +37,11 @@ class CompileReport:
 
     @property
     def npu_mac_share(self) -> float:
+        """NPU MACs / all MACs; in a model without MACs, 1 when every layer runs on the NPU, else 0."""
         total = self.macs_npu + self.macs_host
-        return self.macs_npu / total if total else 1.0
+        if total:
+            return self.macs_npu / total
+        return 0.0 if any(L.target == "host" for L in self.layers) else 1.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -93,8 +74,8 @@ class CompileReport:
 
 
 def build_report(c) -> CompileReport:
+    from compiler.chain_ir import ChainSpec
     from compiler.passes.lower import NpuSegment
-    from compiler.kernels import ChainSpec
     from sim.machine import Machine
 
     g = c.graph

@@ -9,7 +9,7 @@ IVRF, spilling to DRAM.
 """
 from __future__ import annotations
 
-from compiler.kernels import Buffer, CapacityError, ChainSpec, DmaSpec, Ref, WeightChunk
+from compiler.chain_ir import Buffer, CapacityError, ChainSpec, DmaSpec, Ref, WeightChunk
 from npu.config import NpuConfig
 from npu.isa import Space
 
@@ -90,8 +90,10 @@ def allocate_buffers(steps: list, config: NpuConfig, base: dict[tuple[int, int],
         for space, mfu in candidates:
             key = _spaces_key(space, mfu)
             depth = config.vector_space_depth(space)
-            live = sorted((o for o in placed.get(key, []) if o.first <= b.last and b.first <= o.last),
-                          key=lambda o: o.addr)
+            # buffers come in order of their first use: one that died before this one starts is dead for
+            # every later one too, so the lists hold only what is live (this keeps allocation linear)
+            placed[key] = [o for o in placed.get(key, []) if o.last >= b.first]
+            live = sorted((o for o in placed[key] if o.first <= b.last), key=lambda o: o.addr)
             addr = base.get(key, 0)
             for o in live:
                 if addr + b.size <= o.addr:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Graph, Node
+from compiler.ir import Graph, Node, Tensor
 
 
 def canonicalize_linear(g: Graph) -> int:
@@ -45,12 +45,12 @@ def canonicalize_linear(g: Graph) -> int:
         g.const(wname, np.ascontiguousarray(w))
         bname = g.fresh_name(f"{node.name}.bias")
         g.const(bname, c.reshape(-1))
-        node.op = "Gemm"
-        node.inputs = [node.inputs[0], wname, bname]
+        with g.edit(node):
+            node.op = "Gemm"
+            node.inputs = [node.inputs[0], wname, bname]
         node.attrs = {"transB": 1, "_canonical": 1}
         node.proto = None
         changed += 1
-    g.rebuild()
     return changed
 
 
@@ -66,17 +66,20 @@ def canonicalize_elementwise(g: Graph) -> int:
             acc = node.inputs[0]
             for k, other in enumerate(node.inputs[1:-1]):
                 mid = g.fresh_name(f"{node.outputs[0]}.part{k}")
-                g.tensors[mid] = type(g.tensors[node.outputs[0]])(mid, g.shape(node.outputs[0]))
+                g.tensors[mid] = Tensor(mid, g.shape(node.outputs[0]))
                 g.add(Node(f"{node.name}.{k}", node.op, [acc, other], [mid]))
                 acc = mid
-            node.inputs, node.proto = [acc, node.inputs[-1]], None
+            with g.edit(node):
+                node.inputs = [acc, node.inputs[-1]]
+            node.proto = None
             changed += 1
         elif node.op == "Div" and g.value(node.inputs[1]) is not None and g.value(node.inputs[0]) is None:
             c = g.value(node.inputs[1]).astype(np.float64)
             if np.all(c != 0) and np.issubdtype(g.value(node.inputs[1]).dtype, np.floating):
                 name = g.fresh_name(f"{node.name}.reciprocal")
                 g.const(name, (1.0 / c).astype(np.float32))
-                node.op, node.inputs, node.proto = "Mul", [node.inputs[0], name], None
+                with g.edit(node):
+                    node.op, node.inputs, node.proto = "Mul", [node.inputs[0], name], None
                 changed += 1
         elif node.op == "ReduceMean":
             shape = g.shape(node.inputs[0])
@@ -89,12 +92,14 @@ def canonicalize_elementwise(g: Graph) -> int:
                 continue
             keep = node.attr("keepdims", 1)
             if keep:
-                node.op, node.inputs, node.attrs, node.proto = "GlobalAveragePool", [node.inputs[0]], {}, None
+                with g.edit(node):
+                    node.op, node.inputs, node.attrs, node.proto = "GlobalAveragePool", [node.inputs[0]], {}, None
             else:
                 mid = g.fresh_name(f"{node.name}.pooled")
-                g.tensors[mid] = type(g.tensors[node.inputs[0]])(mid, (shape[0], shape[1], 1, 1))
+                g.tensors[mid] = Tensor(mid, (shape[0], shape[1], 1, 1))
                 g.add(Node(f"{node.name}.gap", "GlobalAveragePool", [node.inputs[0]], [mid]))
-                node.op, node.inputs, node.attrs, node.proto = "Flatten", [mid], {"axis": 1}, None
+                with g.edit(node):
+                    node.op, node.inputs, node.attrs, node.proto = "Flatten", [mid], {"axis": 1}, None
             changed += 1
         elif node.op == "Pad":
             pads = g.value(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else node.attr("pads")
@@ -117,5 +122,4 @@ def canonicalize_elementwise(g: Graph) -> int:
             conv.proto = None
             g.bypass(node)
             changed += 1
-    g.rebuild()
     return changed

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.kernels import ChainSpec, DmaSpec, Ref
+from compiler.chain_ir import ChainSpec, DmaSpec, Ref
 from npu.config import NpuConfig
 from npu.isa import REG_RESET, Instruction, Reg, Space
 

@@ -47,7 +47,8 @@ def fold_batchnorm(g: Graph) -> int:
         wname, bname = g.fresh_name(f"{prev.name}.weight_bn"), g.fresh_name(f"{prev.name}.bias_bn")
         g.const(wname, w2)
         g.const(bname, b2)
-        prev.inputs = [prev.inputs[0], wname, bname]
+        with g.edit(prev):
+            prev.inputs = [prev.inputs[0], wname, bname]
         prev.fused.append(node.name)
         prev.proto = None
         g.bypass(node)

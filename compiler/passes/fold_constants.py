@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from compiler.ir import Graph
 
@@ -81,10 +81,6 @@ def fold_constants(g: Graph) -> int:
                     g.const(name, np.asarray(v))
             folded += 1
             changed = True
-        g.rebuild()
     # graph outputs that became constants stay constants (the executor returns them directly)
     return folded
 
-
-def constant_proto(g: Graph, name: str) -> onnx.TensorProto:
-    return numpy_helper.from_array(g.value(name), name)

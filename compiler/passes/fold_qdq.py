@@ -19,13 +19,10 @@ def fold_qdq(g: Graph) -> int:
             continue
         src = q.inputs[0]
         g.remove(node.name)
-        for n in g.nodes.values():
-            n.inputs = [src if i == node.outputs[0] else i for i in n.inputs]
+        g.redirect(node.outputs[0], src)
         if node.outputs[0] in g.outputs:
             g.outputs = [src if o == node.outputs[0] else o for o in g.outputs]
-        g.rebuild()
         if not g.consumers_of(q.outputs[0]) and q.outputs[0] not in g.outputs:
             g.remove(q.name)
-            g.rebuild()
         folded += 1
     return folded

@@ -9,27 +9,18 @@ interior of their consumer's padded buffer.
 """
 from __future__ import annotations
 
-from compiler.ir import Graph, nonnegative
-from compiler.lowering.core import NEG_INF, PadReq
+from compiler.ir import Graph
+from compiler.lowering import PadReq
+from compiler.ops import OPS
 
 
 def plan_padding(g: Graph) -> dict[str, PadReq]:
-    from compiler.lowering.conv import conv_params, needed_pad
-    from compiler.lowering.pool import pool_params
-
+    """{tensor: the padding (and its fill) its buffer needs}, merged over the windows of its NPU readers."""
     reqs: dict[str, PadReq] = {}
     for node in g.nodes.values():
-        if node.target != "npu" or node.op not in ("Conv", "MaxPool", "AveragePool"):
-            continue
-        x = node.inputs[0]
-        shape = g.shape(x)
-        if node.op == "Conv":
-            p = conv_params(node, shape, g.value(node.inputs[1]).shape)
-            fill = 0.0
-        else:
-            p = pool_params(node, shape)
-            fill = NEG_INF if node.op == "MaxPool" and not nonnegative(g, x) else 0.0
-        reqs.setdefault(x, PadReq()).merge(needed_pad(p), fill)
+        window = OPS[node.op].window if node.target == "npu" else None
+        if window is not None:
+            reqs.setdefault(node.inputs[0], PadReq()).merge(*window(g, node))
     return reqs
 
 
@@ -62,7 +53,7 @@ def plan_concat_groups(g: Graph, native_dim: int) -> dict:
             p = g.producer_of(t)
             shape = g.shape(t)
             if p is None or p.target != "npu" or t in plan["parts"] or shape is None or \
-                    p.op not in ("Conv", "Eltwise", "MaxPool", "AveragePool") or \
+                    not OPS[p.op].concat_part or \
                     any(e.kind == "sigm" for e in p.epilogue) or g.shape(t)[2:] != g.shape(longest.outputs[0])[2:]:
                 ok = False
                 break

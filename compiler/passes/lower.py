@@ -10,22 +10,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from compiler.chain_ir import NETQ, ChainSpec, LoweringError, Ref, standard_grid
 from compiler.ir import Graph, Node
-from compiler.kernels import NETQ, ChainSpec, LoweringError, Ref, standard_grid
-from compiler.lowering.core import InputSpec, Lowering, OutputSpec, PadReq, Shared
+from compiler.lowering import InputSpec, Lowering, OutputSpec, PadReq, Shared
+from compiler.ops import OPS
+from compiler.passes.partition import segments
 from npu.config import NpuConfig
-
-
-def lowerings():
-    from compiler.lowering import conv, eltwise, pool, rnn
-
-    table = {"Conv": conv.lower_conv, "Gemm": conv.lower_gemm, "Eltwise": eltwise.lower_eltwise,
-             "Concat": eltwise.lower_concat, "MaxPool": pool.lower_pool, "AveragePool": pool.lower_pool,
-             "GlobalAveragePool": pool.lower_global_pool, "GlobalMaxPool": pool.lower_global_pool,
-             "LSTM": rnn.lower_lstm, "GRU": rnn.lower_gru}
-    for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity"):
-        table[op] = eltwise.lower_view
-    return table
 
 
 @dataclass
@@ -52,19 +42,19 @@ class HostSegment:
 def segment_io(g: Graph, nodes: list[Node]) -> tuple[list[str], list[str]]:
     produced = {o for n in nodes for o in n.outputs if o}
     names = {n.name for n in nodes}
-    ins: list[str] = []
+    ins: dict[str, None] = {}  # ordered set
     for n in nodes:
         for t in g.node_inputs(n):
-            if t not in produced and g.value(t) is None and t not in ins:
-                ins.append(t)
+            if t not in produced and g.value(t) is None:
+                ins[t] = None
     outs = []
     for n in nodes:
         for o in n.outputs:
             if not o:
                 continue
-            if o in g.outputs or any(c.name not in names for c in g.consumers_of(o)):
+            if o in g.outputs or any(c not in names for c in g.consumers.get(o, ())):
                 outs.append(o)
-    return ins, outs
+    return list(ins), outs
 
 
 def lower_npu_segment(g: Graph, index: int, nodes: list[Node], config: NpuConfig, shared: Shared,
@@ -74,12 +64,12 @@ def lower_npu_segment(g: Graph, index: int, nodes: list[Node], config: NpuConfig
     lw.concat_plan = concat_plan or lw.concat_plan
     lw.pixel_groups = pixel_groups or {}
     ins, outs = segment_io(g, nodes)
-    table = lowerings()
+    names = {n.name for n in nodes}
     lw.im2col = {}
     for t in ins:
         users = g.consumers_of(t)
         if len(users) == 1 and users[0].op == "Conv" and users[0].inputs[0] == t and t not in g.outputs \
-                and users[0].name in {n.name for n in nodes} and g.shape(t)[1] < lw.n:
+                and users[0].name in names and g.shape(t)[1] < lw.n:
             lw.im2col[t] = users[0].name
     for t in ins:
         if t in lw.im2col:
@@ -98,7 +88,7 @@ def lower_npu_segment(g: Graph, index: int, nodes: list[Node], config: NpuConfig
         lw.region = node.name
         lw.node = node
         try:
-            table[node.op](lw, node)
+            OPS[node.op].lower(lw, node)
         except LoweringError as exc:
             exc.node = exc.node or node.name
             exc.op = exc.op or node.op
@@ -112,3 +102,27 @@ def lower_npu_segment(g: Graph, index: int, nodes: list[Node], config: NpuConfig
         lw.chain(ChainSpec(v.pixel_ref(), v.ct, (v.H, v.W), writes=[Ref(None)]))
         lw.outputs.append(OutputSpec(t, tuple(g.shape(t)), v.H * v.W * v.ct, np.asarray(p.emap)))
     return NpuSegment(index, nodes, lw.steps, lw.buffers, lw.inputs, lw.outputs)
+
+
+def lower_graph(g: Graph, cfg: NpuConfig, shared: Shared, pads, capacity: int, progress=None, groups=None,
+                pixel_groups=None) -> list:
+    """The graph cut into segments (compiler/passes/partition.py), every NPU segment lowered."""
+    out = []
+    parts = segments(g)
+    total = sum(len(nodes) for _, nodes in parts)
+    done = 0
+
+    def tick(count: int = 1):
+        nonlocal done
+        done += count
+        if progress is not None:
+            progress(done, total)
+
+    for k, (target, nodes) in enumerate(parts):
+        if target == "npu":
+            out.append(lower_npu_segment(g, k, nodes, cfg, shared, pads, capacity, tick, groups, pixel_groups))
+        else:
+            ins, outs = segment_io(g, nodes)
+            out.append(HostSegment(k, nodes, ins, outs))
+            tick(len(nodes))
+    return out

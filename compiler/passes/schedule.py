@@ -8,7 +8,7 @@ chain k+1 (the timing model delays it until chain k has released that half).
 """
 from __future__ import annotations
 
-from compiler.kernels import ChainSpec, DmaSpec
+from compiler.chain_ir import ChainSpec, DmaSpec
 from npu.config import NpuConfig
 
 
@@ -17,6 +17,7 @@ def schedule_dma(steps: list, config: NpuConfig, streaming: bool) -> list:
         return list(steps)
     half = config.mrf_tiles // 2
     users = [i for i, s in enumerate(steps) if isinstance(s, ChainSpec) and s.weights is not None]
+    next_user = dict(zip(users, users[1:] + [None]))
     # consecutive uses of one chunk (an RNN's timesteps) share one load
     loads: list[int] = []  # step index of the first chain of each load
     resident = []
@@ -48,8 +49,8 @@ def schedule_dma(steps: list, config: NpuConfig, streaming: bool) -> list:
             s.mrf_override = current_slot * half
         out.append(s)
         # after the last chain using load k, prefetch load k + 2 into the same half
-        if isinstance(s, ChainSpec) and s.weights is not None:
-            nxt = next((j for j in users if j > i), None)
+        if i in next_user:
+            nxt = next_user[i]
             if next_load < len(loads) and (nxt is None or steps[nxt].weights is not s.weights):
                 issue(next_load)
                 next_load += 1

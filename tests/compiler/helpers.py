@@ -15,6 +15,12 @@ COSINE_MIN = 0.999
 REL_ERR_MAX = 0.05
 
 
+def weights(rng: np.random.Generator, *shape, scale=None) -> np.ndarray:
+    """He-initialised float32 weights (or standard deviation `scale`)."""
+    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    return (rng.standard_normal(shape) * (scale or np.sqrt(2.0 / fan_in))).astype(np.float32)
+
+
 def make_model(nodes, inputs: dict, outputs: dict, inits: dict | None = None, opset: int = 17) -> onnx.ModelProto:
     """inputs/outputs: {name: shape}; inits: {name: array}."""
     graph = helper.make_graph(

@@ -17,7 +17,7 @@ def load(name):
 
 
 @pytest.mark.parametrize("name,argv,expect", [
-    ("bench_compile", ["--models", "tiny_cnn", "digits", "--config", "tiny"], "ratio"),
+    ("bench_compile", ["--models", "tiny_cnn", "digits", "--config", "tiny", "--chain", "200"], "chain200"),
     ("bench_latency", ["--models", "tiny_cnn", "--configs", "tiny"], "speedup"),
     ("bench_fidelity", ["--models", "tiny_cnn", "--formats", "bfp-e8m7b8", "--config", "tiny", "--inputs", "2"],
      "err ratio"),

@@ -51,6 +51,51 @@ def test_compile_run_check(tiny, capsys):
     assert "/conv2/Conv_output_0" in capsys.readouterr().out
 
 
+def test_compile_dumps_the_ir_after_named_passes(tiny, capsys):
+    from compiler.driver import PASS_NAMES
+
+    d, onnx_path = tiny
+    with pytest.raises(SystemExit):
+        main(["compile", "--help"])
+    assert " -> ".join(PASS_NAMES[:3]) in capsys.readouterr().out  # the help lists the passes in order
+    out = d / "dump.npu"
+    assert main(["compile", str(onnx_path), "--config", "tiny", "-o", str(out), "-q",
+                 "--dump-after", "partition", "--dump-after", "fuse_epilogues"]) == 0
+    text = capsys.readouterr().out
+    partitioned = text.split("# IR after partition\n")[1].split("# IR after fuse_epilogues\n")[0]
+    fused = text.split("# IR after fuse_epilogues\n")[1]
+    assert "\n  /relu1/Relu  Relu  " in partitioned and "\n  /relu1/Relu  Relu  " not in fused
+    assert "-> /relu3/Relu_output_0:1x16x4x4  npu  [add(/relu2/Relu_output_0), relu]  " \
+           "fused: /bn3/BatchNormalization, /residual/Add, /relu3/Relu\n" in fused
+    assert main(["compile", str(onnx_path), "--config", "tiny", "-o", str(out), "--json",
+                 "--dump-after", "all"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["npu_mac_share"] == 1.0  # the IR went to stderr
+    assert captured.err.count("# IR after ") == len(PASS_NAMES)
+    with pytest.raises(SystemExit):
+        main(["compile", str(onnx_path), "--dump-after", "no_such_pass"])
+    assert "invalid choice: 'no_such_pass'" in capsys.readouterr().err
+
+
+def test_disasm_of_a_model_file_names_each_layer(tiny, capsys):
+    from npu.modelfile import read_model
+    from npu.program import Program
+
+    d, onnx_path = tiny
+    out = d / "layers.npu"
+    assert main(["compile", str(onnx_path), "--config", "tiny", "-o", str(out), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["disasm", str(out), "--pc"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    (step,) = read_model(out).manifest["plan"]
+    program = Program.from_bytes(read_model(out).member(step["program"]))
+    assert sum(1 for line in text if not line.startswith("#") and line) == len(program)
+    for first, _, name in step["regions"]:  # each layer's name stands right above its first instruction
+        at = next(k for k, line in enumerate(text) if line.strip().startswith(f"{first}  "))
+        assert text[at - 1] == f"# layer {name}"
+    assert "# layer /conv1/Conv" in text and "# layer /fc/Gemm" in text
+
+
 def test_errors_are_reported_without_traceback(tmp_path, capsys):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx at all")
@@ -71,7 +116,7 @@ def test_run_with_an_image(tmp_path, capsys):
 
     from compiler import compile_to_file
     from npu.modelfile import read_model
-    from test_ops import conv_model
+    from ops.test_conv import conv_model
 
     model = conv_model(3, 8, 32, 3, pad=1, act="Relu")
     out = tmp_path / "img.npu"
@@ -83,3 +128,15 @@ def test_run_with_an_image(tmp_path, capsys):
     assert main(["run", str(out), "--input", str(img), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["outputs"]["y"]["shape"] == [1, 8, 32, 32]
+
+
+def test_mac_share_of_a_model_that_runs_on_the_host(tmp_path, capsys):
+    """Nothing on the NPU is no NPU share, even when the host's operators multiply nothing."""
+    from onnx import helper
+
+    from helpers import make_model
+
+    path = tmp_path / "softmax.onnx"
+    zoo.save(make_model([helper.make_node("Softmax", ["x"], ["y"])], {"x": [1, 10]}, {"y": None}), path)
+    assert main(["compile", str(path), "--config", "tiny", "-o", str(tmp_path / "s.npu"), "-q"]) == 0
+    assert "NPU share of MACs 0.0%" in capsys.readouterr().out

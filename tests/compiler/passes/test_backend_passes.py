@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from compiler.chain_ir import NETQ, Buffer, CapacityError, ChainOp, ChainSpec, DmaSpec, Ref, WeightChunk
 from compiler.ir import EpOp
-from compiler.kernels import NETQ, Buffer, CapacityError, ChainOp, ChainSpec, DmaSpec, Ref, WeightChunk
-from compiler.lowering.core import Lowering, Shared
+from compiler.lowering import Lowering, Shared
 from compiler.passes.allocate import allocate_buffers, allocate_constants, allocate_weights
 from compiler.passes.emit import emit
 from compiler.passes.schedule import schedule_dma

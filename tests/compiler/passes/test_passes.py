@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from onnx import helper
 
 from compiler.frontend import load_model, to_graph
@@ -127,3 +128,45 @@ def test_plan_padding_takes_the_largest_window_and_zeros_when_readers_disagree()
     out = assert_matches(make_model(nodes, {"x": [1, 2, 6, 6]}, {"y": None},
                                     {"W": np.ones((2, 2, 5, 5), np.float32)}), "tiny", npu_only=False)
     assert {L["op"]: L["target"] for L in out["executor"].manifest["compiler"]["report"]["layers"]}["MaxPool"] == "host"
+
+
+def nonfinite_model():
+    """A Conv with a NaN weight, a Gemm with an inf bias, and a clean Conv between them."""
+    rng = np.random.default_rng(3)
+    w1 = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    w1[1, 0, 1, 1] = np.nan
+    bias = np.zeros(5, np.float32)
+    bias[2] = np.inf
+    nodes = [helper.make_node("Conv", ["x", "W1"], ["a"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="nan_conv"),
+             helper.make_node("Conv", ["x", "W2"], ["b"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="clean_conv"),
+             helper.make_node("Flatten", ["b"], ["f"]),
+             helper.make_node("Gemm", ["f", "G", "B"], ["y"], transB=1, name="inf_gemm")]
+    inits = {"W1": w1, "W2": rng.standard_normal((2, 3, 3, 3)).astype(np.float32),
+             "G": (rng.standard_normal((5, 2 * 4 * 4)) / 6).astype(np.float32), "B": bias}
+    return make_model(nodes, {"x": [1, 3, 4, 4]}, {"a": None, "y": None}, inits)
+
+
+def test_nan_or_inf_weights_run_on_the_host():
+    """The NPU's formats would quantize NaN and inf to other values: such nodes run on the host, with the
+    reason in the report, and the outputs are onnxruntime's, NaN and inf included."""
+    from helpers import random_inputs, reference, run_npu
+
+    model = nonfinite_model()
+    feeds = random_inputs(model)
+    (got, _), ex = run_npu(model, feeds)
+    ref = reference(model, feeds)
+    for name in ("a", "y"):
+        assert np.isnan(ref[name]).any() if name == "a" else np.isinf(ref[name]).any()
+        np.testing.assert_allclose(got[name], ref[name], rtol=0.05, atol=0.05)  # NaN and inf where onnxruntime has them
+    layers = {L["name"]: L for L in ex.manifest["compiler"]["report"]["layers"]}
+    assert (layers["nan_conv"]["target"], layers["nan_conv"]["reason"]) == ("host", "constant 'W1' holds NaN or inf")
+    assert (layers["inf_gemm"]["target"], layers["inf_gemm"]["reason"]) == ("host", "constant 'inf_gemm.bias' holds NaN or inf")
+    assert layers["clean_conv"]["target"] == "npu"
+
+
+def test_nan_or_inf_weights_without_host_fallback_name_the_node():
+    from compiler import compile_model
+    from npu.errors import CompileError
+
+    with pytest.raises(CompileError, match="node 'nan_conv' \\(Conv\\): cannot run on the NPU: constant 'W1' holds NaN"):
+        compile_model(nonfinite_model(), config="tiny", host_fallback=False)

@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from compiler.chain_ir import LoweringError
 from compiler.frontend import load_model, to_graph
-from compiler.kernels import LoweringError
+from compiler.lowering import row_chunk, split_columns
 from compiler.passes.fuse_epilogues import fuse_epilogues
 from compiler.passes.layout import plan_concat_groups
 from compiler.passes.partition import partition
-from compiler.passes.tiling import estimate_tiles, row_chunk, split_columns
+from compiler.passes.tiling import estimate_tiles
 from helpers import assert_matches, make_model
 from npu.config import get_config
 

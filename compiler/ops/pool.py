@@ -11,16 +11,15 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.attrs import window
-from compiler.ir import EpOp, Node, nonnegative
-from compiler.kernels import ChainOp, ChainSpec, LoweringError, Ref, channel_vector
-from compiler.lowering.core import NEG_INF, Lowering, OutGrid
+from compiler.chain_ir import ChainOp, ChainSpec, LoweringError, Ref, channel_vector
+from compiler.ir import EpOp, Graph, Node
+from compiler.lowering import NEG_INF, Lowering, OutGrid
+from compiler.ops.base import OpDef, float_shape, nonnegative, register
+from compiler.ops.conv import conv_params, needed_pad
 from npu.isa import Space
 
 
 def pool_params(node: Node, in_shape) -> dict:
-    from compiler.attrs import window
-    from compiler.lowering.conv import conv_params
-
     a = window(node)
     kh, kw = a.kernel
     p = conv_params(node, in_shape, (0, 0, kh, kw))
@@ -47,8 +46,6 @@ def _grid_input(lw: Lowering, node: Node):
 
 
 def lower_pool(lw: Lowering, node: Node) -> None:
-    from compiler.lowering.conv import needed_pad
-
     src, slots = _grid_input(lw, node)
     v = src.view
     p = pool_params(node, lw.g.shape(node.inputs[0]))
@@ -163,3 +160,33 @@ def lower_global_pool(lw: Lowering, node: Node) -> None:
         lw.chain(ChainSpec(col(x), ct, (1, 1), ops=[ChainOp(op, 0, aref)], writes=[aref]))
     spec = ChainSpec(col(v.W - 1), ct, (1, 1))
     lw.finish(spec, lw.assign(epilogue, start=1), 0, ct, grid, dst, prefix=[ChainOp(op, 0, aref)])
+
+
+# ---------------------------------------------------------------------- records
+def pool_reason(g: Graph, node: Node) -> str | None:
+    shape = float_shape(g, node.inputs[0])
+    if len(shape) != 4 or shape[0] != 1:
+        return "only 2-D pooling with batch 1 runs on the NPU"
+    if node.attr("storage_order", 0) or len([o for o in node.outputs if o]) > 1:
+        return "MaxPool indices output"
+    return None
+
+
+def global_pool_reason(g: Graph, node: Node) -> str | None:
+    shape = float_shape(g, node.inputs[0])
+    return "only batch 1 runs on the NPU" if len(shape) != 4 or shape[0] != 1 else None
+
+
+def pool_window(g: Graph, node: Node):
+    """MaxPool's padding reads as -inf unless its input is provably nonnegative (then zeros will do)."""
+    x = node.inputs[0]
+    fill = NEG_INF if node.op == "MaxPool" and not nonnegative(g, x) else 0.0
+    return needed_pad(pool_params(node, g.shape(x))), fill
+
+
+register(
+    *(OpDef(op, npu=pool_reason, lower=lower_pool, window=pool_window, absorbs=True, keeps_sign=True,
+            concat_part=True) for op in ("MaxPool", "AveragePool")),
+    *(OpDef(op, npu=global_pool_reason, lower=lower_global_pool, absorbs=True, keeps_sign=True)
+      for op in ("GlobalAveragePool", "GlobalMaxPool")),
+)

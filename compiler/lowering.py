@@ -1,22 +1,43 @@
-"""Shared lowering machinery: buffers, constants, MFU stage assignment, the MVM chain builder."""
+"""Lowering machinery shared by every operator: buffers, constants, MFU stage assignment, the MVM chain builder.
+
+:class:`Lowering` holds the state of one NPU segment (steps, buffers,
+placements); each operator's ``lower`` (compiler/ops/) appends the chains of
+one node.  :func:`split_columns` and :func:`row_chunk` cut a weight matrix of
+native tiles into column groups and row chunks that fit the MRF share (the
+whole MRF when weights are pinned, half of it when they stream); several
+column groups accumulate fp16 partial sums.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from compiler.chain_ir import (ZERO, Buffer, ChainOp, ChainSpec, LoweringError, Placement, Ref, View, WeightChunk,
+                               channel_vector, standard_grid)
 from compiler.ir import EpOp, Graph, Node
-from compiler.passes.tiling import row_chunk
-from compiler.kernels import (ZERO, Buffer, ChainOp, ChainSpec, LoweringError, Placement, Ref, View,
-                              WeightChunk, channel_vector)
-from npu.config import NpuConfig
+from npu.config import MFU_STAGES, NpuConfig
 from npu.isa import Space
 
-STAGES = ("addsub", "mul", "act")
-BINARY = {"add": "vv_add", "sub": "vv_a_sub_b", "rsub": "vv_b_sub_a", "max": "vv_max", "min": "vv_min",
-          "mul": "vv_mul"}
-UNARY = {"relu": "v_relu", "lrelu": "v_lrelu", "sigm": "v_sigm", "tanh": "v_tanh"}
 NEG_INF = float("-inf")
+
+
+def split_columns(total: int, unit: int, capacity: int) -> list[tuple[int, int]]:
+    """Split `total` column tiles into runs of whole `unit`s, each at most `capacity` (as (c0, cols)).
+
+    A unit is what one read must keep together: a conv's kernel row of ``kw * Ct`` tiles, a padded
+    feature map's pixel row."""
+    if total <= capacity:
+        return [(0, total)]
+    per = (capacity // unit) * unit
+    if per == 0:
+        raise LoweringError(f"{unit} column tiles that must stay together exceed the MRF share of {capacity}")
+    return [(c0, min(per, total - c0)) for c0 in range(0, total, per)]
+
+
+def row_chunk(rows: int, cols: int, capacity: int) -> int:
+    """Output tiles per chain when each row of tiles has `cols` tiles and the MRF share is `capacity`."""
+    return max(1, min(rows, capacity // cols))
 
 
 @dataclass
@@ -78,7 +99,7 @@ class Lowering:
         self.outputs: list[OutputSpec] = []
         self.region = ""
         self.node: Node | None = None
-        self.slots_avail = [(m, s) for m in range(config.n_mfus) for s in STAGES if config.mfu_has(m, s)]
+        self.slots_avail = [(m, s) for m in range(config.n_mfus) for s in MFU_STAGES if config.mfu_has(m, s)]
         self.concat_plan: dict = {"parts": {}, "concats": {}, "groups": {}}
         self.pixel_groups: dict[str, int] = {}
         self.group_buffers: dict[str, View] = {}
@@ -180,8 +201,6 @@ class Lowering:
 
     @staticmethod
     def _channels(shape) -> int:
-        from compiler.kernels import standard_grid
-
         return standard_grid(tuple(shape))[2]
 
     def fill_border(self, v: View, value: float) -> None:
@@ -214,7 +233,7 @@ class Lowering:
 
     # ------------------------------------------------------------ MFU stages
     def assign(self, ops: list[EpOp], start: int = 0) -> list[list[tuple[EpOp, int, str]]]:
-        """Split ops into groups that fit one chain's MFU pipeline (MFU index, then addsub -> mul -> act)."""
+        """Split ops into groups that fit one chain's MFU pipeline (MFU index, then the MFU_STAGES in order)."""
         groups: list[list[tuple[EpOp, int, str]]] = [[]]
         pos = start
         alpha = None
@@ -237,15 +256,15 @@ class Lowering:
                 pos, alpha = 0, None
         return [g for g in groups if g] or [[]]
 
-    def operand(self, op: EpOp, mfu: int, stage: str, r0: int, rows: int, out: "OutGrid") -> ChainOp:
+    def operand(self, op: EpOp, mfu: int, r0: int, rows: int, out: "OutGrid") -> ChainOp:
         """The ChainOp of one epilogue op on output tiles r0..r0+rows of a chain walking `out`."""
-        if op.kind in UNARY:
-            return ChainOp(UNARY[op.kind], mfu)
-        space = Space.MULVRF if stage == "mul" else Space.ASVRF
+        space = op.vrf
+        if space is None:
+            return ChainOp(op.mnemonic, mfu)
         if op.kind == "merge":
             p = self.placement(op.tensor)
             p.view.buf.require(space, mfu)
-            return ChainOp("vv_add", mfu, p.view.pixel_ref().shifted(r0))
+            return ChainOp(op.mnemonic, mfu, p.view.pixel_ref().shifted(r0))
         if op.tensor is not None:
             p = self.placement(op.tensor)
             slots = p.grid_slots()
@@ -257,7 +276,7 @@ class Lowering:
                     (out.step > 1 and p.view.pitch != p.view.ct):
                 raise LoweringError(f"operand {op.tensor} is not laid out like the result")
             p.view.buf.require(space, mfu)
-            return ChainOp(BINARY[op.kind], mfu, p.view.pixel_ref(sx=out.step).shifted(r0))
+            return ChainOp(op.mnemonic, mfu, p.view.pixel_ref(sx=out.step).shifted(r0))
         c = np.asarray(op.const, np.float64)
         if c.size == 1:
             # only the channel lanes: idle lanes stay 0 (concatenation groups add them into neighbours)
@@ -266,12 +285,12 @@ class Lowering:
         else:
             vals = np.tile(c.reshape(-1), out.step)  # one copy per pixel of the iteration
             vec = channel_vector(vals, out.slots, out.ct, self.n)[r0:r0 + rows]
-        return ChainOp(BINARY[op.kind], mfu, Ref(self.const(vec, space, mfu), 0, 0, 0))
+        return ChainOp(op.mnemonic, mfu, Ref(self.const(vec, space, mfu), 0, 0, 0))
 
     def ops_chain(self, group, r0: int, rows: int, out: "OutGrid") -> tuple[list[ChainOp], float]:
         ops, alpha = [], 0.0
-        for op, m, s in group:
-            ops.append(self.operand(op, m, s, r0, rows, out))
+        for op, m, _ in group:
+            ops.append(self.operand(op, m, r0, rows, out))
             if op.kind == "lrelu":
                 alpha = op.alpha
         return ops, alpha

@@ -1,4 +1,4 @@
-"""Conv (and Gemm/MatMul) as mv_mul chains.
+"""Convolutions: Conv on the NPU as mv_mul chains; ConvTranspose and the integer convolutions on the host.
 
 A convolution is one chain per MRF-sized chunk of output tiles:
 iter_outer = output rows, iter_inner = output columns; v_rd gathers the
@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Node
-from compiler.kernels import NETQ, LoweringError, Ref
-from compiler.lowering.core import ColGroup, InputSpec, Lowering, OutGrid
-from compiler.passes.tiling import split_columns
+from compiler.attrs import window
+from compiler.chain_ir import NETQ, ChainSpec, LoweringError, Ref
+from compiler.ir import EpOp, Graph, Node
+from compiler.lowering import ColGroup, InputSpec, Lowering, OutGrid, split_columns
+from compiler.ops.base import OpDef, ct, float_shape, optional_input, prod, register, weight_shape
 
 
 def conv_params(node: Node, in_shape, w_shape) -> dict:
-    from compiler.attrs import window
-
     a = window(node)
     kh, kw = int(w_shape[2]), int(w_shape[3])
     H, W = int(in_shape[2]), int(in_shape[3])
@@ -74,8 +73,6 @@ def lower_conv(lw: Lowering, node: Node) -> None:
     rt = lw.ct(cout)
     epilogue = list(node.epilogue)
     if b is not None and np.any(b):
-        from compiler.ir import EpOp
-
         epilogue.insert(0, EpOp("add", const=np.asarray(b, np.float64)))
     out = lw.new_grid(node.outputs[0], p["oh"], p["ow"], rt)
     rt = out.view.ct  # a concatenation part may start mid-tile
@@ -214,8 +211,6 @@ def _im2col_block(lw: Lowering, p: dict, cin: int, rt: int) -> int:
 
 def _conv_im2col(lw: Lowering, node: Node, w: np.ndarray, p: dict, out, epilogue) -> None:
     """First layer: the host sends each block's receptive field, (ky, column, c)-ordered."""
-    from compiler.kernels import ChainSpec
-
     n = lw.n
     cout, cin, kh, kw = w.shape
     rt = out.view.ct
@@ -253,47 +248,44 @@ def _conv_im2col(lw: Lowering, node: Node, w: np.ndarray, p: dict, out, epilogue
            epilogue=epilogue, name=node.name)
 
 
-def lower_gemm(lw: Lowering, node: Node) -> None:
-    """Canonical Gemm (weight [M, K], bias [M]) on a [B, K] input."""
-    from compiler.ir import EpOp
+# ---------------------------------------------------------------------- records
+def conv_reason(g: Graph, node: Node) -> str | None:
+    shape = float_shape(g, node.inputs[0])
+    if len(shape) != 4 or shape[0] != 1:
+        return "only 2-D convolutions with batch 1 run on the NPU"
+    b = optional_input(node, 2)
+    if g.value(node.inputs[1]) is None or (b is not None and g.value(b) is None):
+        return "weights must be constants"
+    return None
 
-    n, g = lw.n, lw.g
-    x = node.inputs[0]
-    w = g.value(node.inputs[1]).astype(np.float32)
-    bias = g.value(node.inputs[2])
-    M, K = w.shape
-    B = g.shape(x)[0]
-    src = lw.placement(x)
-    v = src.view
-    mt = lw.ct(M)
-    epilogue = list(node.epilogue)
-    if bias is not None and np.any(bias):
-        epilogue.insert(0, EpOp("add", const=np.asarray(bias, np.float64)))
-    out = lw.new_grid(node.outputs[0], 1, B, mt)
-    out_grid = OutGrid(1, B, mt, out.slots)
-    if B == 1:
-        emap = src.emap
-        total = v.H * v.W * v.ct
-        m = np.zeros((mt * n, total * n), np.float32)
-        m[:M, emap] = w
-        if v.contiguous or v.H == 1 and not v.pad[1] and not v.pad[3] and v.pitch == v.ct:
-            groups = [ColGroup(c0, c, c0) for c0, c in split_columns(total, 1, lw.capacity)]
-        elif v.pitch == v.ct:
-            unit = v.W * v.ct
-            groups = []
-            for c0, c in split_columns(total, unit, lw.capacity):
-                r0, nr = c0 // unit, c // unit
-                groups.append(ColGroup(c0, c, r0 * v.Wp * v.ct, (unit, v.Wp * v.ct) if nr > 1 else (0, 0)))
-        else:
-            raise LoweringError("Gemm input is a strided view")
-        read = Ref(v.buf, v.at(0, 0), 0, 0)
-    else:
-        slots = src.grid_slots()
-        if slots is None or (v.H, v.W) != (1, B):
-            raise LoweringError("batched Gemm input is not one pixel per row")
-        m = np.zeros((mt * n, v.ct * n), np.float32)
-        m[:M, slots] = w
-        groups = [ColGroup(c0, c, c0) for c0, c in split_columns(v.ct, 1, lw.capacity)]
-        read = Ref(v.buf, v.at(0, 0), 0, v.pitch)
-    lw.mvm(read=read, groups=groups, matrix=m, out=out_grid, dst=out.view.pixel_ref(), epilogue=epilogue,
-           name=node.name)
+
+def conv_window(g: Graph, node: Node):
+    return needed_pad(conv_params(node, g.shape(node.inputs[0]), g.value(node.inputs[1]).shape)), 0.0
+
+
+def conv_tiles(g: Graph, node: Node, n: int) -> int:
+    w = weight_shape(g, node)
+    if w is None or len(w) != 4:
+        return 0
+    return ct(w[0], n) * w[2] * w[3] * ct(w[1] * int(node.attr("group", 1)), n)
+
+
+def conv_macs(weight: int):
+    """Output elements x (input channels per group x kernel taps), the weight being input `weight`."""
+    def macs(g: Graph, node: Node) -> int:
+        return prod(g.shape(node.outputs[0])) * prod(g.shape(node.inputs[weight])[1:])
+    return macs
+
+
+def conv_transpose_macs(g: Graph, node: Node) -> int:
+    """Every input element times its [Cout / group, kh, kw] slice of the weight."""
+    return prod(g.shape(node.inputs[0])) * prod(g.shape(node.inputs[1])[1:])
+
+
+register(
+    OpDef("Conv", npu=conv_reason, lower=lower_conv, macs=conv_macs(1), tiles=conv_tiles, window=conv_window,
+          absorbs=True, concat_part=True),
+    OpDef("ConvInteger", macs=conv_macs(1)),
+    OpDef("QLinearConv", macs=conv_macs(3)),
+    OpDef("ConvTranspose", macs=conv_transpose_macs),
+)

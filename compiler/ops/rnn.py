@@ -1,4 +1,5 @@
-"""LSTM and GRU (batch 1; forward, reverse or bidirectional) as per-timestep chains.
+"""Recurrent layers: LSTM and GRU on the NPU (batch 1; forward, reverse or bidirectional) as
+per-timestep chains; RNN, and what the NPU does not map, on the host.
 
 Per timestep, one mv_mul over the concatenated ``[x_t; h_{t-1}]`` computes
 every gate (the buffer ``XH`` holds row t = ``[x_t, h_{t-1}]``, so the new h
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Node
-from compiler.kernels import ZERO, Buffer, ChainOp, ChainSpec, LoweringError, Placement, Ref, View, WeightChunk
-from compiler.lowering.core import Lowering
+from compiler.attrs import rnn
+from compiler.chain_ir import ZERO, Buffer, ChainOp, ChainSpec, LoweringError, Placement, Ref, View, WeightChunk
+from compiler.ir import Graph, Node
+from compiler.lowering import Lowering
+from compiler.ops.base import OpDef, ct, float_shape, prod, register, weight_shape
 from npu.isa import Space
 
 
@@ -171,10 +174,11 @@ def _directions(lw: Lowering, node: Node) -> list[_Recurrence]:
     return [_Recurrence(lw, node, d, ndir, direction == "reverse" or d == 1, y) for d in range(ndir)]
 
 
-def lower_lstm(lw: Lowering, node: Node) -> None:
+def lower_rnn(lw: Lowering, node: Node) -> None:
+    """An LSTM or GRU: each direction's timesteps, then the outputs."""
     recs = _directions(lw, node)
     for rec in recs:
-        _lstm_direction(lw, node, rec)
+        (_lstm_direction if node.op == "LSTM" else _gru_direction)(lw, node, rec)
     _outputs(lw, node, recs)
 
 
@@ -203,13 +207,6 @@ def _lstm_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
                            writes=[rec.h_ref(k + 1), rec.y_ref(k)]))
 
 
-def lower_gru(lw: Lowering, node: Node) -> None:
-    recs = _directions(lw, node)
-    for rec in recs:
-        _gru_direction(lw, node, rec)
-    _outputs(lw, node, recs)
-
-
 def _gru_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
     ht, T, d = rec.ht, rec.T, rec.d
     w, r, b = rec.weights()
@@ -233,3 +230,54 @@ def _gru_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
                            ops=[ChainOp("vv_a_sub_b", 0, Ref(N0)), ChainOp("vv_mul", 0, Ref(ZR)),
                                 ChainOp("vv_add", 1, Ref(N1))],
                            writes=[rec.h_ref(k + 1), rec.y_ref(k)]))
+
+
+# ---------------------------------------------------------------------- records
+def rnn_reason(g: Graph, node: Node) -> str | None:
+    shape = float_shape(g, node.inputs[0])
+    a = rnn(node)
+    if a.direction not in ("forward", "reverse", "bidirectional"):
+        return f"direction {a.direction!r}"
+    ndir = 2 if a.direction == "bidirectional" else 1
+    if len(shape) != 3 or shape[1] != 1:
+        return "only batch 1 runs on the NPU"
+    ins = node.inputs + [""] * 8
+    if any(g.value(i) is None for i in ins[1:3]) or (ins[3] and g.value(ins[3]) is None):
+        return "weights must be constants"
+    if ins[4]:
+        lens = g.value(ins[4])
+        if lens is None or np.any(np.asarray(lens) != shape[0]):
+            return "sequence_lens shorter than the sequence"  # every sequence full length is fine
+    for k in (5, 6) if node.op == "LSTM" else (5,):
+        if ins[k] and tuple(g.shape(ins[k]) or ()) != (ndir, 1, int(node.attr("hidden_size") or 0)):
+            return "initial state of an unexpected shape"
+    if node.op == "LSTM" and ins[7]:
+        return "peephole connections"
+    if a.activations and a.activations not in (("sigmoid", "tanh", "tanh"), ("sigmoid", "tanh")):
+        return "non-default activations"
+    if a.clip is not None or a.input_forget:
+        return "clip/input_forget"
+    if node.op == "GRU" and not a.linear_before_reset:
+        return "GRU with linear_before_reset=0"
+    return None
+
+
+def rnn_macs(g: Graph, node: Node) -> int:
+    """Every timestep of every sequence multiplies W [dirs, gates*H, I] by x_t and R [dirs, gates*H, H] by h."""
+    x = g.shape(node.inputs[0])  # [T, B, I], or [B, T, I] with layout 1: the product is the same
+    return x[0] * x[1] * (prod(g.shape(node.inputs[1])) + prod(g.shape(node.inputs[2])))
+
+
+def rnn_tiles(g: Graph, node: Node, n: int) -> int:
+    w = weight_shape(g, node)
+    if w is None or len(w) != 3:
+        return 0
+    h = w[1] // (4 if node.op == "LSTM" else 3)
+    return 4 * ct(h, n) * (ct(w[2], n) + ct(h, n))
+
+
+register(
+    OpDef("LSTM", npu=rnn_reason, lower=lower_rnn, macs=rnn_macs, tiles=rnn_tiles),
+    OpDef("GRU", npu=rnn_reason, lower=lower_rnn, macs=rnn_macs, tiles=rnn_tiles),
+    OpDef("RNN", macs=rnn_macs),
+)

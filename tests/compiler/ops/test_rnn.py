@@ -97,3 +97,36 @@ def test_lstm_cell_state_output_and_full_sequence_lens(direction):
     node.input.append("lens")
     m.graph.initializer.append(numpy_helper.from_array(np.full(1, 3, np.int32), "lens"))
     assert_matches(m, "tiny")
+
+
+def layers(out) -> dict:
+    return {L["op"]: L for L in out["executor"].manifest["compiler"]["report"]["layers"]}
+
+
+@pytest.mark.parametrize("op,direction", [("LSTM", "forward"), ("LSTM", "bidirectional"), ("RNN", "forward")])
+def test_host_rnn_counts_its_macs(op, direction):
+    """An LSTM with non-default activations (and any RNN) runs on the host and its MACs count: the
+    report's NPU share is that of the Gemm in front of it, not 100 %."""
+    T, I, H = 5, 8, 6
+    D, G = (2 if direction == "bidirectional" else 1), (4 if op == "LSTM" else 1)
+    rng = np.random.default_rng(2)
+    attrs = {"hidden_size": H, "direction": direction}
+    if op == "LSTM":
+        attrs["activations"] = ["Sigmoid", "Relu", "Relu"] * D
+    nodes = [helper.make_node("Gemm", ["x", "Wg"], ["g"]), helper.make_node("Reshape", ["g", "shape"], ["s"]),
+             helper.make_node(op, ["s", "W", "R"], ["y"], **attrs)]
+    inits = {"Wg": (rng.standard_normal((I, I)) / 3).astype(np.float32), "shape": np.array([T, 1, I], np.int64),
+             "W": (rng.standard_normal((D, G * H, I)) / 3).astype(np.float32),
+             "R": (rng.standard_normal((D, G * H, H)) / 3).astype(np.float32)}
+    out = assert_matches(make_model(nodes, {"x": [T, I]}, {"y": None}, inits), "tiny", npu_only=False)
+    report = out["executor"].manifest["compiler"]["report"]
+    rnn_macs = T * D * G * H * (I + H)  # per timestep and direction: W [G*H, I] x_t and R [G*H, H] h
+    assert layers(out)[op]["target"] == "host" and layers(out)[op]["macs"] == rnn_macs
+    assert report["macs_host"] == rnn_macs and report["macs_npu"] == T * I * I
+    assert report["npu_mac_share"] == pytest.approx(T * I * I / (T * I * I + rnn_macs))
+
+
+def test_npu_lstm_counts_both_directions():
+    m = rnn_model("LSTM", 4, 12, 10, outputs=("Y", "Y_h"), direction="bidirectional")
+    out = assert_matches(m, "tiny")
+    assert layers(out)["LSTM"]["macs"] == 4 * 2 * 4 * 10 * (12 + 10)

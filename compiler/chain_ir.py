@@ -1,7 +1,8 @@
-"""What lowering produces: buffers, tensor placements and chain/DMA steps with symbolic addresses.
+"""The lowering IR: buffers, tensor placements and chain/DMA steps with symbolic addresses.
 
-Lowering (compiler/lowering/) turns NPU nodes into :class:`ChainSpec` steps
-that name :class:`Buffer` s rather than addresses; allocation
+Lowering (compiler/lowering.py and each operator's ``lower`` in
+compiler/ops/) turns NPU nodes into :class:`ChainSpec` steps that name
+:class:`Buffer` s rather than addresses; allocation
 (compiler/passes/allocate.py) gives every buffer a memory space and address
 and every :class:`WeightChunk` an MRF (and DRAM) tile address; emission
 (compiler/passes/emit.py) writes the instructions.
@@ -135,10 +136,6 @@ class View:
             self.pitch = self.ct
 
     @property
-    def Hp(self) -> int:
-        return self.H + self.pad[0] + self.pad[2]
-
-    @property
     def Wp(self) -> int:
         return self.W + self.pad[1] + self.pad[3]
 
@@ -157,10 +154,6 @@ class View:
     def pixel_ref(self, y: int = 0, x: int = 0, sy: int = 1, sx: int = 1) -> Ref:
         """Operand walking output pixels: outer loop rows (step sy), inner loop columns (step sx)."""
         return Ref(self.buf, self.at(y, x), sy * self.Wp * self.pitch, sx * self.pitch)
-
-    @staticmethod
-    def stream_size(H: int, W: int, ct: int) -> int:
-        return H * W * ct
 
 
 def standard_grid(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
@@ -241,10 +234,6 @@ class Placement:
             return None
         self.slots = slots
         return slots
-
-    @property
-    def grid(self) -> tuple[int, int, int] | None:
-        return standard_grid(self.shape)
 
 
 def channel_vector(values: np.ndarray, slots: np.ndarray, ct: int, n: int, fill: float = 0.0) -> np.ndarray:
