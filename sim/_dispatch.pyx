@@ -108,7 +108,7 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
     cdef Py_ssize_t ring_head = 0, ring_len = 0, ring_cap = ring_np.shape[0]
     cdef long long occupied = 0
     cdef long long read_free = -(1 << 40), last_issue = -(1 << 40), last_return = -(1 << 40)
-    cdef long long mac_free = -(1 << 40), mvm_emitted = -(1 << 40), dma_free = -(1 << 40)
+    cdef long long mac_free = -(1 << 40), dma_free = -(1 << 40)
     cdef long long prev_write = -(1 << 40), prev_mask = 0, behind, first_x0
     cdef long long iters, width, p, lat, cols, rows, mac, rowp, tail, mvm_lat, minkth
     cdef Py_ssize_t kmin
@@ -154,9 +154,6 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
             # its first beat enters the MFUs no earlier than this, to meet none of the previous chain's beats
             first_x0 = prev_write + 1 + _overtake(steps[s, COL_STAGES], prev_mask, stages, stage_cycles) - tail
             if not steps[s, COL_MVM]:
-                # it waits for the MVM's last result to enter the MFUs (the MVM's timing is not known ahead)
-                if mvm_emitted + 1 > t:
-                    t = mvm_emitted + 1
                 if first_x0 - (p + lat - 1) > t:
                     t = first_x0 - (p + lat - 1)
                 last_issue = t + (iters * width - 1) * p
@@ -196,7 +193,6 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
                             last_x0 = x0 if x0 > last_x0 + 1 else last_x0 + 1
                     last_issue = rs + (cols - 1) * p
                     rs += cols * p
-                mvm_emitted = last_x0
             read_free = last_issue + setup
             last_return = last_issue + lat
             ends[s] = last_x0 + tail + 1
