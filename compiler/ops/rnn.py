@@ -1,12 +1,15 @@
-"""Recurrent layers: LSTM and GRU on the NPU (batch 1; forward, reverse or bidirectional) as
-per-timestep chains; RNN, and what the NPU does not map, on the host.
+"""Recurrent layers: LSTM, GRU (either linear_before_reset) and RNN on the NPU (batch 1; forward, reverse
+or bidirectional) as per-timestep chains; what the NPU does not map (other activations, clip, batch > 1,
+peepholes) on the host.
 
 Per timestep, one mv_mul over the concatenated ``[x_t; h_{t-1}]`` computes
 every gate (the buffer ``XH`` holds row t = ``[x_t, h_{t-1}]``, so the new h
 is written straight into the next row), then MFU chains apply the
 nonlinearities, products and sums.  Gate rows are laid out ``[i, f, o, c]``
 (LSTM) so one ``v_sigm`` chain covers i, f and o; GRU with
-``linear_before_reset=1`` uses ``[z, r, W_n x, R_n h]``.  The weights are one
+``linear_before_reset=1`` uses ``[z, r, W_n x, R_n h]``; with ``linear_before_reset=0`` an MFU chain
+multiplies ``r * h`` and a second mv_mul applies ``R_n`` to it; an RNN's tanh fuses into its mv_mul
+chain.  The weights are one
 set of chunks reused by every timestep.  A reverse direction walks the
 timesteps backwards (its XH row k holds x_{T-1-k}); a bidirectional layer runs
 both directions one after the other into the shared Y.
@@ -129,11 +132,12 @@ class _Recurrence:
             bconst = lw.const(bias[r0 * n:(r0 + rows) * n], Space.ASVRF, 0)
             chunks.append((r0, rows, ch, bconst))
 
-        def emit(t: int):
+        def emit(t: int, writes: list[Ref] | None = None, ops: tuple = ()):
+            """Timestep t's chains: + bias, then ``ops``, into ``writes`` (default: ``dst``)."""
             for r0, rows, ch, bconst in chunks:
                 lw.chain(ChainSpec(Ref(self.xh, t * self.row), rows, (1, 1), C, weights=ch,
-                                   ops=[ChainOp("vv_add", 0, Ref(bconst))],
-                                   writes=[d.shifted(r0) for d in dst]))
+                                   ops=[ChainOp("vv_add", 0, Ref(bconst)), *ops],
+                                   writes=[d.shifted(r0) for d in (writes or dst)]))
         return emit
 
 def _outputs(lw: Lowering, node: Node, recs: list[_Recurrence]) -> None:
@@ -175,11 +179,68 @@ def _directions(lw: Lowering, node: Node) -> list[_Recurrence]:
 
 
 def lower_rnn(lw: Lowering, node: Node) -> None:
-    """An LSTM or GRU: each direction's timesteps, then the outputs."""
+    """An LSTM, GRU or RNN: each direction's timesteps, then the outputs."""
     recs = _directions(lw, node)
+    if node.op == "LSTM":
+        direction = _lstm_direction
+    elif node.op == "RNN":
+        direction = _rnn_direction
+    else:
+        direction = _gru_direction if rnn(node).linear_before_reset else _gru_reset_first_direction
     for rec in recs:
-        (_lstm_direction if node.op == "LSTM" else _gru_direction)(lw, node, rec)
+        direction(lw, node, rec)
     _outputs(lw, node, recs)
+
+
+def _rnn_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
+    """h = tanh(W x + R h + Wb + Rb): one mv_mul chain per timestep, tanh fused into it."""
+    w, r, b = rec.weights()
+    ((W, R, Wb, Rb),) = _gate_blocks(w, r, b, rec.H, [0])
+    m, bias = rec.matrix([(W, R, Wb + Rb)])
+    step = rec.gate_chains(m, bias, [])
+    for k in range(rec.T):
+        step(k, writes=[rec.h_ref(k + 1), rec.y_ref(k)], ops=(ChainOp("v_tanh", 0),))
+
+
+def _gru_reset_first_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
+    """GRU with linear_before_reset = 0 (ONNX's default, and Brainwave's GRU): the reset gate multiplies h
+    before R_n does, n = tanh(W_n x + Wb_n + R_n (r * h) + Rb_n), so each timestep has a second mv_mul."""
+    n_, ht, T, d = lw.n, rec.ht, rec.T, rec.d
+    w, r, b = rec.weights()
+    (Wz, Rz, Wbz, Rbz), (Wr, Rr, Wbr, Rbr), (Wn, Rn, Wbn, Rbn) = _gate_blocks(w, r, b, rec.H, [0, 1, 2])
+    m, bias = rec.matrix([(Wz, Rz, Wbz + Rbz), (Wr, Rr, Wbr + Rbr), (Wn, None, Wbn + Rbn)])
+    G = lw.buffer(f"{node.name}.gates{d}", 3 * ht, Space.ASVRF, 0)  # [z, r, W_n x + b]: MFU 0 adds the last
+    ZR = lw.buffer(f"{node.name}.zr{d}", 2 * ht, Space.MULVRF, 0)
+    RH = lw.buffer(f"{node.name}.rh{d}", ht)
+    N0 = lw.buffer(f"{node.name}.n0{d}", ht, Space.ASVRF, 0)
+    N1 = lw.buffer(f"{node.name}.n1{d}", ht, Space.ASVRF, 1)
+    gates = rec.gate_chains(m, bias, [Ref(G)])
+    rn = np.zeros((ht * n_, ht * n_))
+    rn[:rec.H, :rec.H] = Rn
+    rows = max(1, min(ht, lw.capacity // ht))
+    if ht > lw.capacity:
+        raise LoweringError("a GRU's R_n row exceeds the MRF share")
+    chunks = []
+    for r0 in range(0, ht, rows):
+        ch = WeightChunk(np.ascontiguousarray(rn[r0 * n_:(r0 + min(rows, ht - r0)) * n_]), min(rows, ht - r0), ht,
+                         f"{node.name}[{d}:R_n:{r0}]")
+        ch.owner = node.name
+        lw.shared.chunks.append(ch)
+        chunks.append((r0, ch))
+    for k in range(T):
+        gates(k)
+        lw.chain(ChainSpec(Ref(G), 2 * ht, ops=[ChainOp("v_sigm", 0)], writes=[Ref(ZR)]))
+        lw.chain(ChainSpec(rec.h_ref(k), ht, ops=[ChainOp("vv_mul", 0, Ref(ZR, ht))], writes=[Ref(RH)]))
+        # n = tanh(R_n (r * h) + W_n x + b)
+        for r0, ch in chunks:
+            lw.chain(ChainSpec(Ref(RH), ch.rows, (1, 1), ht, weights=ch,
+                               ops=[ChainOp("vv_add", 0, Ref(G, 2 * ht + r0)), ChainOp("v_tanh", 0)],
+                               writes=[Ref(N0, r0), Ref(N1, r0)]))
+        # h = n + z * (h_prev - n)
+        lw.chain(ChainSpec(rec.h_ref(k), ht,
+                           ops=[ChainOp("vv_a_sub_b", 0, Ref(N0)), ChainOp("vv_mul", 0, Ref(ZR)),
+                                ChainOp("vv_add", 1, Ref(N1))],
+                           writes=[rec.h_ref(k + 1), rec.y_ref(k)]))
 
 
 def _lstm_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
@@ -253,12 +314,11 @@ def rnn_reason(g: Graph, node: Node) -> str | None:
             return "initial state of an unexpected shape"
     if node.op == "LSTM" and ins[7]:
         return "peephole connections"
-    if a.activations and a.activations not in (("sigmoid", "tanh", "tanh"), ("sigmoid", "tanh")):
+    defaults = {"LSTM": ("sigmoid", "tanh", "tanh"), "GRU": ("sigmoid", "tanh"), "RNN": ("tanh",)}[node.op]
+    if a.activations and a.activations not in (defaults, defaults * ndir):  # Keras writes the defaults out
         return "non-default activations"
     if a.clip is not None or a.input_forget:
         return "clip/input_forget"
-    if node.op == "GRU" and not a.linear_before_reset:
-        return "GRU with linear_before_reset=0"
     return None
 
 
@@ -272,12 +332,14 @@ def rnn_tiles(g: Graph, node: Node, n: int) -> int:
     w = weight_shape(g, node)
     if w is None or len(w) != 3:
         return 0
-    h = w[1] // (4 if node.op == "LSTM" else 3)
-    return 4 * ct(h, n) * (ct(w[2], n) + ct(h, n))
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[node.op]
+    h = w[1] // gates
+    blocks = {"LSTM": 4, "GRU": 4, "RNN": 1}[node.op]  # a GRU's matrices make 4 blocks of rows either way
+    return blocks * ct(h, n) * (ct(w[2], n) + ct(h, n))
 
 
 register(
     OpDef("LSTM", npu=rnn_reason, lower=lower_rnn, macs=rnn_macs, tiles=rnn_tiles),
     OpDef("GRU", npu=rnn_reason, lower=lower_rnn, macs=rnn_macs, tiles=rnn_tiles),
-    OpDef("RNN", macs=rnn_macs),
+    OpDef("RNN", npu=rnn_reason, lower=lower_rnn, macs=rnn_macs, tiles=rnn_tiles),
 )

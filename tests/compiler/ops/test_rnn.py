@@ -1,4 +1,4 @@
-"""LSTM and GRU against onnxruntime."""
+"""LSTM, GRU and RNN against onnxruntime."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +10,7 @@ from helpers import assert_matches, make_model
 
 def rnn_model(op, T, I, H, bias=True, outputs=("Y",), lbr=1, direction="forward"):
     rng = np.random.default_rng(1)
-    G = 4 if op == "LSTM" else 3
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
     D = 2 if direction == "bidirectional" else 1
     inits = {"W": (rng.standard_normal((D, G * H, I)) / np.sqrt(I)).astype(np.float32),
              "R": (rng.standard_normal((D, G * H, H)) / np.sqrt(H)).astype(np.float32)}
@@ -38,9 +38,24 @@ def test_rnn_final_state_and_no_bias(op):
     assert_matches(rnn_model(op, 4, 8, 8, bias=False, outputs=("Y", "Y_h")), "tiny")
 
 
-def test_gru_linear_before_reset_0_runs_on_host():
-    out = assert_matches(rnn_model("GRU", 3, 8, 8, lbr=0), "tiny", npu_only=False)
-    assert [s["kind"] for s in out["executor"].manifest["plan"]] == ["host"]
+@pytest.mark.parametrize("config", ["tiny", "small"])
+@pytest.mark.parametrize("T,I,H,direction", [(3, 8, 8, "forward"), (5, 12, 10, "reverse"), (2, 5, 20, "bidirectional")])
+def test_gru_linear_before_reset_0_on_the_npu(config, T, I, H, direction):
+    """ONNX's default GRU (and Brainwave's): r multiplies h before R_n, a second mv_mul per timestep."""
+    assert_matches(rnn_model("GRU", T, I, H, lbr=0, outputs=("Y", "Y_h"), direction=direction), config)
+
+
+@pytest.mark.parametrize("config", ["tiny", "small"])
+@pytest.mark.parametrize("T,I,H,direction", [(3, 8, 8, "forward"), (4, 12, 10, "bidirectional")])
+def test_onnx_rnn_on_the_npu(config, T, I, H, direction):
+    assert_matches(rnn_model("RNN", T, I, H, outputs=("Y", "Y_h"), direction=direction), config)
+
+
+def test_explicit_default_activations_as_keras_writes_them():
+    m = rnn_model("LSTM", 3, 8, 8, direction="bidirectional")
+    helper_attr = helper.make_attribute("activations", ["Sigmoid", "Tanh", "Tanh"] * 2)
+    m.graph.node[0].attribute.append(helper_attr)
+    assert_matches(m, "tiny")
 
 
 def test_rnn_runs_twice_identically():
@@ -105,14 +120,13 @@ def layers(out) -> dict:
 
 @pytest.mark.parametrize("op,direction", [("LSTM", "forward"), ("LSTM", "bidirectional"), ("RNN", "forward")])
 def test_host_rnn_counts_its_macs(op, direction):
-    """An LSTM with non-default activations (and any RNN) runs on the host and its MACs count: the
+    """An LSTM or RNN with non-default activations runs on the host and its MACs count: the
     report's NPU share is that of the Gemm in front of it, not 100 %."""
     T, I, H = 5, 8, 6
     D, G = (2 if direction == "bidirectional" else 1), (4 if op == "LSTM" else 1)
     rng = np.random.default_rng(2)
     attrs = {"hidden_size": H, "direction": direction}
-    if op == "LSTM":
-        attrs["activations"] = ["Sigmoid", "Relu", "Relu"] * D
+    attrs["activations"] = (["Sigmoid", "Relu", "Relu"] if op == "LSTM" else ["Relu"]) * D
     nodes = [helper.make_node("Gemm", ["x", "Wg"], ["g"]), helper.make_node("Reshape", ["g", "shape"], ["s"]),
              helper.make_node(op, ["s", "W", "R"], ["y"], **attrs)]
     inits = {"Wg": (rng.standard_normal((I, I)) / 3).astype(np.float32), "shape": np.array([T, 1, I], np.int64),
