@@ -1,5 +1,5 @@
 """A 100-point design-space sweep over ResNet-50 and an LSTM on the default local Ray, then the same sweep
-again with everything cached.
+again with everything cached, in this process and as `npu sweep` in a new one.
 
     python benchmarks/bench_sweep.py                      # ResNet-50 at 224, a fresh cache, local Ray
     python benchmarks/bench_sweep.py --input-size 64      # the size tests/sweep uses
@@ -16,7 +16,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 CACHED_TARGET_S = 10.0
 
@@ -50,6 +51,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         again = sweep.execute(spec(args.input_size), **options)
         t_cached = time.perf_counter() - t0
+        t_cli = _cli_rerun(spec(args.input_size), cache, tmp, args)
     s, df = first.stats, first.results
     ok = df[df["status"] == "ok"]
     print(f"sweep of {s['points']} points x {len(df) // max(1, s['points'])} models (resnet50 at {args.input_size}, "
@@ -58,18 +60,42 @@ def main(argv=None) -> int:
     print(f"{'run':<22} {'time s':>8} {'computed':>9} {'cached':>7} {'target':>8}  result")
     print(f"{'first (cold cache)':<22} {t_first:>8.1f} {s['computed']:>9} {s['cached']:>7} {'-':>8}  "
           f"{'ok' if s['points'] == 100 else 'MISSED'}")
-    met = t_cached < CACHED_TARGET_S and again.stats["computed"] == 0
+    met = max(t_cached, t_cli) < CACHED_TARGET_S and again.stats["computed"] == 0
     print(f"{'again (all cached)':<22} {t_cached:>8.1f} {again.stats['computed']:>9} {again.stats['cached']:>7} "
-          f"{f'<{CACHED_TARGET_S:g}s':>8}  {'ok' if met else 'MISSED'}")
+          f"{f'<{CACHED_TARGET_S:g}s':>8}  {'ok' if t_cached < CACHED_TARGET_S else 'MISSED'}")
+    print(f"{'again, npu sweep CLI':<22} {t_cli:>8.1f} {0:>9} {again.stats['cached']:>7} "
+          f"{f'<{CACHED_TARGET_S:g}s':>8}  {'ok' if t_cli < CACHED_TARGET_S else 'MISSED'}  (a new process: "
+          f"imports, tables written)")
     for model, g in ok.groupby("model", sort=False):
         front = pareto(g, "macs_per_cycle", "latency_us")
         best = g.loc[g["latency_us"].idxmin()]
-        print(f"{model}: {len(g)} points compiled, Pareto front {len(front)} points; fastest {best['latency_us']:,.1f} us "
+        print(f"{model}: {len(g)} points compiled, Pareto front {len(front)} points; "
+              f"fastest {best['latency_us']:,.1f} us "
               f"at native_dim {best['native_dim']}, {best['tile_engines']} tile engines, {best['dpe_lanes']} lanes "
               f"({best['macs_per_cycle']:,} MACs/cycle, utilization {best['utilization']:.1%})")
     for error, n in df[df["status"] != "ok"]["error"].value_counts().head(3).items():
         print(f"  {n} failed: {error}")
     return 0 if met and s["points"] == 100 else 1
+
+
+def _cli_rerun(spec_dict: dict, cache: str, tmp: str, args) -> float:
+    """Seconds for `npu sweep SPEC` in a new process, everything cached (it fails if anything is computed)."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    import tomli_w
+
+    path = Path(tmp) / "bench.toml"
+    path.write_text(tomli_w.dumps(spec_dict))
+    argv = [sys.executable, "-m", "cli.main", "sweep", str(path), "--cache", cache, "-o", str(Path(tmp) / "out"),
+            "--json"] + (["--local"] if args.local else [])
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
+    elapsed = time.perf_counter() - t0
+    if r.returncode or json.loads(r.stdout)["stats"]["computed"]:
+        raise SystemExit(f"npu sweep re-run failed or computed something: {r.stderr.strip()[-300:]}")
+    return elapsed
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from npu.config import NpuConfig
 from sweep.spec import ModelSpec
 
-KINDS = ("timing", "fidelity", "rtl")
 _MODELS: dict[str, object] = {}  # a worker's built or read models, by identity
 _MODELS_KEPT = 4
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import numbers
 from pathlib import Path
 
@@ -97,9 +96,13 @@ def _figure(panels: int, height: float = 3.6):
 
 
 def _scale(ax, values, axis: str) -> None:
+    """A log axis for values spanning more than 20x; engineering labels (16k, 120M) either way."""
+    from matplotlib.ticker import EngFormatter
+
     v = values[values > 0]
     if len(v) and v.max() / v.min() > 20:
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    (ax.xaxis if axis == "x" else ax.yaxis).set_major_formatter(EngFormatter(sep=""))
 
 
 def _save(fig, path: Path) -> Path:
@@ -171,7 +174,7 @@ def _layers_png(layers, results, point: int, path: Path) -> Path:
         pos = range(len(d))
         ax.barh(list(pos), d["utilization"], color=colors)
         ax.set_yticks(list(pos), [n[-28:] for n in d["layer"]], fontsize=5)
-        ax.invert_yaxis()
+        ax.set_ylim(tallest - 0.5, -0.5)  # one bar height in every panel, the first layer on top
         row = results[(results["point"] == point) & (results["model"] == model)]
         total = f", total {row['utilization'].iloc[0]:.1%}" if len(row) and row["utilization"].notna().all() else ""
         ax.set(title=f"{model}{total}", xlabel="utilization (graph MACs / peak MACs in the layer's cycles)")
@@ -211,7 +214,7 @@ def _cell(value) -> str:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return f"<td data-v='{value}'>{value:,}</td>"
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        shown = f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+        shown = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
         return f"<td data-v='{float(value)!r}'>{shown}</td>"
     return f"<td class=t>{html.escape(str(value))}</td>"
 
@@ -230,12 +233,14 @@ def _html(results, pngs, cost: str, y: str, meta: dict, point) -> str:
         body.append(f"<tr{' class=front' if front else ''}>{cells}</tr>")
     images = "".join(f"<h2>{html.escape(p.stem)}</h2><img alt='{html.escape(p.name)}' src='data:image/png;base64,"
                      f"{base64.b64encode(p.read_bytes()).decode()}'>" for p in pngs)
-    facts = html.escape(json.dumps({k: meta.get(k) for k in ("spec", "points", "units", "cached", "failed",
-                                                              "tool_version", "time_s") if k in meta}))
+    facts = html.escape(f"spec {meta.get('spec', '?')}: {meta.get('points', '?')} points, {meta.get('units', '?')} "
+                        f"runs ({meta.get('cached', '?')} cached, {meta.get('failed', '?')} failed) in "
+                        f"{meta.get('time_s', '?')} s; tool {meta.get('tool_version', '?')}")
     better = "higher" if y in HIGHER_IS_BETTER else "lower"
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>npu sweep {html.escape(str(meta.get('name', '')))}</title>
+    title = f"npu sweep {html.escape(str(meta.get('name', '')))}"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>{_CSS}</style></head><body>
-<h1>npu sweep {html.escape(str(meta.get('name', '')))}</h1>
+<h1>{title}</h1>
 <p class=note>{facts}</p>
 <p class=note>Cost axes are a resource proxy (MACs per cycle; on-chip memory bits = MRF tiles x tile bits +
 VRF depths x vector bits), not an area estimate. {html.escape(y)}: {better} is better. ★ marks the Pareto front of

@@ -226,20 +226,22 @@ def _models(raw, base_dir: Path, fail) -> list[ModelSpec]:
         where = f"models #{i + 1}"
         if ("zoo" in m) == ("onnx" in m):
             fail(where, None, "needs exactly one of zoo = NAME or onnx = PATH")
+        label = _typed(m, "label", str, "", fail, where)
         if "zoo" in m:
             _known(m, ZOO_KEYS, fail, where, "key for a zoo model")
+            name = _typed(m, "zoo", str, "", fail, where)
             params = _typed(m, "params", dict, {}, fail, where)
             seed = _typed(m, "seed", int, 0, fail, where)
             try:
-                entry, size, full = registry.resolve(m["zoo"], m.get("input_size"), **params)
+                entry, size, full = registry.resolve(name, m.get("input_size"), **params)
             except NpuError as exc:
                 fail(where, "zoo" if "unknown model" in str(exc) else
                      "input_size" if "input size" in str(exc) else "params", str(exc))
-            label = m.get("label") or (entry.name if size == entry.input_size else f"{entry.name}-{size}")
-            out.append(ModelSpec(str(label), zoo=entry.name, input_size=size, params=full, seed=seed))
+            label = label or (entry.name if size == entry.input_size else f"{entry.name}-{size}")
+            out.append(ModelSpec(label, zoo=entry.name, input_size=size, params=full, seed=seed))
         else:
             _known(m, ONNX_KEYS, fail, where, "key for an ONNX model")
-            path = Path(m["onnx"]) if Path(m["onnx"]).is_absolute() else base_dir / m["onnx"]
+            path = base_dir / _typed(m, "onnx", str, "", fail, where)  # an absolute path stays itself
             try:
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
             except OSError as exc:
@@ -248,8 +250,9 @@ def _models(raw, base_dir: Path, fail) -> list[ModelSpec]:
             if shapes is not None and not (isinstance(shapes, dict) and all(
                     isinstance(v, list) and v and all(isinstance(d, int) and d > 0 for d in v)
                     for v in shapes.values())):
-                fail(where, "input_shapes", f"must be a table NAME = [D1, D2, ...] of positive integers, not {shapes!r}")
-            out.append(ModelSpec(str(m.get("label") or path.stem), onnx=str(path), onnx_sha256=digest,
+                fail(where, "input_shapes", f"must be a table NAME = [D1, D2, ...] of positive integers, "
+                                            f"not {shapes!r}")
+            out.append(ModelSpec(label or path.stem, onnx=str(path), onnx_sha256=digest,
                                  input_shapes=shapes))
         if [x.label for x in out].count(out[-1].label) > 1:
             fail(where, "label", f"{out[-1].label!r} names two models; give one a label = \"...\"")

@@ -104,3 +104,43 @@ def test_the_api_names_stay_functions_once_the_modules_are_imported():
 
     assert all(callable(getattr(sweep, n)) and not isinstance(getattr(sweep, n), types.ModuleType)
                for n in sweep.__all__)
+
+
+def test_rtl_checks_are_planned_for_the_points_rtl_when_admits(tiny_spec):
+    from sweep.runner import plan
+    from sweep.spec import load_spec
+
+    tiny_spec["sweep"].update(rtl_check=3, fidelity=2, rtl_when="tile_engines == 1")
+    tiny_spec["space"] = {"tile_engines": [1, 2]}
+    spec = load_spec(tiny_spec)
+    units = plan(spec, spec.points())
+    kinds = [(u.kind, u.point, u.model.label if u.model else None) for u in units]
+    assert kinds == [("timing", 0, "tiny_cnn"), ("fidelity", 0, "tiny_cnn"), ("timing", 0, "tiny_rnn"),
+                     ("fidelity", 0, "tiny_rnn"), ("rtl", 0, None), ("timing", 1, "tiny_cnn"),
+                     ("fidelity", 1, "tiny_cnn"), ("timing", 1, "tiny_rnn"), ("fidelity", 1, "tiny_rnn")]
+    assert units[4].options == {"programs": 3, "seed": 0} and len({u.key for u in units}) == len(units)
+
+
+@pytest.mark.slow
+@pytest.mark.rtl
+def test_rtl_check_runs_random_programs_on_small_points(tiny_spec, tmp_path):
+    tiny_spec["sweep"].update(rtl_check=2, rtl_when="tile_engines == 1")
+    tiny_spec["models"] = [{"zoo": "tiny_cnn"}]
+    tiny_spec["space"] = {"tile_engines": [1, 2]}
+    df = sweep.run(tiny_spec, cache_dir=tmp_path, local=True)
+    assert list(df["rtl_status"]) == ["ok", "skipped"]
+    assert bool(df["rtl_bit_exact"][0]) and df["rtl_programs"][0] == 2 and df["rtl_max_cycle_error"][0] < 0.05
+
+
+def test_the_progress_bar_shows_done_running_failed_and_cached(capsys):
+    import io
+
+    from sweep.runner import progress_bar
+
+    out = io.StringIO()
+    bar = progress_bar(file=out)
+    bar(3, 10, 0, 0)
+    bar(5, 10, 2, 1)
+    bar.close()
+    text = out.getvalue()
+    assert "5/10" in text and "running 2, failed 1, cached 3" in text

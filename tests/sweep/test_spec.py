@@ -82,6 +82,8 @@ def test_onnx_models_and_base_files_are_relative_to_the_spec(tmp_path):
     ("[[models]]\nzoo = 'digits'\ninput_size = 9\n", "s.toml: [models #1] input_size: digits"),
     ("[[models]]\nzoo = 'mlp'\nonnx = 'x.onnx'\n", "s.toml: [models #1]: needs exactly one of zoo"),
     ("[[models]]\nonnx = 'missing.onnx'\n", "s.toml: [models #1] onnx: cannot read"),
+    ("[[models]]\nonnx = 3\n", "s.toml: [models #1] onnx: must be a string, not 3"),
+    ("[[models]]\nzoo = 'mlp'\nlabel = 1\n", "s.toml: [models #1] label: must be a string"),
     ("[[models]]\nzoo = 'mlp'\nseeds = 1\n", "s.toml: [models #1] seeds: unknown key for a zoo model"),
     ("[[models]]\nzoo = 'mlp'\n[[models]]\nzoo = 'mlp'\n", "s.toml: [models #2] label: 'mlp' names two models"),
     ("[[models]]\nzoo = 'mlp'\n[space]\nnative_dimm = [8]\n", "s.toml: [space] native_dimm: not a configuration field"),
