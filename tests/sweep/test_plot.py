@@ -5,6 +5,7 @@ import pytest
 
 from sweep.errors import SweepError
 from sweep.figures import plot
+from sweep_fixtures import tiny_result  # noqa: F401 - fixtures
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sweep.runner import execute
+from sweep_fixtures import tiny_spec, tiny_result  # noqa: F401 - fixtures
 
 ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +48,27 @@ def test_a_two_node_cluster_shares_the_work(tiny_spec, tmp_path):
     nodes = df["node_id"].value_counts()
     print(f"units per node: {nodes.to_dict()}")
     assert len(nodes) == 2 and result.stats["nodes"] == sorted(nodes.index)
+
+
+@pytest.mark.slow
+def test_a_ray_client_address(tiny_spec, tmp_path):
+    import socket
+
+    from ray.cluster_utils import Cluster
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="raycl-", dir="/tmp")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "temp_dir": temp,
+                                                            "ray_client_server_port": port})
+    try:
+        result = execute(tiny_spec, cache_dir=tmp_path, address=f"ray://127.0.0.1:{port}")
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert result.stats["mode"] == f"ray (ray://127.0.0.1:{port})" and result.stats["computed"] == 8
+    assert len(result.stats["nodes"]) == 1
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import sweep
 from sweep.runner import execute
 from sweep.facts import NAMES
 from sweep.space import FIELDS
+from sweep_fixtures import tiny_spec, tiny_result  # noqa: F401 - fixtures
 
 
 def test_one_row_per_point_and_model_with_every_field(tiny_result):

@@ -1,4 +1,7 @@
-"""Small sweeps for the tests: the tiny preset and the zoo's tiny models compile in milliseconds."""
+"""Small sweeps for the tests: the tiny preset and the zoo's tiny models compile in milliseconds.
+
+Test modules import these fixtures by name.  (Not a conftest.py: tests/runtime imports its own conftest
+by that module name, and a second one on sys.path would answer in its place.)"""
 import copy
 
 import pytest
