@@ -23,6 +23,7 @@ TABLE_METRICS = ("macs_per_cycle", "onchip_bits", "latency_us", "throughput_ips"
                  "weight_mode", "compile_time_s", "cosine_min", "max_rel_err", "top1_agreement", "rtl_bit_exact",
                  "rtl_max_cycle_error")
 DPI = 110
+FRACTIONS = {"max_rel_err", "utilization", "npu_mac_share"}  # drawn as percentages
 
 
 def varying_fields(results) -> list[str]:
@@ -95,14 +96,18 @@ def _figure(panels: int, height: float = 3.6):
     return fig, fig.subplots(1, panels, squeeze=False)[0]
 
 
-def _scale(ax, values, axis: str) -> None:
-    """A log axis for values spanning more than 20x; engineering labels (16k, 120M) either way."""
-    from matplotlib.ticker import EngFormatter
+def _axes(ax, d, x: str, y: str, title: str) -> None:
+    """Labels, a grid, and per axis a log scale for values spanning more than 20x, with engineering labels
+    (16k, 120M) either way."""
+    from matplotlib.ticker import EngFormatter, PercentFormatter
 
-    v = values[values > 0]
-    if len(v) and v.max() / v.min() > 20:
-        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-    (ax.xaxis if axis == "x" else ax.yaxis).set_major_formatter(EngFormatter(sep=""))
+    for c, axis, set_scale in ((x, ax.xaxis, ax.set_xscale), (y, ax.yaxis, ax.set_yscale)):
+        v = d[c][d[c] > 0]
+        if len(v) and v.max() / v.min() > 20:
+            set_scale("log")
+        axis.set_major_formatter(PercentFormatter(1.0) if c in FRACTIONS else EngFormatter(sep=""))
+    ax.set(title=title, xlabel=LABELS.get(x, x), ylabel=LABELS.get(y, y))
+    ax.grid(alpha=0.3)
 
 
 def _save(fig, path: Path) -> Path:
@@ -119,10 +124,7 @@ def _pareto_png(ok, models, cost: str, y: str, path: Path) -> Path:
         ax.plot(front[cost], front[y], "o-", color="C0", ms=4, label="Pareto front")
         for _, r in front.iterrows():
             ax.annotate(str(int(r["point"])), (r[cost], r[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        _scale(ax, d[cost], "x")
-        _scale(ax, d[y], "y")
-        ax.set(title=model, xlabel=LABELS.get(cost, cost), ylabel=LABELS.get(y, y))
-        ax.grid(alpha=0.3)
+        _axes(ax, d, cost, y, model)
         ax.legend(fontsize=7)
     fig.suptitle(f"{'latency' if y == 'latency_us' else 'throughput'} against {cost} (numbers: point)")
     return _save(fig, path)
@@ -136,10 +138,7 @@ def _formats_png(ok, models, cost: str, y: str, path: Path) -> Path:
             front = pareto(g, cost, y)
             ax.scatter(g[cost], g[y], s=8, color=f"C{k}", alpha=0.25)
             ax.plot(front[cost], front[y], "o-", color=f"C{k}", ms=3, label=fmt)
-        _scale(ax, d[cost], "x")
-        _scale(ax, d[y], "y")
-        ax.set(title=model, xlabel=LABELS.get(cost, cost), ylabel=LABELS.get(y, y))
-        ax.grid(alpha=0.3)
+        _axes(ax, d, cost, y, model)
         ax.legend(fontsize=7, title="format", title_fontsize=7)
     fig.suptitle("formats compared: each format's Pareto front")
     return _save(fig, path)
@@ -152,11 +151,8 @@ def _fidelity_png(ok, models, y: str, path: Path) -> Path:
         for k, (fmt, g) in enumerate(d.groupby("format", sort=True)):
             ax.scatter(g["max_rel_err"], g[y], s=12, color=f"C{k}", label=fmt)
         front = pareto(d, "max_rel_err", y)
-        ax.plot(front["max_rel_err"], front[y], "-", color="0.3", lw=1, label="Pareto front")
-        _scale(ax, d["max_rel_err"], "x")
-        _scale(ax, d[y], "y")
-        ax.set(title=model, xlabel=LABELS["max_rel_err"], ylabel=LABELS.get(y, y))
-        ax.grid(alpha=0.3)
+        ax.plot(front["max_rel_err"], front[y], "o-", color="0.2", lw=1, ms=9, mfc="none", label="Pareto front")
+        _axes(ax, d, "max_rel_err", y, model)
         ax.legend(fontsize=7)
     fig.suptitle("latency against fidelity (simulator vs onnxruntime)")
     return _save(fig, path)
