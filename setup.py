@@ -1,4 +1,4 @@
-"""Build script: installs the five packages and compiles sim/'s Cython extensions.
+"""Build script: installs the project's packages and compiles sim/'s Cython extensions.
 
 Dependencies are pinned to versions checked to work together on Python 3.11.
 """
@@ -24,6 +24,9 @@ RUNTIME_DEPS = [
     "protobuf==6.33.6",
     "scikit-learn==1.9.1",
     "matplotlib==3.11.2",
+    "ray==2.60.0",
+    "pandas==3.1.1",
+    "pyarrow==26.0.1",
 ]
 TEST_DEPS = [
     "pytest==9.0.3",
@@ -48,7 +51,7 @@ setup(
     version="0.1.0",
     description="An open Brainwave-style NPU toolkit: compiler, simulator, RTL and runtime",
     python_requires=">=3.11",
-    packages=find_packages(include=["npu*", "compiler*", "sim*", "rtl*", "runtime*", "cli*"]),
+    packages=find_packages(include=["npu*", "compiler*", "sim*", "rtl*", "runtime*", "sweep*", "cli*"]),
     package_data={"npu": ["data/*"], "runtime": ["data/*", "protos/**/*"]},
     ext_modules=extensions,
     install_requires=RUNTIME_DEPS,

@@ -5,7 +5,7 @@ import argparse
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from cli import arch, bench, compile, demo, models, rtl, sim, zoo
+from cli import arch, bench, compile, demo, models, rtl, sim, sweep, zoo
 from npu.errors import NpuError
 
 # Order is the pipeline order users meet them in `npu --help`.
@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     zoo,      # zoo list|build
     rtl,      # rtl generate|run|check
     models,   # models, serve, predict
+    sweep,    # sweep, sweep plot
     demo,     # demo
     bench,    # bench
 )

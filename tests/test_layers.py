@@ -1,6 +1,6 @@
 """The packages form layers that import one way, and no module imports itself through others.
 
-    npu (the specification) < sim < rtl < runtime < compiler < cli
+    npu (the specification) < sim < rtl < runtime < compiler < sweep < cli
 
 A module may import from its own package and from packages below it, never from one above; imports
 inside functions count as much as those at the top of a file.  No cycle of imports exists between
@@ -13,7 +13,7 @@ from pathlib import Path
 import networkx as nx
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("npu", "sim", "rtl", "runtime", "compiler", "cli")
+LAYERS = ("npu", "sim", "rtl", "runtime", "compiler", "sweep", "cli")
 
 
 def modules() -> dict[str, Path]:
