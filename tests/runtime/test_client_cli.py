@@ -43,8 +43,19 @@ def test_client_score_file_numpy_and_tensors(server, sample_jpeg):
 
 def test_client_named_model(server):
     x = np.zeros((1, 3, 16, 16), np.float32)
-    with PredictionClient("127.0.0.1", server.grpc_port, model_name="tiny", version=1, service_name="svc") as client:
+    with PredictionClient("127.0.0.1", server.grpc_port, model_name="tiny", version=1) as client:
         assert client.score_numpy_arrays({"images": x}, outputs="probs").shape == (1, 1000)
+    # Azure's service route names the model when the request names none, and must agree when it does
+    with PredictionClient("127.0.0.1", server.grpc_port, service_name="tiny") as client:
+        assert client.score_numpy_arrays({"images": x}, outputs="probs").shape == (1, 1000)
+    with PredictionClient("127.0.0.1", server.grpc_port, service_name="svc") as client:
+        with pytest.raises(grpc.RpcError) as info:
+            client.score_numpy_arrays({"images": x})
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND and "'svc' is not served here" in info.value.details()
+    with PredictionClient("127.0.0.1", server.grpc_port, model_name="tiny", service_name="svc") as client:
+        with pytest.raises(grpc.RpcError) as info:
+            client.score_numpy_arrays({"images": x})
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with PredictionClient("127.0.0.1", server.grpc_port, model_name="other") as client:
         with pytest.raises(grpc.RpcError) as info:
             client.score_numpy_arrays({"images": x})
