@@ -104,9 +104,10 @@ def add_commands(subparsers) -> None:
     serve.add_argument("--max-concurrent", type=int, default=64,
                        help="requests handled at once; more are refused (RESOURCE_EXHAUSTED / 503)")
     serve.add_argument("--drain-seconds", type=float, default=30, help="how long SIGTERM waits for requests in flight")
-    serve.add_argument("--max-request-mb", type=float, default=64, help="decoded input tensors of one request")
+    serve.add_argument("--max-request-mb", type=float, default=16,
+                       help="decoded inputs and outputs of one request (a batch counts whole)")
     serve.add_argument("--max-json-mb", type=float, default=16, help="largest JSON request body")
-    serve.add_argument("--max-image-pixels", type=int, default=8 * 1024 * 1024, help="largest image, in pixels")
+    serve.add_argument("--max-image-pixels", type=int, default=6 * 1024 * 1024, help="largest image, in pixels")
     serve.add_argument("--max-connections", type=int, default=256, help="HTTP connections at once; more get 503")
     serve.add_argument("--read-timeout", type=float, default=30,
                        help="seconds an HTTP client may take to send a request's head, and again its body")

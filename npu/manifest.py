@@ -282,7 +282,9 @@ def json_depth_ok(text: bytes | str, limit: int) -> bool:
     return int(np.cumsum(steps).max()) <= limit
 
 
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+# Possessive quantifiers: the engine keeps no backtracking state (a plain `(?:[^"\\]|\\.)*` costs ~100 bytes a
+# character of a long string).
+_STRINGS = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.S)
 _NON_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 

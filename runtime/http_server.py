@@ -311,6 +311,7 @@ def _json_array(model, key: str, value) -> np.ndarray:
     spec = model.input_spec(key)
 
     def unwrap(v):
+        """``v`` with {"b64": ...} objects decoded; lists without any are returned as they are, not copied."""
         if isinstance(v, dict):
             if set(v) != {"b64"} or not isinstance(v["b64"], str):
                 raise InvalidRequest(f"input {key!r}: an object value must be {{\"b64\": \"...\"}}")
@@ -319,7 +320,13 @@ def _json_array(model, key: str, value) -> np.ndarray:
             except (ValueError, TypeError) as exc:
                 raise InvalidRequest(f"input {key!r}: invalid base64: {exc}") from None
         if isinstance(v, list):
-            return [unwrap(x) for x in v]
+            out = None
+            for i, x in enumerate(v):
+                y = unwrap(x)
+                if y is not x:
+                    out = out if out is not None else list(v)
+                    out[i] = y
+            return v if out is None else out
         return v
 
     value = unwrap(value)

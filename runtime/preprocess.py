@@ -20,9 +20,9 @@ import numpy as np
 from npu.modelfile import TensorSpec
 from runtime.errors import InvalidRequest
 
-# Default limit on decoded pixels: at most 4 bytes a pixel decoded plus 3 converted to RGB stay within ~56 MB,
+# Default limit on decoded pixels: Pillow keeps 4 bytes a pixel, decoded and again converted to RGB: ~50 MB,
 # and a decompression bomb is refused from its header, before it is decoded.
-MAX_IMAGE_PIXELS = 8 * 1024 * 1024
+MAX_IMAGE_PIXELS = 6 * 1024 * 1024
 
 
 @dataclass(frozen=True)

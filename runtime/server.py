@@ -45,7 +45,7 @@ class ServeConfig:
     workers: int = 1                  # NPU sessions (instances) of each model version
     threads: int = 16                 # gRPC handler threads
     max_message_mb: float = 64
-    max_request_mb: float = 64        # decoded input tensors of one request
+    max_request_mb: float = 16        # decoded inputs and outputs of one request
     max_json_mb: float = 16
     max_image_pixels: int = ServerOptions.max_image_pixels
     max_concurrent: int = 64

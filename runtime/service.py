@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import threading
 import uuid
 from contextlib import contextmanager
@@ -75,7 +76,7 @@ class ServerOptions:
     """
 
     max_message_bytes: int = 64 * 1024 * 1024   # a gRPC message, an HTTP body with binary tensors
-    max_request_bytes: int = 64 * 1024 * 1024   # the decoded input tensors of one request
+    max_request_bytes: int = 16 * 1024 * 1024   # the decoded inputs and outputs of one request
     max_json_bytes: int = 16 * 1024 * 1024      # a JSON body (parsed JSON takes up to ~12x its size)
     max_json_depth: int = 32
     max_image_pixels: int = MAX_IMAGE_PIXELS
@@ -160,9 +161,9 @@ class ModelServer:
     def admit(self, model: ServedModel, key: str, shape: tuple[int, ...], dtype: str) -> None:
         """Check one declared input (name, shape, numpy dtype name) before its values are decoded.
 
-        The input must exist, have the model's shape (or a batch of it along a leading dimension of 1),
-        and, decoded, fit the per-request limit; strings fed to an image input count as the images
-        they decode to.
+        The input must exist and have the model's shape, or a batch of it along a leading dimension
+        of 1; decoded, the batch's inputs and the outputs it produces must fit the per-request limit.
+        Strings fed to an image input count as the images they decode to.
         """
         if not isinstance(key, str):
             raise InvalidRequest(f"an input name must be a string, not {_short(key)}")
@@ -170,17 +171,28 @@ class ModelServer:
         what = f"input {key!r}"
         shape = tuple(shape)
         limit = self.options.max_request_bytes
-        itemsize = max(np.dtype(spec.dtype).itemsize, 8 if dtype == "object" else np.dtype(dtype).itemsize)
-        if dtype == "object" and np.dtype(spec.dtype) != object and model.image is not None:
-            images = element_count(shape, what)
-            check_size((images, *[max(1, d) for d in spec.shape[1:]]), np.dtype(spec.dtype).itemsize, limit, what)
-            return
-        check_size(shape, itemsize, limit, what)
-        expected = spec.shape
-        batched = bool(expected) and expected[0] == 1 and len(shape) == len(expected)
-        if not _shape_fits(expected, shape) and not (batched and _shape_fits(expected[1:], shape[1:])):
-            raise InvalidRequest(f"{what} of model {model.name!r} must have shape {list(expected)} "
-                                 f"(-1: any size), got {list(shape)[:8]}")
+        want = np.dtype(spec.dtype)
+        if dtype == "object" and want != object and model.image is not None:
+            batch = element_count(shape, what)
+            item = (1, *spec.shape[1:]) if spec.shape and spec.shape[0] == 1 else spec.shape
+            nbytes = batch * check_size(tuple(max(1, d) for d in item), want.itemsize, limit, what)
+        else:
+            itemsize = max(want.itemsize, 8 if dtype == "object" else np.dtype(dtype).itemsize)
+            nbytes = check_size(shape, itemsize, limit, what)
+            expected = spec.shape
+            batched = bool(expected) and expected[0] == 1 and len(shape) == len(expected)
+            if _shape_fits(expected, shape):
+                batch = 1
+            elif batched and _shape_fits(expected[1:], shape[1:]):
+                batch = shape[0]
+            else:
+                raise InvalidRequest(f"{what} of model {model.name!r} must have shape {list(expected)} "
+                                     f"(-1: any size), got {list(shape)[:8]}")
+        outputs = batch * sum(math.prod(max(1, d) for d in o.shape) * np.dtype(o.dtype).itemsize
+                              for o in model.outputs)
+        if nbytes + outputs > limit:
+            raise InvalidRequest(f"{what}: a batch of {batch} takes {nbytes} bytes of inputs and {outputs} of "
+                                 f"outputs, more than the server's per-request limit of {limit} bytes")
 
     def repository_index(self) -> list[dict]:
         """Every served model version, as KServe v2's repository index lists them."""
