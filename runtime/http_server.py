@@ -20,7 +20,7 @@ uvicorn parses HTTP (h11), limits connections (``max_connections``; more get 503
 keep-alive connections, and on shutdown finishes the requests in flight (answered with
 ``Connection: close``) before it closes.  :class:`TimedH11Protocol` adds what uvicorn lacks: a
 connection that has not sent a whole request head within ``read_timeout_s`` is closed; a body
-must arrive within the same time (408 otherwise).  Bodies are read up to the limit and no
+must arrive within the same time (408 otherwise).  Bodies are kept up to the limit and no
 further (413); parsing and inference run on worker threads, never on the event loop.
 """
 from __future__ import annotations
@@ -383,22 +383,29 @@ def build_app(server: ModelServer) -> Starlette:
     limiter = anyio.CapacityLimiter(max(1, options.max_concurrent))
 
     async def read_body(request: Request) -> bytes:
-        length = request.headers.get("content-length")
+        """The body, read up to the limit within the read timeout.  A body past the limit is read on and
+        dropped (up to 4x the limit, so the client sees the 413 instead of a broken pipe), then refused."""
         limit = options.max_message_bytes
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise HttpError(413, f"request body of {length[:20]} bytes exceeds the limit of {limit} bytes "
-                                 "(serve with a larger --max-message-mb)", close=True)
+        length = request.headers.get("content-length")
+        declared = int(length) if length is not None and length.isdigit() and len(length) < 19 else None
         chunks, size = [], 0
         try:
             with anyio.fail_after(options.read_timeout_s):
+                if declared is not None and declared > 4 * limit:
+                    raise HttpError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes "
+                                         "(serve with a larger --max-message-mb)", close=True)
                 async for chunk in request.stream():
                     size += len(chunk)
-                    if size > limit:
-                        raise HttpError(413, f"request body exceeds the limit of {limit} bytes", close=True)
-                    chunks.append(chunk)
+                    if size > 4 * limit:
+                        break
+                    if size <= limit:
+                        chunks.append(chunk)
         except TimeoutError:
             raise HttpError(408, f"the request body did not arrive within {options.read_timeout_s:g} s",
                             close=True) from None
+        if size > limit:
+            raise HttpError(413, f"request body of {declared or size} bytes exceeds the limit of {limit} bytes "
+                                 "(serve with a larger --max-message-mb)", close=size > 4 * limit)
         return b"".join(chunks)
 
     def respond(reply: Reply, close: bool = False) -> Response:
