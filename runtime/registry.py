@@ -27,6 +27,7 @@ An ONNX file is compiled on registration by the compiler the registry was given
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -34,11 +35,13 @@ import re
 import secrets
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from npu.errors import ModelFileError
+from npu.manifest import DEFAULT_LIMITS
 from npu.modelfile import ModelFile, read_model
 from runtime.errors import ModelNotFound, RegistryError
 
@@ -205,6 +208,9 @@ class Registry:
             data = self._compile_onnx(path, config)
             label = f"{path} (compiled)"
         else:
+            size = path.stat().st_size
+            if size > DEFAULT_LIMITS.max_file_bytes:
+                raise ModelFileError(f"{path}: is {size} bytes, more than the limit of {DEFAULT_LIMITS.max_file_bytes}")
             data = path.read_bytes()
             label = str(path)
         model = self._validate(data, label)
@@ -213,20 +219,40 @@ class Registry:
         blob = self.blob_path(digest)
         # The slow write happens before the transaction, into a file only this writer touches.
         tmp, f = (None, None) if blob.exists() else self._write_tmp(blob, data)
+        try:
+            with self._transaction() as conn:
+                record = self._insert(conn, blob, data, tmp, ModelRecord(
+                    name, 0, digest, len(data), config, tuple(tags or ()), description, str(path.resolve()),
+                    time.time()))
+        finally:
+            if f is not None:
+                f.close()
+                tmp.unlink(missing_ok=True)
+        return record
+
+    def _insert(self, conn, blob: Path, data: bytes, tmp: Path | None, draft: ModelRecord) -> ModelRecord:
+        """Inside the write transaction: the blob into place, then the row of the name's next version."""
+        name = draft.name
+        self._place_blob(blob, data, tmp)
+        self._after_blob_write(draft.sha256)
+        (latest,) = conn.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(version) FROM models WHERE name = ?), 0), "
+            "COALESCE((SELECT last_version FROM names WHERE name = ?), 0))", (name, name)).fetchone()
+        record = dataclasses.replace(draft, version=latest + 1)
+        conn.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (record.name, record.version, record.sha256, record.size, record.config,
+                      json.dumps(list(record.tags)), record.description, record.source, record.created))
+        conn.execute("INSERT OR REPLACE INTO names VALUES (?, ?)", (name, record.version))
+        return record
+
+    @contextmanager
+    def _transaction(self):
+        """A ``BEGIN IMMEDIATE`` transaction: one writer of the store at a time, across processes; rolled back
+        on any exception (a crash of the process rolls it back too)."""
         conn = self._connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            self._place_blob(blob, data, tmp)
-            self._after_blob_write(digest)
-            (latest,) = conn.execute(
-                "SELECT MAX(COALESCE((SELECT MAX(version) FROM models WHERE name = ?), 0), "
-                "COALESCE((SELECT last_version FROM names WHERE name = ?), 0))", (name, name)).fetchone()
-            record = ModelRecord(name, latest + 1, digest, len(data), config, tuple(tags or ()), description,
-                                 str(path.resolve()), time.time())
-            conn.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (record.name, record.version, record.sha256, record.size, record.config,
-                          json.dumps(list(record.tags)), record.description, record.source, record.created))
-            conn.execute("INSERT OR REPLACE INTO names VALUES (?, ?)", (name, record.version))
+            yield conn
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -234,10 +260,6 @@ class Registry:
             raise
         finally:
             conn.close()
-            if f is not None:
-                f.close()
-                tmp.unlink(missing_ok=True)
-        return record
 
     @staticmethod
     def _validate(data: bytes, label: str) -> ModelFile:
@@ -303,18 +325,9 @@ class Registry:
         doomed = [self.resolve(ref)] if version is not None else self.list(name)
         if not doomed:
             self.resolve(ref)  # raises ModelNotFound with the list of names
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._transaction() as conn:
             for record in doomed:
                 conn.execute("DELETE FROM models WHERE name = ? AND version = ?", (record.name, record.version))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
         self.gc()
         return doomed
 
@@ -325,26 +338,17 @@ class Registry:
         writer's temporary file is left alone while that writer lives (it holds the file's lock).
         """
         removed = []
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._transaction() as conn:
             referenced = {sha for (sha,) in conn.execute("SELECT sha256 FROM models")}
             now = time.time()
             for path in self.blob_dir.glob("*/*"):
                 if path.name.endswith(".tmp"):
-                    if self._abandoned(path, now):
-                        path.unlink(missing_ok=True)
-                        removed.append(path)
-                elif path.name.endswith(".npu") and path.name.split(".")[0] not in referenced:
+                    doomed = self._abandoned(path, now)
+                else:
+                    doomed = path.name.endswith(".npu") and path.name.split(".")[0] not in referenced
+                if doomed:
                     path.unlink(missing_ok=True)
                     removed.append(path)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
         return removed
 
     @staticmethod

@@ -464,3 +464,33 @@ def test_every_version_served_and_routed(registry_store):
     config = ServeConfig(grpc_port=0, http_port=None, versions="1", drain_seconds=2)
     with Server(["tiny"], config, store=registry_store) as srv:
         assert [m.version for m in srv.model_server.models] == [1]
+
+
+# -- the load test of benchmarks/bench_serving.py -----------------------------------------------------
+
+def _bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_serving", Path(__file__).resolve().parents[2] / "benchmarks"
+                                                  / "bench_serving.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_load_over_tls_with_tokens_small(tiny_model):
+    import conftest
+
+    result = _bench().load_test(conftest, tiny_model, clients=4, per_client=30)
+    assert result["lost"] == 0 and result["wrong"] == 0, result["problems"]
+    assert result["requests"] == 120 and result["bad"] > 20
+
+
+@pytest.mark.slow
+def test_load_over_tls_with_tokens_full(tiny_model):
+    """The issue's target: 8 clients x 2,000 mixed good and bad requests, 0 lost, 0 wrong."""
+    import conftest
+
+    result = _bench().load_test(conftest, tiny_model, clients=8, per_client=2000)
+    print(_bench().format_load(result))
+    assert result["lost"] == 0 and result["wrong"] == 0, result["problems"]
