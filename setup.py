@@ -22,6 +22,8 @@ RUNTIME_DEPS = [
     "grpcio-tools==1.81.1",
     "grpcio-health-checking==1.81.1",
     "protobuf==6.33.6",
+    "starlette==1.10.0",
+    "uvicorn==0.54.0",
     "scikit-learn==1.9.1",
     "matplotlib==3.11.2",
     "ray==2.60.0",
@@ -34,6 +36,7 @@ TEST_DEPS = [
     "hypothesis==6.155.2",
     "skl2onnx==1.20.0",
     "tritonclient[grpc,http]==2.73.0",
+    "cryptography==48.0.0",
 ]
 
 extensions = cythonize(

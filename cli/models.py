@@ -1,8 +1,9 @@
-"""The runtime's `npu` sub-commands: models (register/list/show/delete), serve, predict."""
+"""The runtime's `npu` sub-commands: models (register/list/show/delete/gc), serve, predict."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,7 +34,8 @@ def add_commands(subparsers) -> None:
                      "  npu models register resnet50.npu --name resnet50 --tag imagenet\n"
                      "  npu models list\n"
                      "  npu models show resnet50:1\n"
-                     "  npu models delete resnet50:1\n")
+                     "  npu models delete resnet50:1\n"
+                     "  npu models gc\n")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION")
     models.set_defaults(func=lambda args: (models.print_help(), 2)[1])
 
@@ -69,19 +71,32 @@ def add_commands(subparsers) -> None:
     _store_arg(delete)
     delete.set_defaults(func=cmd_models_delete)
 
+    gc = _parser(msub, "gc", "remove blobs no model references and temporary files of interrupted registrations",
+                 "  npu models gc\n  npu models gc --store /srv/models\n")
+    _store_arg(gc)
+    gc.set_defaults(func=cmd_models_gc)
+
     # -- serve -----------------------------------------------------------------
     serve = _parser(subparsers, "serve",
-                    "serve a model over TF Serving gRPC/REST, KServe v2 gRPC/REST, health and /metrics",
+                    "serve models over TF Serving gRPC/REST, KServe v2 gRPC/REST, health and /metrics",
                     "  npu serve resnet50.npu\n"
                     "  npu serve resnet50:2 --grpc-port 9000 --http-port 9001 --workers 2\n"
+                    "  npu serve resnet50 digits --versions all      # every registered version of both\n"
+                    "  npu serve --all --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem   # token from $NPU_AUTH_TOKEN\n"
                     "  curl localhost:8501/v2/health/ready\n"
                     "  npu predict --server localhost:8500 cat.jpg\n")
-    serve.add_argument("model", metavar="NAME[:VERSION]|model.npu")
+    serve.add_argument("models", nargs="*", metavar="NAME[:VERSION]|model.npu",
+                       help="models to serve; the first is the default for requests that name none")
+    serve.add_argument("--all", action="store_true", help="serve every model in the registry")
+    serve.add_argument("--versions", default="latest",
+                       help="versions of each registry name: latest, all, or numbers like 1,3 (TF Serving's "
+                            "model_version_policy)")
     serve.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (0: any free port)")
     serve.add_argument("--http-port", type=int, default=8501, help="HTTP port (0: any free port)")
     serve.add_argument("--no-grpc", action="store_true", help="serve no gRPC")
     serve.add_argument("--no-http", action="store_true", help="serve no HTTP")
-    serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (0.0.0.0: every interface; then use TLS and a token)")
     serve.add_argument("--backend", choices=("sim", "rtl"), default="sim", help="NPU backend")
     serve.add_argument("--workers", type=int, default=1, help="NPU sessions (instances) of the model")
     serve.add_argument("--threads", type=int, default=16, help="gRPC handler threads")
@@ -89,6 +104,19 @@ def add_commands(subparsers) -> None:
     serve.add_argument("--max-concurrent", type=int, default=64,
                        help="requests handled at once; more are refused (RESOURCE_EXHAUSTED / 503)")
     serve.add_argument("--drain-seconds", type=float, default=30, help="how long SIGTERM waits for requests in flight")
+    serve.add_argument("--max-request-mb", type=float, default=16,
+                       help="decoded inputs and outputs of one request (a batch counts whole)")
+    serve.add_argument("--max-json-mb", type=float, default=16, help="largest JSON request body")
+    serve.add_argument("--max-image-pixels", type=int, default=6 * 1024 * 1024, help="largest image, in pixels")
+    serve.add_argument("--max-connections", type=int, default=256, help="HTTP connections at once; more get 503")
+    serve.add_argument("--read-timeout", type=float, default=30,
+                       help="seconds an HTTP client may take to send a request's head, and again its body")
+    serve.add_argument("--tls-cert", metavar="PEM", help="certificate chain: serve gRPC and HTTP over TLS")
+    serve.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    serve.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA")
+    serve.add_argument("--auth-token", default=None,
+                       help="require 'authorization: Bearer TOKEN' on every call but health checks (default: "
+                            "$NPU_AUTH_TOKEN; prefer the variable, a command line is visible to other users)")
     _store_arg(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -111,6 +139,8 @@ def add_commands(subparsers) -> None:
     predict.add_argument("--top", type=int, default=5, help="how many classes to print")
     predict.add_argument("--timeout", type=float, default=30, help="seconds per request")
     predict.add_argument("--ssl", action="store_true", help="use TLS")
+    predict.add_argument("--ca-cert", metavar="PEM", help="CA that signed the server's certificate (implies --ssl)")
+    predict.add_argument("--token", default=None, help="bearer token (default: $NPU_AUTH_TOKEN)")
     predict.add_argument("--json", action="store_true", help="print JSON")
     predict.add_argument("--backend", choices=("sim", "rtl"), default="sim", help="backend for --local")
     _store_arg(predict)
@@ -186,22 +216,41 @@ def cmd_models_delete(args) -> int:
     return 0
 
 
+def cmd_models_gc(args) -> int:
+    removed = _registry(args).gc()
+    for path in removed:
+        print(f"removed {path}")
+    print(f"{len(removed)} file(s) removed")
+    return 0
+
+
 # -- serve -------------------------------------------------------------------
 
 def cmd_serve(args) -> int:
     import logging
 
     from runtime.server import ServeConfig, serve
+    from runtime.service import TlsFiles
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.no_grpc and args.no_http:
         raise NpuError("--no-grpc and --no-http together leave nothing to serve")
+    if not args.models and not args.all:
+        raise NpuError("name the models to serve (.npu files or registry names), or give --all")
+    if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_client_ca and not args.tls_cert):
+        raise NpuError("--tls-cert and --tls-key go together (and --tls-client-ca needs them)")
+    tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     config = ServeConfig(host=args.host, grpc_port=None if args.no_grpc else args.grpc_port,
                          http_port=None if args.no_http else args.http_port, backend=args.backend,
                          workers=args.workers, threads=args.threads, max_message_mb=args.max_message_mb,
-                         max_concurrent=args.max_concurrent, drain_seconds=args.drain_seconds)
+                         max_request_mb=args.max_request_mb, max_json_mb=args.max_json_mb,
+                         max_image_pixels=args.max_image_pixels, max_connections=args.max_connections,
+                         read_timeout_s=args.read_timeout, max_concurrent=args.max_concurrent,
+                         drain_seconds=args.drain_seconds, versions=args.versions, tls=tls,
+                         auth_token=args.auth_token or os.environ.get("NPU_AUTH_TOKEN") or None)
     try:
-        return serve(args.model, config, store=args.store, ready=lambda line: print(line, flush=True))
+        return serve(args.models, config, store=args.store, ready=lambda line: print(line, flush=True),
+                     every_registered=args.all)
     except OSError as exc:
         raise NpuError(f"cannot start the server: {exc}") from None
 
@@ -260,7 +309,13 @@ def cmd_predict(args) -> int:
         host, _, port = args.server.rpartition(":")
         if not host or not port.isdigit():
             raise NpuError(f"--server must be HOST:PORT, not {args.server!r}")
-        with PredictionClient(host, int(port), use_ssl=args.ssl, model_name=args.model) as client:
+        token = args.token or os.environ.get("NPU_AUTH_TOKEN") or ""
+        try:
+            client = PredictionClient(host, int(port), use_ssl=args.ssl or bool(args.ca_cert), model_name=args.model,
+                                      access_token=token, root_certificates=args.ca_cert)
+        except (ValueError, OSError) as exc:
+            raise NpuError(str(exc)) from None
+        with client:
             for image in args.images:
                 try:
                     if args.output:

@@ -21,6 +21,24 @@ from runtime import proto
 from runtime.tensors import make_tensor_proto, tensor_proto_to_numpy, tf_dtype_enum
 
 
+def _pem(value) -> bytes | None:
+    """PEM bytes given as bytes or as a file path."""
+    if value is None or isinstance(value, bytes):
+        return value
+    return Path(value).read_bytes()
+
+
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class PredictionClient:
     """Calls ``tensorflow.serving.PredictionService/Predict`` on ``address:port``.
 
@@ -29,26 +47,36 @@ class PredictionClient:
     address, port:
         The server (``npu serve`` listens for gRPC on 8500).
     use_ssl:
-        Use TLS with the system's root certificates.
+        Use TLS: the server's certificate is checked against ``root_certificates`` (PEM bytes or a
+        file path), else the system's roots.
     service_name:
-        Sent as ``x-ms-aml-grpc-service-route`` metadata, for gateways that route on it.
+        Sent as ``x-ms-aml-grpc-service-route`` metadata, for gateways that route on it; `npu serve`
+        takes it as the model's name when the request names none.
     model_name, version:
         Ask for this model (and version) instead of the server's default.
     access_token:
-        Sent as ``authorization: Bearer ...`` when given.
+        Sent as ``authorization: Bearer ...`` when given; only over TLS, or in clear text to a
+        loopback address (a token sent elsewhere in clear text is a token given away).
+    client_certificate, client_key:
+        PEM bytes or file paths, for servers that require client certificates.
     """
 
     def __init__(self, address: str, port: int = 8500, use_ssl: bool = False, service_name: str | None = None,
                  *, model_name: str = "", version: int | None = None, access_token: str = "",
+                 root_certificates=None, client_certificate=None, client_key=None,
                  max_message_mb: float = 64, retries: int = 3):
         if not address:
             raise ValueError("address must be a host name or IP address")
-        target = f"{address}:{port}"
+        target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         options = [("grpc.max_receive_message_length", int(max_message_mb * 1024 * 1024)),
                    ("grpc.max_send_message_length", int(max_message_mb * 1024 * 1024))]
         if use_ssl:
-            self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
+            credentials = grpc.ssl_channel_credentials(_pem(root_certificates), _pem(client_key),
+                                                       _pem(client_certificate))
+            self._channel = grpc.secure_channel(target, credentials, options=options)
         else:
+            if access_token and not _is_loopback(address):
+                raise ValueError(f"access_token would go to {address} in clear text; use use_ssl=True")
             self._channel = grpc.insecure_channel(target, options=options)
         self._stub = proto.Stub(self._channel, proto.PREDICTION_SERVICE)
         self.metadata: list[tuple[str, str]] = []
@@ -152,6 +180,8 @@ class PredictionClient:
         request = proto.message("tensorflow.serving.GetModelMetadataRequest")(metadata_field=["signature_def"])
         if self.model_name:
             request.model_spec.name = self.model_name
+            if self.version is not None:
+                request.model_spec.version.value = int(self.version)
         response = self._stub.GetModelMetadata(request, timeout=timeout, metadata=self.metadata)
         sigmap = proto.message("tensorflow.serving.SignatureDefMap")()
         response.metadata["signature_def"].Unpack(sigmap)

@@ -12,7 +12,6 @@ gives identical results.
 """
 from __future__ import annotations
 
-import io
 import time
 
 import numpy as np
@@ -21,13 +20,24 @@ from npu.errors import NpuError
 from npu.isa import Space
 from npu.modelfile import ModelFile, RunStats, TensorSpec
 from npu.plan import im2col, stream_vectors, unstream
-from npu.program import Program
-from npu.weights import WeightImage
 from runtime.backends import make_machine
 
 
-def _load_npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
+def _host_session(onnx_bytes: bytes, host_steps: int):
+    """An onnxruntime session of a host segment (its ONNX was checked to name no file when the model was read).
+
+    Each session has its own intra-op thread pool; a plan of many small host segments (a long chain
+    alternating NPU and host) gets one thread per session, or the threads alone would cost gigabytes.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if host_steps > 4:
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.enable_cpu_mem_arena = False
+    return ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
 
 
 def _as_spec(value, spec: TensorSpec):
@@ -48,33 +58,30 @@ class Executor:
             raise NpuError(f"{model.path or '<model>'}: the model file has no execution plan")
         self.config = model.config
         self.machine = make_machine(self.config, backend)
+        steps = self.manifest["plan"]
         self._sessions = {}
         self._programs = {}
         self._emaps = {}
-        for step in self.manifest["plan"]:
+        host_steps = sum(step["kind"] == "host" for step in steps)
+        for step in steps:
             if step["kind"] == "npu":
-                self._programs[step["program"]] = Program.from_bytes(model.member(step["program"]), step["program"])
+                self._programs[step["program"]] = model.program(step["program"])
                 for spec in step["inputs"] + step["outputs"]:
                     if "emap" in spec:
-                        self._emaps[spec["emap"]] = _load_npy(model.member(spec["emap"]))
+                        self._emaps[spec["emap"]] = model.array(spec["emap"])
             else:
-                import onnxruntime as ort
-
-                opts = ort.SessionOptions()
-                opts.log_severity_level = 3
-                self._sessions[step["model"]] = ort.InferenceSession(
-                    model.member(step["model"]), opts, providers=["CPUExecutionProvider"])
-        weights = WeightImage.from_bytes(model.member(self.manifest["weights"]["member"]))
+                self._sessions[step["model"]] = _host_session(model.member(step["model"]), host_steps)
+        weights = model.weights(self.manifest["weights"]["member"])
         if weights.tiles:
             if self.manifest["weights"]["mode"] == "pinned":
                 self.machine.load_mrf(weights, 0)
             else:
                 self.machine.load_weight_dram(weights, 0)
         consts = self.manifest["constants"]
-        with np.load(io.BytesIO(model.member(consts["member"]))) as z:
-            for c in consts["vectors"]:
-                self.machine.load_vectors(Space(c["space"]), c["addr"], z[c["key"]], c["mfu"])
-        self._const_outputs = {k: _load_npy(model.member(v)) for k, v in self.manifest.get("const_outputs", {}).items()}
+        arrays = model.arrays(consts["member"])
+        for c in consts["vectors"]:
+            self.machine.load_vectors(Space(c["space"]), c["addr"], arrays[c["key"]], c["mfu"])
+        self._const_outputs = {k: np.array(model.array(v)) for k, v in self.manifest.get("const_outputs", {}).items()}
 
     def layers(self, results) -> list[dict]:
         """Per layer of the NPU segments' run results (``trace`` of :meth:`run`): modeled cycles, the layer's

@@ -2,7 +2,10 @@
 
 Both run on one ``grpc.server`` together with the standard health service
 (grpc.health.v1; the empty service name and each service's full name report
-SERVING until the server drains).
+SERVING until the server drains).  With TLS files the port is a TLS port (client
+certificates required when a client CA is given); with a token every method but
+the health checks (grpc.health.v1, KServe ServerLive/ServerReady) needs
+``authorization: Bearer <token>`` metadata, else UNAUTHENTICATED.
 """
 from __future__ import annotations
 
@@ -16,11 +19,12 @@ import numpy as np
 
 from runtime import proto
 from runtime.errors import InvalidRequest, ModelNotFound
-from runtime.service import (DEFAULT_SIGNATURE, SERVER_NAME, SERVER_VERSION, ModelServer, Overloaded,
-                             ServedModel, tensor_name)
+from runtime.service import (DEFAULT_SIGNATURE, SERVER_NAME, SERVER_VERSION, SERVICE_ROUTE, ModelServer,
+                             Overloaded, ServedModel, TlsFiles, internal_error, rejected, service_from_route,
+                             tensor_name, token_matches)
 from runtime.session import alias
-from runtime.tensors import (contents_to_numpy, make_tensor_proto, numpy_to_raw, raw_to_numpy,
-                             tensor_proto_to_numpy, tf_dtype_enum, v2_datatype)
+from runtime.tensors import (contents_to_numpy, make_tensor_proto, numpy_dtype, numpy_to_raw, raw_to_numpy,
+                             tensor_proto_shape, tensor_proto_to_numpy, tf_dtype_enum, v2_datatype)
 
 log = logging.getLogger("npu.serve")
 
@@ -34,8 +38,14 @@ def _status(exc: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.NOT_FOUND, str(exc)
     if isinstance(exc, Overloaded):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
-    log.exception("internal error while serving a request")
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+    return grpc.StatusCode.INTERNAL, internal_error(exc)
+
+
+def _service(context) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == SERVICE_ROUTE:
+            return service_from_route(value)
+    return ""
 
 
 def rpc(protocol: str, infer: bool = False):
@@ -56,8 +66,11 @@ def rpc(protocol: str, infer: bool = False):
                 code = grpc.StatusCode.OK
             except Exception as exc:  # noqa: BLE001 -- every failure becomes a status
                 code, message = _status(exc)
+                if code is not grpc.StatusCode.INTERNAL:
+                    rejected(protocol, method.__name__, code.name, message)
             if infer:
-                self.server.metrics.request(protocol, model_name or self.server.default.name, code.name,
+                known = model_name if any(m.name == model_name for m in self.server.models) else "(other)"
+                self.server.metrics.request(protocol, known if model_name else self.server.default.name, code.name,
                                             time.perf_counter() - start)
             if code is not grpc.StatusCode.OK:
                 context.abort(code, message)
@@ -95,9 +108,8 @@ def signature_def_map(model: ServedModel):
 
 def model_status(server: ModelServer, name: str, version: int | None):
     response = proto.message("tensorflow.serving.GetModelStatusResponse")()
-    models = [server.get(name, version)] if version else [m for m in server.models if m.name == (name or server.default.name)]
-    if not models:
-        server.get(name)  # raises ModelNotFound naming what is served
+    latest = server.get(name)  # raises ModelNotFound naming what is served
+    models = [server.get(name, version)] if version else [m for m in server.models if m.name == latest.name]
     for model in sorted(models, key=lambda m: m.version):
         status = response.model_version_status.add(version=model.version)
         status.state = status.State.Value("AVAILABLE") if not server.draining else status.State.Value("UNLOADING")
@@ -120,7 +132,7 @@ class PredictionService:
 
     @rpc("tfserving-grpc", infer=True)
     def Predict(self, request, context):
-        model = self.server.get(request.model_spec.name, _spec_version(request.model_spec))
+        model = self.server.route(request.model_spec.name, _spec_version(request.model_spec), _service(context))
         signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
         if signature != DEFAULT_SIGNATURE:
             raise InvalidRequest(f"model {model.name!r} has only the signature {DEFAULT_SIGNATURE!r}, "
@@ -128,7 +140,10 @@ class PredictionService:
         if not request.inputs:
             raise InvalidRequest(f"the request has no inputs; model {model.name!r} takes "
                                  + ", ".join(alias(s.name) for s in model.inputs))
-        feeds = {key: tensor_proto_to_numpy(tensor, f"input {key!r}") for key, tensor in request.inputs.items()}
+        limit = self.server.options.max_request_bytes
+        for key, tensor in request.inputs.items():
+            self.server.admit(model, key, *tensor_proto_shape(tensor, f"input {key!r}"))
+        feeds = {key: tensor_proto_to_numpy(tensor, f"input {key!r}", limit) for key, tensor in request.inputs.items()}
         results = self.server.infer(model, feeds, list(request.output_filter) or None)
         response = proto.message("tensorflow.serving.PredictResponse")()
         response.model_spec.CopyFrom(model_spec(model, signature))
@@ -138,7 +153,7 @@ class PredictionService:
 
     @rpc("tfserving-grpc")
     def GetModelMetadata(self, request, context):
-        model = self.server.get(request.model_spec.name, _spec_version(request.model_spec))
+        model = self.server.route(request.model_spec.name, _spec_version(request.model_spec), _service(context))
         fields = list(request.metadata_field)
         unknown = [f for f in fields if f != "signature_def"]
         if not fields or unknown:
@@ -157,7 +172,8 @@ class ModelService:
 
     @rpc("tfserving-grpc")
     def GetModelStatus(self, request, context):
-        return model_status(self.server, request.model_spec.name, _spec_version(request.model_spec))
+        name = self.server.route(request.model_spec.name, None, _service(context)).name
+        return model_status(self.server, name, _spec_version(request.model_spec))
 
 
 # -- KServe v2 ---------------------------------------------------------------
@@ -166,16 +182,17 @@ def _tensor_metadata(cls, spec):
     return cls(name=spec.name, datatype=v2_datatype(spec.dtype), shape=list(spec.shape))
 
 
-def v2_model_metadata(model: ServedModel) -> dict:
+def v2_model_metadata(model: ServedModel, server: ModelServer) -> dict:
     """The v2 model metadata, as a dict (the REST reply; gRPC builds its message from it)."""
-    return {"name": model.name, "versions": [str(model.version)], "platform": f"npu_{model.backend}",
+    versions = sorted(m.version for m in server.models if m.name == model.name)
+    return {"name": model.name, "versions": [str(v) for v in versions], "platform": f"npu_{model.backend}",
             "inputs": [{"name": s.name, "datatype": v2_datatype(s.dtype), "shape": list(s.shape)}
                        for s in model.inputs],
             "outputs": [{"name": s.name, "datatype": v2_datatype(s.dtype), "shape": list(s.shape)}
                         for s in model.outputs]}
 
 
-V2_EXTENSIONS = ["binary_tensor_data"]
+V2_EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 class InferenceService:
@@ -195,7 +212,7 @@ class InferenceService:
 
     def ModelReady(self, request, context):
         try:
-            self.server.get(request.name, request.version)
+            self.server.route(request.name, request.version, _service(context))
         except (ModelNotFound, InvalidRequest):
             return self._message("ModelReadyResponse")(ready=False)
         return self._message("ModelReadyResponse")(ready=not self.server.draining)
@@ -206,19 +223,28 @@ class InferenceService:
 
     @rpc("kserve-grpc")
     def ModelMetadata(self, request, context):
-        meta = v2_model_metadata(self.server.get(request.name, request.version))
+        meta = v2_model_metadata(self.server.route(request.name, request.version, _service(context)),
+                                 self.server)
         cls = self._message("ModelMetadataResponse")
         return cls(name=meta["name"], versions=meta["versions"], platform=meta["platform"],
                    inputs=[cls.TensorMetadata(**t) for t in meta["inputs"]],
                    outputs=[cls.TensorMetadata(**t) for t in meta["outputs"]])
 
+    @rpc("kserve-grpc")
+    def RepositoryIndex(self, request, context):
+        cls = self._message("RepositoryIndexResponse")
+        return cls(models=[cls.ModelIndex(**entry) for entry in self.server.repository_index()])
+
     @rpc("kserve-grpc", infer=True)
     def ModelInfer(self, request, context):
-        model = self.server.get(request.model_name, request.model_version)
+        model = self.server.route(request.model_name, request.model_version, _service(context))
         raw = list(request.raw_input_contents)
         if raw and len(raw) != len(request.inputs):
             raise InvalidRequest(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs")
         feeds: dict[str, np.ndarray] = {}
+        for tensor in request.inputs:
+            what = f"input {tensor.name[:80]!r}"
+            self.server.admit(model, tensor.name, tuple(tensor.shape), numpy_dtype(tensor.datatype, what).name)
         for i, tensor in enumerate(request.inputs):
             what = f"input {tensor.name!r}"
             shape = tuple(int(s) for s in tensor.shape)
@@ -238,15 +264,39 @@ class InferenceService:
 
 # -- the server --------------------------------------------------------------
 
-def build_grpc_server(server: ModelServer, host: str, port: int, threads: int):
-    """A started-ready (not yet started) grpc.Server with every service; returns (grpc server, port, health)."""
+OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch",
+                          f"/{proto.INFERENCE_SERVICE}/ServerLive", f"/{proto.INFERENCE_SERVICE}/ServerReady"})
+
+
+class TokenAuth(grpc.ServerInterceptor):
+    """Every method but the health checks needs ``authorization: Bearer <token>`` metadata."""
+
+    def __init__(self, token: str):
+        self.token = token
+
+        def deny(request, context):
+            rejected("grpc", "call", "UNAUTHENTICATED", "missing or wrong bearer token")
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "this server needs an 'authorization: Bearer <token>' header")
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    def intercept_service(self, continuation, details):
+        if details.method in OPEN_METHODS:
+            return continuation(details)
+        header = next((v for k, v in details.invocation_metadata or () if k == "authorization"), None)
+        return continuation(details) if token_matches(self.token, header) else self._deny
+
+
+def build_grpc_server(server: ModelServer, host: str, port: int, threads: int, tls: TlsFiles | None = None):
+    """A ready (not yet started) grpc.Server with every service; returns (grpc server, port, health)."""
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
     limit = server.options.max_message_bytes
+    token = server.options.auth_token
     grpc_server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="npu-grpc"),
+        interceptors=[TokenAuth(token)] if token else None,
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
-                 ("grpc.so_reuseport", 0)],
+                 ("grpc.so_reuseport", 0), ("grpc.max_metadata_size", 16 * 1024)],
         maximum_concurrent_rpcs=server.options.max_concurrent)
     note = " (this NPU server implements Predict, GetModelMetadata and GetModelStatus)"
     grpc_server.add_generic_rpc_handlers((
@@ -258,7 +308,15 @@ def build_grpc_server(server: ModelServer, host: str, port: int, threads: int):
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     for service in ("", proto.PREDICTION_SERVICE, proto.MODEL_SERVICE, proto.INFERENCE_SERVICE):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    bound = grpc_server.add_insecure_port(f"{host}:{port}")
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if tls is not None:
+        cert, key, client_ca = tls.read()
+        credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
+                                                  require_client_auth=client_ca is not None)
+        bound = grpc_server.add_secure_port(address, credentials)
+    else:
+        bound = grpc_server.add_insecure_port(address)
     if bound == 0:
-        raise OSError(f"cannot listen for gRPC on {host}:{port} (in use?)")
+        raise OSError(f"cannot listen for gRPC on {host}:{port} (in use, or the TLS files are not a key and its "
+                      "certificate?)")
     return grpc_server, bound, health_servicer

@@ -20,7 +20,9 @@ import numpy as np
 from npu.modelfile import TensorSpec
 from runtime.errors import InvalidRequest
 
-MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # a decompression bomb is refused, not decoded
+# Default limit on decoded pixels: Pillow keeps 4 bytes a pixel, decoded and again converted to RGB: ~50 MB,
+# and a decompression bomb is refused from its header, before it is decoded.
+MAX_IMAGE_PIXELS = 6 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,19 +57,34 @@ class ImageConfig:
         return cls((h, w), resize, layout, mean, std, spec.dtype if spec else "float32")
 
 
-def decode(data: bytes):
-    """Decode encoded image bytes to an RGB Pillow image; InvalidRequest if they are not an image."""
+def decode(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, size: tuple[int, int] | None = None):
+    """Decode encoded image bytes to an RGB Pillow image; InvalidRequest if they are not an image.
+
+    The pixel count is read from the header and checked against ``max_pixels`` before any pixel is
+    decoded.  A larger JPEG is decoded at a reduced DCT scale (1/2, 1/4, 1/8) when that brings it
+    within the limit and still covers ``size`` (W, H); images within the limit decode at full size.
+    """
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    head = bytes(data[:8])
     try:
         image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > max_pixels and size is not None and image.format == "JPEG":
+            scale = next((k for k in (2, 4, 8) if (width // k) * (height // k) <= max_pixels), 8)
+            want = (max(size[0], width // scale), max(size[1], height // scale))
+            image.draft("RGB", want)
+            width, height = image.size
+        if width * height > max_pixels:
+            raise InvalidRequest(f"the image is {width}x{height} pixels, more than the server's limit of "
+                                 f"{max_pixels} pixels")
         image.load()
-    except Exception as exc:  # Pillow raises many types for bad data
-        head = bytes(data[:8])
-        raise InvalidRequest(f"cannot decode the image ({len(data)} bytes starting {head!r}): {exc}; "
-                             "expected JPEG or PNG bytes") from None
-    return image.convert("RGB")
+    except InvalidRequest:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- Pillow raises many types for bad data
+        raise InvalidRequest(f"cannot decode the image ({len(data)} bytes starting {head!r}): "
+                             f"{type(exc).__name__}; expected JPEG or PNG bytes") from None
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def resize_and_crop(image, size: tuple[int, int], resize: int):
@@ -91,26 +108,26 @@ def to_tensor(pixels: np.ndarray, config: ImageConfig) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=config.dtype)
 
 
-def preprocess_image(image, config: ImageConfig) -> np.ndarray:
+def preprocess_image(image, config: ImageConfig, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Encoded bytes, a Pillow image or an HWC uint8 array -> one model-ready image (no batch axis)."""
     from PIL import Image
 
     if isinstance(image, (bytes, bytearray, memoryview)):
-        image = decode(bytes(image))
+        image = decode(bytes(image), max_pixels, (config.resize, config.resize))
     elif isinstance(image, np.ndarray):
         image = Image.fromarray(image.astype(np.uint8)).convert("RGB")
-    else:
+    elif image.mode != "RGB":
         image = image.convert("RGB")
     cropped = resize_and_crop(image, config.size, config.resize)
     return to_tensor(np.asarray(cropped), config)
 
 
-def images_to_tensor(images, config: ImageConfig) -> np.ndarray:
+def images_to_tensor(images, config: ImageConfig, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """A batch of encoded images (a string tensor, any shape of N elements) -> [N, ...] floats."""
     items = list(np.asarray(images, dtype=object).reshape(-1))
     if not items:
         raise InvalidRequest("the image input is empty; expected one or more encoded JPEG or PNG images")
-    return np.stack([preprocess_image(_as_bytes(item), config) for item in items])
+    return np.stack([preprocess_image(_as_bytes(item), config, max_pixels) for item in items])
 
 
 def _as_bytes(item) -> bytes:

@@ -132,13 +132,40 @@ def _methods(service: str):
     return pool().FindServiceByName(service).methods
 
 
+class Undecodable:
+    """What a request that does not parse as its message type becomes (answered INVALID_ARGUMENT, not logged
+    with a traceback by gRPC's deserializer)."""
+
+    def __init__(self, type_name: str):
+        self.type_name = type_name
+
+
+def _safe_parser(cls):
+    from google.protobuf.message import DecodeError
+
+    def parse(data: bytes):
+        try:
+            return cls.FromString(data)
+        except (DecodeError, RecursionError, ValueError):
+            return Undecodable(cls.DESCRIPTOR.full_name)
+    return parse
+
+
 def generic_handler(service: str, implementation, unimplemented: str = ""):
     """A gRPC generic handler serving every method of ``service``.
 
     ``implementation`` has one ``Method(request, context)`` per rpc; a missing
-    method answers UNIMPLEMENTED with ``unimplemented`` as the detail.
+    method answers UNIMPLEMENTED with ``unimplemented`` as the detail, a request
+    that is not a valid message INVALID_ARGUMENT.
     """
     import grpc
+
+    def guarded(func):
+        def call(request, context):
+            if isinstance(request, Undecodable):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {request.type_name}")
+            return func(request, context)
+        return call
 
     handlers = {}
     for method in _methods(service):
@@ -150,7 +177,7 @@ def generic_handler(service: str, implementation, unimplemented: str = ""):
                 context.abort(grpc.StatusCode.UNIMPLEMENTED,
                               f"{service}/{_name} is not implemented by this server{unimplemented}")
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            func, request_deserializer=request_cls.FromString,
+            guarded(func), request_deserializer=_safe_parser(request_cls),
             response_serializer=response_cls.SerializeToString)
     return grpc.method_handlers_generic_handler(service, handlers)
 

@@ -5,27 +5,43 @@ Layout of a store directory (``--store DIR``, else ``$NPU_HOME``, else ``~/.npu`
     registry.sqlite3            one row per (name, version)
     blobs/ab/abcdef....npu      model files, named by the sha256 of their bytes
 
-Registering writes the blob first (to a temporary file, fsync'd, then renamed)
-and then inserts the row in one SQLite transaction.  A crash between the two
-leaves an unreferenced blob, never a row pointing at a missing or half-written
-file; :meth:`Registry.gc` removes such leftovers.  Identical model files share
-one blob.
+Every operation is safe with other processes working on the same store:
+
+* a writer writes its blob to a temporary file of its own (``.SHA.PID.RANDOM.tmp``,
+  fsync'd, locked with ``flock`` while it lives), then, inside one ``BEGIN IMMEDIATE``
+  transaction, renames it into place and inserts the row;
+* :meth:`Registry.gc` (and :meth:`Registry.delete`, which ends with it) decides what is
+  unreferenced inside such a transaction too, so it never removes a blob a writer is about
+  to commit, and removes a temporary file only when no process holds its lock and it is
+  older than a minute (a writer that died; the lock goes with its process).
+
+A crash leaves at most an unreferenced blob or temporary file, never a row without its
+blob; gc removes the leftovers.  Identical model files share one blob.  Version numbers
+of a name only grow, even when the latest version is deleted.
+
+Model names are 1 to 64 letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit
+(they appear in URLs, metrics and file listings).
 
 An ONNX file is compiled on registration by the compiler the registry was given
 (the command line gives it ``compiler.compile_model``; the runtime itself never imports the compiler).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import re
+import secrets
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from npu.errors import ModelFileError
+from npu.manifest import DEFAULT_LIMITS
 from npu.modelfile import ModelFile, read_model
 from runtime.errors import ModelNotFound, RegistryError
 
@@ -41,8 +57,14 @@ CREATE TABLE IF NOT EXISTS models (
     source      TEXT NOT NULL DEFAULT '',
     created     REAL NOT NULL,
     PRIMARY KEY (name, version)
-)
+);
+CREATE TABLE IF NOT EXISTS names (
+    name         TEXT PRIMARY KEY,
+    last_version INTEGER NOT NULL
+);
 """
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+STALE_TMP_SECONDS = 60.0
 
 
 def default_store() -> Path:
@@ -85,8 +107,23 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
 
 
 def _check_name(name: str) -> None:
-    if not name or ":" in name or "/" in name or name.strip() != name:
-        raise RegistryError(f"model name {name!r}: must be non-empty without ':', '/' or surrounding spaces")
+    if not isinstance(name, str) or not NAME.match(name):
+        shown = repr(name)[:70]
+        raise RegistryError(f"model name {shown}: must be 1 to 64 letters, digits, '.', '_' or '-', starting "
+                            "with a letter or digit")
+
+
+def _lock(f, blocking: bool = True) -> bool:
+    """An exclusive flock on an open file (True), or False when another process holds it (non-blocking)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: age alone decides what gc removes
+        return True
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        return True
+    except BlockingIOError:
+        return False
 
 
 class Registry:
@@ -107,25 +144,43 @@ class Registry:
             conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise RegistryError(f"cannot open the model store {self.root}: {exc}") from None
-        conn.execute(SCHEMA)
+        conn.executescript(SCHEMA)
         return conn
 
     def blob_path(self, sha256: str) -> Path:
         return self.blob_dir / sha256[:2] / f"{sha256}.npu"
 
-    def _write_blob(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        path = self.blob_path(digest)
-        if path.exists() and path.stat().st_size == len(data):
-            return digest
+    def _write_tmp(self, path: Path, data: bytes):
+        """A locked, fsync'd temporary file of this writer's next to ``path``; returns (its path, open file)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        f = open(tmp, "xb")
+        try:
+            _lock(f)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        tmp.replace(path)
-        return digest
+        except BaseException:
+            f.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp, f
+
+    def _place_blob(self, path: Path, data: bytes, tmp: Path | None) -> None:
+        """Inside the write transaction: make ``path`` hold ``data`` (from our temporary file, or written now)."""
+        if path.exists() and path.stat().st_size == len(data):
+            return
+        if tmp is not None:
+            try:
+                tmp.replace(path)
+                return
+            except FileNotFoundError:  # removed by hand under us: write it again
+                pass
+        again, f = self._write_tmp(path, data)
+        try:
+            again.replace(path)
+        finally:
+            f.close()
 
     def _after_blob_write(self, digest: str) -> None:
         """Hook between the blob write and the row insert (tests inject a crash here)."""
@@ -153,22 +208,51 @@ class Registry:
             data = self._compile_onnx(path, config)
             label = f"{path} (compiled)"
         else:
+            size = path.stat().st_size
+            if size > DEFAULT_LIMITS.max_file_bytes:
+                raise ModelFileError(f"{path}: is {size} bytes, more than the limit of {DEFAULT_LIMITS.max_file_bytes}")
             data = path.read_bytes()
             label = str(path)
         model = self._validate(data, label)
         config = config or str((model.manifest.get("config") or {}).get("name", ""))
-        digest = self._write_blob(data)
-        self._after_blob_write(digest)
+        digest = hashlib.sha256(data).hexdigest()
+        blob = self.blob_path(digest)
+        # The slow write happens before the transaction, into a file only this writer touches.
+        tmp, f = (None, None) if blob.exists() else self._write_tmp(blob, data)
+        try:
+            with self._transaction() as conn:
+                record = self._insert(conn, blob, data, tmp, ModelRecord(
+                    name, 0, digest, len(data), config, tuple(tags or ()), description, str(path.resolve()),
+                    time.time()))
+        finally:
+            if f is not None:
+                f.close()
+                tmp.unlink(missing_ok=True)
+        return record
+
+    def _insert(self, conn, blob: Path, data: bytes, tmp: Path | None, draft: ModelRecord) -> ModelRecord:
+        """Inside the write transaction: the blob into place, then the row of the name's next version."""
+        name = draft.name
+        self._place_blob(blob, data, tmp)
+        self._after_blob_write(draft.sha256)
+        (latest,) = conn.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(version) FROM models WHERE name = ?), 0), "
+            "COALESCE((SELECT last_version FROM names WHERE name = ?), 0))", (name, name)).fetchone()
+        record = dataclasses.replace(draft, version=latest + 1)
+        conn.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (record.name, record.version, record.sha256, record.size, record.config,
+                      json.dumps(list(record.tags)), record.description, record.source, record.created))
+        conn.execute("INSERT OR REPLACE INTO names VALUES (?, ?)", (name, record.version))
+        return record
+
+    @contextmanager
+    def _transaction(self):
+        """A ``BEGIN IMMEDIATE`` transaction: one writer of the store at a time, across processes; rolled back
+        on any exception (a crash of the process rolls it back too)."""
         conn = self._connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            (latest,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM models WHERE name = ?",
-                                     (name,)).fetchone()
-            record = ModelRecord(name, latest + 1, digest, len(data), config, tuple(tags or ()), description,
-                                 str(path.resolve()), time.time())
-            conn.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (record.name, record.version, record.sha256, record.size, record.config,
-                          json.dumps(list(record.tags)), record.description, record.source, record.created))
+            yield conn
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -176,7 +260,6 @@ class Registry:
             raise
         finally:
             conn.close()
-        return record
 
     @staticmethod
     def _validate(data: bytes, label: str) -> ModelFile:
@@ -226,8 +309,14 @@ class Registry:
 
     def open(self, record: ModelRecord) -> ModelFile:
         """The verified model file of ``record``."""
-        model = read_model(self.path(record))
-        model.path = f"{self.path(record)}"
+        path = self.path(record)
+        try:
+            model = read_model(path)
+        except ModelFileError:
+            if not path.exists():  # deleted by another process since it was resolved
+                raise ModelNotFound(f"model {record.ref} was deleted") from None
+            raise
+        model.path = f"{path}"
         return model
 
     def delete(self, ref: str) -> list[ModelRecord]:
@@ -236,24 +325,39 @@ class Registry:
         doomed = [self.resolve(ref)] if version is not None else self.list(name)
         if not doomed:
             self.resolve(ref)  # raises ModelNotFound with the list of names
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._transaction() as conn:
             for record in doomed:
                 conn.execute("DELETE FROM models WHERE name = ? AND version = ?", (record.name, record.version))
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
         self.gc()
         return doomed
 
     def gc(self) -> list[Path]:
-        """Delete blobs no row references and temporary files of interrupted writes."""
-        referenced = {r.sha256 for r in self.list()}
+        """Delete blobs no row references and temporary files of writers that died.
+
+        Runs inside a write transaction, so no registration commits while it decides; another
+        writer's temporary file is left alone while that writer lives (it holds the file's lock).
+        """
         removed = []
-        for path in self.blob_dir.glob("*/*"):
-            stem = path.name.split(".")[0]
-            if path.name.endswith(".tmp") or stem not in referenced:
-                path.unlink(missing_ok=True)
-                removed.append(path)
+        with self._transaction() as conn:
+            referenced = {sha for (sha,) in conn.execute("SELECT sha256 FROM models")}
+            now = time.time()
+            for path in self.blob_dir.glob("*/*"):
+                if path.name.endswith(".tmp"):
+                    doomed = self._abandoned(path, now)
+                else:
+                    doomed = path.name.endswith(".npu") and path.name.split(".")[0] not in referenced
+                if doomed:
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
         return removed
+
+    @staticmethod
+    def _abandoned(path: Path, now: float) -> bool:
+        """A temporary file no living writer holds (its lock is free) and older than STALE_TMP_SECONDS."""
+        try:
+            if now - path.stat().st_mtime < STALE_TMP_SECONDS:
+                return False
+            with open(path, "rb") as f:
+                return _lock(f, blocking=False)
+        except FileNotFoundError:
+            return False

@@ -5,6 +5,7 @@ typed field that carries it; every converter reads those tables.
 """
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -54,8 +55,24 @@ def _dtype_name(array: np.ndarray) -> str:
     return array.dtype.name
 
 
+def element_count(shape: tuple[int, ...], what: str = "tensor") -> int:
+    """Elements of ``shape``, computed in Python integers (no overflow); InvalidRequest for a negative size."""
+    if any(not isinstance(d, int) or d < 0 for d in shape):
+        raise InvalidRequest(f"{what}: shape {list(shape)[:8]} must be non-negative integers")
+    return math.prod(shape)
+
+
+def check_size(shape: tuple[int, ...], itemsize: int, limit: int | None, what: str = "tensor") -> int:
+    """Bytes that ``shape`` of ``itemsize`` would take; InvalidRequest, before anything is allocated, past ``limit``."""
+    nbytes = element_count(shape, what) * itemsize
+    if limit is not None and nbytes > limit:
+        raise InvalidRequest(f"{what}: shape {list(shape)[:8]} needs {nbytes} bytes, more than the server's "
+                             f"per-request limit of {limit} bytes")
+    return nbytes
+
+
 def _check_count(what: str, count: int, shape: tuple[int, ...]) -> None:
-    expected = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    expected = element_count(shape, what)
     if count != expected:
         raise InvalidRequest(f"{what}: holds {count} values but its shape {list(shape)} needs {expected}")
 
@@ -104,24 +121,31 @@ def make_tensor_proto(value, dtype: str | None = None, *, content: bool = False)
     return tensor
 
 
-def tensor_proto_to_numpy(tensor, what: str = "tensor") -> np.ndarray:
-    """The array a ``tensorflow.TensorProto`` holds; InvalidRequest if it is inconsistent."""
+def tensor_proto_shape(tensor, what: str = "tensor") -> tuple[tuple[int, ...], str]:
+    """The declared shape and numpy dtype name of a ``tensorflow.TensorProto``, before its values are read."""
     shape = tuple(int(d.size) for d in tensor.tensor_shape.dim)
     if any(s < 0 for s in shape):
-        raise InvalidRequest(f"{what}: shape {list(shape)} has an unknown (-1) dimension")
-    names = {tf: (np_name, field) for np_name, (tf, field) in TF_TYPES.items()}
+        raise InvalidRequest(f"{what}: shape {list(shape)[:8]} has an unknown (-1) dimension")
     dt = _tf_enum_name(tensor.dtype)
-    if dt not in names:
-        raise InvalidRequest(f"{what}: dtype {dt} is not supported; use one of "
-                             + ", ".join(sorted(names)))
-    np_name, field = names[dt]
+    if dt not in _TF_NAMES:
+        raise InvalidRequest(f"{what}: dtype {dt} is not supported; use one of " + ", ".join(sorted(_TF_NAMES)))
+    return shape, _TF_NAMES[dt][0]
+
+
+def tensor_proto_to_numpy(tensor, what: str = "tensor", limit: int | None = None) -> np.ndarray:
+    """The array a ``tensorflow.TensorProto`` holds; InvalidRequest if it is inconsistent or, declared
+    shape times dtype, larger than ``limit`` bytes (checked before anything is allocated)."""
+    shape, np_name = tensor_proto_shape(tensor, what)
+    field = TF_TYPES[np_name][1]
     if np_name == "object":
         values = list(tensor.string_val)
-        if len(values) == 1 and shape and np.prod(shape) != 1 and tensor.version_number == 0:
-            values = values * int(np.prod(shape))
+        if len(values) == 1 and element_count(shape, what) != 1 and tensor.version_number == 0:
+            check_size(shape, len(values[0]) + 64, limit, what)
+            values = values * element_count(shape, what)
         _check_count(what, len(values), shape)
         return _to_bytes_array(values, shape)
     dtype = np.dtype(np_name)
+    check_size(shape, dtype.itemsize, limit, what)
     if tensor.tensor_content:
         if len(tensor.tensor_content) % dtype.itemsize:
             raise InvalidRequest(f"{what}: tensor_content of {len(tensor.tensor_content)} bytes is not a "
@@ -133,11 +157,14 @@ def tensor_proto_to_numpy(tensor, what: str = "tensor") -> np.ndarray:
             flat = np.asarray(raw, dtype=np.int32).astype(np.uint16).view(np.float16)
         else:
             flat = np.asarray(raw, dtype=dtype)
-        count = int(np.prod(shape)) if shape else 1
+        count = element_count(shape, what)
         if flat.size == 1 and count != 1:
             flat = np.full(count, flat[0], dtype=dtype)  # version 0: one value fills the shape
     _check_count(what, flat.size, shape)
     return flat.reshape(shape)
+
+
+_TF_NAMES = {tf: (np_name, field) for np_name, (tf, field) in TF_TYPES.items()}
 
 
 # -- KServe v2 ----------------------------------------------------------------
@@ -164,6 +191,8 @@ def serialize_bytes(array: np.ndarray) -> bytes:
 
 def deserialize_bytes(raw: bytes, shape: tuple[int, ...], what: str = "tensor") -> np.ndarray:
     items, pos = [], 0
+    if element_count(shape, what) * 4 > len(raw):
+        raise InvalidRequest(f"{what}: shape {list(shape)[:8]} needs more BYTES elements than {len(raw)} bytes hold")
     while pos < len(raw):
         if pos + 4 > len(raw):
             raise InvalidRequest(f"{what}: BYTES data ends inside a length prefix")
@@ -178,11 +207,11 @@ def deserialize_bytes(raw: bytes, shape: tuple[int, ...], what: str = "tensor") 
 
 
 def raw_to_numpy(raw: bytes, datatype: str, shape: tuple[int, ...], what: str = "tensor") -> np.ndarray:
-    """v2 raw (binary) contents -> array."""
+    """v2 raw (binary) contents -> array (never larger than ``raw``)."""
     dtype = numpy_dtype(datatype, what)
     if datatype == "BYTES":
         return deserialize_bytes(raw, shape, what)
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
+    expected = check_size(shape, dtype.itemsize, None, what)
     if len(raw) != expected:
         raise InvalidRequest(f"{what}: {len(raw)} bytes of {datatype} data, but shape {list(shape)} "
                              f"needs {expected}")
@@ -209,10 +238,15 @@ def contents_to_numpy(contents, datatype: str, shape: tuple[int, ...], what: str
 
 
 def v2_json_to_numpy(data, datatype: str, shape: tuple[int, ...], what: str = "tensor") -> np.ndarray:
-    """The ``data`` of a v2 JSON input (flat or nested, row-major) -> array."""
+    """The ``data`` of a v2 JSON input (flat or nested, row-major) -> array (as many elements as ``data`` has)."""
     dtype = numpy_dtype(datatype, what)
+    if not isinstance(data, list):
+        raise InvalidRequest(f"{what}: data must be a list")
     if datatype == "BYTES":
-        flat = np.asarray(data, dtype=object).reshape(-1)
+        try:
+            flat = np.asarray(data, dtype=object).reshape(-1)
+        except ValueError as exc:
+            raise InvalidRequest(f"{what}: data is not a rectangular list: {exc}") from None
         items = [v.encode("utf-8") if isinstance(v, str) else v for v in flat]
         if any(not isinstance(v, bytes) for v in items):
             raise InvalidRequest(f"{what}: BYTES data must be strings")

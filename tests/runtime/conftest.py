@@ -83,6 +83,48 @@ def reference_scores(images: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.concatenate([ex.run({"images": im[None]})[0]["scores"] for im in images])
 
 
+def make_pki(out: Path) -> Path:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate, as PEM files in ``out``
+    (``ca``, ``server``, ``client`` .pem and .key), made at run time: no key is ever committed."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    out.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def write(stem, key, cert):
+        (out / f"{stem}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                            serialization.PrivateFormat.PKCS8,
+                                                            serialization.NoEncryption()))
+        (out / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+    def builder(subject, issuer, key):
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+                .not_valid_after(now + datetime.timedelta(days=1)))
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (builder(name("npu test CA"), name("npu test CA"), ca_key)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    write("ca", ca_key, ca)
+    for stem, usage, san in (("server", ExtendedKeyUsageOID.SERVER_AUTH,
+                              [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                             ("client", ExtendedKeyUsageOID.CLIENT_AUTH, [x509.DNSName("client")])):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (builder(name(stem), ca.subject, key).add_extension(x509.SubjectAlternativeName(san), critical=False)
+                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False).sign(ca_key, hashes.SHA256()))
+        write(stem, key, cert)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny.npu")

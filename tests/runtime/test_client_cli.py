@@ -43,8 +43,19 @@ def test_client_score_file_numpy_and_tensors(server, sample_jpeg):
 
 def test_client_named_model(server):
     x = np.zeros((1, 3, 16, 16), np.float32)
-    with PredictionClient("127.0.0.1", server.grpc_port, model_name="tiny", version=1, service_name="svc") as client:
+    with PredictionClient("127.0.0.1", server.grpc_port, model_name="tiny", version=1) as client:
         assert client.score_numpy_arrays({"images": x}, outputs="probs").shape == (1, 1000)
+    # Azure's service route names the model when the request names none, and must agree when it does
+    with PredictionClient("127.0.0.1", server.grpc_port, service_name="tiny") as client:
+        assert client.score_numpy_arrays({"images": x}, outputs="probs").shape == (1, 1000)
+    with PredictionClient("127.0.0.1", server.grpc_port, service_name="svc") as client:
+        with pytest.raises(grpc.RpcError) as info:
+            client.score_numpy_arrays({"images": x})
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND and "'svc' is not served here" in info.value.details()
+    with PredictionClient("127.0.0.1", server.grpc_port, model_name="tiny", service_name="svc") as client:
+        with pytest.raises(grpc.RpcError) as info:
+            client.score_numpy_arrays({"images": x})
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with PredictionClient("127.0.0.1", server.grpc_port, model_name="other") as client:
         with pytest.raises(grpc.RpcError) as info:
             client.score_numpy_arrays({"images": x})
@@ -152,3 +163,28 @@ def test_serve_drains_on_sigterm(tiny_model, sample_jpeg, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_command_checks_its_arguments(tiny_model, capsys):
+    assert main(["serve"]) == 1
+    assert "name the models to serve" in capsys.readouterr().err
+    assert main(["serve", str(tiny_model), "--tls-cert", "c.pem"]) == 1
+    assert "--tls-cert and --tls-key go together" in capsys.readouterr().err
+    assert main(["serve", str(tiny_model), "--versions", "latest,2", "--grpc-port", "0", "--http-port", "0"]) == 1
+    assert "--versions must be latest, all, or version numbers" in capsys.readouterr().err
+    args = build_parser().parse_args(["serve", "a", "b:2", "--all"])
+    assert args.models == ["a", "b:2"] and args.all and args.host == "127.0.0.1"
+
+
+def test_models_gc_command(tiny_model, tmp_path, capsys):
+    store = tmp_path / "store"
+    assert main(["models", "register", str(tiny_model), "--name", "tiny", "--store", str(store)]) == 0
+    orphan = store / "blobs" / "00" / ("0" * 64 + ".npu")
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"PK")
+    capsys.readouterr()
+    assert main(["models", "gc", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert str(orphan) in out and "1 file(s) removed" in out and not orphan.exists()
+    assert main(["models", "register", str(tiny_model), "--name", "bad name", "--store", str(store)]) == 1
+    assert "must be 1 to 64 letters" in capsys.readouterr().err

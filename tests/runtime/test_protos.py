@@ -20,7 +20,8 @@ def fields(descriptor) -> dict:
 @pytest.mark.parametrize("name", [
     "ServerLiveResponse", "ServerReadyResponse", "ModelReadyRequest", "ModelReadyResponse",
     "ServerMetadataResponse", "ModelMetadataRequest", "ModelMetadataResponse", "ModelInferRequest",
-    "ModelInferResponse", "InferParameter", "InferTensorContents"])
+    "ModelInferResponse", "InferParameter", "InferTensorContents", "RepositoryIndexRequest",
+    "RepositoryIndexResponse"])
 def test_kserve_messages_match_tritonclient(name):
     from tritonclient.grpc import service_pb2
 

@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -40,8 +46,12 @@ def test_unknown_names_and_versions(registry, tiny_model):
         registry.resolve("alpha:7")
     with pytest.raises(ModelNotFound, match="NAME:VERSION"):
         parse_ref("alpha:latest")
-    with pytest.raises(RegistryError, match="model name"):
-        registry.register(tiny_model, "a/b")
+    for bad in ["a/b", "a b", "a:b", "", "-x", ".hidden", "x\ny", "tab\there", "\x1b[31mred", "rtl\u202egnp",
+                "é", "x" * 65, "y" * 120_000, None, 7]:
+        with pytest.raises(RegistryError, match="model name .*must be 1 to 64 letters"):
+            registry.register(tiny_model, bad)
+    assert registry.register(tiny_model, "Res-Net_50.v2").version == 1
+    assert registry.list("a b") == [] and len(registry.list()) == 2
 
 
 def test_delete_version_and_all(registry, tiny_model, tmp_path):
@@ -110,6 +120,9 @@ def test_half_written_blob_is_ignored_and_collected(registry, tiny_model):
     stray.parent.mkdir(parents=True, exist_ok=True)
     stray.write_bytes(b"PK\x03\x04 half")
     assert [r.ref for r in registry.list()] == ["alpha:1"]
+    assert registry.gc() == [] and stray.exists()  # young: maybe a writer's that has not locked it yet
+    old = time.time() - 3600
+    os.utime(stray, (old, old))
     assert stray in registry.gc() and not stray.exists()
 
 
@@ -169,3 +182,102 @@ def test_onnx_without_compiler_is_a_clear_error(registry, tmp_path):
 def test_store_location_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("NPU_HOME", str(tmp_path / "home"))
     assert Registry().root == tmp_path / "home"
+
+
+def test_versions_are_never_reused(registry, tiny_model):
+    registry.register(tiny_model, "alpha")
+    registry.register(tiny_model, "alpha")
+    registry.delete("alpha:2")
+    assert registry.register(tiny_model, "alpha").version == 3  # a client holding alpha:2 never gets another model
+
+
+# -- other processes ----------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = textwrap.dedent("""
+    import random, sys, time
+    from runtime.registry import Registry
+    from runtime.errors import ModelNotFound
+    store, model, seed, ops = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    rng = random.Random(seed)
+    registry = Registry(store)
+    for i in range(ops):
+        op = rng.choice(["register", "register", "delete", "gc", "open"])
+        name = rng.choice(["alpha", "beta"])
+        try:
+            if op == "register":
+                registry.register(model, name)
+            elif op == "delete":
+                registry.delete(name)
+            elif op == "gc":
+                registry.gc()
+            else:
+                registry.open(registry.resolve(name)).inputs
+        except ModelNotFound:
+            pass
+    print("done")
+""")
+
+
+def _invariants(store: Path) -> list:
+    """Every row's blob exists and is the model it names; nothing but blobs and live temporaries on disk."""
+    from npu.modelfile import read_model
+
+    registry = Registry(store)
+    records = registry.list()
+    for record in records:
+        assert registry.path(record).exists(), f"{record.ref}: row without a blob"
+        read_model(registry.path(record))
+    assert len({(r.name, r.version) for r in records}) == len(records)
+    return records
+
+
+def test_concurrent_processes_register_delete_and_collect(tmp_path, tiny_model):
+    store = tmp_path / "store"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(store), str(tiny_model), str(seed), "12"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for seed in range(3)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and out.strip() == "done", err[-2000:]
+    _invariants(store)
+    assert not [p for p in (store / "blobs").glob("*/*.tmp")]
+
+
+PAUSED_WRITER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from runtime.registry import Registry
+    store, model, flag = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    registry = Registry(store)
+    real = registry._write_tmp
+    def slow(path, data):
+        out = real(path, data)
+        flag.write_text("written")   # the blob is in its temporary file: let the other process delete and gc now
+        time.sleep(1.5)
+        return out
+    registry._write_tmp = slow
+    print(registry.register(model, "slow").ref)
+""")
+
+
+def test_delete_and_gc_leave_another_writers_temporary_blob_alone(tmp_path, tiny_model):
+    store, flag = tmp_path / "store", tmp_path / "flag"
+    other = write_tiny_model(tmp_path / "other.npu", seed=5)
+    registry = Registry(store)
+    registry.register(other, "victim")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-c", PAUSED_WRITER, str(store), str(tiny_model), str(flag)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not flag.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.02)
+    for tmp in (store / "blobs").glob("*/*.tmp"):  # even a minute old, a live writer's file is its own
+        os.utime(tmp, (time.time() - 3600,) * 2)
+    registry.delete("victim")
+    assert registry.gc() == []
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.strip() == "slow:1", err[-2000:]
+    assert [r.ref for r in _invariants(store)] == ["slow:1"]

@@ -333,9 +333,9 @@ def test_bad_requests_rest(server):
     assert status == 400 and "cannot decode the image" in error
     status, error = post("/v1/models/nope:predict", {"instances": [[0]]})
     assert status == 404 and "served: tiny" in error
-    status, error = post("/v2/models/tiny/infer", {"inputs": [{"name": "images", "shape": [2], "datatype": "FP32",
-                                                               "data": [1.0]}]})
-    assert status == 400 and "holds 1 values but its shape [2] needs 2" in error
+    status, error = post("/v2/models/tiny/infer", {"inputs": [{"name": "images", "shape": [1, 3, 16, 16],
+                                                               "datatype": "FP32", "data": [1.0]}]})
+    assert status == 400 and "holds 1 values but its shape [1, 3, 16, 16] needs 768" in error
     status, error = post("/v2/models/tiny/infer", {"inputs": [{"name": "images", "shape": [1], "datatype": "FP99",
                                                                "data": [1.0]}]})
     assert status == 400 and "datatype 'FP99' is not one of" in error

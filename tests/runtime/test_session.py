@@ -125,3 +125,39 @@ def test_image_models_answer_to_the_images_alias(tmp_path):
     assert session.input_spec("images").name == "input"
     with pytest.raises(InvalidRequest, match="no input 'pixels'"):
         session.input_spec("pixels")
+
+
+@pytest.mark.slow
+def test_a_10000_node_chain_loads_in_seconds(tmp_path):
+    """A chain alternating NPU Add and host Sin: 5,000 host segments, a ~21 MB model file (compiling it takes
+    minutes while the compiler is quadratic); reading and loading it take seconds."""
+    import time
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from compiler import compile_to_file
+    from runtime.executor import Executor
+
+    nodes, inits, prev = [], [], "x"
+    for i in range(10_000):
+        out = f"t{i}" if i < 9_999 else "y"
+        if i % 2:
+            nodes.append(helper.make_node("Sin", [prev], [out]))
+        else:
+            inits.append(numpy_helper.from_array(np.full((1, 64), 0.001, np.float32), f"c{i}"))
+            nodes.append(helper.make_node("Add", [prev, f"c{i}"], [out]))
+        prev = out
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "chain.npu"
+    compile_to_file(model.SerializeToString(), path, config="brainslice-128")
+    start = time.perf_counter()
+    executor = Executor(read_model(path))
+    seconds = time.perf_counter() - start
+    print(f"{path.stat().st_size / 1e6:.1f} MB model file loaded in {seconds:.1f} s")
+    assert seconds < 30
+    outputs, _ = executor.run({"x": np.ones((1, 64), np.float32)})
+    assert outputs["y"].shape == (1, 64)
