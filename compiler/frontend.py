@@ -238,6 +238,10 @@ def _np_dtype(elem_type: int) -> str:
         return "float32"
 
 
+#: The largest tensor the compiler takes (the largest preset's vector DRAM holds 2**18 x 400 elements).
+MAX_TENSOR_ELEMENTS = 1 << 31
+
+
 def to_graph(model: onnx.ModelProto) -> Graph:
     """Build the IR of a checked, shape-inferred model."""
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
@@ -256,6 +260,9 @@ def to_graph(model: onnx.ModelProto) -> Graph:
         if tt.HasField("shape"):
             dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
             shape = tuple(dims) if all(d >= 0 for d in dims) else None
+            if shape is not None and int(np.prod(shape, dtype=object)) > MAX_TENSOR_ELEMENTS:
+                raise CompileError(f"tensor {vi.name!r} of shape {list(shape)} has more than {MAX_TENSOR_ELEMENTS:,} "
+                                   f"elements, more than any NPU configuration holds")
         g.tensors[vi.name] = Tensor(vi.name, shape, _np_dtype(tt.elem_type) if tt.elem_type else "float32")
     inits = {i.name for i in model.graph.initializer}
     g.inputs = [i.name for i in model.graph.input if i.name not in inits]

@@ -87,3 +87,14 @@ def test_qdq_pairs_fold_to_float():
     # the NPU computes in float; compare against the model without the activation fake-quantization
     out = assert_matches(model, "tiny", cos_min=0.99, rel_max=0.15)
     assert [L["op"] for L in out["executor"].manifest["compiler"]["report"]["layers"]] == ["Gemm"]
+
+
+def test_a_tensor_larger_than_any_machine_is_a_named_error_not_out_of_memory():
+    from onnx import TensorProto
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10 ** 12])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10 ** 12])
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(CompileError, match=r"tensor 'x' of shape \[1, 1000000000000\] has more than"):
+        compile_model(model, config="tiny")
