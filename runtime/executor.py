@@ -120,6 +120,10 @@ class Executor:
                 raise NpuError(f"input {spec.name!r} has shape {list(x.shape)}, the model expects {list(spec.shape)}")
             env[spec.name] = x.astype(spec.dtype, copy=False)
         stats = RunStats()
+        # NaN and inf are legal inputs with defined results (docs/numerics.md: the MVM reads NaN as 0 and inf as
+        # the largest finite magnitude), which differ from onnxruntime's, so a run says it met them
+        nonfinite = {name: int(np.size(x) - np.count_nonzero(np.isfinite(x))) for name, x in env.items()
+                     if np.asarray(x).dtype.kind == "f"}
         host_time = 0.0
         for step in self.manifest["plan"]:
             if step["kind"] == "host":
@@ -146,6 +150,8 @@ class Executor:
         stats.host_time_s = host_time
         stats.wall_time_s = time.perf_counter() - t0
         stats.extra = {"backend": self.backend, "config": self.config.name}
+        if any(nonfinite.values()):
+            stats.extra["nonfinite_inputs"] = {name: count for name, count in nonfinite.items() if count}
         return outputs, stats
 
     def _run_npu(self, step: dict, env: dict):

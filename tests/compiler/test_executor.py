@@ -88,3 +88,13 @@ def test_one_utilization_for_compile_run_and_layers():
         if L.target == "npu" and L.macs:
             assert layers[L.name]["macs"] == L.macs
             assert layers[L.name]["utilization"] == pytest.approx(L.utilization, abs=1e-4)
+
+
+def test_nonfinite_inputs_are_reported():
+    ex = Executor(read_model(compile_model(softmax_model(), config="tiny")))
+    x = np.zeros((1, 16), np.float32)
+    _, stats = ex.run({"x": x})
+    assert "nonfinite_inputs" not in stats.extra
+    x[0, :3] = [np.nan, np.inf, -np.inf]
+    _, stats = ex.run({"x": x})
+    assert stats.extra["nonfinite_inputs"] == {"x": 3}
