@@ -96,7 +96,12 @@ class NpuConfig:
         # Normalise containers that JSON/TOML hand back as lists.
         object.__setattr__(self, "mfus", tuple(tuple(str(u) for u in m) for m in self.mfus))
         if isinstance(self.latencies, dict):
+            unknown = sorted(set(self.latencies) - {f.name for f in dataclasses.fields(Latencies)})
+            if unknown:
+                raise ConfigError(f"latencies.{unknown[0]}", "unknown latency")
             object.__setattr__(self, "latencies", Latencies(**self.latencies))
+        elif not isinstance(self.latencies, Latencies):
+            raise ConfigError("latencies", f"must be a table of cycle counts, not {self.latencies!r}")
         self._validate()
 
     # ------------------------------------------------------------------ rules

@@ -83,3 +83,12 @@ def test_an_edited_preset_gets_its_own_name(tmp_path, capsys):
         load_config(path)
     path.write_text(path.read_text().replace('name = "tiny"\n', ""))  # no name: the file's stem
     assert load_config(path).name == "mine"
+
+
+@pytest.mark.parametrize("latencies, words", [("abc", "latencies: must be a table of cycle counts"),
+                                               ({"mvm": "x"}, "latencies.mvm: must be a non-negative integer")])
+def test_latencies_of_the_wrong_type_are_named(latencies, words):
+    d = get_config("tiny").to_dict()
+    d["latencies"] = latencies
+    with pytest.raises(ConfigError, match=words):
+        NpuConfig.from_dict(d)
