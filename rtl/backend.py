@@ -21,8 +21,8 @@ from npu.program import Chain, Dma, Program, analyze
 from npu.weights import WeightImage
 from rtl.cosim import build, run_job
 from rtl.generate import RtlParams
+from rtl.executor import ERR_OVERFLOW, ERR_UNSUPPORTED
 from rtl.layout import MemoryMap, vector_memory
-from rtl.npu import ERR_OVERFLOW, ERR_UNSUPPORTED
 
 
 @dataclass
