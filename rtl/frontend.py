@@ -28,8 +28,8 @@ class FrontEnd(wiring.Component):
     config : NpuConfig
         The architecture.
     memmap : MemoryMap
-        The memories: the program memory ("prog", its depth the program's most instructions) is read
-        through ``prog``.
+        The memories: the program memory ("prog") is read through ``prog``; its depth bounds ``prog_len``
+        and sets the width of a step's pc.
 
     Members
     -------

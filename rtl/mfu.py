@@ -27,7 +27,7 @@ class MfuStage(wiring.Component):
     config : NpuConfig
         The architecture.
     memmap : MemoryMap
-        The memories: a binary stage reads its operand's through ``vrf``.
+        The memories: a binary stage reads its operand's memory through ``vrf``.
     mfu : int
         The MFU's index.
     stage : str
@@ -41,7 +41,7 @@ class MfuStage(wiring.Component):
         The chain's operation of this stage (``op``, 0: bypassed) and its memory operand (``opnd``).
     alpha : In(16)
         The leaky-ReLU slope (a stage whose unit takes one).
-    vrf : In(CombReadPort)
+    vrf : In(MemoryMap.read_port(the operand's memory))
         Read port of the operand's memory (a binary stage).
     i : In(stream.Signature(Layouts.beat, always_ready=True))
         Beats in.
