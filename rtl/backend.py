@@ -21,8 +21,8 @@ from npu.program import Chain, Dma, Program, analyze
 from npu.weights import WeightImage
 from rtl.cosim import build, run_job
 from rtl.generate import RtlParams
-from rtl.layout import MemoryMap
-from rtl.npu import ERR_OVERFLOW, ERR_UNSUPPORTED
+from rtl.executor import ERR_OVERFLOW, ERR_UNSUPPORTED
+from rtl.layout import MemoryMap, vector_memory
 
 
 @dataclass
@@ -43,14 +43,6 @@ class RtlRunResult(CycleFigures):
                 "latency_us": round(self.latency_us, 3), "tile_utilization": round(self.tile_utilization, 6),
                 "instructions": self.instructions, "chains": self.chains, "tile_macs": self.tile_macs,
                 "wall_time_s": round(self.wall_time_s, 6), "sim_time_s": round(self.sim_time_s, 6)}
-
-
-def vector_memory(space: Space, mfu: int = 0) -> str:
-    space = Space(space)
-    names = {Space.IVRF: "ivrf", Space.DRAM: "dram", Space.ASVRF: f"asvrf{mfu}", Space.MULVRF: f"mulvrf{mfu}"}
-    if space not in names:
-        raise NpuError(f"{space.name} is not an addressable vector memory")
-    return names[space]
 
 
 def written_ranges(steps, config: NpuConfig, memmap: MemoryMap) -> dict[str, tuple[int, int]]:

@@ -6,7 +6,9 @@
   word through it, so encoder and decoder cannot drift.
 * :class:`MemoryMap` -- every memory of the RTL that the bench loads or reads
   back through the load port: its id, depth and word width, plus the packing of
-  vectors and weight tiles into words.
+  vectors and weight tiles into words, and the signatures of the ports through
+  which the NPU's components reach the memories (:meth:`MemoryMap.read_ports`,
+  :meth:`MemoryMap.write_ports`).
 """
 from __future__ import annotations
 
@@ -14,10 +16,15 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from amaranth.lib import data
+from amaranth.hdl import unsigned
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import Out
+from amaranth.utils import ceil_log2
 
 from npu.config import NpuConfig, bits_for
+from npu.errors import NpuError
 from npu.isa import INSTRUCTIONS, encoding_for
+from npu.spaces import ADDRESSED_SPACES, PER_MFU_SPACES, Space
 
 #: Amaranth 0.5 numbers the bits of a netlist value in 16 bits, so no memory word or port may be wider.
 MAX_WORD_BITS = 1 << 16
@@ -39,6 +46,25 @@ def instruction_layout(config: NpuConfig) -> data.UnionLayout:
             fields["_pad"] = enc.word_bits - offset
         views[d.mnemonic] = data.StructLayout(fields)
     return data.UnionLayout(views)
+
+
+def vector_memory(space: Space, mfu: int = 0) -> str:
+    """The name of the vector memory behind an addressed space ("ivrf", "dram", "asvrf1", ..)."""
+    space = Space(space)
+    if space not in ADDRESSED_SPACES:
+        raise NpuError(f"{space.name} is not an addressable vector memory")
+    return space.name.lower() + (str(mfu) if space in PER_MFU_SPACES else "")
+
+
+class CombReadPort(memory.ReadPort.Signature):
+    """:class:`amaranth.lib.memory.ReadPort.Signature` of an asynchronous (``"comb"``) read port.
+
+    Its interface objects tie ``en`` to ``Const(1)``, as the memory's own comb read ports do, so a
+    component's port member can be joined to ``Memory.read_port(domain="comb")`` by ``wiring.connect``.
+    """
+
+    def create(self, *, path=None, src_loc_at=0):
+        return memory.ReadPort(self, memory=None, domain="comb", path=path, src_loc_at=1 + src_loc_at)
 
 
 @dataclass(frozen=True)
@@ -96,16 +122,20 @@ class MemoryMap:
         def tile_memory(name, depth):
             return [(self.tile_memory(name, p), depth, self._part_bits(p)) for p in range(self.tile_parts)]
 
-        mems = [("prog", program_depth, enc.word_bits), ("ivrf", c.ivrf_depth, 16 * n),
-                ("dram", c.dram_vectors, 16 * n), *tile_memory("wdram", c.dram_tiles * self.cpt)]
-        mems += [(f"asvrf{k}", c.asvrf_depth, 16 * n) for k in range(c.n_mfus)]
-        mems += [(f"mulvrf{k}", c.mulvrf_depth, 16 * n) for k in range(c.n_mfus)]
+        def vectors(space):
+            return [(vector_memory(space, k), c.vector_space_depth(space), 16 * n)
+                    for k in range(c.n_mfus if space in PER_MFU_SPACES else 1)]
+
+        mems = [("prog", program_depth, enc.word_bits), *vectors(Space.IVRF), *vectors(Space.DRAM),
+                *tile_memory("wdram", c.dram_tiles * self.cpt), *vectors(Space.ASVRF), *vectors(Space.MULVRF)]
         for b in range(c.tile_engines):
             mems += tile_memory(f"mrf{b}", self.bank_tiles * self.cpt)
         #: the memories that hold weight tile words (every part of the weight DRAM and the MRF banks)
         self.tile_memories = {name for name, *_ in mems if name.startswith(("wdram", "mrf"))}
         self.memories = [MemInfo(name, i, depth, width) for i, (name, depth, width) in enumerate(mems)]
         self.by_name = {m.name: m for m in self.memories}
+        #: per addressed space, its vector memories (one per MFU for the per-MFU spaces, by MFU index)
+        self.vector_memories = {s: [name for name, *_ in vectors(s)] for s in sorted(ADDRESSED_SPACES)}
 
     @cached_property
     def addr_bits(self) -> int:
@@ -114,6 +144,22 @@ class MemoryMap:
     @cached_property
     def data_bits(self) -> int:
         return max(m.width for m in self.memories)
+
+    # ---------------------------------------------------------------- ports
+    def read_port(self, name: str) -> CombReadPort:
+        """An asynchronous read port of memory ``name``, as the memory sees it: a component that reads it has
+        an ``In`` member of this signature, joined to ``Memory.read_port(domain="comb")``."""
+        return CombReadPort(addr_width=ceil_log2(self.by_name[name].depth), shape=unsigned(self.by_name[name].width))
+
+    def read_ports(self, names) -> wiring.Signature:
+        """A :meth:`read_port` of each memory of ``names``."""
+        return wiring.Signature({name: Out(self.read_port(name)) for name in names})
+
+    def write_ports(self, names) -> wiring.Signature:
+        """A write port of each memory of ``names``, as the memories see them (a writer has an ``In`` member)."""
+        return wiring.Signature({name: Out(memory.WritePort.Signature(addr_width=ceil_log2(self.by_name[name].depth),
+                                                                      shape=unsigned(self.by_name[name].width)))
+                                 for name in names})
 
     # ---------------------------------------------------------------- vectors
     def vector_words(self, vectors: np.ndarray) -> list[int]:

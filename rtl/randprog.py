@@ -2,7 +2,7 @@
 
 :func:`random_case` returns a :class:`Case`: a program of a few chains (and
 sometimes DMA transfers) whose operands are drawn from the instruction table
-(every MFU op of :data:`npu.isa.MFU_OPS` in pipeline order, every read space,
+(every MFU op of :data:`npu.isa.STAGE_OPS` in pipeline order, every read space,
 one or two writes), register settings for rows/cols/loops/windows, and the
 data to load: vectors in every memory, weight tiles quantized by
 npu.weights.tile_matrix (so they respect the flush window), and the input
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from npu.config import NpuConfig
+from npu.config import MFU_STAGES, NpuConfig
 from npu.errors import ProgramError
-from npu.isa import BY_MNEMONIC, MFU_OPS, STAGE_ORDER, Instruction, Reg, Space
+from npu.isa import BY_MNEMONIC, STAGE_OPS, Instruction, Reg, Space
 from npu.program import Chain, Program, analyze
 from npu.weights import WeightImage, tile_matrix
 
@@ -118,14 +118,13 @@ def random_program(rng: np.random.Generator, config: NpuConfig, chains: int = 4)
         if mvm:
             out.append(Instruction.make("mv_mul", mrf=int(rng.integers(0, config.mrf_tiles - rows * cols + 1))))
         # MFU ops in pipeline order: (mfu, stage) strictly increasing
-        slots = [(k, s) for k in range(n_mfus) for s in ("addsub", "mul", "act") if s in config.mfus[k]]
+        slots = [(k, s) for k in range(n_mfus) for s in MFU_STAGES if s in config.mfus[k]]
         chosen = [sl for sl in slots if rng.random() < 0.3]
         for k, stage in chosen:
-            names = [mn for mn in MFU_OPS if BY_MNEMONIC[mn].stage == stage]
-            mn = str(rng.choice(names))
-            if "addr" in BY_MNEMONIC[mn].field_names:
-                vs = Space.MULVRF if stage == "mul" else Space.ASVRF
-                o = operand(vs, rows, io, ii)
+            mn = str(rng.choice(STAGE_OPS[stage]))
+            vrf = BY_MNEMONIC[mn].vrf
+            if vrf is not None:
+                o = operand(vrf, rows, io, ii)
                 if o is None:
                     continue
                 out.append(Instruction.make(mn, mfu=k, **o))

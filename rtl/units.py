@@ -1,18 +1,20 @@
 """The NPU's repeated datapath units, each its own component, converted to Verilog once per configuration.
 
-:class:`rtl.npu.Npu` instantiates these with ``amaranth.hdl.Instance`` under the
-fixed module names of :data:`UNIT_NAMES` (N, N x T or N per MFU stage copies),
-so Python elaboration, Yosys and Verilator each see one definition per unit
-instead of every copy flattened into the top module; rtl/generate.py writes the
-definitions next to the top.
+The MVM (rtl/mvm.py) and the MFU stages (rtl/mfu.py) instantiate these with
+``amaranth.hdl.Instance`` under the fixed module names of :data:`UNIT_NAMES`
+(N, N / block or N per MFU stage copies), so Python elaboration, Yosys and
+Verilator each see one definition per unit instead of every copy flattened
+into its user; rtl/generate.py writes the definitions next to the top.
 
 * :class:`MvmRow` -- one output row of the MVM: the ``T x lanes`` products of
   a MAC cycle, the row's exact fixed-point accumulator with its running weight
   exponent, and the final fp16 rounding (``npu_mvm_row``, N instances).
 * :class:`BfpBlock` -- quantizes one BFP block of the MVM's input vector
   (``npu_bfp_block``, N / block instances).
-* :class:`MfuAddSub`, :class:`MfuMul`, :class:`MfuAct` -- one element of an
-  MFU stage (``npu_mfu_addsub``, ``npu_mfu_mul``, ``npu_mfu_act``, N per stage).
+* :data:`MFU_UNITS` -- one element of each MFU stage (:data:`npu.config.MFU_STAGES`):
+  :class:`MfuAddSub`, :class:`MfuMul`, :class:`MfuAct` (``npu_mfu_addsub``,
+  ``npu_mfu_mul``, ``npu_mfu_act``, N per stage).  An ``op`` port takes the
+  operation's code within its stage (:data:`npu.isa.STAGE_CODES`).
 
 All arithmetic comes from rtl/fp16.py; every width from the configuration.
 """
@@ -22,22 +24,24 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from npu.config import NpuConfig, bits_for
+from npu.config import MFU_STAGES, MfuUnit, NpuConfig, bits_for
+from npu.isa import STAGE_CODES, STAGE_OPS
 from npu.numerics import (ACCUMULATOR_BITS, ACT_ENTRIES_PER_SIGN, ACT_SATURATE, ACT_TABLE_SIZE, activation_table,
                           flush_windows, fp16_bits)
 from rtl import fp16 as F
 from rtl.layout import MemoryMap
 
-AS_OPS = {"vv_add": 1, "vv_a_sub_b": 2, "vv_b_sub_a": 3, "vv_max": 4, "vv_min": 5}
-ACT_OPS = {"v_relu": 1, "v_lrelu": 2, "v_sigm": 3, "v_tanh": 4}
-
 #: Verilog module name of each unit (fixed: the build of one configuration holds one definition of each).
-UNIT_NAMES = {"mvm_row": "npu_mvm_row", "bfp_block": "npu_bfp_block", "addsub": "npu_mfu_addsub",
-              "mul": "npu_mfu_mul", "act": "npu_mfu_act"}
+UNIT_NAMES = {"mvm_row": "npu_mvm_row", "bfp_block": "npu_bfp_block", **{s: f"npu_mfu_{s}" for s in MFU_STAGES}}
+
+
+def stage_op_bits(stage: str) -> int:
+    """Bits of an MFU stage's operation code: 0 (bypassed) .. the number of the stage's operations."""
+    return bits_for(len(STAGE_OPS[stage]) + 1)
 
 
 class MvmRow(wiring.Component):
-    """One output row of the MVM (see the MVM section of rtl/npu.py's docstring).
+    """One output row of the MVM (see :class:`rtl.mvm.Mvm`).
 
     Shared by all rows (driven once by the MAC sequencer): ``x`` the activation
     mantissas of this cycle (engine b, lane l at ``(b * lanes + l) * (ma + 1)``),
@@ -156,27 +160,34 @@ class BfpBlock(wiring.Component):
 
 
 class MfuAddSub(wiring.Component):
-    """One element of an add/sub/max/min stage: ``y = op(x, b)`` (``op`` from AS_OPS; 0 passes x)."""
+    """One element of an add/sub/max/min stage: ``y = op(x, b)`` (0 passes x)."""
+
+    stage = MfuUnit.ADDSUB.value
 
     def __init__(self):
-        super().__init__({"x": In(16), "b": In(16), "op": In(3), "y": Out(16)})
+        super().__init__({"x": In(16), "b": In(16), "op": In(stage_op_bits(self.stage)), "y": Out(16)})
 
     def elaborate(self, platform):
         m = Module()
         x, b, op = self.x, self.b, self.op
+        code = STAGE_CODES
         # one adder: a_sub_b adds -b, b_sub_a adds -x
-        xa = Mux(op == AS_OPS["vv_b_sub_a"], x ^ 0x8000, x)
-        ba = Mux(op == AS_OPS["vv_a_sub_b"], b ^ 0x8000, b)
+        xa = Mux(op == code["vv_b_sub_a"], x ^ 0x8000, x)
+        ba = Mux(op == code["vv_a_sub_b"], b ^ 0x8000, b)
         add = F.fp16_add(m, xa, ba, name="add")
-        mm = F.fp16_maxmin(m, x, b, None, name="mm", is_max_sig=op == AS_OPS["vv_max"])
-        m.d.comb += self.y.eq(Mux(op == 0, x, Mux(op >= AS_OPS["vv_max"], mm, add)))
+        mm = F.fp16_maxmin(m, x, b, None, name="mm", is_max_sig=op == code["vv_max"])
+        is_mm = (op == code["vv_max"]) | (op == code["vv_min"])
+        m.d.comb += self.y.eq(Mux(op == 0, x, Mux(is_mm, mm, add)))
         return m
 
 
 class MfuMul(wiring.Component):
-    """One element of a multiply stage: ``y = x * b``."""
+    """One element of a multiply stage: ``y = x * b`` (the stage's one operation: no ``op``)."""
+
+    stage = MfuUnit.MUL.value
 
     def __init__(self):
+        assert len(STAGE_OPS[self.stage]) == 1, STAGE_OPS[self.stage]  # one operation: nothing to select
         super().__init__({"x": In(16), "b": In(16), "y": Out(16)})
 
     def elaborate(self, platform):
@@ -186,15 +197,18 @@ class MfuMul(wiring.Component):
 
 
 class MfuAct(wiring.Component):
-    """One element of an activation stage: ``y = act(x)`` (``op`` from ACT_OPS; 0 passes x; ``alpha`` the
-    leaky-ReLU slope).  The sigmoid/tanh slope and intercept tables are ROMs of this unit."""
+    """One element of an activation stage: ``y = act(x)`` (0 passes x; ``alpha`` the leaky-ReLU slope).
+    The sigmoid/tanh slope and intercept tables are ROMs of this unit."""
+
+    stage = MfuUnit.ACT.value
 
     def __init__(self):
-        super().__init__({"x": In(16), "op": In(3), "alpha": In(16), "y": Out(16)})
+        super().__init__({"x": In(16), "op": In(stage_op_bits(self.stage)), "alpha": In(16), "y": Out(16)})
 
     def elaborate(self, platform):
         m = Module()
         x, op = self.x, self.op
+        code = STAGE_CODES
         sa, sb = activation_table("sigm")
         ta, tb = activation_table("tanh")
         ports = []
@@ -205,33 +219,38 @@ class MfuAct(wiring.Component):
             ports.append(rom.read_port(domain="comb"))
         pos = F.fp16_gt_zero(x)
         idx = F.activation_index(m, x, name="idx")
-        is_sigm = op == ACT_OPS["v_sigm"]
+        is_sigm = op == code["v_sigm"]
         for p in ports:
             m.d.comb += p.addr.eq(idx + Mux(is_sigm, 0, ACT_TABLE_SIZE))
         slope, icpt = ports[0].data, ports[1].data
         sat = (idx == ACT_SATURATE) | (idx == ACT_SATURATE + ACT_ENTRIES_PER_SIGN)
         # one multiplier serves lrelu (x * alpha) and the PWL slope (a * x)
-        mul_b = Mux(op == ACT_OPS["v_lrelu"], self.alpha, slope)
+        mul_b = Mux(op == code["v_lrelu"], self.alpha, slope)
         prod = F.fp16_mul(m, x, mul_b, name="mul")
         pwl = F.fp16_add(m, Mux(sat, 0, prod), icpt, name="add")
         xf = F.Fp16Fields(x)
         y = self.y
         with m.Switch(op):
-            with m.Case(ACT_OPS["v_relu"]):
+            with m.Case(code["v_relu"]):
                 m.d.comb += y.eq(Mux(pos, x, 0))
-            with m.Case(ACT_OPS["v_lrelu"]):
+            with m.Case(code["v_lrelu"]):
                 m.d.comb += y.eq(Mux(pos, x, prod))
-            with m.Case(ACT_OPS["v_sigm"], ACT_OPS["v_tanh"]):
+            with m.Case(code["v_sigm"], code["v_tanh"]):
                 m.d.comb += y.eq(Mux(xf.is_nan, F.NAN, pwl))
             with m.Default():
                 m.d.comb += y.eq(x)
         return m
 
 
+#: The unit of each MFU stage, by stage name.
+MFU_UNITS = {unit.stage: unit for unit in (MfuAddSub, MfuMul, MfuAct)}
+assert set(MFU_UNITS) == set(MFU_STAGES), (sorted(MFU_UNITS), MFU_STAGES)
+
+
 def make_units(config: NpuConfig, memmap: MemoryMap) -> dict[str, wiring.Component]:
     """One component per unit, keyed by its Verilog module name."""
     return {UNIT_NAMES["mvm_row"]: MvmRow(config, memmap), UNIT_NAMES["bfp_block"]: BfpBlock(config),
-            UNIT_NAMES["addsub"]: MfuAddSub(), UNIT_NAMES["mul"]: MfuMul(), UNIT_NAMES["act"]: MfuAct()}
+            **{UNIT_NAMES[s]: MFU_UNITS[s]() for s in MFU_STAGES}}
 
 
 def instance(unit: wiring.Component, module_name: str, *, sync: bool = False, **connections):

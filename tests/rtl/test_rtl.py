@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """RTL vs simulator: directed programs per instruction, random programs, back-to-back runs.
 
 Every comparison is bit for bit (output queue and every written memory word);

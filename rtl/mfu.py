@@ -1,0 +1,165 @@
+"""The MFU chain: the stages of every MFU, in pipeline order."""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from npu.config import MFU_STAGES, NpuConfig
+from rtl.layout import MemoryMap, vector_memory
+from rtl.step import (StepPort, address, beat_stream, check_config, check_memmap, delay, layouts_for,
+                      stage_vrf)
+from rtl.units import MFU_UNITS, UNIT_NAMES, instance
+
+
+class MfuStage(wiring.Component):
+    """One stage of one MFU: N elements of the stage's unit (rtl/units.py), ``mfu_stage`` cycles deep.
+
+    A binary stage reads its second operand at ``addr + i*so + j*si + r``
+    from its MFU's copy of the stage's memory (:attr:`npu.isa.InstrDef.vrf`).
+    A bypassed stage (``op`` 0) passes beats on in the same cycle and holds
+    none: the next chain may use it while the last beats of this one would
+    still be in it (``mfu_stage`` > ``chain_setup``), and they would be
+    written again.
+
+    Parameters
+    ----------
+    config : NpuConfig
+        The architecture.
+    memmap : MemoryMap
+        The memories: a binary stage reads its operand's memory through ``vrf``.
+    mfu : int
+        The MFU's index.
+    stage : str
+        The stage, one of the MFU's (``config.mfus[mfu]``).
+    unit : wiring.Component
+        The stage's unit (:data:`rtl.units.MFU_UNITS`), instantiated by its module name.
+
+    Members
+    -------
+    ctl : In(Layouts.stage[stage])
+        The chain's operation of this stage (``op``, 0: bypassed) and its memory operand (``opnd``).
+    alpha : In(16)
+        The leaky-ReLU slope (a stage whose unit takes one).
+    vrf : In(MemoryMap.read_port(the operand's memory))
+        Read port of the operand's memory (a binary stage).
+    i : In(stream.Signature(Layouts.beat, always_ready=True))
+        Beats in.
+    o : Out(stream.Signature(Layouts.beat, always_ready=True))
+        Beats out.
+    """
+
+    def __init__(self, *, config: NpuConfig, memmap: MemoryMap, mfu: int, stage: str, unit: wiring.Component):
+        check_config(config)
+        check_memmap(memmap, config)
+        if not isinstance(mfu, int) or isinstance(mfu, bool) or not 0 <= mfu < config.n_mfus:
+            raise ValueError(f"mfu must be an MFU index below {config.n_mfus}, not {mfu!r}")
+        if stage not in config.mfus[mfu]:
+            raise ValueError(f"stage must be one of MFU {mfu}'s {list(config.mfus[mfu])}, not {stage!r}")
+        if not isinstance(unit, MFU_UNITS[stage]):
+            raise TypeError(f"unit must be a {MFU_UNITS[stage].__name__}, not {unit!r}")
+        self.config = config
+        self.mfu = mfu
+        self.stage = stage
+        self.unit = unit
+        lay = layouts_for(config)
+        members = {"ctl": In(lay.stage[stage])}
+        if "alpha" in unit.signature.members:
+            members["alpha"] = In(16)
+        space = stage_vrf(stage)
+        assert (space is None) == ("b" not in unit.signature.members), stage  # a unit reads b iff its ops do
+        if space is not None:
+            members["vrf"] = In(memmap.read_port(vector_memory(space, mfu)))
+        members["i"] = In(beat_stream(lay.beat))
+        members["o"] = Out(beat_stream(lay.beat))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        op, beat = self.ctl.op, self.i.payload
+        ports = self.unit.signature.members
+        shared = {}  # what every element's unit takes besides its element
+        if "op" in ports:
+            shared["op"] = op
+        if "alpha" in ports:
+            shared["alpha"] = self.alpha
+        if "b" in ports:
+            m.d.comb += self.vrf.addr.eq(address(self.ctl.opnd, beat.i, beat.j, layouts_for(c).vaddr) + beat.r)
+        ys = []
+        for e in range(c.native_dim):
+            y = Signal(16, name=f"y{e}")
+            element = {"x": beat.data[16 * e:16 * (e + 1)], "y": y}
+            if "b" in ports:
+                element["b"] = self.vrf.data[16 * e:16 * (e + 1)]
+            m.submodules[f"e{e}"] = instance(self.unit, UNIT_NAMES[self.stage], **element, **shared)
+            ys.append(y)
+        result = Signal(layouts_for(c).beat)
+        m.d.comb += [result.r.eq(beat.r), result.i.eq(beat.i), result.j.eq(beat.j), result.data.eq(Cat(*ys))]
+        valid, out = delay(m, self.i.valid & (op != 0), result, c.latencies.mfu_stage, "s")
+        m.d.comb += [self.o.valid.eq(Mux(op != 0, valid, self.i.valid)),
+                     self.o.payload.eq(Mux(op != 0, out.as_value(), beat.as_value()))]
+        return m
+
+
+class MfuChain(wiring.Component):
+    """Every MFU's stages, MFU by MFU and each MFU's in the order of :data:`npu.config.MFU_STAGES`.
+
+    Parameters
+    ----------
+    config : NpuConfig
+        The architecture.
+    memmap : MemoryMap
+        The memories: the binary stages read theirs through ``vrf``.
+    units : dict
+        The unit components of :func:`rtl.units.make_units`, instantiated by their module names.
+
+    Members
+    -------
+    step : In(StepPort(Layouts.chain))
+        The running chain (its ``mfu`` operations and ``alpha``).
+    vrf : In(MemoryMap.read_ports(the operand memory of every binary stage))
+        Read ports of those memories.
+    i : In(stream.Signature(Layouts.beat, always_ready=True))
+        Beats in, from the MVM.
+    o : Out(stream.Signature(Layouts.beat, always_ready=True))
+        Beats out, to the write stage.
+    """
+
+    def __init__(self, *, config: NpuConfig, memmap: MemoryMap, units: dict):
+        check_config(config)
+        check_memmap(memmap, config)
+        self.config = config
+        self.memmap = memmap
+        #: (mfu, stage, operand memory or None) of every stage, in pipeline order
+        self.stages = [(k, stage, None if stage_vrf(stage) is None else vector_memory(stage_vrf(stage), k))
+                       for k, present in enumerate(config.mfus) for stage in MFU_STAGES if stage in present]
+        for _, stage, _ in self.stages:
+            if UNIT_NAMES[stage] not in units:
+                raise ValueError(f"units must hold {UNIT_NAMES[stage]}, not only {sorted(units)}")
+        self._units = units
+        lay = layouts_for(config)
+        super().__init__({
+            "step": In(StepPort(lay.chain)),
+            "vrf": In(memmap.read_ports([name for _, _, name in self.stages if name is not None])),
+            "i": In(beat_stream(lay.beat)),
+            "o": Out(beat_stream(lay.beat)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ex = self.step.desc
+        beats = wiring.flipped(self.i)
+        for k, stage, vrf in self.stages:
+            unit = MfuStage(config=self.config, memmap=self.memmap, mfu=k, stage=stage,
+                            unit=self._units[UNIT_NAMES[stage]])
+            m.submodules[f"mfu{k}_{stage}"] = unit
+            m.d.comb += unit.ctl.eq(ex.mfu[k][stage])
+            if "alpha" in unit.signature.members:
+                m.d.comb += unit.alpha.eq(ex.alpha)
+            if vrf is not None:
+                wiring.connect(m, wiring.flipped(getattr(self.vrf, vrf)), unit.vrf)
+            wiring.connect(m, beats, unit.i)
+            beats = unit.o
+        wiring.connect(m, beats, wiring.flipped(self.o))
+        return m

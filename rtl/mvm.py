@@ -1,0 +1,298 @@
+"""The matrix-vector multiplier: BFP conversion, the circular input buffer, the MAC sequencer and the rows."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from npu.config import NpuConfig, bits_for
+from npu.numerics import flush_windows
+from rtl.layout import MemoryMap
+from rtl.step import (BufferCredit, StepPort, beat_stream, check_config, check_memmap, delay, layouts_for,
+                      write_cost)
+from rtl.units import UNIT_NAMES, instance
+
+
+@dataclass
+class _Macs:
+    """The MAC sequencer's state and strobes, as the term fetch and the rows use them."""
+
+    it: Signal      # iteration being multiplied
+    r: Signal       # output row within it
+    i: Signal       # its outer and inner loop indices
+    j: Signal
+    k: Signal       # round of tile_engines tiles within the row
+    g: Signal       # lane group within the round's tiles
+    base: Signal    # the iteration's first vector in the buffer
+    exmax: Signal   # the iteration's largest activation block exponent (biased; -1: all zero)
+    active: Signal  # the sequencer works in this cycle
+    term: Signal    # a cycle of products
+    first: Signal   # the row's first cycle
+    row_end: Signal
+    freed: Signal   # the iteration's last row ends: its vectors leave the buffer
+
+
+class Mvm(wiring.Component):
+    """The MVM of a chain with ``mv_mul``; other chains' vectors pass through its input register.
+
+    Each arriving vector is converted to the activation BFP format (one
+    :class:`rtl.units.BfpBlock` per block) into a circular buffer of
+    ``config.mvm_buffer`` vectors, and the largest nonzero block exponent of
+    each iteration goes into a ring with one entry per buffer slot.  Once an
+    iteration's whole input is there, the MAC sequencer walks output rows; per
+    row, rounds of ``tile_engines`` tiles (consecutive MRF addresses, one per
+    bank) times ``N / lanes`` lane groups, each cycle ``tile_engines x N x
+    lanes`` multiplies.  In each of the N :class:`rtl.units.MvmRow` units,
+    block products are integers; each is shifted onto the row's running
+    quantum and added to a signed fixed-point accumulator of
+    ``ACCUMULATOR_BITS`` bits plus sign (the quantum only rises, by an exact
+    right shift, when a larger weight exponent arrives: the flush-window
+    argument of npu.numerics.flush_windows makes every step exact).  At the end
+    of a row the accumulator is rounded once to fp16.  Reading the next
+    iterations overlaps the MACs of the current one, as far as the buffer has
+    room; the read sequencer asks for room through ``credit``.
+
+    Parameters
+    ----------
+    config : NpuConfig
+        The architecture.
+    memmap : MemoryMap
+        The memories: the MRF banks are read through ``mrf``.
+    units : dict
+        The unit components of :func:`rtl.units.make_units`, instantiated by their module names.
+
+    Members
+    -------
+    step : In(StepPort(Layouts.chain))
+        The running chain.
+    vec : In(stream.Signature(Layouts.vec, always_ready=True))
+        The read sequencer's vectors.
+    credit : In(BufferCredit)
+        Room in the buffer.
+    mrf : In(MemoryMap.read_ports(every part of every MRF bank))
+        Read ports of the MRF.
+    beat : Out(stream.Signature(Layouts.beat, always_ready=True))
+        Rounded rows (with ``mv_mul``), or the vectors one cycle after they arrived (without); ``mvm +
+        mvm_reduce`` cycles after a row's last MAC cycle.
+    """
+
+    def __init__(self, *, config: NpuConfig, memmap: MemoryMap, units: dict):
+        check_config(config)
+        check_memmap(memmap, config)
+        for name in (UNIT_NAMES["mvm_row"], UNIT_NAMES["bfp_block"]):
+            if name not in units:
+                raise ValueError(f"units must hold {name}, not only {sorted(units)}")
+        self.config = config
+        self.memmap = memmap
+        self._row, self._bfp = units[UNIT_NAMES["mvm_row"]], units[UNIT_NAMES["bfp_block"]]
+        self._layouts = lay = layouts_for(config)
+        self._banks = [[memmap.tile_memory(f"mrf{b}", p) for p in range(memmap.tile_parts)]
+                       for b in range(config.tile_engines)]
+        super().__init__({
+            "step": In(StepPort(lay.chain)),
+            "vec": In(beat_stream(lay.vec)),
+            "credit": In(BufferCredit()),
+            "mrf": In(memmap.read_ports([name for parts in self._banks for name in parts])),
+            "beat": Out(beat_stream(lay.beat)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        ma, eb, nb = c.act_fmt.mant_bits, c.weight_fmt.exp_bits, c.native_dim // c.block
+        buf = memory.Memory(shape=unsigned(c.native_dim * (ma + 1) + nb * eb), depth=c.mvm_buffer, init=[])
+        # One entry per iteration in flight: every iteration holds at least one buffer slot until its
+        # MACs finish, so at most mvm_buffer iterations are in flight (a shorter ring let the read sequencer,
+        # running ahead of slow MACs, overwrite the exponent of an iteration not yet multiplied).
+        ring = memory.Memory(shape=unsigned(eb + 2), depth=c.mvm_buffer, init=[])
+        m.submodules.buffer = buf
+        m.submodules.exmax = ring
+        arrived = self._fill(m, buf, ring)
+        macs = self._sequencer(m, arrived, ring)
+        words, x, xb, xkeep = self._terms(m, macs, buf)
+        emit, rows = self._rows(m, macs, words, x, xb, xkeep)
+        self._output(m, emit, rows)
+        return m
+
+    def _fill(self, m, buf, ring) -> Signal:
+        """Arriving vectors into the buffer, each iteration's largest block exponent into the ring; returns
+        the count of iterations wholly arrived."""
+        c = self.config
+        ex, start, vec = self.step.desc, self.step.start, self.vec
+        block, eb, ma = c.block, c.weight_fmt.exp_bits, c.act_fmt.mant_bits
+        mants, exps, nonzero = [], [], []
+        for b in range(c.native_dim // block):
+            mant = Signal(block * (ma + 1), name=f"cv{b}_mant")
+            e, nz = Signal(eb, name=f"cv{b}_e"), Signal(name=f"cv{b}_nz")
+            m.submodules[f"cv{b}"] = instance(self._bfp, UNIT_NAMES["bfp_block"], mant=mant, e=e, nz=nz,
+                                              x=vec.payload.data[16 * b * block:16 * (b + 1) * block])
+            mants.append(mant)
+            exps.append(e)
+            nonzero.append(nz)
+        arrive = Signal()
+        m.d.comb += arrive.eq(vec.valid & ex.mvm & self.step.active)
+        pos = Signal(range(c.mvm_buffer))
+        bwp = buf.write_port()
+        m.d.comb += [bwp.addr.eq(pos), bwp.data.eq(Cat(*mants, *exps)), bwp.en.eq(arrive)]
+        # largest nonzero block exponent of the iteration so far (biased; -1: none yet)
+        run_max = Signal(signed(eb + 2))
+        vm = Const(-1, signed(eb + 2))
+        for b, (e, nz) in enumerate(zip(exps, nonzero)):
+            step = Signal(signed(eb + 2), name=f"vec_max{b}")  # a Signal per step: no exponential tree
+            m.d.comb += step.eq(Mux(nz & (e > vm), e, vm))
+            vm = step
+        new_max = Mux(vm > run_max, vm, run_max)
+        arrived = Signal(32)
+        ring_w = ring.write_port()
+        m.d.comb += [ring_w.addr.eq(arrived[:len(ring_w.addr)]), ring_w.data.eq(new_max.as_unsigned()),
+                     ring_w.en.eq(~start & arrive & vec.payload.last)]
+        with m.If(start):
+            m.d.sync += [pos.eq(0), run_max.eq(-1), arrived.eq(0)]
+        with m.Elif(arrive):
+            m.d.sync += pos.eq(pos + 1)
+            with m.If(vec.payload.last):
+                m.d.sync += [arrived.eq(arrived + 1), run_max.eq(-1)]
+            with m.Else():
+                m.d.sync += run_max.eq(new_max)
+        return arrived
+
+    def _sequencer(self, m, arrived, ring) -> _Macs:
+        """Rows of each arrived iteration, each ``max(rounds x N / lanes, write cost)`` cycles long."""
+        c = self.config
+        ex, start = self.step.desc, self.step.start
+        T, cpt, imm, eb = c.tile_engines, c.cycles_per_tile, self._layouts.imm, c.weight_fmt.exp_bits
+        iters = Signal(2 * imm)
+        rounds = Signal(imm)
+        term_cycles = Signal(imm + bits_for(cpt) + 1)
+        row_cycles = Signal.like(term_cycles)
+        # the per-row period also respects the write ports' per-vector cost
+        wcost = write_cost(m, c, ex.write, "mvm_wcost")
+        m.d.comb += [iters.eq(ex.io * ex.ii), rounds.eq((ex.cols + (T - 1)) // T if T > 1 else ex.cols),
+                     term_cycles.eq(rounds * cpt), row_cycles.eq(Mux(wcost > term_cycles, wcost, term_cycles))]
+        s = _Macs(it=Signal(32), r=Signal(imm), i=Signal(imm), j=Signal(imm), k=Signal(imm),
+                  g=Signal(range(max(cpt, 2))), base=Signal(range(c.mvm_buffer)), exmax=Signal(signed(eb + 2)),
+                  active=Signal(), term=Signal(), first=Signal(), row_end=Signal(), freed=Signal())
+        cyc = Signal.like(row_cycles)
+        ring_r = ring.read_port(domain="comb")
+        m.d.comb += [ring_r.addr.eq(s.it[:len(ring_r.addr)]), s.exmax.eq(ring_r.data.as_signed())]
+        waiting = (s.r == 0) & (cyc == 0) & (s.it >= arrived)
+        m.d.comb += [s.active.eq(self.step.active & ex.mvm & ~start & (s.it < iters) & ~waiting),
+                     s.term.eq(s.active & (cyc < term_cycles)), s.first.eq(cyc == 0),
+                     s.row_end.eq(s.active & (cyc == row_cycles - 1)), s.freed.eq(s.row_end & (s.r == ex.rows - 1))]
+        with m.If(start):
+            m.d.sync += [s.it.eq(0), s.r.eq(0), cyc.eq(0), s.k.eq(0), s.g.eq(0), s.i.eq(0), s.j.eq(0), s.base.eq(0)]
+        with m.Elif(s.active):
+            with m.If(s.row_end):
+                m.d.sync += [cyc.eq(0), s.k.eq(0), s.g.eq(0)]
+                with m.If(s.r == ex.rows - 1):
+                    m.d.sync += [s.r.eq(0), s.it.eq(s.it + 1), s.base.eq(s.base + ex.cols)]
+                    with m.If(s.j == ex.ii - 1):
+                        m.d.sync += [s.j.eq(0), s.i.eq(s.i + 1)]
+                    with m.Else():
+                        m.d.sync += s.j.eq(s.j + 1)
+                with m.Else():
+                    m.d.sync += s.r.eq(s.r + 1)
+            with m.Else():
+                m.d.sync += cyc.eq(cyc + 1)
+                with m.If(s.term):
+                    with m.If(s.g == cpt - 1):
+                        m.d.sync += [s.g.eq(0), s.k.eq(s.k + 1)]
+                    with m.Else():
+                        m.d.sync += s.g.eq(s.g + 1)
+        # buffer occupancy: +1 per issued read, -cols when an iteration's MACs finish
+        used = Signal(range(c.mvm_buffer + 1))
+        m.d.comb += self.credit.room.eq(used < c.mvm_buffer)
+        with m.If(start):
+            m.d.sync += used.eq(0)
+        with m.Else():
+            m.d.sync += used.eq(used + (self.credit.take & ex.mvm) - Mux(s.freed, ex.cols, 0))
+        return s
+
+    def _terms(self, m, s: _Macs, buf):
+        """One cycle of terms: per engine (bank) b, the tile of this round in bank b, and the activations it
+        multiplies with their block exponents and flush-window keep bits (shared by all rows)."""
+        c = self.config
+        mm, ex = self.memmap, self.step.desc
+        n, T, L, block, cpt = c.native_dim, c.tile_engines, c.dpe_lanes, c.block, c.cycles_per_tile
+        S, imm = mm.sub, self._layouts.imm
+        ma, eb = c.act_fmt.mant_bits, c.weight_fmt.exp_bits
+        _, awin = flush_windows(c.weight_fmt, c.act_fmt)
+        a0 = Signal(mm.addr_bits + imm + 8)
+        m.d.comb += a0.eq(ex.mrf + s.r * ex.cols + s.k * T)
+        words, xs, xbs, xkeeps = [], [], [], []
+        for b in range(T):
+            off = Signal(range(max(T, 2)), name=f"off{b}")
+            if T > 1:  # the address of this round that lands in bank b
+                m.d.comb += off.eq((b + T - a0 % T) % T)
+            col, ok = Signal(imm + 1, name=f"col{b}"), Signal(name=f"ok{b}")
+            a, word_addr = Signal.like(a0, name=f"a{b}"), Signal(mm.addr_bits, name=f"wa{b}")
+            m.d.comb += [col.eq(s.k * T + off), ok.eq(s.term & (col < ex.cols)), a.eq(a0 + off),
+                         word_addr.eq((a // T if T > 1 else a) * cpt + s.g)]
+            parts = []  # the tile word of bank b, part by part (rtl/layout.py)
+            for name in self._banks[b]:
+                port = getattr(self.mrf, name)
+                m.d.comb += port.addr.eq(word_addr)
+                parts.append(port.data)
+            words.append(parts)
+            brp = buf.read_port(domain="comb")
+            m.d.comb += brp.addr.eq((s.base + col)[:len(brp.addr)])
+            xword = brp.data
+            for sub in range(mm.nsub):
+                lane0 = sub * S  # within the lane group
+                # activation sub-group: columns g*L + lane0 .. + S - 1 of input vector `col`
+                for l in range(S):
+                    sel = Array(xword[(q * L + lane0 + l) * (ma + 1):(q * L + lane0 + l + 1) * (ma + 1)]
+                                for q in range(cpt))
+                    x = Signal(ma + 1, name=f"x{b}_{sub}_{l}")
+                    m.d.comb += x.eq(sel[s.g])
+                    xs.append(x)
+                xblk = Signal(eb, name=f"xblk{b}_{sub}")
+                m.d.comb += xblk.eq(Array(xword[n * (ma + 1) + ((q * L + lane0) // block) * eb:
+                                                n * (ma + 1) + ((q * L + lane0) // block + 1) * eb]
+                                          for q in range(cpt))[s.g])
+                xbs.append(xblk)
+                xkeep = Signal(name=f"xkeep{b}_{sub}")
+                m.d.comb += xkeep.eq(ok & (xblk + awin >= s.exmax))
+                xkeeps.append(xkeep)
+        return words, Cat(*xs), Cat(*xbs), Cat(*xkeeps)
+
+    def _rows(self, m, s: _Macs, words, x, xb, xkeep):
+        """The N row units; their results (valid one cycle after a row's last cycle) as a beat."""
+        c, mm = self.config, self.memmap
+        imm, eb = self._layouts.imm, c.weight_fmt.exp_bits
+        emit = Signal()
+        e_r, e_i, e_j = Signal(imm), Signal(imm), Signal(imm)
+        e_exmax = Signal(signed(eb + 2))
+        m.d.sync += [emit.eq(s.row_end & ~self.step.start), e_r.eq(s.r), e_i.eq(s.i), e_j.eq(s.j),
+                     e_exmax.eq(s.exmax)]
+        clear = Signal()
+        m.d.comb += clear.eq(s.active & s.first)
+        ys = []
+        for r in range(c.native_dim):
+            y = Signal(16, name=f"mvr{r}")
+            p, mpos, epos = mm.row_fields(r)
+            w = Cat(*[words[b][p][mpos:mpos + mm.row_mant_bits] for b in range(c.tile_engines)])
+            ew = Cat(*[words[b][p][epos:epos + mm.row_exp_bits] for b in range(c.tile_engines)])
+            m.submodules[f"row{r}"] = instance(self._row, UNIT_NAMES["mvm_row"], sync=True, w=w, ew=ew, x=x,
+                                               xb=xb, xkeep=xkeep, exmax=s.exmax, e_exmax=e_exmax,
+                                               first=s.first, term=s.term, clear=clear, y=y)
+            ys.append(y)
+        out = Signal(self._layouts.beat)
+        m.d.comb += [out.r.eq(e_r), out.i.eq(e_i), out.j.eq(e_j), out.data.eq(Cat(*ys))]
+        return emit, out
+
+    def _output(self, m, emit, rows):
+        """The beat: the rows through the rest of the MVM's latency, or the arrived vector, registered."""
+        c = self.config
+        valid, beat = delay(m, emit & ~self.step.start, rows, c.latencies.mvm + c.latencies.mvm_reduce - 1,
+                            "mvdelay")
+        vec = self.vec.payload
+        read_valid = Signal()
+        read = Signal(self._layouts.beat)
+        m.d.sync += [read_valid.eq(self.vec.valid & ~self.step.desc.mvm), read.r.eq(vec.r), read.i.eq(vec.i),
+                     read.j.eq(vec.j), read.data.eq(vec.data)]
+        ex = self.step.desc
+        m.d.comb += [self.beat.valid.eq(Mux(ex.mvm, valid, read_valid)),
+                     self.beat.payload.eq(Mux(ex.mvm, beat.as_value(), read.as_value()))]

@@ -1,0 +1,175 @@
+"""The read sequencer: a chain's reads, from the two-level hardware loop to the vectors they return."""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from npu.config import NpuConfig, bits_for
+from npu.spaces import Space
+from rtl.layout import MemoryMap
+from rtl.step import (BufferCredit, StepPort, address, beat_stream, check_config, check_memmap, check_positive,
+                      cost_bits, layouts_for, space_table, write_cost)
+
+
+class ReadSequencer(wiring.Component):
+    """Issues a chain's reads and delivers the vectors they return.
+
+    The two-level hardware loop runs outer ``i`` and inner ``j``; each
+    iteration reads ``cols`` vectors (with ``mv_mul``) or ``rows`` (without)
+    at ``addr + i*so + j*si``, gathered in windows of ``run`` vectors ``pitch``
+    apart when ``run`` > 0.  One read issues per slot of ``p`` cycles, ``p`` the
+    slowest per-vector cost of the chain's ports (the write ports' too when the
+    chain has no MVM to decouple them), and only while the source has the
+    vector (the input queue holds more than the pops in flight) and the MVM's
+    buffer has room.  A request travels down a delay line and reads its memory
+    ``latency - 1`` cycles after issue (the memory's or queue's latency,
+    :meth:`npu.config.NpuConfig.read_latency`); the consumer registers the
+    vector, so it is the chain's at ``latency``.
+
+    Parameters
+    ----------
+    config : NpuConfig
+        The architecture.
+    memmap : MemoryMap
+        The memories: every vector memory is read through a port of ``vrf``.
+    queue_depth : int
+        Native vectors the input queue holds.
+
+    Members
+    -------
+    step : In(StepPort(Layouts.chain))
+        The running chain.
+    inq : In(stream.Signature(16 * N))
+        The network input queue; a vector is taken when its read arrives.
+    inq_level : In(range(queue_depth + 1))
+        Vectors in the input queue.
+    vrf : In(MemoryMap.read_ports(every vector memory))
+        Read ports of the vector memories.
+    mvm : Out(BufferCredit)
+        Room in the MVM's input buffer.
+    vec : Out(stream.Signature(Layouts.vec, always_ready=True))
+        The vectors read, in the cycle their memory delivers them; ``valid`` never in a step's first cycle.
+    """
+
+    def __init__(self, *, config: NpuConfig, memmap: MemoryMap, queue_depth: int):
+        check_config(config)
+        check_memmap(memmap, config)
+        check_positive("queue_depth", queue_depth)
+        self.config = config
+        self.memmap = memmap
+        self._layouts = lay = layouts_for(config)
+        self._vrfs = [name for names in memmap.vector_memories.values() for name in names]
+        super().__init__({
+            "step": In(StepPort(lay.chain)),
+            "inq": In(stream.Signature(16 * config.native_dim)),
+            "inq_level": In(range(queue_depth + 1)),
+            "vrf": In(memmap.read_ports(self._vrfs)),
+            "mvm": Out(BufferCredit()),
+            "vec": Out(beat_stream(lay.vec)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ex, start = self.step.desc, self.step.start
+        lay = self._layouts
+        width = Signal(lay.imm)  # vectors per iteration
+        m.d.comb += width.eq(Mux(ex.mvm, ex.cols, ex.rows))
+        netq = ex.read.space == Space.NETQ
+        inflight = Signal(range(256))  # input-queue reads issued, not yet arrived
+        can_issue = Signal()
+        m.d.comb += can_issue.eq(Mux(netq, self.inq_level > inflight, 1) & Mux(ex.mvm, self.mvm.room, 1))
+        req0 = self._loop(m, width, can_issue)
+        req = self._delay_line(m, req0)
+        pop = Signal()
+        m.d.comb += [pop.eq(req.valid & netq), self.inq.ready.eq(pop)]
+        with m.If(start):
+            m.d.sync += inflight.eq(0)
+        with m.Else():
+            m.d.sync += inflight.eq(inflight + (self.mvm.take & netq) - pop)
+        v = self.vec.payload
+        m.d.comb += [self.vec.valid.eq(req.valid & ~start), v.r.eq(req.r), v.i.eq(req.i), v.j.eq(req.j),
+                     v.last.eq(req.last), v.data.eq(self._read_data(m, req.addr))]
+        return m
+
+    def _request(self) -> data.StructLayout:
+        lay = self._layouts
+        return data.StructLayout({"valid": 1, "addr": lay.vaddr, "r": lay.imm, "i": lay.imm, "j": lay.imm,
+                                  "last": 1})
+
+    def _loop(self, m, width, can_issue):
+        """The hardware loop and the slots: the request issued this cycle (``valid`` when one is)."""
+        ex, start, active = self.step.desc, self.step.start, self.step.active
+        imm, vaddr = self._layouts.imm, self._layouts.vaddr
+        p_read = space_table(m, ex.read.space, {s: self.config.port_cost(s) for s in Space},
+                             cost_bits(self.config), "p_read")
+        p_write = write_cost(m, self.config, ex.write, "p_write")
+        period = Signal.like(p_read)
+        m.d.comb += period.eq(Mux(ex.mvm, p_read, Mux(p_write > p_read, p_write, p_read)))
+        i, j, v = Signal(imm), Signal(imm), Signal(imm)  # outer, inner iteration; vector within it
+        runpos, runbase = Signal(imm), Signal(vaddr + imm)  # position in the window run; the run's offset
+        done = Signal()
+        slot = Signal.like(period)
+        issue = self.mvm.take
+        m.d.comb += issue.eq(active & ~start & ~done & (slot == period - 1) & can_issue)
+        with m.If(start):
+            m.d.sync += [i.eq(0), j.eq(0), v.eq(0), runpos.eq(0), runbase.eq(0), done.eq(0), slot.eq(0)]
+        with m.Elif(active & ~done):
+            with m.If(slot != period - 1):
+                m.d.sync += slot.eq(slot + 1)
+            with m.Elif(can_issue):
+                m.d.sync += slot.eq(0)
+                with m.If(v == width - 1):
+                    m.d.sync += [v.eq(0), runpos.eq(0), runbase.eq(0)]
+                    with m.If(j == ex.ii - 1):
+                        m.d.sync += j.eq(0)
+                        with m.If(i == ex.io - 1):
+                            m.d.sync += done.eq(1)
+                        with m.Else():
+                            m.d.sync += i.eq(i + 1)
+                    with m.Else():
+                        m.d.sync += j.eq(j + 1)
+                with m.Else():
+                    m.d.sync += v.eq(v + 1)
+                    with m.If((ex.read.run != 0) & (runpos == ex.read.run - 1)):
+                        m.d.sync += [runpos.eq(0), runbase.eq(runbase + ex.read.pitch)]
+                    with m.Else():
+                        m.d.sync += runpos.eq(runpos + 1)
+        req = Signal(self._request())
+        m.d.comb += [req.valid.eq(issue), req.addr.eq(address(ex.read, i, j, vaddr) + runbase + runpos),
+                     req.r.eq(v), req.i.eq(i), req.j.eq(j), req.last.eq(v == width - 1)]
+        return req
+
+    def _delay_line(self, m, req0):
+        """The request that reads its memory in this cycle: ``latency - 1`` cycles after its issue."""
+        latency = {s: self.config.read_latency(s) for s in Space}
+        lmax = max(latency.values())
+        line = [req0]
+        for k in range(lmax - 1):
+            nxt = Signal(self._request(), name=f"req{k + 1}")
+            m.d.sync += nxt.eq(line[-1])
+            line.append(nxt)
+        with m.If(self.step.start):
+            m.d.sync += [s.valid.eq(0) for s in line[1:]]
+        tap = space_table(m, self.step.desc.read.space, {s: v - 1 for s, v in latency.items()},
+                          bits_for(lmax + 1), "tap")
+        req = Signal(self._request())
+        m.d.comb += req.eq(Array(line)[tap])
+        return req
+
+    def _read_data(self, m, addr):
+        """The vector at ``addr`` of the chain's source (the queue's head for NETQ, zeros for ZERO)."""
+        ex = self.step.desc
+        rdata = Signal(16 * self.config.native_dim)
+        for name in self._vrfs:
+            m.d.comb += getattr(self.vrf, name).addr.eq(addr)
+        with m.Switch(ex.read.space):
+            for space, names in self.memmap.vector_memories.items():
+                with m.Case(int(space)):
+                    ports = [getattr(self.vrf, name).data for name in names]
+                    m.d.comb += rdata.eq(ports[0] if len(ports) == 1 else Array(ports)[ex.read.mfu])
+            with m.Case(int(Space.NETQ)):
+                m.d.comb += rdata.eq(self.inq.payload)
+            with m.Default():
+                m.d.comb += rdata.eq(0)
+        return rdata
