@@ -1,4 +1,4 @@
-"""Cycle model of the NPU: the RTL's (rtl/npu.py) step-at-a-time machine, cycle for cycle.
+"""Cycle model of the NPU: the RTL's (rtl/npu.py and its components) step-at-a-time machine, cycle for cycle.
 
 Every step (chain or DMA) is reduced to a duration computed from its
 registers, and sim._dispatch.schedule places the steps in time:
