@@ -82,7 +82,9 @@ class ReadSequencer(wiring.Component):
         req0 = self._loop(m, width, can_issue)
         req = self._delay_line(m, req0)
         pop = Signal()
-        m.d.comb += [pop.eq(req.valid & netq), self.inq.ready.eq(pop)]
+        # In a step's first cycle the tap may still hold a request of the previous chain (the line is cleared
+        # at the end of that cycle): it must not pop the new chain's input.
+        m.d.comb += [pop.eq(req.valid & netq & ~start), self.inq.ready.eq(pop)]
         with m.If(start):
             m.d.sync += inflight.eq(0)
         with m.Else():

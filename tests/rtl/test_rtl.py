@@ -138,3 +138,16 @@ def test_parameters_checked():
         Npu(TINY, queue_depth=0)
     with pytest.raises(ValueError, match="mvm_buffer: must be a power of two of at least 4, not 6"):
         Npu(TINY.replace(mvm_buffer=6))
+
+
+def test_a_stale_request_does_not_pop_the_next_chains_input():
+    """Regression: with a long queue latency (brainslice-128's and brainwave-s10's 20 cycles) a request of a
+    30-row chain still sat at the queue tap in the next chain's first cycle and popped its input, which then
+    waited forever for a vector."""
+    from rtl.backend import RtlMachine
+
+    config = TINY.replace(name="tiny-netq20", netq_latency=20)
+    case = directed("s_wr rows 30\nv_rd ivrf 0\nv_wr ivrf 100\nend_chain\n"
+                    "s_wr rows 3\nv_rd netq 0\nv_wr netq 0\nend_chain", config=config)
+    case.inputs = random_fp16(np.random.default_rng(2), (3, config.native_dim))
+    assert_exact(case, RtlMachine(config))
