@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +64,7 @@ def add_commands(subparsers) -> None:
 
 
 def cmd_generate(args) -> int:
-    from rtl.generate import make_top, report, write_verilog
+    from rtl.generate import write_verilog
 
     config = get_config(args.config)
     path = write_verilog(config, args.output)

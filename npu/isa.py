@@ -27,7 +27,7 @@ import numpy as np
 
 from npu.config import MFU_STAGES, NpuConfig, bits_for
 from npu.errors import EncodingError
-from npu.spaces import READ_SPACES, WRITE_SPACES, Space  # noqa: F401 - the ISA's operand spaces
+from npu.spaces import Space
 
 WORD_ALIGN = 32  # instruction words are a multiple of this many bits
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from npu.config import NpuConfig
 from npu.errors import EncodingError, ProgramError
-from npu.isa import BY_MNEMONIC, INSTRUCTIONS, REG_RESET, STAGE_ORDER, Instruction, Reg, Unit, encoding_for
+from npu.isa import REG_RESET, STAGE_ORDER, Instruction, Reg, Unit, encoding_for
 from npu.numerics import MAX_DOT_LENGTH
 from npu.spaces import ADDRESSED_SPACES, PER_MFU_SPACES, READ_SPACES, WRITE_SPACES, Space
 

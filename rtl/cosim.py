@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import pickle
-import subprocess
 import sys
 import tempfile
 import time
@@ -104,7 +103,7 @@ def build(config: NpuConfig, params: RtlParams = RtlParams(), *, trace: bool = F
         vfile = write_verilog(config, d / "verilog", params)
         say(f"building the {config.name} RTL: Verilator and the C++ compiler (tiny takes about a minute)")
         try:
-            from cocotb_tools.runner import get_runner
+            import cocotb_tools.runner  # noqa: F401 - the build needs it; say so before Verilator starts
         except ImportError:
             raise ToolchainError("cocotb is not installed: `pip install cocotb==2.1.0`") from None
         log = d / "build.log"

@@ -12,9 +12,8 @@ Values; they are used inside the NPU's stages (rtl/npu.py, rtl/mvm.py).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Mux, Signal, signed
 
-from npu.isa import Space  # noqa: F401  (re-exported for stage code)
 from npu.numerics import (ACT_EMAX, ACT_EMIN, ACT_ENTRIES_PER_SIGN, ACT_LINEAR, ACT_SATURATE, ACT_SEG_BITS,
                           CANONICAL_NAN)
 
