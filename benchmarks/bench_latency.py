@@ -26,12 +26,15 @@ def main(argv=None) -> int:
     from compiler.check import random_feeds
     from npu.config import get_config
 
-    PIPELINED = {"scoreboard_entries": 8, "mvm_row_slots": 2}  # docs/pipeline.md
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="*", default=["brainslice-128", "brainwave-s10"])
     ap.add_argument("--models", nargs="*", default=[m.name for m in zoo.list_models()])
+    ap.add_argument("--entries", type=int, default=8, help="scoreboard_entries of the pipelined design (default 8)")
+    ap.add_argument("--row-slots", type=int, default=2, help="mvm_row_slots of the pipelined design (default 2)")
     args = ap.parse_args(argv)
+    PIPELINED = {"scoreboard_entries": args.entries, "mvm_row_slots": args.row_slots}  # docs/pipeline.md
+    print(f"pipelined design: {PIPELINED}")
     print(f"modeled batch-1 latency; peer: onnxruntime CPU ({os.cpu_count()} cores), best of 3, same ONNX")
     print(f"{'model':<12} {'config':<15} {'latency us':>11} {'util':>6} {'pipelined us':>12} {'inf/s':>9} {'util':>6} "
           f"{'TOPS':>7} {'NPU MACs':>8} {'ORT us':>9} {'speedup':>8}  host layers")
