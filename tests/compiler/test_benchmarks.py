@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2] / "benchmarks"
 def load(name):
     spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the script defines them
     spec.loader.exec_module(module)
     return module
 
@@ -22,6 +24,7 @@ def load(name):
     ("bench_fidelity", ["--models", "tiny_cnn", "--formats", "bfp-e8m7b8", "--config", "tiny", "--inputs", "2"],
      "err ratio"),
     ("bench_sim_vs_ort", ["--model", "tiny_cnn", "--input-size", "8", "--config", "tiny", "--repeat", "1"], "ratio"),
+    ("bench_rnn", ["--config", "tiny", "--shapes", "lstm-8-2-1", "gru0-8-2-1", "rnn-8-2-1", "gemv-16-1-6"], "target"),
 ])
 def test_benchmark_runs(name, argv, expect, capsys):
     load(name).main(argv)
