@@ -146,6 +146,11 @@ class Chain:
     def mvm_macs(self, native_dim: int) -> int:
         return 0 if self.mrf is None else self.iterations * self.rows * self.cols * native_dim * native_dim
 
+    def span(self, op: Operand, width: int) -> tuple[int, int]:
+        """The lowest and highest address an operand touches over all iterations, ``width`` vectors from each
+        iteration's base (strides are unsigned fields)."""
+        return op.addr, op.addr + (self.iter_outer - 1) * op.so + (self.iter_inner - 1) * op.si + width - 1
+
     def bases(self, op: Operand) -> np.ndarray:
         """Base address of each iteration (outer index i, inner j, in order): addr + i*so + j*si."""
         i = np.arange(self.iter_outer, dtype=np.int64)[:, None] * op.so
@@ -183,11 +188,6 @@ def _memory(op: Operand) -> tuple[Space, int]:
 MAX_CHECKED_VECTORS = 1 << 22
 
 
-def _span(chain: Chain, op: Operand, width: int) -> tuple[int, int]:
-    """The lowest and highest address an operand touches over all iterations (strides are unsigned)."""
-    return op.addr, op.addr + (chain.iter_outer - 1) * op.so + (chain.iter_inner - 1) * op.si + width - 1
-
-
 def iteration_hazard(chain: Chain) -> str | None:
     """The rule a chain breaks when one of its iterations reads a vector an earlier iteration of it wrote.
 
@@ -201,9 +201,9 @@ def iteration_hazard(chain: Chain) -> str | None:
     for w in chain.writes:
         if w.space not in ADDRESSED_SPACES:
             continue
-        wlo, whi = _span(chain, w, chain.rows)
+        wlo, whi = chain.span(w, chain.rows)
         touching = [(r, offs) for r, offs in reads if _memory(r) == _memory(w) and r.space in ADDRESSED_SPACES
-                    and _span(chain, r, int(offs.max()) + 1)[1] >= wlo and _span(chain, r, 0)[0] <= whi]
+                    and chain.span(r, int(offs.max()) + 1)[1] >= wlo and r.addr <= whi]
         if not touching:
             continue
         if chain.iterations * max(chain.rows, len(chain.read_offsets())) > MAX_CHECKED_VECTORS:
@@ -232,8 +232,7 @@ def iteration_hazard(chain: Chain) -> str | None:
     return None
 
 
-def _check_operand(pc, ins, config: NpuConfig, op: Operand, width_offsets: np.ndarray | int, chain_regs,
-                   writing: bool):
+def _check_operand(pc, ins, config: NpuConfig, chain: Chain, op: Operand, width: int, writing: bool):
     spaces = WRITE_SPACES if writing else READ_SPACES
     if op.space not in spaces:
         _fail(pc, ins, f"space {op.space.name.lower()} cannot be {'written' if writing else 'read'}")
@@ -242,9 +241,7 @@ def _check_operand(pc, ins, config: NpuConfig, op: Operand, width_offsets: np.nd
     if op.space in (Space.NETQ, Space.ZERO):
         return
     depth = config.vector_space_depth(op.space)
-    io, ii = chain_regs
-    max_off = int(np.max(width_offsets)) if isinstance(width_offsets, np.ndarray) else width_offsets - 1
-    last = op.addr + (io - 1) * op.so + (ii - 1) * op.si + max_off
+    last = chain.span(op, width)[1]
     if last >= depth:
         _fail(pc, ins, f"address out of range: iterations reach {op.space.name.lower()} address {last} "
                        f"but its depth is {depth}")
@@ -335,19 +332,17 @@ def analyze(program: Program) -> list[Chain | Dma]:
             if not chain.writes:
                 _fail(pc, ins, "malformed chain: a chain must end in at least one v_wr")
             chain.end_pc = pc
-            regs_loop = (chain.iter_outer, chain.iter_inner)
             if chain.win_run > 0 and chain.read_width % chain.win_run:
                 _fail(chain.pc, program.instructions[chain.pc],
                       f"read width {chain.read_width} is not a multiple of win_run {chain.win_run}")
-            _check_operand(chain.pc, program.instructions[chain.pc], config, chain.read, chain.read_offsets(),
-                           regs_loop, writing=False)
+            head = program.instructions[chain.pc]
+            _check_operand(chain.pc, head, config, chain, chain.read, int(chain.read_offsets().max()) + 1,
+                           writing=False)
             for op in chain.ops:
                 if op.operand is not None:
-                    _check_operand(chain.pc, program.instructions[chain.pc], config, op.operand, chain.rows,
-                                   regs_loop, writing=False)
+                    _check_operand(chain.pc, head, config, chain, op.operand, chain.rows, writing=False)
             for w in chain.writes:
-                _check_operand(chain.pc, program.instructions[chain.pc], config, w, chain.rows, regs_loop,
-                               writing=True)
+                _check_operand(chain.pc, head, config, chain, w, chain.rows, writing=True)
             hazard = iteration_hazard(chain)
             if hazard:
                 _fail(chain.pc, program.instructions[chain.pc], hazard)

@@ -59,8 +59,7 @@ def written_ranges(steps, config: NpuConfig, memmap: MemoryMap) -> dict[str, tup
                 if w.space in (Space.NETQ, Space.ZERO):
                     continue
                 name = vector_memory(w.space, w.mfu)
-                last = w.addr + (s.iter_outer - 1) * w.so + (s.iter_inner - 1) * w.si + s.rows - 1
-                add(name, w.addr, last)
+                add(name, *s.span(w, s.rows))
         elif isinstance(s, Dma):
             cpt = memmap.cpt
             if s.to_mrf:

@@ -190,8 +190,7 @@ class TimingModel:
             if op.space in (Space.NETQ, Space.ZERO):
                 return
             key = (op.space, op.mfu if op.space in (Space.ASVRF, Space.MULVRF) else 0)
-            hi = op.addr + (step.iter_outer - 1) * op.so + (step.iter_inner - 1) * op.si + width - 1
-            out.append((ids[key], op.addr, hi, int(write)))
+            out.append((ids[key], *step.span(op, width), int(write)))
 
         add(step.read, int(step.read_offsets().max()) + 1, False)
         for op in step.ops:
