@@ -5,7 +5,7 @@
 
 Numbers come from the timing model (data-independent, so one timing-only run per model), for the machine the RTL
 implements (one step at a time) and, in the "pipelined" columns, for the design of docs/pipeline.md
-(scoreboard_entries 8, mvm_row_slots 2: modeled only, the RTL to follow); the peer is onnxruntime CPU measured in
+(npu.config.PIPELINED_DESIGN, or --entries/--row-slots: modeled only, the RTL to follow); the peer is onnxruntime CPU measured in
 the same run on the same ONNX (best of 3); speedup = ORT time / NPU time (pipelined).
 Layers that fall back to the host (weights or activations larger than the configuration) are listed.
 """
@@ -24,14 +24,16 @@ def main(argv=None) -> int:
 
     from compiler import compile_report, zoo
     from compiler.check import random_feeds
-    from npu.config import get_config
+    from npu.config import PIPELINED_DESIGN, get_config
 
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="*", default=["brainslice-128", "brainwave-s10"])
     ap.add_argument("--models", nargs="*", default=[m.name for m in zoo.list_models()])
-    ap.add_argument("--entries", type=int, default=8, help="scoreboard_entries of the pipelined design (default 8)")
-    ap.add_argument("--row-slots", type=int, default=2, help="mvm_row_slots of the pipelined design (default 2)")
+    ap.add_argument("--entries", type=int, default=PIPELINED_DESIGN["scoreboard_entries"],
+                    help="scoreboard_entries of the pipelined design (default: npu.config.PIPELINED_DESIGN's)")
+    ap.add_argument("--row-slots", type=int, default=PIPELINED_DESIGN["mvm_row_slots"],
+                    help="mvm_row_slots of the pipelined design (default: npu.config.PIPELINED_DESIGN's)")
     args = ap.parse_args(argv)
     PIPELINED = {"scoreboard_entries": args.entries, "mvm_row_slots": args.row_slots}  # docs/pipeline.md
     print(f"pipelined design: {PIPELINED}")

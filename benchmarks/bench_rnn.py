@@ -140,18 +140,14 @@ def graph_macs(shape: Shape) -> int:
     return per_step * b * t
 
 
-#: The pipelined design's parameters (docs/pipeline.md), modeled on top of a preset.
-PIPELINED = {"scoreboard_entries": 8, "mvm_row_slots": 2}
-
-
 def measure(shape: Shape, config: str) -> dict:
     from compiler import compile_report
-    from npu.config import get_config
+    from npu.config import PIPELINED_DESIGN, get_config
 
     t0 = time.perf_counter()
     model = build(shape)
     today = compile_report(model, config=config)
-    report = compile_report(model, config=get_config(config).replace(**PIPELINED))
+    report = compile_report(model, config=get_config(config).replace(**PIPELINED_DESIGN))
     row = {"shape": shape.name, "kind": shape.kind, "size": shape.size, "steps": shape.steps,
            "batch": shape.batch, "config": config, "cycles_today": today.total_cycles,
            "utilization_today": round(today.utilization, 4), "cycles": report.total_cycles,
@@ -168,6 +164,8 @@ def measure(shape: Shape, config: str) -> dict:
 
 
 def main(argv=None) -> int:
+    from npu.config import PIPELINED_DESIGN
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="brainwave-s10")
     ap.add_argument("--shapes", nargs="*", help="KIND-SIZE-STEPS-BATCH, e.g. lstm-2048-25-1 (kinds: "
@@ -178,7 +176,7 @@ def main(argv=None) -> int:
     shapes = [Shape.parse(s) for s in args.shapes] if args.shapes else default_shapes(args.quick)
     if not args.json:
         print(f"modeled on {args.config}; utilization = graph MACs / (cycles x MACs per cycle); today = one step "
-              f"at a time (the RTL); pipelined = docs/pipeline.md {PIPELINED} (cycle model only, RTL pending); "
+              f"at a time (the RTL); pipelined = docs/pipeline.md {PIPELINED_DESIGN} (cycle model only, RTL pending); "
               f"FPT'20 = intel/fpga-npu RTL baseline / {FPT20_PEAK_TOPS} TOPS (derived peak)")
         print(f"{'workload':<18} {'util today':>10} {'cycles':>10} {'latency us':>11} {'util':>7} {'on NPU':>7} "
               f"{'FPT20 RTL':>9} {'ratio':>6} {'target':>7}  verdict")
