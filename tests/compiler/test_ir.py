@@ -101,7 +101,7 @@ def test_compile_time_grows_linearly_with_the_graph(monkeypatch):
     def seconds(n: int) -> float:
         model = elementwise_chain(n)
         best = float("inf")
-        for _ in range(2):
+        for _ in range(3):  # the best of three: a loaded machine inflates single runs
             t = time.process_time()
             compile_model(model, config="tiny")
             best = min(best, time.process_time() - t)
