@@ -2,7 +2,8 @@
 
 Segment inputs arrive on the network input queue (converted on the host to
 the native layout, or as im2col patches for a first convolution); segment
-outputs leave on the output queue.
+outputs leave on the output queue, read and written by the chains that use
+them where that is exact (compiler/passes/queue_io.py).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from compiler.ir import Graph, Node
 from compiler.lowering import InputSpec, Lowering, OutputSpec, PadReq, Shared
 from compiler.ops import OPS
 from compiler.passes.partition import segments
+from compiler.passes.queue_io import stream_queues
 from npu.config import NpuConfig
 
 
@@ -101,7 +103,8 @@ def lower_npu_segment(g: Graph, index: int, nodes: list[Node], config: NpuConfig
         lw.region = f"output {t}"
         lw.chain(ChainSpec(v.pixel_ref(), v.ct, (v.H, v.W), writes=[Ref(None)]))
         lw.outputs.append(OutputSpec(t, tuple(g.shape(t)), v.H * v.W * v.ct, np.asarray(p.emap)))
-    return NpuSegment(index, nodes, lw.steps, lw.buffers, lw.inputs, lw.outputs)
+    # the copies through the queues fold into their consumer/producer where that is exact (queue_io.py)
+    return NpuSegment(index, nodes, stream_queues(lw.steps, config), lw.buffers, lw.inputs, lw.outputs)
 
 
 def lower_graph(g: Graph, cfg: NpuConfig, shared: Shared, pads, capacity: int, progress=None, groups=None,

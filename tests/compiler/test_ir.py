@@ -90,8 +90,9 @@ def test_the_driver_runs_the_verifier_after_each_pass(monkeypatch):
 
 
 def test_compile_time_grows_linearly_with_the_graph(monkeypatch):
-    """Twice the nodes, about twice the time (a pass doing whole-graph work per node made it 4x and more:
-    a 10,000-node chain took a minute; benchmarks/bench_compile.py times it)."""
+    """Four times the nodes, about four times the time (a pass doing whole-graph work per node makes it 16x:
+    a 10,000-node chain took a minute; benchmarks/bench_compile.py times it). The bound sits halfway (in
+    ratios) between linear and quadratic so a loaded machine's noise does not trip it."""
     from compiler import compile_model
     from test_benchmarks import load
 
@@ -108,5 +109,5 @@ def test_compile_time_grows_linearly_with_the_graph(monkeypatch):
         return best
 
     compile_model(elementwise_chain(50), config="tiny")  # imports and first-call costs out of the way
-    small, large = seconds(2000), seconds(4000)
-    assert large / small < 3.0, (small, large)
+    small, large = seconds(1000), seconds(4000)
+    assert large / small < 8.0, (small, large)

@@ -1,4 +1,5 @@
-"""The zoo's tiny CNN and tiny RNN, compiled for `tiny`, on the RTL against the simulator (`npu rtl check`)."""
+"""The zoo's tiny CNN, tiny RNN and digits MLP (its first layer reads the input queue and its last writes the output
+queue, compiler/passes/queue_io.py), compiled for `tiny`, on the RTL against the simulator (`npu rtl check`)."""
 import json
 
 import pytest
@@ -6,7 +7,7 @@ import pytest
 pytestmark = pytest.mark.rtl
 
 
-@pytest.mark.parametrize("name", ["tiny_cnn", "tiny_rnn"])
+@pytest.mark.parametrize("name", ["tiny_cnn", "tiny_rnn", "digits"])
 def test_rtl_check_of_a_compiled_model_is_bit_and_cycle_exact(name, tiny_rtl, tmp_path, capsys):
     from compiler import compile_to_file
     from compiler.zoo import build

@@ -1,0 +1,131 @@
+"""Queue streaming: a segment's input feeds its one consumer straight from the network input queue, and its
+output leaves straight from the chain that produces it, instead of through a copy chain each.
+
+Lowering moves every segment input into a buffer with a copy chain (``v_rd NETQ -> buffer``) and every output
+out with another (``buffer -> v_wr NETQ``). The queues are slow ports (``NpuConfig.port_cost(NETQ)`` cycles a
+vector), so on small layers the copies take longer than the work, and each copy is a step the work must wait
+for. When a chain reads the copied buffer exactly once, in the order the queue delivers it, reading the queue
+itself gives the same values and overlaps the transfer with the chain's MACs; likewise for the one chain that
+writes an output buffer in the order the queue takes it. Values are unchanged (a queue read or write moves the
+same fp16 vectors), so outputs stay bit-identical.
+
+Conditions, each checked here (anything else keeps its copy):
+- the buffer is touched by the copy and that one other chain only (not a graph output read elsewhere, no MFU
+  operand, no DMA);
+- the other chain's accesses to it, iteration by iteration, are exactly the copy's accesses in the same order;
+- no other chain uses the same queue in between (the queue's order is the program's order);
+- an output's producer keeps one queue write at most (``a chain writes the output queue at most once``) and its
+  write slots.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.chain_ir import ChainSpec, Ref
+from npu.config import NpuConfig
+from npu.isa import Space
+
+
+def _sequence(spec: ChainSpec, ref: Ref, width: int, window: bool) -> np.ndarray:
+    """Buffer offsets `ref` touches over the chain, in order: per iteration (outer, inner), `width` vectors
+    (through the read window when `window`)."""
+    outer, inner = spec.iters
+    bases = ref.offset + np.arange(outer)[:, None] * ref.so + np.arange(inner)[None, :] * ref.si
+    if window and spec.win[0] > 0:
+        run, pitch = spec.win
+        offsets = (np.arange(width // run)[:, None] * pitch + np.arange(run)[None, :]).ravel()
+    else:
+        offsets = np.arange(width)
+    return (bases.reshape(-1, 1) + offsets[None, :]).ravel()
+
+
+def _read_width(spec: ChainSpec) -> int:
+    return spec.cols if spec.weights is not None else spec.rows
+
+
+def _is_queue(ref: Ref) -> bool:
+    return ref.buf is None and ref.space == Space.NETQ
+
+
+def _users(steps: list, buf) -> list[int]:
+    """Indices of the steps that touch `buf` (read, MFU operand or write)."""
+    out = []
+    for i, s in enumerate(steps):
+        if not isinstance(s, ChainSpec):
+            continue
+        refs = [s.read, *(o.ref for o in s.ops if o.ref is not None), *s.writes]
+        if any(r.buf is buf for r in refs):
+            out.append(i)
+    return out
+
+
+def _queue_between(steps: list, lo: int, hi: int, side: str) -> bool:
+    """Does a chain strictly between lo and hi read (side 'in') or write (side 'out') the queue?"""
+    for s in steps[lo + 1:hi]:
+        if not isinstance(s, ChainSpec):
+            continue
+        if side == "in" and _is_queue(s.read):
+            return True
+        if side == "out" and any(_is_queue(w) for w in s.writes):
+            return True
+    return False
+
+
+def _fuse_input(steps: list, k: int) -> bool:
+    """Step k copies the input queue into a buffer: let its one consumer read the queue instead."""
+    copy = steps[k]
+    if len(copy.writes) != 1 or copy.ops or copy.weights is not None or copy.win[0]:
+        return False
+    dst = copy.writes[0]
+    users = [i for i in _users(steps, dst.buf) if i != k]
+    if len(users) != 1 or users[0] < k or _queue_between(steps, k, users[0], "in"):
+        return False
+    use = steps[users[0]]
+    if use.read.buf is not dst.buf or any(o.ref is not None and o.ref.buf is dst.buf for o in use.ops) \
+            or any(w.buf is dst.buf for w in use.writes):
+        return False
+    written = _sequence(copy, dst, copy.rows, window=False)
+    read = _sequence(use, use.read, _read_width(use), window=True)
+    if not np.array_equal(written, read):
+        return False
+    use.read = Ref(None, space=Space.NETQ)
+    return True
+
+
+def _fuse_output(steps: list, k: int, config: NpuConfig) -> bool:
+    """Step k copies a buffer to the output queue: let the buffer's one producer write the queue instead."""
+    copy = steps[k]
+    if len(copy.writes) != 1 or copy.ops or copy.weights is not None or copy.win[0] or copy.read.buf is None:
+        return False
+    src = copy.read
+    users = [i for i in _users(steps, src.buf) if i != k]
+    if len(users) != 1 or users[0] > k or _queue_between(steps, users[0], k, "out"):
+        return False
+    make = steps[users[0]]
+    mine = [j for j, w in enumerate(make.writes) if w.buf is src.buf]
+    if len(mine) != 1 or make.read.buf is src.buf or any(o.ref is not None and o.ref.buf is src.buf
+                                                          for o in make.ops):
+        return False
+    if any(_is_queue(w) for w in make.writes):
+        return False
+    read = _sequence(copy, src, copy.rows, window=False)
+    written = _sequence(make, make.writes[mine[0]], make.rows, window=False)
+    if not np.array_equal(read, written):
+        return False
+    make.writes[mine[0]] = Ref(None, space=Space.NETQ)
+    return True
+
+
+def stream_queues(steps: list, config: NpuConfig) -> list:
+    """The steps with queue copies folded into their consumer or producer where that is exact (module doc)."""
+    drop = set()
+    for k, s in enumerate(steps):
+        if not isinstance(s, ChainSpec) or len(s.writes) != 1:
+            continue
+        if _is_queue(s.read) and s.writes[0].buf is not None:
+            if _fuse_input(steps, k):
+                drop.add(k)
+        elif _is_queue(s.writes[0]) and s.read.buf is not None:
+            if _fuse_output(steps, k, config):
+                drop.add(k)
+    return [s for k, s in enumerate(steps) if k not in drop]
