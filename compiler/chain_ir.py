@@ -158,13 +158,16 @@ class View:
 
 def standard_grid(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
     """(H, W, C) of a tensor in the native layout: NCHW with N=1 -> pixels HxW of C channels;
-    [B, K] -> 1 x B pixels of K; [T, 1, K] -> 1 x T pixels of K; [K] -> one pixel."""
+    [B, K] -> 1 x B pixels of K; [T, 1, K] -> 1 x T pixels of K; [T, B, K] -> T x B pixels of K; [K] -> one
+    pixel."""
     if len(shape) == 4 and shape[0] == 1:
         return shape[2], shape[3], shape[1]
     if len(shape) == 3 and shape[1] == 1:
         return 1, shape[0], shape[2]   # [T, 1, K]: a sequence, T pixels of K
     if len(shape) == 3 and shape[0] == 1:
         return 1, shape[2], shape[1]   # [1, C, L]: L pixels of C channels
+    if len(shape) == 3:
+        return shape[0], shape[1], shape[2]   # [T, B, K]: a batch of sequences, T x B pixels of K
     if len(shape) == 2:
         return 1, shape[0], shape[1]
     if len(shape) == 1:

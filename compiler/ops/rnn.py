@@ -1,9 +1,9 @@
-"""Recurrent layers: LSTM, GRU (either linear_before_reset) and RNN on the NPU (batch 1; forward, reverse
-or bidirectional) as per-timestep chains; what the NPU does not map (other activations, clip, batch > 1,
-peepholes) on the host.
+"""Recurrent layers: LSTM, GRU (either linear_before_reset) and RNN on the NPU (any batch; forward, reverse
+or bidirectional) as per-timestep chains; what the NPU does not map (other activations, clip, peepholes,
+layout 1) on the host.
 
 Per timestep, one mv_mul over the concatenated ``[x_t; h_{t-1}]`` computes
-every gate (the buffer ``XH`` holds row t = ``[x_t, h_{t-1}]``, so the new h
+every gate (the buffer ``XH`` holds row (t, b) = ``[x_t, h_{t-1}]`` of sequence b, so the new h
 is written straight into the next row), then MFU chains apply the
 nonlinearities, products and sums.  Gate rows are laid out ``[i, f, o, c]``
 (LSTM) so one ``v_sigm`` chain covers i, f and o; GRU with
@@ -13,6 +13,10 @@ chain.  The weights are one
 set of chunks reused by every timestep.  A reverse direction walks the
 timesteps backwards (its XH row k holds x_{T-1-k}); a bidirectional layer runs
 both directions one after the other into the shared Y.
+
+A batch of B sequences runs each timestep's chains over B iterations (one per sequence): every operand steps
+by its per-sequence size, the gate matrix is read from the MRF once per chain and reused by every sequence,
+as the FPT'20 NPU batches its RNNs.
 """
 from __future__ import annotations
 
@@ -46,34 +50,49 @@ class _Recurrence:
         self.node = node
         self.d, self.ndir, self.reverse, self.y = d, ndir, reverse, y
         x = node.inputs[0]
-        T, _, I = g.shape(x)
+        T, B, I = g.shape(x)
         H = int(node.attr("hidden_size") or g.value(node.inputs[2]).shape[-1])
-        self.T, self.I, self.H = T, I, H
+        self.T, self.B, self.I, self.H = T, B, I, H
         self.it, self.ht = lw.ct(I), lw.ct(H)
         self.row = self.it + self.ht
-        # XH rows 0..T in processing order: [x_t, h_prev]; row T holds the final h in its h part
-        self.xh = lw.buffer(f"{node.name}.xh{d}", (T + 1) * self.row)
+        self.iters = (1, B)
+        # XH rows (k, b), k = 0..T in processing order: [x_t, h_prev]; rows T hold the final h in their h part
+        self.xh = lw.buffer(f"{node.name}.xh{d}", (T + 1) * B * self.row)
         src = lw.placement(x)
         slots = src.grid_slots()
-        if slots is None or (src.view.H, src.view.W) != (1, T) or not np.array_equal(slots, np.arange(I)):
-            raise LoweringError("RNN input is not one timestep per pixel")
+        grid = (1, T) if B == 1 else (T, B)  # npu.chain_ir.standard_grid of [T, B, I]
+        if slots is None or (src.view.H, src.view.W) != grid or not np.array_equal(slots, np.arange(I)):
+            raise LoweringError("RNN input is not one timestep and sequence per pixel")
         if not reverse:
-            lw.chain(ChainSpec(src.view.pixel_ref(), self.it, (1, T), writes=[Ref(self.xh, 0, 0, self.row)]))
+            lw.chain(ChainSpec(src.view.pixel_ref(), self.it, (T, B) if B > 1 else (1, T),
+                               writes=[Ref(self.xh, 0, B * self.row, self.row)]))
         else:  # strides only count up: one copy per timestep
             for k in range(T):
-                lw.chain(ChainSpec(Ref(src.view.buf, src.view.at(0, T - 1 - k)), self.it,
-                                   writes=[Ref(self.xh, k * self.row)]))
-        lw.chain(ChainSpec(self.state(5), self.ht, (1, 1), writes=[Ref(self.xh, self.it)]))
+                at = src.view.at(0, T - 1 - k) if B == 1 else src.view.at(T - 1 - k, 0)
+                lw.chain(ChainSpec(self.per(src.view.buf, at, src.view.pitch), self.it, self.iters,
+                                   writes=[self.per(self.xh, k * B * self.row, self.row)]))
+        lw.chain(ChainSpec(self.state(5), self.ht, self.iters, writes=[self.per(self.xh, self.it, self.row)]))
+
+    def per(self, buf, offset: int, stride: int) -> Ref:
+        """An operand of a per-timestep chain: `offset` in `buf` for sequence 0, `stride` further per sequence."""
+        return Ref(buf, offset, 0, stride if self.B > 1 else 0)
+
+    def buffer(self, name: str, size: int, space=None, mfu: int = 0):
+        """A per-timestep buffer of `size` vectors for each sequence of the batch."""
+        if space is None:
+            return self.lw.buffer(name, size * self.B)
+        return self.lw.buffer(name, size * self.B, space, mfu)
 
     def timestep(self, k: int) -> int:
         return self.T - 1 - k if self.reverse else k
 
     def y_ref(self, k: int) -> Ref:
-        return Ref(self.y, (self.timestep(k) * self.ndir + self.d) * self.ht)
+        """Y [T, dirs, B, H] at processing step k, this direction, each sequence."""
+        return self.per(self.y, (self.timestep(k) * self.ndir + self.d) * self.B * self.ht, self.ht)
 
     def h_ref(self, k: int) -> Ref:
-        """h entering processing step k (k = T: the final h)."""
-        return Ref(self.xh, k * self.row + self.it)
+        """h entering processing step k (k = T: the final h), each sequence."""
+        return self.per(self.xh, k * self.B * self.row + self.it, self.row)
 
     def weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         g, node, d = self.lw.g, self.node, self.d
@@ -91,9 +110,11 @@ class _Recurrence:
         if not name or (value is not None and not np.any(value)):
             return ZERO
         if value is not None:
-            vec = np.zeros(self.ht * n)
-            vec[:self.H] = value.reshape(-1)
-            return Ref(lw.const(vec, Space.ASVRF, 0))
+            vec = np.zeros((self.B, self.ht * n))
+            vec[:, :self.H] = value.reshape(self.B, self.H)
+            return self.per(lw.const(vec.reshape(-1), Space.ASVRF, 0), 0, self.ht)
+        if self.B > 1:
+            raise LoweringError("a batch's initial state must be a constant")
         p = lw.placement(name)
         slots = p.grid_slots()
         if slots is None or not np.array_equal(slots, np.arange(self.H)) or p.view.ct != self.ht \
@@ -135,7 +156,7 @@ class _Recurrence:
         def emit(t: int, writes: list[Ref] | None = None, ops: tuple = ()):
             """Timestep t's chains: + bias, then ``ops``, into ``writes`` (default: ``dst``)."""
             for r0, rows, ch, bconst in chunks:
-                lw.chain(ChainSpec(Ref(self.xh, t * self.row), rows, (1, 1), C, weights=ch,
+                lw.chain(ChainSpec(self.per(self.xh, t * self.B * self.row, self.row), rows, self.iters, C, weights=ch,
                                    ops=[ChainOp("vv_add", 0, Ref(bconst)), *ops],
                                    writes=[d.shifted(r0) for d in (writes or dst)]))
         return emit
@@ -144,37 +165,36 @@ def _outputs(lw: Lowering, node: Node, recs: list[_Recurrence]) -> None:
     """Y [T, dirs, 1, H] from the shared Y buffer; Y_h [dirs, 1, H] from each XH's last row."""
     g, n = lw.g, lw.n
     r0 = recs[0]
-    T, H, ht, ndir = r0.T, r0.H, r0.ht, r0.ndir
+    T, B, H, ht, ndir = r0.T, r0.B, r0.H, r0.ht, r0.ndir
     outs = node.outputs + ["", "", ""]
-    if outs[0]:
-        emap = ((np.arange(T)[:, None, None] * ndir + np.arange(ndir)[None, :, None]) * (ht * n)
-                + np.arange(H)[None, None, :]).reshape(-1)
-        lw.placements[outs[0]] = Placement(View(r0.y, 1, T, ndir * ht), tuple(g.shape(outs[0])), n, emap_=emap)
+    if outs[0]:  # Y [T, dirs, B, H]: vector ((t * dirs + d) * B + b) * ht
+        emap = ((np.arange(T * ndir * B)[:, None]) * (ht * n) + np.arange(H)[None, :]).reshape(-1)
+        lw.placements[outs[0]] = Placement(View(r0.y, 1, T, ndir * B * ht), tuple(g.shape(outs[0])), n, emap_=emap)
+    # Y_h, Y_c [dirs, B, H]: vector (d * B + b) * ht
+    emap = (np.arange(ndir * B)[:, None] * (ht * n) + np.arange(H)[None, :]).reshape(-1)
     if outs[1]:
         shape = tuple(g.shape(outs[1]))
-        if ndir == 1:
+        if ndir == 1 and B == 1:
             view = View(r0.xh, 1, 1, ht, offset=T * r0.row + r0.it)
-        else:  # the final h of each direction sits in its own XH: gather them
-            yh = lw.buffer(f"{node.name}.y_h", ndir * ht)
+        else:  # the final h of each direction and sequence sits in its own XH row: gather them
+            yh = lw.buffer(f"{node.name}.y_h", ndir * B * ht)
             for rec in recs:
-                lw.chain(ChainSpec(rec.h_ref(T), ht, writes=[Ref(yh, rec.d * ht)]))
-            view = View(yh, 1, ndir, ht)
-        emap = (np.arange(ndir)[:, None] * (ht * n) + np.arange(H)[None, :]).reshape(-1)
+                lw.chain(ChainSpec(rec.h_ref(T), ht, rec.iters, writes=[rec.per(yh, rec.d * B * ht, ht)]))
+            view = View(yh, 1, ndir, B * ht)
         lw.placements[outs[1]] = Placement(view, shape, n, emap_=emap)
     if node.op == "LSTM" and outs[2]:  # Y_c: the cell state each direction ends with
-        yc = lw.buffer(f"{node.name}.y_c", ndir * ht)
+        yc = lw.buffer(f"{node.name}.y_c", ndir * B * ht)
         for rec in recs:
-            lw.chain(ChainSpec(Ref(rec.c_state), ht, writes=[Ref(yc, rec.d * ht)]))
-        emap = (np.arange(ndir)[:, None] * (ht * n) + np.arange(H)[None, :]).reshape(-1)
-        lw.placements[outs[2]] = Placement(View(yc, 1, ndir, ht), tuple(g.shape(outs[2])), n, emap_=emap)
+            lw.chain(ChainSpec(Ref(rec.c_state), B * ht, writes=[Ref(yc, rec.d * B * ht)]))
+        lw.placements[outs[2]] = Placement(View(yc, 1, ndir, B * ht), tuple(g.shape(outs[2])), n, emap_=emap)
 
 
 def _directions(lw: Lowering, node: Node) -> list[_Recurrence]:
     direction = node.attr("direction", "forward")
     ndir = 2 if direction == "bidirectional" else 1
-    T, _, _ = lw.g.shape(node.inputs[0])
+    T, B, _ = lw.g.shape(node.inputs[0])
     H = int(node.attr("hidden_size") or lw.g.value(node.inputs[2]).shape[-1])
-    y = lw.buffer(f"{node.name}.y", T * ndir * lw.ct(H))
+    y = lw.buffer(f"{node.name}.y", T * ndir * B * lw.ct(H))
     return [_Recurrence(lw, node, d, ndir, direction == "reverse" or d == 1, y) for d in range(ndir)]
 
 
@@ -205,16 +225,16 @@ def _rnn_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
 def _gru_reset_first_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
     """GRU with linear_before_reset = 0 (ONNX's default, and Brainwave's GRU): the reset gate multiplies h
     before R_n does, n = tanh(W_n x + Wb_n + R_n (r * h) + Rb_n), so each timestep has a second mv_mul."""
-    n_, ht, T, d = lw.n, rec.ht, rec.T, rec.d
+    n_, ht, T, d, it, per = lw.n, rec.ht, rec.T, rec.d, rec.iters, rec.per
     w, r, b = rec.weights()
     (Wz, Rz, Wbz, Rbz), (Wr, Rr, Wbr, Rbr), (Wn, Rn, Wbn, Rbn) = _gate_blocks(w, r, b, rec.H, [0, 1, 2])
     m, bias = rec.matrix([(Wz, Rz, Wbz + Rbz), (Wr, Rr, Wbr + Rbr), (Wn, None, Wbn + Rbn)])
-    G = lw.buffer(f"{node.name}.gates{d}", 3 * ht, Space.ASVRF, 0)  # [z, r, W_n x + b]: MFU 0 adds the last
-    ZR = lw.buffer(f"{node.name}.zr{d}", 2 * ht, Space.MULVRF, 0)
-    RH = lw.buffer(f"{node.name}.rh{d}", ht)
-    N0 = lw.buffer(f"{node.name}.n0{d}", ht, Space.ASVRF, 0)
-    N1 = lw.buffer(f"{node.name}.n1{d}", ht, Space.ASVRF, 1)
-    gates = rec.gate_chains(m, bias, [Ref(G)])
+    G = rec.buffer(f"{node.name}.gates{d}", 3 * ht, Space.ASVRF, 0)  # [z, r, W_n x + b]: MFU 0 adds the last
+    ZR = rec.buffer(f"{node.name}.zr{d}", 2 * ht, Space.MULVRF, 0)
+    RH = rec.buffer(f"{node.name}.rh{d}", ht)
+    N0 = rec.buffer(f"{node.name}.n0{d}", ht, Space.ASVRF, 0)
+    N1 = rec.buffer(f"{node.name}.n1{d}", ht, Space.ASVRF, 1)
+    gates = rec.gate_chains(m, bias, [per(G, 0, 3 * ht)])
     rn = np.zeros((ht * n_, ht * n_))
     rn[:rec.H, :rec.H] = Rn
     rows = max(1, min(ht, lw.capacity // ht))
@@ -229,68 +249,75 @@ def _gru_reset_first_direction(lw: Lowering, node: Node, rec: _Recurrence) -> No
         chunks.append((r0, ch))
     for k in range(T):
         gates(k)
-        lw.chain(ChainSpec(Ref(G), 2 * ht, ops=[ChainOp("v_sigm", 0)], writes=[Ref(ZR)]))
-        lw.chain(ChainSpec(rec.h_ref(k), ht, ops=[ChainOp("vv_mul", 0, Ref(ZR, ht))], writes=[Ref(RH)]))
+        lw.chain(ChainSpec(per(G, 0, 3 * ht), 2 * ht, it, ops=[ChainOp("v_sigm", 0)], writes=[per(ZR, 0, 2 * ht)]))
+        lw.chain(ChainSpec(rec.h_ref(k), ht, it, ops=[ChainOp("vv_mul", 0, per(ZR, ht, 2 * ht))],
+                           writes=[per(RH, 0, ht)]))
         # n = tanh(R_n (r * h) + W_n x + b)
         for r0, ch in chunks:
-            lw.chain(ChainSpec(Ref(RH), ch.rows, (1, 1), ht, weights=ch,
-                               ops=[ChainOp("vv_add", 0, Ref(G, 2 * ht + r0)), ChainOp("v_tanh", 0)],
-                               writes=[Ref(N0, r0), Ref(N1, r0)]))
-        # h = n + z * (h_prev - n)
-        lw.chain(ChainSpec(rec.h_ref(k), ht,
-                           ops=[ChainOp("vv_a_sub_b", 0, Ref(N0)), ChainOp("vv_mul", 0, Ref(ZR)),
-                                ChainOp("vv_add", 1, Ref(N1))],
+            lw.chain(ChainSpec(per(RH, 0, ht), ch.rows, it, ht, weights=ch,
+                               ops=[ChainOp("vv_add", 0, per(G, 2 * ht + r0, 3 * ht)), ChainOp("v_tanh", 0)],
+                               writes=[per(N0, r0, ht), per(N1, r0, ht)]))
+        _gru_update(rec, k, N0, N1, ZR)
+
+
+def _gru_update(rec: _Recurrence, k: int, N0, N1, ZR) -> None:
+    """h = n + z * (h_prev - n), into the next XH row and Y."""
+    ht, per = rec.ht, rec.per
+    rec.lw.chain(ChainSpec(rec.h_ref(k), ht, rec.iters,
+                           ops=[ChainOp("vv_a_sub_b", 0, per(N0, 0, ht)), ChainOp("vv_mul", 0, per(ZR, 0, 2 * ht)),
+                                ChainOp("vv_add", 1, per(N1, 0, ht))],
                            writes=[rec.h_ref(k + 1), rec.y_ref(k)]))
 
 
 def _lstm_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
-    ht, T, d = rec.ht, rec.T, rec.d
+    ht, T, d, it, per = rec.ht, rec.T, rec.d, rec.iters, rec.per
     w, r, b = rec.weights()
     # ONNX order i, o, f, c -> ours i, f, o, c
     blocks = [(W, R, Wb + Rb) for W, R, Wb, Rb in _gate_blocks(w, r, b, rec.H, [0, 2, 1, 3])]
     m, bias = rec.matrix(blocks)
-    G = lw.buffer(f"{node.name}.gates{d}", 4 * ht)
-    S = lw.buffer(f"{node.name}.sig{d}", 3 * ht)
-    SO = lw.buffer(f"{node.name}.sig_o{d}", 3 * ht, Space.MULVRF, 1)  # i, f, o for MFU 1's multiplier
-    IC = lw.buffer(f"{node.name}.ic{d}", ht, Space.ASVRF, 1)
-    CS = rec.c_state = lw.buffer(f"{node.name}.c{d}", ht, Space.MULVRF, 0)
-    lw.chain(ChainSpec(rec.state(6), ht, (1, 1), writes=[Ref(CS)]))
-    gates = rec.gate_chains(m, bias, [Ref(G)])
+    G = rec.buffer(f"{node.name}.gates{d}", 4 * ht)
+    S = rec.buffer(f"{node.name}.sig{d}", 3 * ht)
+    SO = rec.buffer(f"{node.name}.sig_o{d}", 3 * ht, Space.MULVRF, 1)  # i, f, o for MFU 1's multiplier
+    IC = rec.buffer(f"{node.name}.ic{d}", ht, Space.ASVRF, 1)
+    CS = rec.c_state = rec.buffer(f"{node.name}.c{d}", ht, Space.MULVRF, 0)
+    lw.chain(ChainSpec(rec.state(6), ht, it, writes=[per(CS, 0, ht)]))
+    gates = rec.gate_chains(m, bias, [per(G, 0, 4 * ht)])
     for k in range(T):
         gates(k)
-        lw.chain(ChainSpec(Ref(G), 3 * ht, ops=[ChainOp("v_sigm", 0)], writes=[Ref(S), Ref(SO)]))
+        lw.chain(ChainSpec(per(G, 0, 4 * ht), 3 * ht, it, ops=[ChainOp("v_sigm", 0)],
+                           writes=[per(S, 0, 3 * ht), per(SO, 0, 3 * ht)]))
         # i * tanh(candidate): MFU 0's activation, then MFU 1's multiplier
-        lw.chain(ChainSpec(Ref(G, 3 * ht), ht, ops=[ChainOp("v_tanh", 0), ChainOp("vv_mul", 1, Ref(SO))],
-                           writes=[Ref(IC)]))
-        lw.chain(ChainSpec(Ref(S, ht), ht, ops=[ChainOp("vv_mul", 0, Ref(CS)), ChainOp("vv_add", 1, Ref(IC))],
-                           writes=[Ref(CS)]))
-        lw.chain(ChainSpec(Ref(CS), ht, ops=[ChainOp("v_tanh", 0), ChainOp("vv_mul", 1, Ref(SO, 2 * ht))],
+        lw.chain(ChainSpec(per(G, 3 * ht, 4 * ht), ht, it,
+                           ops=[ChainOp("v_tanh", 0), ChainOp("vv_mul", 1, per(SO, 0, 3 * ht))],
+                           writes=[per(IC, 0, ht)]))
+        lw.chain(ChainSpec(per(S, ht, 3 * ht), ht, it,
+                           ops=[ChainOp("vv_mul", 0, per(CS, 0, ht)), ChainOp("vv_add", 1, per(IC, 0, ht))],
+                           writes=[per(CS, 0, ht)]))
+        lw.chain(ChainSpec(per(CS, 0, ht), ht, it,
+                           ops=[ChainOp("v_tanh", 0), ChainOp("vv_mul", 1, per(SO, 2 * ht, 3 * ht))],
                            writes=[rec.h_ref(k + 1), rec.y_ref(k)]))
 
 
 def _gru_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
-    ht, T, d = rec.ht, rec.T, rec.d
+    ht, T, d, it, per = rec.ht, rec.T, rec.d, rec.iters, rec.per
     w, r, b = rec.weights()
     (Wz, Rz, Wbz, Rbz), (Wr, Rr, Wbr, Rbr), (Wn, Rn, Wbn, Rbn) = _gate_blocks(w, r, b, rec.H, [0, 1, 2])
     m, bias = rec.matrix([(Wz, Rz, Wbz + Rbz), (Wr, Rr, Wbr + Rbr), (Wn, None, Wbn), (None, Rn, Rbn)])
-    G = lw.buffer(f"{node.name}.gates{d}", 4 * ht)
-    GA = lw.buffer(f"{node.name}.gates_a{d}", 4 * ht, Space.ASVRF, 1)
-    ZR = lw.buffer(f"{node.name}.zr{d}", 2 * ht, Space.MULVRF, 0)
-    N0 = lw.buffer(f"{node.name}.n0{d}", ht, Space.ASVRF, 0)
-    N1 = lw.buffer(f"{node.name}.n1{d}", ht, Space.ASVRF, 1)
-    gates = rec.gate_chains(m, bias, [Ref(G), Ref(GA)])
+    G = rec.buffer(f"{node.name}.gates{d}", 4 * ht)
+    GA = rec.buffer(f"{node.name}.gates_a{d}", 4 * ht, Space.ASVRF, 1)
+    ZR = rec.buffer(f"{node.name}.zr{d}", 2 * ht, Space.MULVRF, 0)
+    N0 = rec.buffer(f"{node.name}.n0{d}", ht, Space.ASVRF, 0)
+    N1 = rec.buffer(f"{node.name}.n1{d}", ht, Space.ASVRF, 1)
+    gates = rec.gate_chains(m, bias, [per(G, 0, 4 * ht), per(GA, 0, 4 * ht)])
     for k in range(T):
         gates(k)
-        lw.chain(ChainSpec(Ref(G), 2 * ht, ops=[ChainOp("v_sigm", 0)], writes=[Ref(ZR)]))
+        lw.chain(ChainSpec(per(G, 0, 4 * ht), 2 * ht, it, ops=[ChainOp("v_sigm", 0)], writes=[per(ZR, 0, 2 * ht)]))
         # n = tanh(W_n x + b + r * (R_n h + b))
-        lw.chain(ChainSpec(Ref(G, 3 * ht), ht, ops=[ChainOp("vv_mul", 0, Ref(ZR, ht)),
-                                                     ChainOp("vv_add", 1, Ref(GA, 2 * ht)), ChainOp("v_tanh", 1)],
-                           writes=[Ref(N0), Ref(N1)]))
-        # h = n + z * (h_prev - n)
-        lw.chain(ChainSpec(rec.h_ref(k), ht,
-                           ops=[ChainOp("vv_a_sub_b", 0, Ref(N0)), ChainOp("vv_mul", 0, Ref(ZR)),
-                                ChainOp("vv_add", 1, Ref(N1))],
-                           writes=[rec.h_ref(k + 1), rec.y_ref(k)]))
+        lw.chain(ChainSpec(per(G, 3 * ht, 4 * ht), ht, it,
+                           ops=[ChainOp("vv_mul", 0, per(ZR, ht, 2 * ht)),
+                                ChainOp("vv_add", 1, per(GA, 2 * ht, 4 * ht)), ChainOp("v_tanh", 1)],
+                           writes=[per(N0, 0, ht), per(N1, 0, ht)]))
+        _gru_update(rec, k, N0, N1, ZR)
 
 
 # ---------------------------------------------------------------------- records
@@ -300,8 +327,12 @@ def rnn_reason(g: Graph, node: Node) -> str | None:
     if a.direction not in ("forward", "reverse", "bidirectional"):
         return f"direction {a.direction!r}"
     ndir = 2 if a.direction == "bidirectional" else 1
-    if len(shape) != 3 or shape[1] != 1:
-        return "only batch 1 runs on the NPU"
+    if node.attr("layout", 0):
+        return "layout 1 (batch-major sequences)"
+    if len(shape) != 3:
+        return "the sequence is not [T, B, I]"
+    if shape[1] > 1 and shape[0] == 1:
+        return "one timestep of a batch (the [1, B, I] layout is read as channels)"
     ins = node.inputs + [""] * 8
     if any(g.value(i) is None for i in ins[1:3]) or (ins[3] and g.value(ins[3]) is None):
         return "weights must be constants"
@@ -310,8 +341,10 @@ def rnn_reason(g: Graph, node: Node) -> str | None:
         if lens is None or np.any(np.asarray(lens) != shape[0]):
             return "sequence_lens shorter than the sequence"  # every sequence full length is fine
     for k in (5, 6) if node.op == "LSTM" else (5,):
-        if ins[k] and tuple(g.shape(ins[k]) or ()) != (ndir, 1, int(node.attr("hidden_size") or 0)):
+        if ins[k] and tuple(g.shape(ins[k]) or ()) != (ndir, shape[1], int(node.attr("hidden_size") or 0)):
             return "initial state of an unexpected shape"
+        if ins[k] and shape[1] > 1 and g.value(ins[k]) is None:
+            return "a batch's initial state must be a constant"
     if node.op == "LSTM" and ins[7]:
         return "peephole connections"
     defaults = {"LSTM": ("sigmoid", "tanh", "tanh"), "GRU": ("sigmoid", "tanh"), "RNN": ("tanh",)}[node.op]

@@ -8,7 +8,7 @@ from onnx import helper
 from helpers import assert_matches, make_model
 
 
-def rnn_model(op, T, I, H, bias=True, outputs=("Y",), lbr=1, direction="forward"):
+def rnn_model(op, T, I, H, bias=True, outputs=("Y",), lbr=1, direction="forward", batch=1, h0=False):
     rng = np.random.default_rng(1)
     G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
     D = 2 if direction == "bidirectional" else 1
@@ -18,12 +18,15 @@ def rnn_model(op, T, I, H, bias=True, outputs=("Y",), lbr=1, direction="forward"
     if bias:
         inits["B"] = (rng.standard_normal((D, 2 * G * H)) * 0.1).astype(np.float32)
         ins.append("B")
+    if h0:  # a constant initial state per direction and sequence
+        ins += [""] * (4 - len(ins)) + ["", "h0"]
+        inits["h0"] = (rng.standard_normal((D, batch, H)) * 0.5).astype(np.float32)
     names = [o if o in outputs else "" for o in ("Y", "Y_h", "Y_c")][:3 if op == "LSTM" else 2]
     attrs = {"hidden_size": H, "direction": direction}
     if op == "GRU":
         attrs["linear_before_reset"] = lbr
     node = helper.make_node(op, ins, names, **attrs)
-    return make_model([node], {"x": [T, 1, I]}, {o: None for o in outputs}, inits)
+    return make_model([node], {"x": [T, batch, I]}, {o: None for o in outputs}, inits)
 
 
 @pytest.mark.parametrize("config", ["tiny", "small"])
@@ -144,3 +147,50 @@ def test_npu_lstm_counts_both_directions():
     m = rnn_model("LSTM", 4, 12, 10, outputs=("Y", "Y_h"), direction="bidirectional")
     out = assert_matches(m, "tiny")
     assert layers(out)["LSTM"]["macs"] == 4 * 2 * 4 * 10 * (12 + 10)
+
+
+@pytest.mark.parametrize("config", ["tiny", "small"])
+@pytest.mark.parametrize("op,lbr,direction,batch", [("LSTM", 1, "forward", 3), ("GRU", 0, "forward", 2),
+                                                    ("GRU", 1, "reverse", 3), ("RNN", 1, "bidirectional", 4),
+                                                    ("LSTM", 1, "bidirectional", 2)])
+def test_a_batch_of_sequences_on_the_npu(config, op, lbr, direction, batch):
+    """B sequences share each timestep's chains (one iteration each): every sequence's Y, Y_h (and Y_c) match
+    onnxruntime's, so no sequence reads another's state."""
+    outputs = ("Y", "Y_h", "Y_c") if op == "LSTM" else ("Y", "Y_h")
+    m = rnn_model(op, 4, 12, 10, outputs=outputs, lbr=lbr, direction=direction, batch=batch)
+    out = assert_matches(m, config)
+    for name, ref in out["ref"].items():  # each sequence on its own (the batch axis is 1 for Y_h, 2 for Y)
+        axis = 2 if name == "Y" else 1
+        for b in range(batch):
+            got, want = np.take(out["got"][name], b, axis), np.take(ref, b, axis)
+            assert np.abs(got - want).max() <= 0.05 * np.abs(want).max(), (name, b)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_a_batch_with_a_constant_initial_state(op):
+    assert_matches(rnn_model(op, 3, 8, 10, outputs=("Y", "Y_h"), batch=3, h0=True), "tiny")
+
+
+def test_a_batch_reuses_each_weight_tile_across_its_sequences():
+    """Batch 3 multiplies three times the MACs with the same weight tiles and pipeline fills: cycles grow
+    well under 3x (one chain per sequence would take 3x), utilization rises."""
+    one = assert_matches(rnn_model("LSTM", 4, 12, 10), "tiny")["stats"]
+    three = assert_matches(rnn_model("LSTM", 4, 12, 10, batch=3), "tiny")["stats"]
+    assert three.macs == 3 * one.macs and three.npu_cycles < 2.5 * one.npu_cycles
+    assert three.utilization > one.utilization
+
+
+def test_layout_1_sequences_stay_on_the_host():
+    """Batch-major sequences ([B, T, I]) are not read as [T, B, I] (onnxruntime cannot run them either)."""
+    from compiler import compile_report
+
+    m = rnn_model("LSTM", 3, 8, 8)
+    m.graph.node[0].attribute.append(helper.make_attribute("layout", 1))
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    dims[0].dim_value, dims[1].dim_value = 1, 3
+    out = m.graph.output[0].type.tensor_type.shape
+    out.ClearField("dim")
+    for d in (1, 3, 1, 8):  # Y [B, T, dirs, H]
+        out.dim.add().dim_value = d
+    layer = next(L for L in compile_report(m, config="tiny").layers if L.op == "LSTM")
+    assert layer.target == "host" and "layout" in layer.reason
