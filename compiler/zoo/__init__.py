@@ -10,8 +10,10 @@ exercised.  No PyTorch is needed::
     zoo.save(model, "resnet50.onnx")
 
 Every CNN takes reduced input sizes (32 and up) so tests stay fast.  The
-``digits`` model is trained here on scikit-learn's bundled digits;
-:func:`digits_dataset` returns its held-out split and float accuracy.
+``digits`` (an MLP) and ``digits_cnn`` (a CNN) models are trained here on
+scikit-learn's bundled digits; :func:`digits_dataset` and
+``compiler.zoo.digits_cnn.dataset`` return the held-out split and each
+model's float accuracy.
 """
 from __future__ import annotations
 

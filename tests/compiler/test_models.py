@@ -65,10 +65,14 @@ def test_resnet50_streams_weights_on_brainslice():
     assert ex.manifest["weights"]["tiles"] > ex.config.mrf_tiles
 
 
-def test_digits_accuracy_on_real_data():
-    """Float vs NPU accuracy on the held-out digits (the float model's accuracy comes with the dataset)."""
-    data = zoo.digits_dataset(seed=0)
-    ex = Executor(read_model(compile_model(zoo.build("digits", seed=0), config="small")))
+@pytest.mark.parametrize("name", ["digits", "digits_cnn"])
+def test_digits_accuracy_on_real_data(name):
+    """Float vs NPU accuracy on the held-out digits (the float model's accuracy comes with the dataset), for the
+    MLP and the CNN trained here."""
+    from compiler.zoo import digits_cnn
+
+    data = zoo.digits_dataset(seed=0) if name == "digits" else digits_cnn.dataset(seed=0)
+    ex = Executor(read_model(compile_model(zoo.build(name, seed=0), config="small")))
     pred = np.array([ex.run({"input": data.x_test[i:i + 1]})[0]["output"].argmax() for i in range(len(data.y_test))])
     npu_acc = float((pred == data.y_test).mean())
     assert data.float_accuracy > 0.9
