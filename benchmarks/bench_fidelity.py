@@ -6,7 +6,8 @@
 For each (model, format): minimum cosine similarity of the outputs, top-1 agreement with onnxruntime,
 and the same for the peer, onnxruntime with int8 weights (symmetric, per output channel, the usual
 weight-only quantization); the ratio column is the NPU's error (1 - cosine) over the int8 peer's.  Target: msfp16 on resnet50 cosine >= 0.999, top-1 >= 99 %.
-Then accuracy on real data: the two models trained here on sklearn's digits (an MLP and a CNN), float32 against
+Then accuracy on real data: the three models trained here on sklearn's digits (an MLP, a CNN and an RNN reading
+a digit's rows as a sequence), float32 against
 each format and the int8 peer; target: the CNN's msfp16 accuracy within 0.5 points of float32.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 DEFAULT = [("resnet50", 224), ("densenet121", 64), ("vgg16", 64), ("lstm", None), ("gru", None), ("mlp", None),
-           ("digits", None)]
+           ("digits", None), ("digits_cnn", None), ("digits_rnn", None)]
 
 
 def int8_weights(model):
@@ -41,29 +42,31 @@ def int8_weights(model):
 
 
 def digits_accuracy(args) -> bool:
-    """Accuracy on real data: sklearn's held-out digits through the two models trained here (the MLP and the CNN),
+    """Accuracy on real data: sklearn's held-out digits through the three models trained here (MLP, CNN, RNN),
     float32 (onnxruntime) against the NPU per format and the int8-weight peer. Target (issue 10): the CNN's
     msfp16 accuracy within 0.5 points of float32."""
     import numpy as np
     import onnxruntime as ort
 
     from compiler import compile_model, zoo
-    from compiler.zoo import digits_cnn
+    from compiler.zoo import digits_cnn, digits_rnn
     from npu.modelfile import read_model
     from runtime.executor import Executor
 
     ok = True
-    for name, data in (("digits", zoo.digits_dataset(seed=0)), ("digits_cnn", digits_cnn.dataset(seed=0))):
+    for name, data in (("digits", zoo.digits_dataset(seed=0)), ("digits_cnn", digits_cnn.dataset(seed=0)),
+                       ("digits_rnn", digits_rnn.dataset(seed=0))):
         model = zoo.build(name, seed=0)
+        shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+        xs = [x.reshape(shape) for x in data.x_test]  # one image (or one sequence of rows) per run
         peer = ort.InferenceSession(int8_weights(model).SerializeToString(), providers=["CPUExecutionProvider"])
         n = len(data.y_test)
-        peer_acc = float(np.mean([peer.run(None, {"input": data.x_test[i:i + 1]})[0].argmax() == data.y_test[i]
-                                  for i in range(n)]))
+        peer_acc = float(np.mean([peer.run(None, {"input": xs[i]})[0].argmax() == data.y_test[i] for i in range(n)]))
         print(f"\n{name} (held-out {n} images): float32 accuracy {data.float_accuracy:.2%}, "
               f"onnxruntime int8 weights {peer_acc:.2%}")
         for fmt in args.formats:
             ex = Executor(read_model(compile_model(model, config=args.config, fmt=fmt)))
-            pred = np.array([ex.run({"input": data.x_test[i:i + 1]})[0]["output"].argmax() for i in range(n)])
+            pred = np.array([ex.run({"input": xs[i]})[0]["output"].argmax() for i in range(n)])
             acc = float((pred == data.y_test).mean())
             verdict = ""
             if name == "digits_cnn" and fmt == "msfp16":

@@ -11,7 +11,7 @@ from typing import Literal
 
 import onnx
 
-from compiler.zoo import densenet, digits, digits_cnn, resnet, rnn, small, ssd, vgg
+from compiler.zoo import densenet, digits, digits_cnn, digits_rnn, resnet, rnn, small, ssd, vgg
 from compiler.zoo.errors import ZooError
 
 Kind = Literal["classifier", "detector", "rnn"]
@@ -97,6 +97,9 @@ _MODELS = (
              digits.build, _defaults(digits.build), input_size=8, min_input_size=8, max_input_size=8),
     ZooModel("digits_cnn", "CNN (2 convs, 16/32 channels) trained here on sklearn's 8x8 digits, 98 % held out",
              digits_cnn.build, _defaults(digits_cnn.build), input_size=8, min_input_size=8, max_input_size=8),
+    ZooModel("digits_rnn", "RNN (tanh, hidden 48) over a digit's 8 rows, trained here on sklearn's 8x8 digits",
+             digits_rnn.build, _defaults(digits_rnn.build), input_size=8, kind="rnn", min_input_size=8,
+             max_input_size=8),
 )
 
 MODELS: Mapping[str, ZooModel] = MappingProxyType({m.name: m for m in _MODELS})

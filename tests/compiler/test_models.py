@@ -65,15 +65,20 @@ def test_resnet50_streams_weights_on_brainslice():
     assert ex.manifest["weights"]["tiles"] > ex.config.mrf_tiles
 
 
-@pytest.mark.parametrize("name", ["digits", "digits_cnn"])
+@pytest.mark.parametrize("name", ["digits", "digits_cnn", "digits_rnn"])
 def test_digits_accuracy_on_real_data(name):
     """Float vs NPU accuracy on the held-out digits (the float model's accuracy comes with the dataset), for the
-    MLP and the CNN trained here."""
-    from compiler.zoo import digits_cnn
+    MLP, the CNN and the RNN trained here."""
+    import importlib
 
-    data = zoo.digits_dataset(seed=0) if name == "digits" else digits_cnn.dataset(seed=0)
-    ex = Executor(read_model(compile_model(zoo.build(name, seed=0), config="small")))
-    pred = np.array([ex.run({"input": data.x_test[i:i + 1]})[0]["output"].argmax() for i in range(len(data.y_test))])
+    data = zoo.digits_dataset(seed=0) if name == "digits" else \
+        importlib.import_module(f"compiler.zoo.{name}").dataset(seed=0)
+    model = zoo.build(name, seed=0)
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    ex = Executor(read_model(compile_model(model, config="small")))
+    if name != "digits":  # (the MLP's Flatten of the 8x8 image runs on the host)
+        assert {s["kind"] for s in ex.manifest["plan"]} == {"npu"}
+    pred = np.array([ex.run({"input": x.reshape(shape)})[0]["output"].argmax() for x in data.x_test])
     npu_acc = float((pred == data.y_test).mean())
     assert data.float_accuracy > 0.9
     assert npu_acc >= data.float_accuracy - 0.01, (npu_acc, data.float_accuracy)

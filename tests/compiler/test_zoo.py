@@ -15,7 +15,7 @@ from cli import zoo as zoo_cli
 from npu.errors import NpuError
 
 # Reduced sizes keep the whole file fast; every CNN must accept 32.
-SMALL_INPUT = {"tiny_cnn": 8, "digits": 8, "digits_cnn": 8, "mlp": 784, "lstm": 64, "gru": 64, "tiny_rnn": 8}
+SMALL_INPUT = {"tiny_cnn": 8, "digits": 8, "digits_cnn": 8, "digits_rnn": 8, "mlp": 784, "lstm": 64, "gru": 64, "tiny_rnn": 8}
 SMALL_PARAMS = {"lstm": {"hidden_size": 64, "timesteps": 5}, "gru": {"hidden_size": 64, "timesteps": 5}}
 CNN_SIZE = 32
 
@@ -223,17 +223,20 @@ def test_digits_is_trained_and_its_accuracy_is_the_exported_models():
     assert accuracy == pytest.approx(data.float_accuracy, abs=1 / len(data.y_test))
 
 
-def test_the_digits_cnn_is_trained_and_its_accuracy_is_the_exported_models():
-    """The CNN trained here in numpy: its own forward pass and the exported ONNX classify the held-out digits
+@pytest.mark.parametrize("name, ops", [("digits_cnn", ["Conv", "Relu", "MaxPool", "Conv", "Relu", "Flatten", "Gemm"]),
+                                       ("digits_rnn", ["RNN", "Flatten", "Gemm"])])
+def test_the_digits_cnn_and_rnn_are_trained_and_their_accuracy_is_the_exported_models(name, ops):
+    """Trained here in numpy: each model's own forward pass and its exported ONNX classify the held-out digits
     alike, and well (an untrained network would score about 10 %)."""
-    from compiler.zoo import digits_cnn
+    import importlib
 
-    data = digits_cnn.dataset()
+    data = importlib.import_module(f"compiler.zoo.{name}").dataset()
     assert data.float_accuracy > 0.95
-    model = zoo.build("digits_cnn")
-    assert [n.op_type for n in model.graph.node] == ["Conv", "Relu", "MaxPool", "Conv", "Relu", "Flatten", "Gemm"]
+    model = zoo.build(name)
+    assert [n.op_type for n in model.graph.node] == ops
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    predicted = [session.run(None, {"input": x[None]})[0].argmax() for x in data.x_test]
+    predicted = [session.run(None, {"input": x.reshape(shape)})[0].argmax() for x in data.x_test]
     assert np.mean(np.array(predicted) == data.y_test) == pytest.approx(data.float_accuracy, abs=1 / len(data.y_test))
 
 
