@@ -154,10 +154,12 @@ class _Recurrence:
             chunks.append((r0, rows, ch, bconst))
 
         def emit(t: int, writes: list[Ref] | None = None, ops: tuple = ()):
-            """Timestep t's chains: + bias, then ``ops``, into ``writes`` (default: ``dst``)."""
+            """Timestep t's chains: + bias, then ``ops`` (operands indexed by gate row, like the bias), into
+            ``writes`` (default: ``dst``)."""
             for r0, rows, ch, bconst in chunks:
+                more = [ChainOp(o.mnemonic, o.mfu, o.ref.shifted(r0) if o.ref is not None else None) for o in ops]
                 lw.chain(ChainSpec(self.per(self.xh, t * self.B * self.row, self.row), rows, self.iters, C, weights=ch,
-                                   ops=[ChainOp("vv_add", 0, Ref(bconst)), *ops],
+                                   ops=[ChainOp("vv_add", 0, Ref(bconst)), *more],
                                    writes=[d.shifted(r0) for d in (writes or dst)]))
         return emit
 
@@ -270,31 +272,35 @@ def _gru_update(rec: _Recurrence, k: int, N0, N1, ZR) -> None:
 
 
 def _lstm_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
-    ht, T, d, it, per = rec.ht, rec.T, rec.d, rec.iters, rec.per
+    """Every gate's activation rides on the gate mv_mul: sigmoid(a) = (tanh(a / 2) + 1) / 2, so the i, f, o rows
+    of the matrix and bias are halved and one chain applies tanh, + [1, 1, 1, 0] and * [1/2, 1/2, 1/2, 1] per gate
+    row; then three MFU chains: i * g, c = f * c + i * g, h = o * tanh(c)."""
+    n_, ht, T, d, it, per = lw.n, rec.ht, rec.T, rec.d, rec.iters, rec.per
     w, r, b = rec.weights()
-    # ONNX order i, o, f, c -> ours i, f, o, c
-    blocks = [(W, R, Wb + Rb) for W, R, Wb, Rb in _gate_blocks(w, r, b, rec.H, [0, 2, 1, 3])]
+    # ONNX order i, o, f, c -> ours i, f, o, g; the sigmoid gates halved (exact: a power of two)
+    blocks = [(W * k, R * k, (Wb + Rb) * k) for (W, R, Wb, Rb), k in
+              zip(_gate_blocks(w, r, b, rec.H, [0, 2, 1, 3]), (0.5, 0.5, 0.5, 1.0))]
     m, bias = rec.matrix(blocks)
-    G = rec.buffer(f"{node.name}.gates{d}", 4 * ht)
-    S = rec.buffer(f"{node.name}.sig{d}", 3 * ht)
-    SO = rec.buffer(f"{node.name}.sig_o{d}", 3 * ht, Space.MULVRF, 1)  # i, f, o for MFU 1's multiplier
-    IC = rec.buffer(f"{node.name}.ic{d}", ht, Space.ASVRF, 1)
-    CS = rec.c_state = rec.buffer(f"{node.name}.c{d}", ht, Space.MULVRF, 0)
+    rows = 4 * ht
+    gate = np.repeat(np.arange(4), ht)  # the gate of each row tile
+    one = lw.const(np.repeat(np.where(gate < 3, 1.0, 0.0), n_), Space.ASVRF, 1)
+    half = lw.const(np.repeat(np.where(gate < 3, 0.5, 1.0), n_), Space.MULVRF, 1)
+    G0 = rec.buffer(f"{node.name}.gates{d}", rows, Space.MULVRF, 0)   # i, f for MFU 0's multiplier
+    G1 = rec.buffer(f"{node.name}.gates_b{d}", rows, Space.MULVRF, 1)  # o for MFU 1's, g as a chain input
+    IG = rec.buffer(f"{node.name}.ig{d}", ht, Space.ASVRF, 1)
+    CS = rec.c_state = rec.buffer(f"{node.name}.c{d}", ht)
     lw.chain(ChainSpec(rec.state(6), ht, it, writes=[per(CS, 0, ht)]))
-    gates = rec.gate_chains(m, bias, [per(G, 0, 4 * ht)])
+    gates = rec.gate_chains(m, bias, [per(G0, 0, rows), per(G1, 0, rows)])
+    act = (ChainOp("v_tanh", 0), ChainOp("vv_add", 1, Ref(one)), ChainOp("vv_mul", 1, Ref(half)))
     for k in range(T):
-        gates(k)
-        lw.chain(ChainSpec(per(G, 0, 4 * ht), 3 * ht, it, ops=[ChainOp("v_sigm", 0)],
-                           writes=[per(S, 0, 3 * ht), per(SO, 0, 3 * ht)]))
-        # i * tanh(candidate): MFU 0's activation, then MFU 1's multiplier
-        lw.chain(ChainSpec(per(G, 3 * ht, 4 * ht), ht, it,
-                           ops=[ChainOp("v_tanh", 0), ChainOp("vv_mul", 1, per(SO, 0, 3 * ht))],
-                           writes=[per(IC, 0, ht)]))
-        lw.chain(ChainSpec(per(S, ht, 3 * ht), ht, it,
-                           ops=[ChainOp("vv_mul", 0, per(CS, 0, ht)), ChainOp("vv_add", 1, per(IC, 0, ht))],
+        gates(k, ops=act)
+        lw.chain(ChainSpec(per(G1, 3 * ht, rows), ht, it, ops=[ChainOp("vv_mul", 0, per(G0, 0, rows))],
+                           writes=[per(IG, 0, ht)]))
+        lw.chain(ChainSpec(per(CS, 0, ht), ht, it,
+                           ops=[ChainOp("vv_mul", 0, per(G0, ht, rows)), ChainOp("vv_add", 1, per(IG, 0, ht))],
                            writes=[per(CS, 0, ht)]))
         lw.chain(ChainSpec(per(CS, 0, ht), ht, it,
-                           ops=[ChainOp("v_tanh", 0), ChainOp("vv_mul", 1, per(SO, 2 * ht, 3 * ht))],
+                           ops=[ChainOp("v_tanh", 0), ChainOp("vv_mul", 1, per(G1, 2 * ht, rows))],
                            writes=[rec.h_ref(k + 1), rec.y_ref(k)]))
 
 
