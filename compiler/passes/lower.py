@@ -104,7 +104,7 @@ def lower_npu_segment(g: Graph, index: int, nodes: list[Node], config: NpuConfig
         lw.chain(ChainSpec(v.pixel_ref(), v.ct, (v.H, v.W), writes=[Ref(None)]))
         lw.outputs.append(OutputSpec(t, tuple(g.shape(t)), v.H * v.W * v.ct, np.asarray(p.emap)))
     # the copies through the queues fold into their consumer/producer where that is exact (queue_io.py)
-    return NpuSegment(index, nodes, stream_queues(lw.steps, config), lw.buffers, lw.inputs, lw.outputs)
+    return NpuSegment(index, nodes, stream_queues(lw.steps), lw.buffers, lw.inputs, lw.outputs)
 
 
 def lower_graph(g: Graph, cfg: NpuConfig, shared: Shared, pads, capacity: int, progress=None, groups=None,

@@ -14,15 +14,14 @@ Conditions, each checked here (anything else keeps its copy):
   operand, no DMA);
 - the other chain's accesses to it, iteration by iteration, are exactly the copy's accesses in the same order;
 - no other chain uses the same queue in between (the queue's order is the program's order);
-- an output's producer keeps one queue write at most (``a chain writes the output queue at most once``) and its
-  write slots.
+- an output's producer keeps one queue write at most (``a chain writes the output queue at most once``); the
+  queue write replaces its buffer write, so its write slots stay as they were.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from compiler.chain_ir import ChainSpec, Ref
-from npu.config import NpuConfig
 from npu.isa import Space
 
 
@@ -92,7 +91,7 @@ def _fuse_input(steps: list, k: int) -> bool:
     return True
 
 
-def _fuse_output(steps: list, k: int, config: NpuConfig) -> bool:
+def _fuse_output(steps: list, k: int) -> bool:
     """Step k copies a buffer to the output queue: let the buffer's one producer write the queue instead."""
     copy = steps[k]
     if len(copy.writes) != 1 or copy.ops or copy.weights is not None or copy.win[0] or copy.read.buf is None:
@@ -116,7 +115,7 @@ def _fuse_output(steps: list, k: int, config: NpuConfig) -> bool:
     return True
 
 
-def stream_queues(steps: list, config: NpuConfig) -> list:
+def stream_queues(steps: list) -> list:
     """The steps with queue copies folded into their consumer or producer where that is exact (module doc)."""
     drop = set()
     for k, s in enumerate(steps):
@@ -126,6 +125,6 @@ def stream_queues(steps: list, config: NpuConfig) -> list:
             if _fuse_input(steps, k):
                 drop.add(k)
         elif _is_queue(s.writes[0]) and s.read.buf is not None:
-            if _fuse_output(steps, k, config):
+            if _fuse_output(steps, k):
                 drop.add(k)
     return [s for k, s in enumerate(steps) if k not in drop]

@@ -15,6 +15,7 @@ import onnx
 
 from compiler.zoo import digits
 from compiler.zoo.layers import GraphBuilder
+from compiler.zoo.train import fit, xent_grad
 
 C1, C2, CLASSES = 16, 32, 10
 EPOCHS, BATCH, LR, L2 = 8, 32, 5e-3, 1e-4
@@ -64,11 +65,7 @@ def _forward(p, x, keep: bool = False):
 
 def _grads(p, x, y):
     logits, t = _forward(p, x, keep=True)
-    z = logits - logits.max(1, keepdims=True)
-    prob = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    dlog = prob
-    dlog[np.arange(len(y)), y] -= 1
-    dlog /= len(y)
+    dlog = xent_grad(logits, y)
     g = {"w3": dlog.T @ t["flat"], "b3": dlog.sum(0)}
     dflat = dlog @ p["w3"]
     da2 = dflat.reshape(t["a2"].shape) * (t["a2"] > 0)
@@ -96,24 +93,8 @@ def _train(seed: int) -> tuple[tuple[str, np.ndarray], ...]:
 
     p = {"w1": he(C1, 1, 3, 3), "b1": np.zeros(C1, np.float32), "w2": he(C2, C1, 3, 3),
          "b2": np.zeros(C2, np.float32), "w3": he(CLASSES, C2 * 16), "b3": np.zeros(CLASSES, np.float32)}
-    m = {k: np.zeros_like(v) for k, v in p.items()}
-    v = {k: np.zeros_like(v) for k, v in p.items()}
-    step = 0
-    for _ in range(EPOCHS):
-        order = rng.permutation(len(x))
-        for s in range(0, len(x), BATCH):
-            idx = order[s:s + BATCH]
-            g = _grads(p, x[idx], y_train[idx])
-            step += 1
-            for k in p:  # Adam
-                m[k] = 0.9 * m[k] + 0.1 * g[k]
-                v[k] = 0.999 * v[k] + 0.001 * g[k] ** 2
-                mh, vh = m[k] / (1 - 0.9 ** step), v[k] / (1 - 0.999 ** step)
-                p[k] = (p[k] - LR * mh / (np.sqrt(vh) + 1e-8)).astype(np.float32)
-    out = tuple((k, p[k].astype(np.float32)) for k in ("w1", "b1", "w2", "b2", "w3", "b3"))
-    for _, a in out:
-        a.flags.writeable = False
-    return out
+    p = fit(p, _grads, x, y_train, epochs=EPOCHS, batch=BATCH, lr=LR, rng=rng)
+    return tuple((k, p[k]) for k in ("w1", "b1", "w2", "b2", "w3", "b3"))
 
 
 def dataset(seed: int = 0) -> digits.DigitsData:

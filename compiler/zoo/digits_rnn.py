@@ -14,6 +14,7 @@ import onnx
 
 from compiler.zoo import digits
 from compiler.zoo.layers import GraphBuilder
+from compiler.zoo.train import fit, xent_grad
 
 HIDDEN, CLASSES = 48, 10
 EPOCHS, BATCH, LR = 40, 32, 1e-2
@@ -35,10 +36,7 @@ def _forward(p, xs: np.ndarray):
 
 def _grads(p, xs, y):
     hs, logits = _forward(p, xs)
-    z = logits - logits.max(1, keepdims=True)
-    prob = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    prob[np.arange(len(y)), y] -= 1
-    dlog = prob / len(y)
+    dlog = xent_grad(logits, y)
     g = {"v": dlog.T @ hs[-1], "c": dlog.sum(0), "w": np.zeros_like(p["w"]), "r": np.zeros_like(p["r"]),
          "b": np.zeros_like(p["b"])}
     dh = dlog @ p["v"]
@@ -59,26 +57,8 @@ def _train(seed: int) -> tuple[tuple[str, np.ndarray], ...]:
     s = 1 / np.sqrt(HIDDEN)
     p = {"w": rng.uniform(-s, s, (HIDDEN, digits.SIDE)), "r": rng.uniform(-s, s, (HIDDEN, HIDDEN)),
          "b": np.zeros(HIDDEN), "v": rng.uniform(-s, s, (CLASSES, HIDDEN)), "c": np.zeros(CLASSES)}
-    p = {k: v.astype(np.float32) for k, v in p.items()}
-    m = {k: np.zeros_like(v) for k, v in p.items()}
-    v2 = {k: np.zeros_like(v) for k, v in p.items()}
-    step = 0
-    for _ in range(EPOCHS):
-        order = rng.permutation(len(xs))
-        for i in range(0, len(xs), BATCH):
-            idx = order[i:i + BATCH]
-            g = _grads(p, xs[idx], y_train[idx])
-            step += 1
-            for k in p:  # Adam, gradients clipped for the recurrence's sake
-                gk = np.clip(g[k], -1.0, 1.0)
-                m[k] = 0.9 * m[k] + 0.1 * gk
-                v2[k] = 0.999 * v2[k] + 0.001 * gk ** 2
-                p[k] = (p[k] - LR * (m[k] / (1 - 0.9 ** step)) / (np.sqrt(v2[k] / (1 - 0.999 ** step)) + 1e-8)
-                        ).astype(np.float32)
-    out = tuple((k, p[k]) for k in ("w", "r", "b", "v", "c"))
-    for _, a in out:
-        a.flags.writeable = False
-    return out
+    p = fit(p, _grads, xs, y_train, epochs=EPOCHS, batch=BATCH, lr=LR, rng=rng, clip=1.0)  # clipped: a recurrence
+    return tuple((k, p[k]) for k in ("w", "r", "b", "v", "c"))
 
 
 def dataset(seed: int = 0) -> digits.DigitsData:

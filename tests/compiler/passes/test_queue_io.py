@@ -43,7 +43,7 @@ def compile_both(model, monkeypatch, config="tiny"):
 
     fused = compile_model(model, config=config)
     with monkeypatch.context() as m:
-        m.setattr(lower, "stream_queues", lambda steps, config: steps)
+        m.setattr(lower, "stream_queues", lambda steps: steps)
         plain = compile_model(model, config=config)
     return fused, plain
 
