@@ -31,6 +31,7 @@ from compiler.passes.canonicalize import canonicalize_elementwise, canonicalize_
 from compiler.passes.emit import emit
 from compiler.passes.fold_batchnorm import fold_batchnorm
 from compiler.passes.fold_constants import fold_constants
+from compiler.passes.recurrent_loops import rewrite_recurrent_loops
 from compiler.passes.fold_qdq import fold_qdq
 from compiler.passes.fuse_epilogues import fuse_epilogues
 from compiler.passes.layout import plan_concat_groups, plan_padding, plan_pixel_groups
@@ -101,6 +102,8 @@ def resolve_config(config, fmt: str | None) -> NpuConfig:
 
 # ---------------------------------------------------------------------- the passes that need more than the graph
 def _to_graph(c: Compilation) -> None:
+    # Keras recurrent layers (ONNX Loops) become the recurrent nodes they are, where that checks out
+    c.onnx_model = rewrite_recurrent_loops(c.onnx_model)
     c.graph = to_graph(c.onnx_model)
 
 

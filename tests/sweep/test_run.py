@@ -41,7 +41,7 @@ def test_the_tables_are_saved_as_parquet_and_csv(tiny_result):
 
 
 def test_a_failing_point_records_its_error_and_the_sweep_goes_on(tiny_spec, tmp_path):
-    tiny_spec["space"] = {"asvrf_depth": [512, 4]}
+    tiny_spec["space"] = {"asvrf_depth": [512, 8]}  # 8 vectors: the LSTM fits, a conv buffer of 32 does not
     df = sweep.run(tiny_spec, cache_dir=tmp_path, local=True)
     failed = df[df["status"] == "failed"]
     assert list(zip(failed["point"], failed["model"])) == [(1, "tiny_cnn")]
