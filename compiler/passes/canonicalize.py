@@ -3,6 +3,13 @@
 Gemm (transA=0, constant B and C) and MatMul with a 2-D constant right operand
 become ``Gemm`` with ``transB=1``, alpha folded into the weight and beta into
 the bias, so later passes (BatchNorm folding, lowering) see one layout.
+
+A MatMul of an activation of rank >= 3 ([..., T, K], a Transformer's Linear
+layers) by a constant [K, M] is a batch of vectors through the same weights:
+``Reshape -> [prod(...) * T, K]``, the canonical Gemm, ``Reshape`` back; a
+following ``Add`` of a constant bias broadcast over the last axis folds into
+the Gemm's bias (torch.onnx.export writes nn.Linear on rank-3 inputs as
+MatMul + Add).
 """
 from __future__ import annotations
 
@@ -11,9 +18,95 @@ import numpy as np
 from compiler.ir import Graph, Node, Tensor
 
 
+def _bias_of_add(g: Graph, node: Node, m: int) -> tuple[Node, np.ndarray] | None:
+    """The Add that adds a constant [m] (broadcast over every leading axis) to the node's only output."""
+    out = node.outputs[0]
+    users = g.consumers_of(out)
+    if len(users) != 1 or users[0].op != "Add" or out in g.outputs:
+        return None
+    add = users[0]
+    other = [i for i in add.inputs if i != out]
+    if len(other) != 1 or len(add.inputs) != 2:
+        return None
+    c = g.value(other[0])
+    if c is None or c.dtype.kind != "f" or c.ndim > len(g.shape(out)) or c.size not in (1, m):
+        return None
+    if c.size == m and (c.ndim == 0 or c.shape[-1] != m):
+        return None
+    return add, np.broadcast_to(np.asarray(c, np.float32).reshape(-1), (m,)).copy()
+
+
+def _matmul_nd(g: Graph, node: Node) -> list[Node] | None:
+    """MatMul [..., K] x const [K, M] (rank >= 3) -> Reshape, canonical Gemm, Reshape; returns the new nodes."""
+    w = g.value(node.inputs[1])
+    shape = g.shape(node.inputs[0])
+    out_shape = g.shape(node.outputs[0])
+    if w is None or w.ndim != 2 or w.dtype.kind != "f" or shape is None or len(shape) < 3 or out_shape is None:
+        return None
+    if g.value(node.inputs[0]) is not None or min(shape) <= 0:
+        return None
+    K, M = w.shape
+    rows = int(np.prod(shape[:-1]))
+    bias = _bias_of_add(g, node, M)
+    final = node
+    c = np.zeros(M, np.float32)
+    if bias is not None:
+        final, c = bias
+    y = final.outputs[0]
+    flat_shape = g.fresh_name(f"{node.name}.rows_shape")
+    g.const(flat_shape, np.array([rows, K], np.int64))
+    x2 = g.fresh_name(f"{node.inputs[0]}.rows")
+    g.tensors[x2] = Tensor(x2, (rows, K), g.tensors[node.inputs[0]].dtype)
+    y2 = g.fresh_name(f"{y}.rows")
+    g.tensors[y2] = Tensor(y2, (rows, M), g.tensors[y].dtype if y in g.tensors else "float32")
+    back = g.fresh_name(f"{node.name}.out_shape")
+    g.const(back, np.array(out_shape, np.int64))
+    wname = g.fresh_name(f"{node.name}.weight")
+    g.const(wname, np.ascontiguousarray(w.astype(np.float32).T))
+    bname = g.fresh_name(f"{node.name}.bias")
+    g.const(bname, c)
+    x = node.inputs[0]
+    fused = [final.name] if final is not node else []
+    g.remove(node.name)
+    if final is not node:
+        g.remove(final.name)
+    new = [Node(f"{node.name}.flatten", "Reshape", [x, flat_shape], [x2]),
+           Node(node.name, "Gemm", [x2, wname, bname], [y2], {"transB": 1, "_canonical": 1}, fused=fused),
+           Node(f"{node.name}.unflatten", "Reshape", [y2, back], [y])]
+    for n in new:
+        g.add(n)
+    return new
+
+
+def _reorder(g: Graph, before: list[str], placed: dict[str, list[Node]]) -> None:
+    """Put each group of new nodes where the node it replaced stood (the graph's order breaks ties in
+    segmenting and the topological sort)."""
+    order: dict[str, Node] = {}
+    new = {n.name for group in placed.values() for n in group}
+    for name in before + list(g.nodes):
+        if name in placed:
+            for n in placed.pop(name):
+                order[n.name] = n
+        elif name in g.nodes and name not in new:
+            order[name] = g.nodes[name]
+    assert len(order) == len(g.nodes)
+    g.nodes.clear()
+    g.nodes.update(order)
+
+
 def canonicalize_linear(g: Graph) -> int:
     changed = 0
+    placed: dict[str, list[Node]] = {}
+    before = list(g.nodes)
     for node in list(g.nodes.values()):
+        if node.name not in g.nodes:
+            continue
+        if node.op == "MatMul" and len(g.shape(node.inputs[0]) or ()) >= 3:
+            new = _matmul_nd(g, node)
+            if new is not None:
+                placed[node.name] = new
+                changed += 1
+            continue
         if node.op == "Gemm":
             if node.attr("transA", 0) or g.value(node.inputs[1]) is None:
                 continue
@@ -51,12 +144,71 @@ def canonicalize_linear(g: Graph) -> int:
         node.attrs = {"transB": 1, "_canonical": 1}
         node.proto = None
         changed += 1
+    if placed:
+        _reorder(g, before, placed)
     return changed
 
 
+#: Producers whose output is never negative: a zero pad before a MaxPool reading them acts as -inf would.
+_NONNEGATIVE = ("Relu", "Sigmoid", "Softplus", "Abs", "Exp")
+
+
+def _fold_pad(g: Graph, node: Node) -> bool:
+    """A constant Pad of H and W folded into its only reader's own padding where the result is the same:
+    zeros before a Conv (or AveragePool with count_include_pad=1); -inf, or zeros on a nonnegative
+    tensor, before a MaxPool (every window keeps a real element: total padding < kernel); a Pad of
+    nothing is removed whatever reads it."""
+    pads = g.value(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else node.attr("pads")
+    value = g.value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else node.attr("value", 0.0)
+    if pads is None or node.attr("mode", "constant") != "constant" or value is None or np.asarray(value).size != 1:
+        return False
+    if len(node.inputs) > 3 and node.inputs[3]:
+        return False  # an axes input (opset 18)
+    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+    shape = g.shape(node.inputs[0])
+    if shape is None or len(pads) != 2 * len(shape):
+        return False
+    if not any(pads) and g.value(node.inputs[0]) is None and not (node.inputs[0] in g.inputs and node.outputs[0] in g.outputs):
+        g.bypass(node)  # zero-size padding
+        return True
+    if len(pads) != 8 or any(pads[k] for k in (0, 1, 4, 5)) or min(pads) < 0:
+        return False
+    users = g.consumers_of(node.outputs[0])
+    if len(users) != 1 or users[0].inputs[0] != node.outputs[0] or node.outputs[0] in g.outputs or \
+            users[0].attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        return False
+    user = users[0]
+    value = float(np.asarray(value).reshape(-1)[0])
+    if user.op == "Conv" or (user.op == "AveragePool" and user.attr("count_include_pad", 0)):
+        if value != 0.0:
+            return False
+    elif user.op == "MaxPool":
+        producer = g.producer_of(node.inputs[0])
+        zero_ok = value == 0.0 and producer is not None and producer.op in _NONNEGATIVE
+        if not (value == float("-inf") or zero_ok) or user.attr("ceil_mode", 0) or \
+                len([o for o in user.outputs if o]) != 1:
+            return False
+        kernel = list(user.attr("kernel_shape") or [])
+        mp = list(user.attr("pads") or [0, 0, 0, 0])
+        dil = list(user.attr("dilations") or [1, 1])
+        total = [mp[0] + pads[2], mp[1] + pads[3], mp[2] + pads[6], mp[3] + pads[7]]
+        span = [dil[k % 2] * (kernel[k % 2] - 1) + 1 for k in range(4)] if len(kernel) == 2 else None
+        if span is None or any(t >= s for t, s in zip(total, span)):
+            return False
+    else:
+        return False
+    cp = list(user.attr("pads") or [0, 0, 0, 0])
+    user.attrs["pads"] = [cp[0] + pads[2], cp[1] + pads[3], cp[2] + pads[6], cp[3] + pads[7]]
+    user.attrs.pop("auto_pad", None)
+    user.proto = None
+    g.bypass(node)
+    return True
+
+
 def canonicalize_elementwise(g: Graph) -> int:
-    """Exporter idioms as the ops the NPU maps: Pad(zeros) -> Conv becomes the Conv's padding,
-    ReduceMean over H and W becomes GlobalAveragePool, division by a constant a multiplication."""
+    """Exporter idioms as the ops the NPU maps: a constant Pad becomes its reader's padding (zeros before
+    a Conv, -inf before a MaxPool), ReduceMean over H and W becomes GlobalAveragePool, division by a
+    constant a multiplication."""
     changed = 0
     for node in list(g.nodes.values()):
         if node.name not in g.nodes:
@@ -102,24 +254,6 @@ def canonicalize_elementwise(g: Graph) -> int:
                     node.op, node.inputs, node.attrs, node.proto = "Flatten", [mid], {"axis": 1}, None
             changed += 1
         elif node.op == "Pad":
-            pads = g.value(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else node.attr("pads")
-            value = g.value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else node.attr("value", 0.0)
-            users = g.consumers_of(node.outputs[0])
-            if pads is None or node.attr("mode", "constant") != "constant" or (value is not None and float(np.asarray(value)) != 0.0):
-                continue
-            if len(node.inputs) > 3 and node.inputs[3]:
-                continue
-            pads = [int(p) for p in np.asarray(pads).reshape(-1)]
-            if len(pads) != 8 or any(pads[k] for k in (0, 1, 4, 5)) or min(pads) < 0:
-                continue
-            if len(users) != 1 or users[0].op != "Conv" or users[0].inputs[0] != node.outputs[0] or \
-                    users[0].attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or node.outputs[0] in g.outputs:
-                continue
-            conv = users[0]
-            cp = list(conv.attr("pads") or [0, 0, 0, 0])
-            conv.attrs["pads"] = [cp[0] + pads[2], cp[1] + pads[3], cp[2] + pads[6], cp[3] + pads[7]]
-            conv.attrs.pop("auto_pad", None)
-            conv.proto = None
-            g.bypass(node)
-            changed += 1
+            if _fold_pad(g, node):
+                changed += 1
     return changed

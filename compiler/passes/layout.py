@@ -100,8 +100,10 @@ def plan_pixel_groups(g: Graph, native_dim: int, concat_plan: dict | None = None
                 and all(d == 1 for d in (n.attr("dilations") or [1, 1])) and n.attr("auto_pad", "NOTSET") == "NOTSET")
 
     for node in g.topo():
+        if not plain_conv(node) or not node.inputs:
+            continue  # (a node without inputs, RandomNormal say, has no producer to ask about)
         producer = g.producer_of(node.inputs[0])
-        if not plain_conv(node) or producer is None or producer.target != "npu":
+        if producer is None or producer.target != "npu":
             continue  # a conv fed from outside the NPU gets im2col or plain vectors
         t = node.outputs[0]
         shape = g.shape(t)

@@ -29,6 +29,8 @@ def npu_reason(g: Graph, node: Node) -> str | None:
     for t in data_in + [o for o in node.outputs if o][:1]:
         if float_shape(g, t) is None:
             return f"tensor {t!r} has no static float shape"
+        if 0 in float_shape(g, t):
+            return f"tensor {t!r} of shape {list(float_shape(g, t))} is empty"
     for t in node.inputs:
         v = g.value(t) if t else None
         # the NPU's number formats would turn them into other values (weights quantize NaN to 0)
