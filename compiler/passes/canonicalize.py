@@ -75,7 +75,98 @@ def _matmul_nd(g: Graph, node: Node) -> list[Node] | None:
            Node(f"{node.name}.unflatten", "Reshape", [y2, back], [y])]
     for n in new:
         g.add(n)
-    return new
+    moved = _hoist_flatten(g, new[0])
+    return moved + new[1:] if moved else new
+
+
+#: Elementwise operators of one activation (attributes apply per element).
+_UNARY = ("Relu", "Sigmoid", "Tanh", "Erf", "LeakyRelu", "Neg", "Abs", "Exp", "Sqrt", "Softplus", "Elu", "Selu",
+          "HardSigmoid", "HardSwish", "Gelu", "Reciprocal", "Log", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos")
+#: Elementwise operators of an activation and a constant.
+_BINARY = ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min")
+
+
+def _rows_constant(g: Graph, name: str, k: int) -> str | None:
+    """A constant that broadcasts the same over [..., T, k] and [rows, k], as a scalar or [k] (None if not)."""
+    c = g.value(name)
+    if c is None:
+        return None
+    if c.size == 1:
+        new = c.reshape(())
+    elif c.ndim >= 1 and c.shape[-1] == k and c.size == k:
+        new = c.reshape(k)
+    else:
+        return None
+    if new.shape == c.shape:
+        return name
+    out = g.fresh_name(f"{name}.rows")
+    g.const(out, np.ascontiguousarray(new))
+    return out
+
+
+def _hoist_flatten(g: Graph, flat: Node) -> list[Node]:
+    """Move the Reshape [..., K] -> [rows, K] in front of the elementwise ops that make its input, so
+    they compute on rows too; returns the nodes it moved (and the Reshapes it added), in order.
+
+    The NPU lays a [1, T, K] tensor out as K pixels of T channels (a Conv1d's layout) while a Gemm reads
+    T pixels of K: with the Reshape ahead of GELU, its multiplications (on the NPU) write rows and the
+    Gemm reads them directly.  An op moves when the Reshape is the only reader of its result and each of
+    its inputs is a constant that broadcasts alike over both shapes, or an activation of the same
+    shape; an input that is itself a Reshape of a [rows, K] tensor (the previous Gemm's) is read as
+    that tensor, and a Reshape nobody reads any more is removed."""
+    rows_shape = g.shape(flat.outputs[0])
+    k = rows_shape[-1]
+    order: list[Node] = []
+    work = [flat]
+    while work:
+        r = work.pop()
+        x = r.inputs[0]
+        p = g.producer_of(x)
+        if p is None or x in g.outputs or len(g.consumers_of(x)) != 1 or len(p.outputs) != 1 or p.epilogue \
+                or p.domain not in ("", "ai.onnx") or r.name not in g.nodes:
+            continue
+        data = [i for i in p.inputs if i and g.value(i) is None]
+        if not data or any(g.shape(d) != g.shape(x) for d in data):
+            continue
+        consts: dict[str, str] = {}
+        if p.op in _BINARY and len(p.inputs) == 2 and (p.op != "Pow" or p.inputs[0] in data):
+            for i in p.inputs:
+                c = _rows_constant(g, i, k) if i not in data else i
+                if c is None:
+                    break
+                if i not in data:
+                    consts[i] = c
+            else:
+                c = ""
+            if c is None:
+                continue
+        elif not (p.op in _UNARY and len(p.inputs) == 1):
+            continue
+        g.remove(r.name)
+        new_inputs, fresh, bypassed = {}, [], []
+        for d in dict.fromkeys(data):
+            q = g.producer_of(d)
+            if q is not None and q.op == "Reshape" and g.shape(q.inputs[0]) == rows_shape:
+                new_inputs[d] = q.inputs[0]           # undo the previous Gemm's unflatten
+                bypassed.append(d)
+                continue
+            mid = g.fresh_name(f"{d}.rows")
+            g.tensors[mid] = Tensor(mid, rows_shape, g.tensors[d].dtype)
+            new_inputs[d] = mid
+            fresh.append(Node(f"{r.name}.{len(fresh)}" if fresh else r.name, "Reshape", [d, r.inputs[1]], [mid]))
+        with g.edit(p):
+            p.inputs = [new_inputs.get(i, consts.get(i, i)) for i in p.inputs]
+            p.outputs = [r.outputs[0]]
+        p.proto = None
+        for n in fresh:
+            g.add(n)
+        for d in bypassed:
+            q = g.producer_of(d)
+            if q is not None and not g.consumers_of(d) and d not in g.outputs:
+                g.remove(q.name)                     # an unflatten nobody reads any more
+        order = fresh + [p] + order
+        work.extend(fresh)
+    return order
 
 
 def _reorder(g: Graph, before: list[str], placed: dict[str, list[Node]]) -> None:
@@ -86,7 +177,8 @@ def _reorder(g: Graph, before: list[str], placed: dict[str, list[Node]]) -> None
     for name in before + list(g.nodes):
         if name in placed:
             for n in placed.pop(name):
-                order[n.name] = n
+                if g.nodes.get(n.name) is n:         # (a later rewrite may have removed it)
+                    order[n.name] = n
         elif name in g.nodes and name not in new:
             order[name] = g.nodes[name]
     assert len(order) == len(g.nodes)

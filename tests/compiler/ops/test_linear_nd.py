@@ -65,3 +65,23 @@ def test_product_of_two_activations_stays_on_the_host():
     out = assert_matches(model, "tiny", npu_only=False)
     layers = out["executor"].manifest["compiler"]["report"]["layers"]
     assert [L["target"] for L in layers if L["op"] == "MatMul"] == ["host"]
+
+
+def test_gelu_between_two_linear_layers_computes_on_rows():
+    """Linear -> GELU (erf form, as exported) -> Linear on [1, T, K]: the second Gemm's flatten moves in
+    front of GELU, so the NPU's multiplications write the rows the Gemm reads (it went to the host with
+    'batched Gemm input is not one pixel per row')."""
+    c = {"sqrt2": np.float32(np.sqrt(2.0)), "one": np.float32(1.0), "half": np.float32(0.5)}
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["a"]), helper.make_node("Add", ["a", "B1"], ["h"]),
+             helper.make_node("Div", ["h", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["h", "e1"], ["m"]),
+             helper.make_node("Mul", ["m", "half"], ["gelu"]),
+             helper.make_node("MatMul", ["gelu", "W2"], ["b"]), helper.make_node("Add", ["b", "B2"], ["y"])]
+    model = make_model(nodes, {"x": [1, 6, 16]}, {"y": None},
+                       {"W1": w(32, 16).T.copy(), "B1": w(32, scale=0.1), "W2": w(16, 32).T.copy(),
+                        "B2": w(16, scale=0.1), **c})
+    out = assert_matches(model, "tiny", npu_only=False)
+    layers = out["executor"].manifest["compiler"]["report"]["layers"]
+    assert [L["target"] for L in layers if L["op"] == "Gemm"] == ["npu", "npu"]
+    assert [L["target"] for L in layers if L["op"] == "Erf"] == ["host"]
+    assert npu_macs_share(model) == 1.0
