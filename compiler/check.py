@@ -193,7 +193,11 @@ def classifier_like(scores: np.ndarray) -> bool:
 
 
 def check_model(source, config="brainslice-128", fmt=None, inputs: int = 20, seed: int = 0, feeds=None,
-                per_layer: bool = False, input_shapes=None, host_fallback: bool = True, progress=None) -> CheckResult:
+                per_layer: bool = False, input_shapes=None, host_fallback: bool = True, progress=None,
+                compiled: bytes | None = None) -> CheckResult:
+    """Compare the compiled model (``compiled``: its .npu bytes when already compiled with these
+    options, else it is compiled here) on the simulator with onnxruntime on ``inputs`` random feeds
+    (or ``feeds``)."""
     import onnxruntime as ort
 
     from compiler import compile_model
@@ -209,13 +213,13 @@ def check_model(source, config="brainslice-128", fmt=None, inputs: int = 20, see
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
 
-    def run_both(m):
+    def run_both(m, data=None):
         """(simulator, onnxruntime) for a model: the plain one, or the one that outputs every layer."""
-        ex = Executor(read_model(compile_model(m, config=config, fmt=fmt, input_shapes=input_shapes,
-                                               host_fallback=host_fallback)))
+        ex = Executor(read_model(data or compile_model(m, config=config, fmt=fmt, input_shapes=input_shapes,
+                                                       host_fallback=host_fallback)))
         return ex, ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
-    ex, sess = run_both(model)
+    ex, sess = run_both(model, compiled)
     ex_layers, sess_layers = run_both(target) if layers else (None, None)
     if feeds is None:
         feeds = random_feeds(model, inputs, seed, parse_input_shapes(input_shapes))
