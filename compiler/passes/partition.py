@@ -24,7 +24,7 @@ def npu_reason(g: Graph, node: Node) -> str | None:
         return f"operator domain {node.domain!r} is not supported on the NPU"
     d = OPS.get(node.op)
     if d is None or d.npu is None:
-        return f"{node.op} is not an NPU operation"
+        return (d.host_why if d is not None else "") or f"{node.op} is not an NPU operation"
     data_in = [i for i in node.inputs if i and g.value(i) is None]
     for t in data_in + [o for o in node.outputs if o][:1]:
         if float_shape(g, t) is None:
