@@ -271,7 +271,8 @@ def _fold_pad(g: Graph, node: Node) -> bool:
         return False
     user = users[0]
     value = float(np.asarray(value).reshape(-1)[0])
-    if user.op == "Conv" or (user.op == "AveragePool" and user.attr("count_include_pad", 0)):
+    if user.op == "Conv" or (user.op == "AveragePool" and user.attr("count_include_pad", 0)
+                             and not user.attr("ceil_mode", 0)):
         if value != 0.0:
             return False
     elif user.op == "MaxPool":

@@ -62,3 +62,15 @@ def test_zero_size_pad_is_removed():
                        {"W": weights(RNG, 8, 8, 3, 3), "pads": np.zeros(8, np.int64)})
     out = assert_matches(model, "tiny")
     assert [op for op, _ in layers(out)] == ["Conv"]
+
+
+@pytest.mark.parametrize("count_include_pad,folds", [(1, True), (0, False)])
+def test_zero_pad_before_average_pool_folds_only_when_the_pool_counts_padding(count_include_pad, folds):
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Pad", ["c", "pads"], ["p"]),
+             helper.make_node("AveragePool", ["p"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                              count_include_pad=count_include_pad)]
+    model = make_model(nodes, {"x": [1, 8, 8, 8]}, {"y": None},
+                       {"W": weights(RNG, 8, 8, 3, 3), "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)})
+    out = assert_matches(model, "tiny", npu_only=folds)
+    assert ("Pad" in [op for op, _ in layers(out)]) != folds
