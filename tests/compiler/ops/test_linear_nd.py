@@ -85,3 +85,18 @@ def test_gelu_between_two_linear_layers_computes_on_rows():
     assert [L["target"] for L in layers if L["op"] == "Gemm"] == ["npu", "npu"]
     assert [L["target"] for L in layers if L["op"] == "Erf"] == ["host"]
     assert npu_macs_share(model) == 1.0
+
+
+def test_scaling_between_host_operators_stays_on_the_host():
+    """Attention: Q.K^T (host) -> Div by sqrt(d) -> Softmax (host): the Div alone on the NPU would cost a
+    round trip and a segment, so it runs on the host; the projections stay on the NPU."""
+    nodes = [helper.make_node("MatMul", ["x", "Wq"], ["q"]), helper.make_node("MatMul", ["x", "Wk"], ["k"]),
+             helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"]), helper.make_node("Div", ["s", "scale"], ["sd"], name="scale"),
+             helper.make_node("Softmax", ["sd"], ["y"], axis=-1)]
+    model = make_model(nodes, {"x": [1, 4, 8]}, {"y": None},
+                       {"Wq": w(8, 8).T.copy(), "Wk": w(8, 8).T.copy(), "scale": np.float32(np.sqrt(8.0))})
+    out = assert_matches(model, "tiny", npu_only=False)
+    layers = {L["name"]: L for L in out["executor"].manifest["compiler"]["report"]["layers"]}
+    assert layers["scale"]["target"] == "host" and "round trip" in layers["scale"]["reason"]
+    assert [L["target"] for L in layers.values() if L["op"] == "Gemm"] == ["npu", "npu"]
