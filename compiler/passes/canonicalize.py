@@ -157,7 +157,7 @@ def _hoist_flatten(g: Graph, flat: Node) -> list[Node]:
         with g.edit(p):
             p.inputs = [new_inputs.get(i, consts.get(i, i)) for i in p.inputs]
             p.outputs = [r.outputs[0]]
-        p.proto = None
+        # p.proto stays: the host builds it with the new inputs and outputs (compiler/hostgraph.py)
         for n in fresh:
             g.add(n)
         for d in bypassed:
