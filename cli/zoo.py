@@ -19,6 +19,9 @@ examples:
   npu zoo build resnet50 -o resnet50.onnx
   npu zoo build resnet50 -o resnet50-64.onnx --input-size 64 --seed 3
   npu zoo build lstm -o lstm.onnx --param hidden_size=1024 --param timesteps=50
+  npu zoo build bert_base -o bert.onnx                     # sequence 128; input = embeddings [1,128,768]
+  npu zoo build bert_base -o bert-tiny.onnx --input-size 16 --param layers=2 --param hidden=128 \
+      --param heads=2 --param intermediate=512
 """
 
 BUILD_EPILOG = """\
@@ -27,9 +30,11 @@ examples:
   npu zoo build tiny_cnn -o tiny.onnx --param in_channels=4
   npu zoo build mlp -o mlp.onnx --param hidden=256,256 --param num_classes=10
 
---input-size is the height = width of a CNN's input and the feature width of an
-RNN or the MLP.  --param KEY=VALUE overrides one of the parameters that
-`npu zoo list` shows; a comma-separated VALUE is a list.
+--input-size is the height = width of a CNN's (and ViT's) input, the feature
+width of an RNN or the MLP, and the sequence length of BERT and GPT-2 (whose
+input is the embeddings [1, T, hidden] and output the last hidden state).
+--param KEY=VALUE overrides one of the parameters that `npu zoo list` shows;
+a comma-separated VALUE is a list.
 """
 
 
@@ -37,8 +42,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     """Add ``zoo`` with its ``list`` and ``build`` actions to the ``npu`` sub-parsers."""
     zoo = subparsers.add_parser(
         "zoo", help="list and build the ONNX networks the toolkit compiles",
-        description="The model zoo: ResNet, DenseNet, VGG, SSD, LSTM/GRU and small test networks "
-                    "as ONNX (opset 17) with seeded weights.",
+        description="The model zoo: ResNet, DenseNet, VGG, SSD, MobileNetV2, EfficientNet-B0, BERT, GPT-2, ViT, "
+                    "LSTM/GRU and small test networks as ONNX (opset 17) with seeded weights.",
         epilog=ZOO_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = zoo.add_subparsers(dest="zoo_command", metavar="ACTION")
     zoo.set_defaults(func=lambda args: _print_help(zoo))
@@ -55,7 +60,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     build.add_argument("-o", "--output", required=True, type=Path, help="ONNX file to write")
     build.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     build.add_argument("--input-size", type=int, default=None, metavar="H",
-                       help="input height = width (CNNs) or feature width (RNNs, MLP); default per model")
+                       help="input height = width (CNNs, ViT), feature width (RNNs, MLP) or sequence length "
+                            "(BERT, GPT-2); default per model")
     build.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                        help="override a model parameter; repeatable")
     build.set_defaults(func=run_build)

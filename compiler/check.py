@@ -7,9 +7,21 @@ classifier-like output; with ``per_layer`` it also compares every
 intermediate tensor.  Those come from a second compilation that makes every
 intermediate tensor an output (which stops fusions and adds output chains),
 so the outputs, errors and latency reported are always the plain model's.
+
+With seeded random weights a network's output barely depends on its input
+(two images give outputs at cosine 0.9999), so the cosine of the outputs
+says little; ``diff_cosine_min`` compares what does depend on the input:
+``out(x_k) - out(x_{k+1})`` on the simulator against the same difference on
+onnxruntime, over consecutive pairs of feeds.  An element that is NaN or
+infinite in one result and not the same in the other is a mismatch: it
+makes the cosine 0 and the errors infinite (``nonfinite_mismatches`` counts
+them), never a silent 1.0.  :meth:`CheckResult.to_dict` is strict JSON:
+non-finite numbers become null, and their fields are listed in ``nonfinite``.
 """
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -24,6 +36,14 @@ class TensorCheck:
     max_rel_err: float = 0.0
     top1_agreement: float | None = None   # classifier-like outputs ([1, K] scores) only
     top5_agreement: float | None = None
+    diff_cosine_min: float | None = None  # out(x1) - out(x2) against onnxruntime's (two or more feeds)
+    nonfinite_mismatches: int = 0         # elements NaN/inf in one result and not alike in the other
+
+    def update(self, c: float, a: float, r: float, bad: int) -> None:
+        self.cosine_min = min(self.cosine_min, c)
+        self.max_abs_err = max(self.max_abs_err, a)
+        self.max_rel_err = max(self.max_rel_err, r)
+        self.nonfinite_mismatches += bad
 
 
 @dataclass
@@ -36,13 +56,42 @@ class CheckResult:
     max_rel_err: float = 0.0
     top1_agreement: float | None = None   # the lowest over the classifier-like outputs
     top5_agreement: float | None = None
+    diff_cosine_min: float | None = None  # the input-sensitive cosine, lowest over the outputs
+    nonfinite_mismatches: int = 0
     outputs: list[TensorCheck] = field(default_factory=list)
     layers: list[TensorCheck] = field(default_factory=list)
     npu_cycles: int = 0
     latency_us: float = 0.0
 
+    @property
+    def ok(self) -> bool:
+        """No NaN/inf mismatch (the cosine thresholds are the caller's to choose)."""
+        return self.nonfinite_mismatches == 0
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Strict-JSON-safe: a non-finite float becomes None and its path is listed under ``nonfinite``."""
+        nonfinite: list[str] = []
+        d = _finite(asdict(self), "", nonfinite)
+        d["ok"] = self.ok
+        d["nonfinite"] = nonfinite
+        return d
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), allow_nan=False, **kw)
+
+
+def _finite(value, path: str, nonfinite: list[str]):
+    """A copy of asdict output with every non-finite float replaced by None (its path noted):
+    ``outputs[logits].max_abs_err=inf``."""
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{path}.{k}" if path else k, nonfinite) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v, f"{path}[{v.get('name', i) if isinstance(v, dict) else i}]", nonfinite)
+                for i, v in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        nonfinite.append(f"{path}={value}")
+        return None
+    return value
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -56,13 +105,43 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (na * nb))
 
 
-def compare(a: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
-    """(cosine, max abs error, max error relative to the reference's largest magnitude)."""
+def nonfinite_mismatches(a: np.ndarray, ref: np.ndarray) -> int:
+    """Elements where one result is NaN or infinite and the other is not the same (NaN matches NaN,
+    +inf +inf)."""
     a = np.asarray(a, np.float64)
     ref = np.asarray(ref, np.float64)
+    same = (np.isnan(a) & np.isnan(ref)) | (np.isinf(a) & (a == ref)) | (np.isfinite(a) & np.isfinite(ref))
+    return int(same.size - np.count_nonzero(same))
+
+
+def compare(a: np.ndarray, ref: np.ndarray) -> tuple[float, float, float, int]:
+    """(cosine, max abs error, max error relative to the reference's largest magnitude, NaN/inf
+    mismatches) over the elements where both are finite; any mismatch makes the cosine 0 and the
+    errors infinite."""
+    a = np.asarray(a, np.float64)
+    ref = np.asarray(ref, np.float64)
+    if a.shape != ref.shape:
+        return 0.0, math.inf, math.inf, max(a.size, ref.size)
+    bad = nonfinite_mismatches(a, ref)
+    if bad:
+        return 0.0, math.inf, math.inf, bad
+    both = np.isfinite(a) & np.isfinite(ref)
+    a, ref = a[both], ref[both]
     err = float(np.abs(a - ref).max()) if a.size else 0.0
     scale = float(np.abs(ref).max()) if ref.size else 0.0
-    return cosine(a, ref), err, err / scale if scale else err
+    return cosine(a, ref), err, err / scale if scale else err, 0
+
+
+def diff_cosine(a1, a2, r1, r2) -> float | None:
+    """Cosine of the simulator's out(x1) - out(x2) against onnxruntime's (None where a result is not
+    finite; 1.0 when neither output moves, 0.0 when only one does)."""
+    d = np.asarray(a1, np.float64) - np.asarray(a2, np.float64)
+    e = np.asarray(r1, np.float64) - np.asarray(r2, np.float64)
+    if d.shape != e.shape:
+        return 0.0
+    if not (np.isfinite(d).all() and np.isfinite(e).all()):
+        return None
+    return cosine(d, e)
 
 
 def random_feeds(model: onnx.ModelProto, count: int, seed: int = 0, shapes: dict | None = None) -> list[dict]:
@@ -114,7 +193,11 @@ def classifier_like(scores: np.ndarray) -> bool:
 
 
 def check_model(source, config="brainslice-128", fmt=None, inputs: int = 20, seed: int = 0, feeds=None,
-                per_layer: bool = False, input_shapes=None, host_fallback: bool = True, progress=None) -> CheckResult:
+                per_layer: bool = False, input_shapes=None, host_fallback: bool = True, progress=None,
+                compiled: bytes | None = None) -> CheckResult:
+    """Compare the compiled model (``compiled``: its .npu bytes when already compiled with these
+    options, else it is compiled here) on the simulator with onnxruntime on ``inputs`` random feeds
+    (or ``feeds``)."""
     import onnxruntime as ort
 
     from compiler import compile_model
@@ -130,13 +213,13 @@ def check_model(source, config="brainslice-128", fmt=None, inputs: int = 20, see
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
 
-    def run_both(m):
+    def run_both(m, data=None):
         """(simulator, onnxruntime) for a model: the plain one, or the one that outputs every layer."""
-        ex = Executor(read_model(compile_model(m, config=config, fmt=fmt, input_shapes=input_shapes,
-                                               host_fallback=host_fallback)))
+        ex = Executor(read_model(data or compile_model(m, config=config, fmt=fmt, input_shapes=input_shapes,
+                                                       host_fallback=host_fallback)))
         return ex, ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
-    ex, sess = run_both(model)
+    ex, sess = run_both(model, compiled)
     ex_layers, sess_layers = run_both(target) if layers else (None, None)
     if feeds is None:
         feeds = random_feeds(model, inputs, seed, parse_input_shapes(input_shapes))
@@ -146,6 +229,7 @@ def check_model(source, config="brainslice-128", fmt=None, inputs: int = 20, see
     per: dict[str, TensorCheck] = {n: TensorCheck(n) for n in out_names + layers}
     top1: dict[str, int] = {}  # classifier-like outputs -> agreeing feeds
     top5: dict[str, int] = {}
+    previous: tuple[dict, dict] | None = None  # (simulator, onnxruntime) outputs of the previous feed
     for k, feed in enumerate(feeds):
         got, stats = ex.run(feed)
         res.npu_cycles, res.latency_us = stats.npu_cycles, stats.latency_us
@@ -155,9 +239,14 @@ def check_model(source, config="brainslice-128", fmt=None, inputs: int = 20, see
             ref.update(zip(layers, sess_layers.run(layers, feed)))
         names = out_names + layers
         for name in names:
-            c, a, r = compare(got[name], ref[name])
-            t = per[name]
-            t.cosine_min, t.max_abs_err, t.max_rel_err = min(t.cosine_min, c), max(t.max_abs_err, a), max(t.max_rel_err, r)
+            per[name].update(*compare(got[name], ref[name]))
+        if previous is not None:
+            for name in out_names:
+                c = diff_cosine(got[name], previous[0][name], ref[name], previous[1][name])
+                t = per[name]
+                if c is not None:
+                    t.diff_cosine_min = c if t.diff_cosine_min is None else min(t.diff_cosine_min, c)
+        previous = ({n: np.asarray(got[n]) for n in out_names}, {n: np.asarray(ref[n]) for n in out_names})
         for name in out_names:
             r = np.asarray(ref[name])
             if classifier_like(r):
@@ -171,6 +260,9 @@ def check_model(source, config="brainslice-128", fmt=None, inputs: int = 20, see
     res.cosine_min = min(t.cosine_min for t in res.outputs)
     res.max_abs_err = max(t.max_abs_err for t in res.outputs)
     res.max_rel_err = max(t.max_rel_err for t in res.outputs)
+    res.nonfinite_mismatches = sum(t.nonfinite_mismatches for t in res.outputs)
+    diffs = [t.diff_cosine_min for t in res.outputs if t.diff_cosine_min is not None]
+    res.diff_cosine_min = min(diffs) if diffs else None
     for t in res.outputs:
         if t.name in top1:
             t.top1_agreement, t.top5_agreement = top1[t.name] / len(feeds), top5[t.name] / len(feeds)

@@ -99,7 +99,12 @@ def _static(vi) -> bool:
 
 def _shapes_by_execution(model: onnx.ModelProto) -> None:
     """Fill shapes ONNX shape inference leaves open (after ai.onnx.ml operators, say) by running
-    onnxruntime once on zeros; the shapes are static because every input shape is."""
+    onnxruntime on two different feeds (zeros, then seeded random values).
+
+    Only a shape both runs agree on, with no zero-size dimension, is recorded: a shape that depends
+    on the input's values (a Range up to a computed bound, NonZero, a data-dependent Reshape) is not
+    static, and recording the one that zeros give would make later passes lay out the wrong sizes.
+    Those tensors keep an unknown shape and their readers run on the host."""
     infos = {vi.name: vi for vi in list(model.graph.value_info) + list(model.graph.output)}
     missing = []
     for node in model.graph.node:
@@ -109,7 +114,7 @@ def _shapes_by_execution(model: onnx.ModelProto) -> None:
                 missing.append(o)
     if not missing:
         return
-    values = None
+    runs = None
     for guess_float in (True, False):
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
@@ -133,32 +138,51 @@ def _shapes_by_execution(model: onnx.ModelProto) -> None:
             opts = ort.SessionOptions()
             opts.log_severity_level = 4
             sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-            inits = {i.name for i in model.graph.initializer}
-            feeds = {}
-            for vi in model.graph.input:
-                if vi.name in inits:
-                    continue
-                tt = vi.type.tensor_type
-                feeds[vi.name] = np.zeros([d.dim_value for d in tt.shape.dim],
-                                          helper.tensor_dtype_to_np_dtype(tt.elem_type))
-            values = sess.run(typed, feeds)
+            runs = [sess.run(typed, feeds) for feeds in _probe_feeds(model)]
             break
         except Exception:
             continue
-    if values is None:
+    if runs is None:
         return  # shapes stay unknown; those nodes run on the host
-    for name, v in zip(typed, values):
-        if not isinstance(v, np.ndarray):
+    outputs = {o.name for o in model.graph.output}
+    for k, name in enumerate(typed):
+        values = [r[k] for r in runs]
+        if not all(isinstance(v, np.ndarray) for v in values):
             continue
+        shapes = {tuple(v.shape) for v in values}
+        if len(shapes) != 1 or 0 in values[0].shape:
+            continue  # depends on the input's values (or is empty): not a static shape
+        v = values[0]
         vi = infos.get(name)
         elem = vi.type.tensor_type.elem_type if vi is not None else helper.np_dtype_to_tensor_dtype(v.dtype)
         new = helper.make_tensor_value_info(name, elem, list(v.shape))
-        if vi is not None and name in {o.name for o in model.graph.output}:
+        if vi is not None:
             vi.CopyFrom(new)
-        elif vi is not None:
-            vi.CopyFrom(new)
-        else:
+        elif name not in outputs:
             model.graph.value_info.append(new)
+
+
+def _probe_feeds(model: onnx.ModelProto) -> list[dict]:
+    """Zeros, then seeded values: floats N(0, 1) + 2 (nonzero, not all alike), integers in 1..3."""
+    rng = np.random.default_rng(12345)
+    inits = {i.name for i in model.graph.initializer}
+    zeros, other = {}, {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        shape = [d.dim_value for d in tt.shape.dim]
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        zeros[vi.name] = np.zeros(shape, dtype)
+        if dtype.kind == "f":
+            other[vi.name] = (rng.standard_normal(shape) + 2.0).astype(dtype)
+        elif dtype.kind == "b":
+            other[vi.name] = np.ones(shape, dtype)
+        elif dtype.kind in "iu":
+            other[vi.name] = rng.integers(1, 4, size=shape).astype(dtype)
+        else:
+            other[vi.name] = zeros[vi.name]
+    return [zeros, other]
 
 
 LARGE_INITIALIZER = 4096  # elements; smaller ones (shapes, axes) stay for shape inference's data propagation
@@ -212,7 +236,13 @@ def _fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
             raise CompileError(f"input {vi.name!r} has no shape",
                                hint=f"give one with --input-shape {vi.name}=1,3,224,224")
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
-        if any(d <= 0 for d in dims):
+        if 0 in dims:
+            shown = ",".join(str(d) if d >= 0 else "?" for d in dims)
+            raise CompileError(f"input {vi.name!r} of shape [{shown}] has a zero-size dimension (dimension "
+                               f"{dims.index(0)}): it holds no data",
+                               hint=f"give every dimension a positive size, e.g. --input-shape {vi.name}="
+                                    + ",".join(str(d) if d > 0 else "1" for d in dims))
+        if any(d < 0 for d in dims):
             shown = ",".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
                              for d in tt.shape.dim)
             raise CompileError(f"input {vi.name!r} has a dynamic shape [{shown}]; the NPU needs static shapes",

@@ -54,6 +54,8 @@ class OpDef:
     view : layout only; the output is the input's buffer read through a new element map.
     keeps_sign : the output is nonnegative when every float input is (integer inputs are shapes and axes).
     concat_part : its lowering can add its result into a concatenation group's shared buffer.
+    host_why : for a host-only operator (``npu`` None), why, as the report shows it (default: "<op> is not
+        an NPU operation").
     """
 
     op: str
@@ -67,6 +69,7 @@ class OpDef:
     view: bool = False
     keeps_sign: bool = False
     concat_part: bool = False
+    host_why: str = ""
 
     def __post_init__(self):
         if (self.npu is None) != (self.lower is None and self.epilogue is None):

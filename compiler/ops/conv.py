@@ -161,6 +161,9 @@ def _conv_grouped(lw: Lowering, node: Node, w: np.ndarray, p: dict, src, out, ep
     else:
         ct_unit = out.view.ct
         out_lane = lambda q, o: out.slots[o]  # noqa: E731
+    if P // G_out > 1 and out.view.pitch != out.view.ct:
+        # a block of output pixels is written as one run of vectors: they must be adjacent
+        raise LoweringError("a block of output pixels into a strided view (a concatenation part)")
     rows = (P // G_out) * ct_unit
     m = np.zeros((rows * n, kh * R * ct_in * n), np.float32)
     row_slots = []
@@ -214,7 +217,9 @@ def _conv_im2col(lw: Lowering, node: Node, w: np.ndarray, p: dict, out, epilogue
     n = lw.n
     cout, cin, kh, kw = w.shape
     rt = out.view.ct
-    P = _im2col_block(lw, p, cin, rt)
+    # a block of output pixels is written as one run of vectors: a strided view (a concatenation part)
+    # takes one pixel per iteration
+    P = _im2col_block(lw, p, cin, rt) if out.view.pitch == out.view.ct else 1
     U = (P - 1) * p["sw"] + (kw - 1) * p["dw"] + 1 if P > 1 else kw  # columns of the union window
     k = kh * U * cin
     kt = lw.ct(k)

@@ -1,8 +1,9 @@
-"""Linear algebra: canonical Gemm on the NPU as mv_mul chains; MatMul (any rank), Einsum and the
-integer matrix products on the host.
+"""Linear algebra: canonical Gemm on the NPU as mv_mul chains; products of two activations, Einsum and
+the integer matrix products on the host.
 
 compiler/passes/canonicalize.py turns Gemm and MatMul with a constant 2-D weight into the one form
-the NPU maps: ``Gemm`` with weight [M, K] and bias [M] on a [B, K] input.
+the NPU maps: ``Gemm`` with weight [M, K] and bias [M] on a [B, K] input (an activation of higher
+rank is flattened to rows first).  A MatMul left after it multiplies two activations.
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def lower_gemm(lw: Lowering, node: Node) -> None:
 
 def gemm_reason(g: Graph, node: Node) -> str | None:
     if not node.attr("_canonical") or len(float_shape(g, node.inputs[0])) != 2:
-        return "only Gemm/MatMul with constant weights on a 2-D input run on the NPU"
+        return "only Gemm/MatMul with constant weights (and no transA) run on the NPU"
     return None
 
 
@@ -95,7 +96,8 @@ def einsum_macs(g: Graph, node: Node) -> int:
 
 register(
     OpDef("Gemm", npu=gemm_reason, lower=lower_gemm, macs=matmul_macs, tiles=gemm_tiles, absorbs=True),
-    OpDef("MatMul", macs=matmul_macs),
+    OpDef("MatMul", macs=matmul_macs,
+          host_why="a product of two activations (attention's Q.K^T and .V): the NPU's weights are constants"),
     OpDef("MatMulInteger", macs=matmul_macs),
     OpDef("QLinearMatMul", macs=matmul_macs),
     OpDef("Einsum", macs=einsum_macs),

@@ -107,11 +107,31 @@ def allocate_buffers(steps: list, config: NpuConfig, base: dict[tuple[int, int],
                 break
         else:
             where = " or ".join(f"{Space(s).name}" for s, _ in candidates)
-            raise CapacityError(f"out of vector memory: buffer {b.name} ({b.size} vectors) does not fit {where} "
-                               f"(configuration {config.name!r})",
-                               node=b.owner or None,
-                               hint="use a smaller input size or a configuration with deeper VRFs/DRAM")
+            culprits = _culprits(b, steps)
+            err = CapacityError(f"out of vector memory: buffer {b.name} ({b.size} vectors) does not fit {where} "
+                                f"(configuration {config.name!r})",
+                                node=culprits[0] if culprits else None,
+                                hint="use a smaller input size or a configuration with deeper VRFs/DRAM")
+            err.nodes = culprits[:1]
+            raise err
     return high
+
+
+def _culprits(b: Buffer, steps: list) -> list[str]:
+    """The nodes that could run on the host when buffer `b` does not fit, best first: those whose chains
+    read it as an MFU operand (they are why it must sit in an ASVRF/MULVRF), then the node that made it,
+    then every other node whose chains touch it.  Never empty while some chain uses the buffer, so the driver can always
+    fall back to the host instead of aborting (a segment's input buffer has no owner node)."""
+    mfu_readers, others = [], []
+    for step in steps:
+        if isinstance(step, DmaSpec) or not step.region or " " in step.region:
+            continue  # regions "input x" / "output y" name the segment's transfers, not nodes
+        if any(o.ref is not None and o.ref.buf is b for o in step.ops):
+            mfu_readers.append(step.region)
+        elif any(r.buf is b for r in step_refs(step)):
+            others.append(step.region)
+    first = mfu_readers if b.space in (Space.ASVRF, Space.MULVRF) else []
+    return list(dict.fromkeys(first + ([b.owner] if b.owner else []) + mfu_readers + others))
 
 
 __all__ = ["allocate_weights", "allocate_constants", "allocate_buffers", "liveness", "ChainSpec"]

@@ -100,8 +100,10 @@ def plan_pixel_groups(g: Graph, native_dim: int, concat_plan: dict | None = None
                 and all(d == 1 for d in (n.attr("dilations") or [1, 1])) and n.attr("auto_pad", "NOTSET") == "NOTSET")
 
     for node in g.topo():
+        if not plain_conv(node) or not node.inputs:
+            continue  # (a node without inputs, RandomNormal say, has no producer to ask about)
         producer = g.producer_of(node.inputs[0])
-        if not plain_conv(node) or producer is None or producer.target != "npu":
+        if producer is None or producer.target != "npu":
             continue  # a conv fed from outside the NPU gets im2col or plain vectors
         t = node.outputs[0]
         shape = g.shape(t)
@@ -118,8 +120,12 @@ def plan_pixel_groups(g: Graph, native_dim: int, concat_plan: dict | None = None
                 continue
             if W % block(G, G_in, sw):
                 continue
-            # every reader must be able to walk G-pixel units with its stride (its own output plain)
-            if all(g.shape(u.outputs[0])[3] % block(1, G, (u.attr("strides") or [1, 1])[1]) == 0 for u in users):
+            # every reader must be able to walk G-pixel units with its stride (its own output plain), and
+            # write whole pixels: a concatenation part's pixels are not adjacent in its group's buffer, so a
+            # block of several output pixels per iteration would run into its neighbours' lanes (GoogLeNet's
+            # branch convolutions: "iteration hazard ... reads asvrf address ...")
+            if all(g.shape(u.outputs[0])[3] % block(1, G, (u.attr("strides") or [1, 1])[1]) == 0
+                   and u.outputs[0] not in parts for u in users):
                 groups[t] = G
                 break
     return groups

@@ -24,11 +24,13 @@ def npu_reason(g: Graph, node: Node) -> str | None:
         return f"operator domain {node.domain!r} is not supported on the NPU"
     d = OPS.get(node.op)
     if d is None or d.npu is None:
-        return f"{node.op} is not an NPU operation"
+        return (d.host_why if d is not None else "") or f"{node.op} is not an NPU operation"
     data_in = [i for i in node.inputs if i and g.value(i) is None]
     for t in data_in + [o for o in node.outputs if o][:1]:
         if float_shape(g, t) is None:
             return f"tensor {t!r} has no static float shape"
+        if 0 in float_shape(g, t):
+            return f"tensor {t!r} of shape {list(float_shape(g, t))} is empty"
     for t in node.inputs:
         v = g.value(t) if t else None
         # the NPU's number formats would turn them into other values (weights quantize NaN to 0)
@@ -59,6 +61,42 @@ def partition(g: Graph, host_fallback: bool = True, force_host: dict[str, str] |
             p = g.producer_of(node.inputs[0])
             if p is None or p.target == "host":
                 node.target, node.reason = "host", "layout change of a host tensor"
+    _keep_islands_on_the_host(g, force_host)
+
+
+def _keep_islands_on_the_host(g: Graph, force_host: dict[str, str]) -> None:
+    """Elementwise and layout nodes that sit between host operators only (attention's scaling between
+    Q.K^T and Softmax) run on the host too: a round trip to the NPU for them costs two transfers and a
+    segment and saves nothing.  A group of such nodes stays on the NPU when an NPU node with weights,
+    a pool or another chain of its own reads or feeds it, or when none of its neighbours is on the
+    host (a model of elementwise nodes alone)."""
+    def cheap(n: Node) -> bool:
+        d = OPS.get(n.op)
+        return n.target == "npu" and d is not None and (d.epilogue is not None or d.view) and n.name not in force_host
+
+    seen: set[str] = set()
+    for start in list(g.nodes.values()):
+        if start.name in seen or not cheap(start):
+            continue
+        group, stack, host_in, host_out, npu_near = [], [start], False, False, False
+        seen.add(start.name)
+        while stack:
+            n = stack.pop()
+            group.append(n)
+            producers = [g.producer_of(t) for t in g.node_inputs(n)]
+            consumers = [c for o in n.outputs if o for c in g.consumers_of(o)]
+            for m, upstream in [(p, True) for p in producers if p is not None] + [(c, False) for c in consumers]:
+                if cheap(m):
+                    if m.name not in seen:
+                        seen.add(m.name)
+                        stack.append(m)
+                elif m.target == "host":
+                    host_in, host_out = host_in or upstream, host_out or not upstream
+                else:
+                    npu_near = True
+        if host_in and host_out and not npu_near:
+            for n in group:
+                n.target, n.reason = "host", "elementwise work between host operators (a round trip would cost more)"
 
 
 def segments(g: Graph) -> list[tuple[str, list]]:

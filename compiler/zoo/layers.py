@@ -120,6 +120,14 @@ class GraphBuilder:
         self._graph.node.append(helper.make_node(op, list(inputs), [out], name=name, **attrs))
         return out
 
+    def constant(self, name: str, array: np.ndarray) -> str:
+        """A ``Constant`` node (as the exporter writes Clip's bounds): a value that is not a parameter."""
+        self._node_names.add(name)
+        self.shapes[name] = tuple(array.shape)
+        self._graph.node.append(helper.make_node("Constant", [], [name], name=name,
+                                                 value=onnx.numpy_helper.from_array(array, name)))
+        return name
+
     def multi_output_node(self, op: str, inputs: Sequence[str], path: str,
                           shapes: Sequence[Sequence[int] | None], **attrs) -> list[str]:
         """Append a node with several outputs; one whose shape is ``None`` is not produced ('')."""
@@ -168,18 +176,22 @@ class GraphBuilder:
     # -- layers -------------------------------------------------------------------
 
     def conv(self, x: str, out_channels: int, kernel: int, path: str, *, stride: int = 1,
-             pad: int = 0, dilation: int = 1, bias: bool = True) -> str:
-        """``nn.Conv2d`` (square kernel, symmetric padding); He-initialised."""
+             pad: int = 0, dilation: int = 1, bias: bool = True, groups: int = 1) -> str:
+        """``nn.Conv2d`` (square kernel, symmetric padding, ``groups``: depthwise when it equals the
+        channels); He-initialised."""
         n, c, h, w = self.shapes[x]
-        fan_in = c * kernel * kernel
-        inputs = [x, self.param(f"{path}.weight", self.he_normal((out_channels, c, kernel, kernel), fan_in))]
+        if c % groups or out_channels % groups:
+            raise ZooError(f"{self.name}: {path}: {c} -> {out_channels} channels do not divide into {groups} groups")
+        fan_in = c // groups * kernel * kernel
+        inputs = [x, self.param(f"{path}.weight",
+                                self.he_normal((out_channels, c // groups, kernel, kernel), fan_in))]
         if bias:
             inputs.append(self.param(f"{path}.bias", self.small_bias(out_channels)))
         span = dilation * (kernel - 1) + 1
         oh = (h + 2 * pad - span) // stride + 1
         ow = (w + 2 * pad - span) // stride + 1
         return self.node("Conv", inputs, path, (n, out_channels, oh, ow),
-                         dilations=[dilation, dilation], group=1, kernel_shape=[kernel, kernel],
+                         dilations=[dilation, dilation], group=groups, kernel_shape=[kernel, kernel],
                          pads=[pad] * 4, strides=[stride, stride])
 
     def batchnorm(self, x: str, path: str, *, gamma_scale: float = 1.0) -> str:

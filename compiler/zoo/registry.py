@@ -11,10 +11,10 @@ from typing import Literal
 
 import onnx
 
-from compiler.zoo import densenet, digits, digits_cnn, digits_rnn, resnet, rnn, small, ssd, vgg
+from compiler.zoo import densenet, digits, digits_cnn, digits_rnn, mobile, resnet, rnn, small, ssd, transformer, vgg
 from compiler.zoo.errors import ZooError
 
-Kind = Literal["classifier", "detector", "rnn"]
+Kind = Literal["classifier", "detector", "rnn", "sequence"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,9 @@ class ZooModel:
         and the MLP.
     kind:
         ``"classifier"`` (output ``output`` [1, classes]), ``"detector"``
-        (outputs ``boxes`` and ``scores``) or ``"rnn"``.
+        (outputs ``boxes`` and ``scores``), ``"rnn"`` or ``"sequence"`` (a
+        Transformer: ``input`` [1, T, hidden] embeddings in, ``output``
+        [1, T, hidden] out; the input size is the sequence length T).
     min_input_size, max_input_size:
         The input sizes the model accepts (inclusive); ``max_input_size`` None
         means unbounded.  Digits is fixed at 8.
@@ -80,6 +82,18 @@ _MODELS = (
              vgg.build, _defaults(vgg.build)),
     ZooModel("ssd_vgg16", "SSD300 on VGG-16: outputs boxes [1,P,4] and scores [1,P,classes]",
              ssd.build, _defaults(ssd.build), input_size=300, kind="detector"),
+    ZooModel("mobilenet_v2", "MobileNetV2 (torchvision layout, ReLU6, depthwise), BN calibrated, ImageNet classes",
+             mobile.build_mobilenet_v2, _defaults(mobile.build_mobilenet_v2)),
+    ZooModel("efficientnet_b0", "EfficientNet-B0 (torchvision layout, SiLU, squeeze-excitation), BN calibrated, "
+             "ImageNet classes", mobile.build_efficientnet_b0, _defaults(mobile.build_efficientnet_b0)),
+    ZooModel("bert_base", "BERT-base encoder (12 layers, hidden 768, 12 heads, post-LN, erf GELU) on embeddings",
+             transformer.build_bert, _defaults(transformer.build_bert), input_size=128, kind="sequence",
+             min_input_size=1),
+    ZooModel("gpt2", "GPT-2 small decoder (12 layers, hidden 768, causal mask, tanh GELU, final LN) on embeddings",
+             transformer.build_gpt2, _defaults(transformer.build_gpt2), input_size=128, kind="sequence",
+             min_input_size=1),
+    ZooModel("vit_b16", "ViT-B/16 (torchvision layout: patch conv, class token, 12 pre-LN layers), ImageNet classes",
+             transformer.build_vit, _defaults(transformer.build_vit), min_input_size=16),
     ZooModel("lstm", "one LSTM layer, DeepBench-like (hidden 512, input 512, 25 steps)",
              _LSTM, _defaults(_LSTM),
              input_size=512, kind="rnn", min_input_size=1),

@@ -25,6 +25,7 @@ def load(name):
      "err ratio"),
     ("bench_sim_vs_ort", ["--model", "tiny_cnn", "--input-size", "8", "--config", "tiny", "--repeat", "1"], "ratio"),
     ("bench_rnn", ["--config", "tiny", "--shapes", "lstm-8-2-1", "gru0-8-2-1", "rnn-8-2-1", "gemv-16-1-6"], "target"),
+    ("bench_models", ["--reduced", "--models", "bert_base", "--inputs", "2", "--repeat", "1"], "input-sens."),
 ])
 def test_benchmark_runs(name, argv, expect, capsys):
     load(name).main(argv)

@@ -15,8 +15,11 @@ from cli import zoo as zoo_cli
 from npu.errors import NpuError
 
 # Reduced sizes keep the whole file fast; every CNN must accept 32.
-SMALL_INPUT = {"tiny_cnn": 8, "digits": 8, "digits_cnn": 8, "digits_rnn": 8, "mlp": 784, "lstm": 64, "gru": 64, "tiny_rnn": 8}
-SMALL_PARAMS = {"lstm": {"hidden_size": 64, "timesteps": 5}, "gru": {"hidden_size": 64, "timesteps": 5}}
+SMALL_INPUT = {"tiny_cnn": 8, "digits": 8, "digits_cnn": 8, "digits_rnn": 8, "mlp": 784, "lstm": 64, "gru": 64,
+               "tiny_rnn": 8, "bert_base": 16, "gpt2": 16}
+TINY_TRANSFORMER = {"layers": 2, "hidden": 128, "heads": 2, "intermediate": 512}
+SMALL_PARAMS = {"lstm": {"hidden_size": 64, "timesteps": 5}, "gru": {"hidden_size": 64, "timesteps": 5},
+                "bert_base": TINY_TRANSFORMER, "gpt2": TINY_TRANSFORMER, "vit_b16": TINY_TRANSFORMER}
 CNN_SIZE = 32
 
 # torchvision's sum(p.numel() for p in model.parameters()) at 1000 classes.
