@@ -78,8 +78,10 @@ def lower_npu_segment(g: Graph, index: int, nodes: list[Node], config: NpuConfig
             continue
         shape = tuple(g.shape(t))
         grid = standard_grid(shape)
-        if grid is None:
-            raise LoweringError(f"segment input {t!r} of shape {list(shape)} has no native layout")
+        if grid is None:  # the node reading it moves to the host (the driver falls back on the named node)
+            reader = next((n for n in g.consumers_of(t) if n.name in names), None)
+            raise LoweringError(f"segment input {t!r} of shape {list(shape)} has no native layout",
+                                node=reader.name if reader else None, op=reader.op if reader else None)
         H, W, C = grid
         lw.region = f"input {t}"
         p = lw.new_grid(t, H, W, lw.ct(C), shape=shape)
