@@ -248,7 +248,15 @@ def assign_devices(g: Graph, order: list[Node], config: NpuConfig, devices, cycl
         raise CompileError(f"--devices must be a positive integer or 'auto', not {devices!r}")
     fits = pinned_count <= devices and not too_big
     cut = _balance(cuts, devices, budget if fits else None)
-    used = cut[-1] + 1
+    # a view (Reshape, Flatten ...) stays with its producer: its input may have no layout of its own to cross a link in
+    pos = {node.name: i for i, node in enumerate(order)}
+    for i, node in enumerate(order):
+        p = g.producer_of(node.inputs[0]) if OPS[node.op].view and node.inputs else None
+        if p is not None and p.name in pos:
+            cut[i] = cut[pos[p.name]]
+    dense = {s: k for k, s in enumerate(sorted(set(cut)))}   # a stage left holding only a view is gone
+    cut = [dense[s] for s in cut]
+    used = len(dense)
     dev_tiles, dev_cost = [0] * used, [0.0] * used
     for s, t, c in zip(cut, tiles, costs):
         dev_tiles[s] += t
