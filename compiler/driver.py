@@ -83,6 +83,7 @@ class Compilation:
     splits: dict = field(default_factory=dict)                 # node -> its row parts and their Concat
     assignment: object = None                                  # devs.Assignment
     node_cycles: dict = field(default_factory=dict)            # measured per node (second cut on)
+    node_tiles: dict = field(default_factory=dict)             # weight tiles per node as lowered (second cut on)
     images: list = field(default_factory=list)                 # devs.DeviceImage per device
     seg_device: dict = field(default_factory=dict)             # NPU segment index -> device
 
@@ -150,7 +151,8 @@ def _assign_devices(c: Compilation) -> None:
         return
     from npu.fabric import default_fabric
 
-    a = devs.assign_devices(c.graph, devs.npu_order(c.graph), c.config, c.devices, c.node_cycles, c.budget, c.fabric)
+    a = devs.assign_devices(c.graph, devs.npu_order(c.graph), c.config, c.devices, c.node_cycles, c.budget, c.fabric,
+                            c.node_tiles)
     c.assignment = a
     c.images = [devs.DeviceImage(d, streaming=a.streaming[d]) for d in range(a.devices)]
     base = c.fabric if c.fabric is not None else default_fabric(c.config, a.devices)
@@ -387,8 +389,13 @@ def compile_graph(source, config="brainslice-128", fmt=None, input_shapes=None, 
                 raise CompileError("--devices auto: the stages could not be cut to fit the MRF") from None
             continue
         if c.multi and not c.node_cycles:
-            # the first cut balanced MACs; cut again by the cycles the timing model gives each layer
+            # the first cut balanced MACs and estimated tiles; cut again by the cycles the timing model gives each
+            # layer and the tiles lowering gave it
             c.node_cycles = _measure_cycles(c) or {"": 0.0}
+            for img in c.images:
+                for chunk in img.shared.chunks:
+                    c.node_tiles[chunk.owner] = c.node_tiles.get(chunk.owner, 0) + chunk.tiles
+            c.node_tiles = c.node_tiles or {"": 0}
             continue
         break
     c.timings["total_s"] = time.perf_counter() - t0

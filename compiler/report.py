@@ -148,23 +148,42 @@ def build_report(c) -> CompileReport:
     return rep
 
 
-def _fabric_figures(c, rep: CompileReport, seg_cycles: dict[int, int], layers: dict[str, LayerReport]) -> None:
-    """Latency of one request and throughput of a stream through the NPUs (sim/fabric.py), per-device figures."""
+def fabric_steps(c, seg_cycles: dict[int, int] | None = None) -> list:
+    """The compiled plan as sim.fabric FabricSteps (NPU segments with their modeled cycles, host segments free)."""
+    from compiler.ops import node_macs
     from compiler.passes.lower import NpuSegment
-    from sim.fabric import FabricStep, schedule
+    from sim.fabric import FabricStep
+    from sim.machine import Machine
 
-    cfg = c.config
+    if seg_cycles is None:
+        machine = Machine(c.config)
+        seg_cycles = {s.index: machine.run(s.program, functional=False).cycles for s in c.npu_segments}
     steps = []
     for seg in c.segments:
         if isinstance(seg, NpuSegment):
-            steps.append(FabricStep(f"segment {seg.index}", c.seg_device[seg.index], seg_cycles[seg.index],
-                                    sum(layers[n.name].macs for n in seg.nodes if n.name in layers),
+            steps.append(FabricStep(f"segment {seg.index}", c.seg_device.get(seg.index, 0), seg_cycles[seg.index],
+                                    sum(node_macs(c.graph, n) for n in seg.nodes),
                                     [s.tensor for s in seg.inputs], [(o.tensor, o.vectors) for o in seg.outputs]))
         else:
             steps.append(FabricStep(f"host {seg.index}", None, reads=list(seg.inputs),
                                     writes=[(t, 0) for t in seg.outputs]))
-    one = schedule(steps, c.fabric, cfg, 1)
-    stream = schedule(steps, c.fabric, cfg, 16)
+    return steps
+
+
+def fabric_schedule(c, requests: int = 1, seg_cycles: dict[int, int] | None = None):
+    """sim.fabric.schedule of ``requests`` requests through a compilation's NPUs (one NPU: a fabric of one)."""
+    from npu.fabric import default_fabric
+    from sim.fabric import schedule
+
+    fabric = c.fabric if getattr(c, "multi", False) else default_fabric(c.config, 1)
+    return schedule(fabric_steps(c, seg_cycles), fabric, c.config, requests)
+
+
+def _fabric_figures(c, rep: CompileReport, seg_cycles: dict[int, int], layers: dict[str, LayerReport]) -> None:
+    """Latency of one request and throughput of a stream through the NPUs (sim/fabric.py), per-device figures."""
+    cfg = c.config
+    one = fabric_schedule(c, 1, seg_cycles)
+    stream = fabric_schedule(c, 16, seg_cycles)
     rep.devices = c.fabric.devices
     rep.device_tiles = [img.weights.tiles for img in c.images]
     rep.device_modes = ["streaming" if img.streaming else "pinned" for img in c.images]

@@ -8,7 +8,10 @@ holding
   ``outputs`` (lists of :class:`TensorSpec` dicts), ``preprocessing`` (free-form
   dict, see below), ``compiler`` (free-form: report, options), ``members``
   (``{member name: sha256 hex}`` of every other member) and whatever the
-  compiler's executor needs (``plan``).
+  compiler's executor needs (``plan``).  Format version 2 adds, for a model on
+  several NPUs (npu/fabric.py, docs/multinpu.md), ``fabric``, ``devices`` (each
+  NPU's weights and constants), ``routes`` (tensors sent between NPUs) and a plan
+  step's ``device``; version 1 files read unchanged.
 * any number of binary members (``program.bin``, ``weights.bin``,
   ``host/<name>.onnx`` ...), each checked against its sha256 on read.
 

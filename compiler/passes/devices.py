@@ -219,14 +219,20 @@ def internal_crossing(g: Graph, order: list[Node], n: int) -> list[int]:
 
 
 def assign_devices(g: Graph, order: list[Node], config: NpuConfig, devices, cycles: dict[str, float] | None = None,
-                   budget: int | None = None, fabric=None) -> Assignment:
-    """Cut ``order`` (the NPU nodes in plan order) into stages, one per device; see the module doc."""
+                   budget: int | None = None, fabric=None, measured_tiles: dict[str, int] | None = None) -> Assignment:
+    """Cut ``order`` (the NPU nodes in plan order) into stages, one per device; see the module doc.
+
+    ``cycles`` and ``measured_tiles`` are each node's modeled cycles and weight tiles from a first compilation
+    (before it: MACs at the peak rate, and each operator's tile estimate)."""
     from npu.fabric import default_fabric
 
     n = config.native_dim
     budget = budget or config.mrf_tiles
     fabric = fabric or default_fabric(config, 2)
-    tiles = [node_tiles(g, node, n) for node in order]
+    if measured_tiles:
+        tiles = [measured_tiles.get(node.name, 0) for node in order]
+    else:
+        tiles = [node_tiles(g, node, n) for node in order]
     cycles = cycles or {}
     costs = [float(cycles.get(node.name, node_macs(g, node) / config.macs_per_cycle)) + 1.0 for node in order]
     if not order:
@@ -240,13 +246,16 @@ def assign_devices(g: Graph, order: list[Node], config: NpuConfig, devices, cycl
     if devices == AUTO:
         if too_big:
             name, t = too_big[0]
-            raise CompileError(f"--devices auto: layer needs {t} weight tiles, more than one NPU's MRF of {budget}, "
+            err = CompileError(f"--devices auto: layer needs {t} weight tiles, more than one NPU's MRF of {budget}, "
                                "and cannot be split by rows (a recurrent layer, or one row of tiles wider than "
-                               "the MRF)", node=name, hint="give --devices N to let its stage stream its weights")
+                               "the MRF)", node=name,
+                               hint=f"--devices {pinned_count} pins every other layer and streams this one's weights")
+            err.devices = pinned_count
+            raise err
         devices = pinned_count
     if not isinstance(devices, int) or devices < 1:
         raise CompileError(f"--devices must be a positive integer or 'auto', not {devices!r}")
-    fits = pinned_count <= devices and not too_big
+    fits = pinned_count <= devices       # a layer larger than the MRF is then a stage of its own, streaming
     cut = _balance(cuts, devices, budget if fits else None)
     # a view (Reshape, Flatten ...) stays with its producer: its input may have no layout of its own to cross a link in
     pos = {node.name: i for i, node in enumerate(order)}

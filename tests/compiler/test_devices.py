@@ -125,3 +125,17 @@ def test_balance_finds_the_best_contiguous_cut(seed):
     assert max(cut) + 1 <= devices and cut == sorted(cut)
     got = max(sum(c for c, s in zip(costs, cut) if s == k) for k in set(cut))
     assert got <= brute_force(costs, devices) + 1.0          # the search stops within one cycle
+
+
+def test_bench_multinpu_runs_on_tiny_settings(capsys):
+    from test_benchmarks import load
+
+    # lstm2 with input 32, hidden 16 on tiny: 48 + 32 tiles, more than one 64-tile MRF
+    code = load("bench_multinpu").main(["--config", "tiny", "--models", "lstm2", "--stream", "4", "--check",
+                                        "--param", "lstm2.input_size=32", "lstm2.hidden_size=16",
+                                        "lstm2.timesteps=3"])
+    out = capsys.readouterr().out
+    assert "bit-identical" in out and "target >= 20x" in out
+    lines = [line.split() for line in out.splitlines() if line.split()[:1] in (["lstm2"], ["2"])]
+    assert lines[0][1] == "1" and lines[1][0] == "2" and lines[1][1] == "0"     # 1 NPU streams, 2 pin
+    assert code in (0, 1)
