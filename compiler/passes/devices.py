@@ -77,6 +77,11 @@ def split_rows(g: Graph, config: NpuConfig, budget: int | None = None) -> dict[s
         k = max(ct(tiles, budget), ct(rows, max(1, budget // per_row)))
         sizes = [rows // k + (i < rows % k) for i in range(k)]
         bias = g.value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+        # the parts may land on different NPUs: each reads its input through a view of its own, so the view's
+        # input crosses in its own layout to each of them (see assign_devices)
+        view = g.producer_of(node.inputs[0])
+        if view is not None and not (OPS.get(view.op) and OPS[view.op].view and view.inputs):
+            view = None
         out = node.outputs[0]
         shape = g.shape(out)
         dtype = g.tensors[out].dtype
@@ -88,7 +93,13 @@ def split_rows(g: Graph, config: NpuConfig, budget: int | None = None) -> dict[s
             name = f"{node.name}.rows{i}"
             wname = g.fresh_name(f"{name}.weight")
             g.const(wname, np.ascontiguousarray(w[c0:c1]))
-            inputs = [node.inputs[0], wname]
+            x = node.inputs[0]
+            if view is not None:
+                x = g.fresh_name(f"{x}.rows{i}")
+                g.tensors[x] = Tensor(x, g.shape(node.inputs[0]), g.tensors[node.inputs[0]].dtype)
+                g.add(Node(f"{view.name}.rows{i}", view.op, list(view.inputs), [x], dict(view.attrs), view.domain,
+                           fused=list(view.fused) or [view.name]))
+            inputs = [x, wname]
             if bias is not None:
                 bname = g.fresh_name(f"{name}.bias")
                 g.const(bname, np.ascontiguousarray(np.asarray(bias).reshape(-1)[c0:c1]))
@@ -100,6 +111,8 @@ def split_rows(g: Graph, config: NpuConfig, budget: int | None = None) -> dict[s
             parts.append(part.name)
         cat = g.add(Node(f"{node.name}.concat", "Concat", [g.nodes[p].outputs[0] for p in parts], [out],
                          {"axis": 1}, fused=[node.name]))
+        if view is not None and not g.consumers.get(view.outputs[0]) and view.outputs[0] not in g.outputs:
+            g.remove(view.name)
         done[node.name] = parts + [cat.name]
     return done
 
@@ -257,11 +270,23 @@ def assign_devices(g: Graph, order: list[Node], config: NpuConfig, devices, cycl
         raise CompileError(f"--devices must be a positive integer or 'auto', not {devices!r}")
     fits = pinned_count <= devices       # a layer larger than the MRF is then a stage of its own, streaming
     cut = _balance(cuts, devices, budget if fits else None)
-    # a view (Reshape, Flatten ...) stays with its producer: its input may have no layout of its own to cross a link in
+    # A view (Reshape, Flatten ...) is a way of reading its input's buffer, so it goes where it is read: with its
+    # first reader, and the tensor crosses a link in its own layout, read on the far side as on one NPU (a wide
+    # layer then sums the same column groups).  An input with no native layout (an LSTM's [T, 1, 1, H] Y) cannot
+    # cross: that view stays with its producer.
+    from compiler.chain_ir import standard_grid
+
     pos = {node.name: i for i, node in enumerate(order)}
-    for i, node in enumerate(order):
-        p = g.producer_of(node.inputs[0]) if OPS[node.op].view and node.inputs else None
-        if p is not None and p.name in pos:
+    for i in reversed(range(len(order))):
+        node = order[i]
+        if not (OPS[node.op].view and node.inputs):
+            continue
+        shape = g.shape(node.inputs[0])
+        p = g.producer_of(node.inputs[0])
+        readers = [pos[c.name] for o in node.outputs if o for c in g.consumers_of(o) if c.name in pos]
+        if shape and standard_grid(tuple(shape)) is not None and readers:
+            cut[i] = min(cut[r] for r in readers)
+        elif p is not None and p.name in pos:
             cut[i] = cut[pos[p.name]]
     dense = {s: k for k, s in enumerate(sorted(set(cut)))}   # a stage left holding only a view is gone
     cut = [dense[s] for s in cut]

@@ -139,3 +139,30 @@ def test_bench_multinpu_runs_on_tiny_settings(capsys):
     lines = [line.split() for line in out.splitlines() if line.split()[:1] in (["lstm2"], ["2"])]
     assert lines[0][1] == "1" and lines[1][0] == "2" and lines[1][1] == "0"     # 1 NPU streams, 2 pin
     assert code in (0, 1)
+
+
+def flatten_gemm_model(seed=0) -> onnx.ModelProto:
+    """Conv 4->16 on 5x5, Relu, Flatten, Gemm 400->16: on `tiny` the Gemm's rows are 50 tiles wide, more than the
+    32-tile MRF half one NPU streams through, so it sums two column groups in fp16 -- in the order of its input's
+    layout (pixel-major on the NPU)."""
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(0, 0.3, (16, 4, 3, 3)).astype(np.float32)
+    w2 = rng.normal(0, 0.1, (400, 16)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Flatten", ["r1"], ["f"], axis=1),
+             helper.make_node("MatMul", ["f", "w2"], ["y"])]
+    g = helper.make_graph(nodes, "flat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+                          [helper.make_tensor(n, TensorProto.FLOAT, a.shape, a.ravel()) for n, a in
+                           (("w1", w1), ("w2", w2))])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_flattened_tensor_crosses_in_its_own_layout():
+    model = flatten_gemm_model()
+    c, ex, pairs = run_both(model, "tiny", "auto")
+    assert_bit_identical(pairs)
+    # the Flatten runs beside the Gemm that reads it: the 4-D activation crosses the link, not the flat vector
+    crossing = {r["tensor"] for r in ex.manifest["routes"]}
+    assert "r1" in crossing and "f" not in crossing
