@@ -292,8 +292,8 @@ def cmd_run(args) -> int:
           f"host {stats.host_time_s * 1e3:.1f} ms; wall {stats.wall_time_s:.2f} s ({args.backend})")
     if ex.fabric is not None:
         f = ex.fabric
-        print(f"  on {f.devices} NPUs: one request {stats.latency_us:,.1f} us (stages in sequence, {f.hop_cycles}-cycle "
-              f"link hops at {f.link_bytes_per_cycle} B/cycle included); utilization is of all {f.devices} NPUs")
+        print(f"  on {f.devices} NPUs: one request {stats.latency_us:,.1f} us (stages in sequence, "
+              f"{f.hop_cycles}-cycle link hops at {f.link_bytes_per_cycle} B/cycle included); utilization is of all {f.devices} NPUs")
     if sched is not None and args.stream:
         _print_stream(sched)
     return 0

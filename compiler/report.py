@@ -76,7 +76,8 @@ class CompileReport:
             lines.append(f"{L.name[:34]:<34} {L.op[:18]:<18} {shape[:18]:<18} {L.target:<5} {dev}{L.macs:>12,} "
                          f"{L.tiles:>6} {L.instructions:>6} {L.cycles:>10,} {L.utilization:>6.1%}{why}")
         lines.append("-" * len(head))
-        lines.append(f"{'total':<34} {'':<18} {'':<18} {'':<5} {npu and ' ' * len(npu)}{self.macs_npu + self.macs_host:>12,} "
+        pad = " " * len(npu)
+        lines.append(f"{'total':<34} {'':<18} {'':<18} {'':<5} {pad}{self.macs_npu + self.macs_host:>12,} "
                      f"{self.weight_tiles:>6} {self.instructions:>6} {self.total_cycles:>10,} {self.utilization:>6.1%}")
         lines.append(f"config {self.config}: {self.latency_us:,.1f} us modeled NPU latency, "
                      f"NPU share of MACs {self.npu_mac_share:.1%}, weights {self.weight_mode} "

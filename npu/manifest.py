@@ -446,8 +446,8 @@ def _check_fabric(manifest: dict) -> None:
         seen.add(key)
         if key not in expected or expected[key] != (r["from"], r["vectors"]):
             want = expected.get(key)
-            fail(f"manifest.routes[{i}]", f"no NPU step on NPU {r['to']} reads {r['tensor']!r} as {r['vectors']} vectors "
-                                          f"from NPU {r['from']}" + (f" (the plan sends it from NPU {want[0]} as "
+            fail(f"manifest.routes[{i}]", f"no NPU step on NPU {r['to']} reads {r['tensor']!r} as {r['vectors']} "
+                                          f"vectors from NPU {r['from']}" + (f" (the plan sends it from NPU {want[0]} as "
                                                                      f"{want[1]} vectors)" if want else ""))
     missing = sorted(set(expected) - seen)
     if missing:

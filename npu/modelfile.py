@@ -290,7 +290,8 @@ def _check_header(manifest: dict) -> None:
     if isinstance(version, bool) or version not in READ_VERSIONS:
         raise ModelFileError(
             f"model file format version {repr(version)[:20]} is not supported "
-            f"(this toolkit reads versions {', '.join(map(str, READ_VERSIONS))}); recompile the model with `npu compile`")
+            f"(this toolkit reads versions {', '.join(map(str, READ_VERSIONS))}); recompile the model with "
+            "`npu compile`")
 
 
 # -- the container ---------------------------------------------------------------------------
