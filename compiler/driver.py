@@ -98,10 +98,18 @@ class Compilation:
     def dump(self) -> str:
         """The IR as text, and once lowered a line per segment."""
         lines = [self.graph.dump()]
+        if self.assignment is not None:
+            a = self.assignment
+            for d in range(a.devices):
+                names = [n for n, k in a.device_of.items() if k == d]
+                lines.append(f"npu {d}: {len(names)} nodes, ~{a.tiles[d]} weight tiles"
+                             f"{' (streaming)' if a.streaming[d] else ''}: {', '.join(names[:3])}"
+                             f"{' ...' if len(names) > 3 else ''}")
         for seg in self.segments:
             if isinstance(seg, NpuSegment):
                 size = f", {len(seg.program)} instructions" if seg.program is not None else ""
-                lines.append(f"segment {seg.index} (npu): {len(seg.nodes)} nodes, {len(seg.steps)} steps{size}")
+                on = f" {self.seg_device[seg.index]}" if seg.index in self.seg_device else ""
+                lines.append(f"segment {seg.index} (npu{on}): {len(seg.nodes)} nodes, {len(seg.steps)} steps{size}")
             else:
                 lines.append(f"segment {seg.index} (host): {len(seg.nodes)} nodes")
         return "\n".join(lines)
