@@ -84,6 +84,7 @@ class Compilation:
     assignment: object = None                                  # devs.Assignment
     node_cycles: dict = field(default_factory=dict)            # measured per node (second cut on)
     node_tiles: dict = field(default_factory=dict)             # weight tiles per node as lowered (second cut on)
+    wide_parts: int = 1                                        # row parts of a layer no MRF holds (spare NPUs)
     images: list = field(default_factory=list)                 # devs.DeviceImage per device
     seg_device: dict = field(default_factory=dict)             # NPU segment index -> device
 
@@ -151,7 +152,7 @@ def _plan_pixel_groups(c: Compilation) -> None:
 
 def _split_rows(c: Compilation) -> None:
     if c.multi:
-        c.splits = devs.split_rows(c.graph, c.config, c.budget)
+        c.splits = devs.split_rows(c.graph, c.config, c.budget, c.wide_parts)
 
 
 def _assign_devices(c: Compilation) -> None:
@@ -404,6 +405,12 @@ def compile_graph(source, config="brainslice-128", fmt=None, input_shapes=None, 
                 for chunk in img.shared.chunks:
                     c.node_tiles[chunk.owner] = c.node_tiles.get(chunk.owner, 0) + chunk.tiles
             c.node_tiles = c.node_tiles or {"": 0}
+            a = c.assignment
+            spare = c.devices - a.pinned_count if isinstance(c.devices, int) else 0
+            if a.too_big and spare > 0:
+                # NPUs beyond those that pin every other layer may share the weights of the layers no MRF holds
+                c.wide_parts = devs.wide_parts(c.graph, devs.npu_order(c.graph), c.config, c.devices, c.node_cycles,
+                                               c.budget, c.fabric, c.node_tiles, a.too_big)
             continue
         break
     c.timings["total_s"] = time.perf_counter() - t0

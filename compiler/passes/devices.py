@@ -58,10 +58,14 @@ def _splittable(g: Graph, node: Node) -> bool:
     return False
 
 
-def split_rows(g: Graph, config: NpuConfig, budget: int | None = None) -> dict[str, list[str]]:
+def split_rows(g: Graph, config: NpuConfig, budget: int | None = None, wide_parts: int = 1) -> dict[str, list[str]]:
     """Split every Conv (group 1) and canonical Gemm whose weights need more than ``budget`` tiles (default: the
     MRF) into parts over output channels, each at most ``budget`` tiles where a row of tiles allows; returns
-    {original node: [part nodes..., the Concat]}."""
+    {original node: [part nodes..., the Concat]}.
+
+    A layer one row of whose tiles is wider than ``budget`` cannot be pinned by any such split; with
+    ``wide_parts`` > 1 it is cut into that many parts anyway (at most one per row of tiles), which stream their
+    shares of its weights on NPUs of their own, side by side."""
     n = config.native_dim
     budget = budget or config.mrf_tiles
     done: dict[str, list[str]] = {}
@@ -72,9 +76,12 @@ def split_rows(g: Graph, config: NpuConfig, budget: int | None = None) -> dict[s
         w = g.value(node.inputs[1])
         rows = ct(w.shape[0], n)
         per_row = tiles // rows
-        if per_row > budget or rows < 2:
+        if rows < 2 or (per_row > budget and wide_parts < 2):
             continue  # one row of tiles is wider than the MRF: the stage streams (or auto refuses)
-        k = max(ct(tiles, budget), ct(rows, max(1, budget // per_row)))
+        if per_row > budget:
+            k = min(wide_parts, rows)
+        else:
+            k = max(ct(tiles, budget), ct(rows, max(1, budget // per_row)))
         sizes = [rows // k + (i < rows % k) for i in range(k)]
         bias = g.value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
         # the parts may land on different NPUs: each reads its input through a view of its own, so the view's
@@ -127,6 +134,8 @@ class Assignment:
     tiles: list[int]                      # estimated weight tiles per device
     cost: list[float]                     # cost (cycles) per device
     streaming: list[bool] = field(default_factory=list)   # a device whose weights exceed its MRF
+    pinned_count: int = 1                 # the fewest stages that pin every layer that fits an MRF
+    too_big: list[str] = field(default_factory=list)      # layers no MRF holds (a stage each, streaming)
 
 
 class _Cuts:
@@ -156,7 +165,9 @@ class _Cuts:
             best, held = None, 0
             for b in range(a + 1, n + 1):
                 held += self.tiles[b - 1]
-                if b > a + 1 and ((budget is not None and held > budget) or self.prefix[b] - self.prefix[a] > limit):
+                # an item without weights never needs a new NPU for them (it may follow a layer no MRF holds)
+                over = budget is not None and self.tiles[b - 1] > 0 and held > budget
+                if b > a + 1 and (over or self.prefix[b] - self.prefix[a] > limit):
                     break
                 if self.cost(a, b) <= limit:
                     best = b
@@ -242,10 +253,8 @@ def assign_devices(g: Graph, order: list[Node], config: NpuConfig, devices, cycl
     n = config.native_dim
     budget = budget or config.mrf_tiles
     fabric = fabric or default_fabric(config, 2)
-    if measured_tiles:
-        tiles = [measured_tiles.get(node.name, 0) for node in order]
-    else:
-        tiles = [node_tiles(g, node, n) for node in order]
+    measured_tiles = measured_tiles or {}
+    tiles = [measured_tiles.get(node.name, node_tiles(g, node, n)) for node in order]
     cycles = cycles or {}
     costs = [float(cycles.get(node.name, node_macs(g, node) / config.macs_per_cycle)) + 1.0 for node in order]
     if not order:
@@ -296,7 +305,38 @@ def assign_devices(g: Graph, order: list[Node], config: NpuConfig, devices, cycl
         dev_tiles[s] += t
         dev_cost[s] += c
     return Assignment({node.name: s for node, s in zip(order, cut)}, used, dev_tiles, dev_cost,
-                      [t > budget for t in dev_tiles])
+                      [t > budget for t in dev_tiles], pinned_count, [name for name, _ in too_big])
+
+
+def wide_parts(g: Graph, order: list[Node], config: NpuConfig, devices: int, cycles: dict[str, float],
+               budget: int, fabric, measured_tiles: dict[str, int], too_big: list[str]) -> int:
+    """How many row parts each layer no MRF holds should get on ``devices`` NPUs: the count whose predicted
+    bottleneck -- the largest of a part's cycles (the layer's, shared) and the slowest stage of the other layers
+    balanced on the NPUs left -- is smallest."""
+    n = config.native_dim
+    wide = set(too_big)
+    rest = [node for node in order if node.name not in wide]
+    costs = [float(cycles.get(node.name, node_macs(g, node) / config.macs_per_cycle)) + 1.0 for node in rest]
+    tiles = [measured_tiles.get(node.name, node_tiles(g, node, n)) for node in rest]
+    vector_bytes = n * 2
+    cuts = _Cuts(costs, tiles, internal_crossing(g, rest, n), vector_bytes / config.netq_bytes_per_cycle,
+                 vector_bytes / fabric.link_bytes_per_cycle)
+    need = (cuts.greedy(float("inf"), budget)[-1] + 1) if rest else 0
+    heaviest = max(float(cycles.get(name, 0.0)) for name in too_big)
+    best, best_k = float("inf"), 1
+    for k in range(1, devices + 1):
+        left = devices - k * len(too_big)
+        if left < need:
+            break
+        if rest:
+            cut = _balance(cuts, left, budget)
+            bottleneck = max(cuts.cost(cut.index(s), len(cut) - cut[::-1].index(s)) for s in set(cut))
+        else:
+            bottleneck = 0.0
+        predicted = max(heaviest / k, bottleneck)
+        if predicted < best * 0.999:
+            best, best_k = predicted, k
+    return best_k
 
 
 # ------------------------------------------------------------------------------------------ lowering per device

@@ -166,3 +166,19 @@ def test_a_flattened_tensor_crosses_in_its_own_layout():
     # the Flatten runs beside the Gemm that reads it: the 4-D activation crosses the link, not the flat vector
     crossing = {r["tensor"] for r in ex.manifest["routes"]}
     assert "r1" in crossing and "f" not in crossing
+
+
+def test_spare_npus_share_a_layer_no_mrf_holds():
+    # on small (N = 32, 64-tile MRF) a 2240 -> 96 layer has rows of 70 tiles: no split pins it
+    model = zoo.build("mlp", seed=0, input_size=2240, hidden=[96])
+    with pytest.raises(CompileError, match="auto") as info:
+        driver.compile_graph(model, "small", devices="auto")
+    assert info.value.devices == 2                      # it alone, streaming, and the rest pinned
+    c, ex, pairs = run_both(model, "small", 4)
+    assert_bit_identical(pairs)
+    rep = build_report(c)
+    # the spare NPUs take row parts of the wide layer, each streaming its share, side by side
+    assert c.wide_parts == 3 and rep.device_modes == ["streaming"] * 3 + ["pinned"]
+    assert rep.device_tiles[:3] == [70, 70, 70]
+    two = build_report(driver.compile_graph(model, "small", devices=2))
+    assert rep.throughput_per_s > 2 * two.throughput_per_s
