@@ -17,6 +17,13 @@ examples:
   npu compile model.onnx --config small --format msfp12 -o model.npu --json
   npu compile bert.onnx --input-shape input_ids=1,128 --no-host-fallback -o bert.npu
   npu compile tiny.onnx --config tiny --dump-after partition --dump-after fuse_epilogues
+  npu compile lstm2.onnx --config brainslice-128 --devices 2 -o lstm2.npu     # two NPUs, every weight pinned
+  npu compile resnet50.onnx --devices auto -o r50.npu   # the fewest NPUs that pin every weight
+  npu compile resnet50.onnx --fabric brainslice-128x4    # a named fabric: configuration x NPUs
+
+several NPUs (--devices, docs/multinpu.md): the layers are cut into pipeline stages, one per NPU, each
+within one MRF and balanced by modeled cycles; a layer larger than one MRF is split by rows (output
+channels) and joined on the NPU that reads it. Links default to Catapult v2's (40 Gb/s, 1.5 us a hop).
 
 passes, in order (--dump-after PASS prints the IR after it; --dump-after all after each):
 {passes}
@@ -28,6 +35,11 @@ examples:
   npu run mlp.npu --input x.npy --json
   npu run resnet50.npu --input x.npy --trace run.json   # open in https://ui.perfetto.dev
   npu run resnet50.npu --input x.npy --layers            # modeled cycles per layer
+  npu run r50x18.npu --input x.npy --stream 64 --trace t.json   # several NPUs: 64 requests pipelined
+
+A model compiled for several NPUs reports the latency of one request (stages in sequence, link hops
+included), and with --stream K the throughput of K requests pipelined through the stages, each NPU's
+utilization and each link's; its trace has one process per NPU and one for the links.
 
 utilization = graph MACs / (cycles x the configuration's MACs per cycle), the same figure
 `npu compile` reports; "tile utilization" counts the MACs the MVM performs on whole native
@@ -63,6 +75,13 @@ def add_commands(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--dump-after", action="append", default=[], metavar="PASS", choices=PASS_NAMES + ("all",),
                    help="print the IR after this pass (repeatable; 'all' for every pass; the list is below)")
+    p.add_argument("--devices", default="1", metavar="N|auto",
+                   help="NPUs to spread the model over as pipeline stages (default 1; 'auto': the fewest that pin "
+                        "every weight)")
+    p.add_argument("--fabric", metavar="NAME",
+                   help="a named fabric, configuration x NPUs (e.g. brainslice-128x4); sets --config and --devices")
+    p.add_argument("--hop-cycles", type=int, help="link latency of one hop in cycles (default: Catapult v2's 1.5 us)")
+    p.add_argument("--link-bytes-per-cycle", type=int, help="link bandwidth (default: 40 Gb/s at the clock)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_compile)
 
@@ -77,6 +96,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--trace", type=Path, help="write a Chrome/Perfetto trace of the NPU segments")
     p.add_argument("--backend", default="sim", choices=("sim", "rtl"), help="machine to run on (default sim)")
     p.add_argument("--layers", action="store_true", help="print modeled cycles and utilization per layer")
+    p.add_argument("--stream", type=int, default=0, metavar="K",
+                   help="also time K requests pipelined through the model's NPUs (throughput, per-NPU and link "
+                        "utilization; the trace shows all K)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_run)
 
@@ -101,17 +123,61 @@ def add_commands(subparsers) -> None:
 
 
 # ---------------------------------------------------------------------- compile
+def _devices(args):
+    """(config, devices, fabric or None) from --config, --devices, --fabric and the link options."""
+    from npu.config import get_config
+    from npu.fabric import default_fabric, parse_fabric
+
+    config, devices = args.config, args.devices
+    if args.fabric:
+        config, devices = parse_fabric(args.fabric)
+    if devices != "auto":
+        try:
+            devices = int(devices)
+        except (TypeError, ValueError):
+            raise NpuError(f"--devices must be a positive integer or 'auto', not {devices!r}") from None
+        if devices < 1:
+            raise NpuError(f"--devices must be a positive integer or 'auto', not {devices}")
+    fabric = None
+    if args.hop_cycles is not None or args.link_bytes_per_cycle is not None:
+        fabric = default_fabric(get_config(config), 1)
+        if args.hop_cycles is not None:
+            fabric = fabric.replace(hop_cycles=args.hop_cycles)
+        if args.link_bytes_per_cycle is not None:
+            fabric = fabric.replace(link_bytes_per_cycle=args.link_bytes_per_cycle)
+    return config, devices, fabric
+
+
+def _compile_devices(args, out, config, devices, fabric, bar, dump):
+    """compile_to_file on several NPUs (the driver directly: compiler.compile_to_file is the one-NPU path)."""
+    from compiler import default_preprocessing, driver
+    from compiler.report import CompileReport
+    from npu.modelfile import write_model
+
+    c = driver.compile_graph(args.model, config, args.fmt, args.input_shape, not args.no_host_fallback, bar,
+                             dump_after=args.dump_after, dump=dump, devices=devices, fabric=fabric)
+    manifest, members = driver.package(c, default_preprocessing(args.model, c))
+    write_model(out, manifest, members)
+    report = CompileReport.from_dict(manifest["compiler"]["report"])
+    report.compile_time_s = round(c.timings.get("total_s", 0.0), 3)
+    return report
+
+
 def cmd_compile(args) -> int:
     from compiler import compile_to_file
 
     out = args.output or args.model.with_suffix(".npu")
+    config, devices, fabric = _devices(args)
     bar = progress.counter(args, "compiling")
     # with --json the IR goes to stderr, so stdout stays one JSON document
     dump = (lambda text: print(text, file=sys.stderr)) if args.json else print
     try:
-        report = compile_to_file(args.model, out, config=args.config, fmt=args.fmt, input_shapes=args.input_shape,
-                                 host_fallback=not args.no_host_fallback, progress=bar,
-                                 dump_after=args.dump_after, dump=dump)
+        if devices != 1 or fabric is not None:
+            report = _compile_devices(args, out, config, devices, fabric, bar, dump)
+        else:
+            report = compile_to_file(args.model, out, config=config, fmt=args.fmt, input_shapes=args.input_shape,
+                                     host_fallback=not args.no_host_fallback, progress=bar,
+                                     dump_after=args.dump_after, dump=dump)
     finally:
         progress.close(bar)
     if args.json:
@@ -175,10 +241,18 @@ def cmd_run(args) -> int:
         if spec.name not in paths:
             raise NpuError(f"missing --input for {spec.name!r} ({spec.dtype} {list(spec.shape)})")
         feeds[spec.name] = _load_input(paths[spec.name], spec, model.manifest)
+    if args.stream < 0 or args.stream > 100_000:
+        raise NpuError(f"--stream must be between 1 and 100000 requests, not {args.stream}")
     trace = [] if (args.trace or args.layers) else None
     outputs, stats = ex.run(feeds, trace=trace)
     layers = ex.layers(trace or []) if args.layers else []
-    if args.trace and trace:
+    sched = ex.stream(max(1, args.stream)) if (args.stream or (ex.fabric and args.trace)) else None
+    if args.trace and ex.fabric is not None:
+        from sim.trace import write_fabric_trace
+
+        npu_steps = [k for k, s in enumerate(model.manifest["plan"]) if s["kind"] == "npu"]
+        write_fabric_trace(sched, dict(zip(npu_steps, trace)), args.trace)
+    elif args.trace and trace:
         from sim.trace import write_trace
 
         write_trace(trace[0], args.trace) if len(trace) == 1 else _write_traces(trace, args.trace)
@@ -186,6 +260,8 @@ def cmd_run(args) -> int:
     result = {"outputs": {}, "stats": stats.to_dict()}
     if args.layers:
         result["layers"] = layers
+    if sched is not None and args.stream:
+        result["stream"] = sched.summary()
     for name, value in outputs.items():
         entry = {"shape": list(value.shape), "dtype": str(value.dtype)}
         if value.ndim == 2 and value.shape[0] == 1 and value.shape[1] > 1:
@@ -214,7 +290,24 @@ def cmd_run(args) -> int:
           f"{ex.config.clock_mhz:g} MHz, utilization {stats.utilization:.1%} of {stats.macs:,} graph MACs "
           f"(tile utilization {stats.tile_utilization:.1%} with padding); "
           f"host {stats.host_time_s * 1e3:.1f} ms; wall {stats.wall_time_s:.2f} s ({args.backend})")
+    if ex.fabric is not None:
+        f = ex.fabric
+        print(f"  on {f.devices} NPUs: one request {stats.latency_us:,.1f} us (stages in sequence, "
+              f"{f.hop_cycles}-cycle link hops at {f.link_bytes_per_cycle} B/cycle included); utilization is of all {f.devices} NPUs")
+    if sched is not None and args.stream:
+        _print_stream(sched)
     return 0
+
+
+def _print_stream(sched) -> None:
+    s = sched.summary()
+    print(f"stream of {s['requests']} requests: {s['throughput_per_s']:,.1f} requests/s over "
+          f"{s['makespan_cycles']:,} cycles (steady state {s['steady_per_s']:,.1f}/s, one every "
+          f"{s['interval_cycles']:,} cycles)")
+    print(f"  {'npu':>4} {'busy cycles':>14} {'busy':>6} {'util':>6} {'link busy':>8}")
+    for d in range(s["devices"]):
+        print(f"  {d:>4} {s['device_busy'][d]:>14,} {s['device_busy_share'][d]:>6.1%} "
+              f"{s['device_utilization'][d]:>6.1%} {s['link_utilization'][d]:>8.1%}")
 
 
 def _write_traces(results, path: Path) -> None:

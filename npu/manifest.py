@@ -205,7 +205,8 @@ NPU_INPUT = Tagged("kind", {
 NPU_OUTPUT = Obj({"tensor": NAME, "shape": FIXED_SHAPE, "vectors": Int(), "emap": MEMBER})
 NPU_STEP = Obj({"kind": OneOf("npu"), "program": MEMBER, "inputs": ListOf(NPU_INPUT), "outputs": ListOf(NPU_OUTPUT),
                 "regions": ListOf(Tuple(Int(0, 1 << 32), Int(0, 1 << 32), Str(4096)))},
-               {"memory": MapOf(Str(64), Int(0, 1 << 40)), "macs": Int(0, 1 << 62)})
+               {"memory": MapOf(Str(64), Int(0, 1 << 40)), "macs": Int(0, 1 << 62),
+                "device": Int(0, 255)})        # format 2: the NPU of the fabric that runs it
 HOST_STEP = Obj({"kind": OneOf("host"), "model": MEMBER, "inputs": ListOf(NAME), "outputs": ListOf(NAME, 1)})
 
 
@@ -247,17 +248,30 @@ def config_schema() -> Obj:
 
 
 CONSTANT = Obj({"key": Str(256), "space": Int(0, 255), "mfu": Int(0, 255), "addr": Int(0, 1 << 40)})
+WEIGHTS = Obj({"member": MEMBER, "mode": OneOf("pinned", "streaming"), "tiles": Int(0, 1 << 32)})
+CONSTANTS = Obj({"member": MEMBER, "vectors": ListOf(CONSTANT)})
+# Format 2: a model on several NPUs (npu/fabric.py).  ``fabric`` is the Fabric (devices and links), ``devices``
+# each NPU's weights and constants (the top-level ``weights`` and ``constants`` are device 0's), ``routes`` every
+# tensor an NPU step sends to a step on another NPU.
+FABRIC = Obj({"devices": Int(1, 256), "hop_cycles": Int(0, 1 << 30), "link_bytes_per_cycle": Int(1, 1 << 20)},
+             {"name": Str(256), "source": Str(4096)})
+DEVICE_IMAGE = Obj({"weights": WEIGHTS, "constants": CONSTANTS})
+ROUTE = Obj({"tensor": NAME, "from": Int(0, 255), "to": Int(0, 255), "vectors": Int()})
+FORMAT_VERSIONS = (1, 2)
 MANIFEST = Obj({
     "format": OneOf("npu-model"),
-    "format_version": OneOf(1),
+    "format_version": OneOf(*FORMAT_VERSIONS),
     "config": Obj(open=True),                 # config_schema(), then NpuConfig's own rules
     "inputs": ListOf(TENSOR_SPEC, 1, 4096),
     "outputs": ListOf(TENSOR_SPEC, 1, 4096),
     "plan": ListOf(Tagged("kind", {"npu": NPU_STEP, "host": HOST_STEP})),
-    "weights": Obj({"member": MEMBER, "mode": OneOf("pinned", "streaming"), "tiles": Int(0, 1 << 32)}),
-    "constants": Obj({"member": MEMBER, "vectors": ListOf(CONSTANT)}),
+    "weights": WEIGHTS,
+    "constants": CONSTANTS,
     "members": MapOf(MEMBER, Str(64, SHA256, "a sha256 hex digest")),
 }, {
+    "fabric": FABRIC,
+    "devices": ListOf(DEVICE_IMAGE, 1, 256),
+    "routes": ListOf(ROUTE),
     "preprocessing": PREPROCESSING,
     "const_outputs": MapOf(NAME, MEMBER),
     "compiler": Anything(),
@@ -365,17 +379,80 @@ def validate(manifest: Any, sizes: dict[str, int], limits: Limits = DEFAULT_LIMI
     for i, spec in enumerate(manifest["outputs"]):
         if spec["name"] not in available:
             fail(f"manifest.outputs[{i}].name", f"output {spec['name']!r} is produced by no step")
-    weights = manifest["weights"]
-    member(weights["member"], "manifest.weights.member", ".bin")
-    capacity = config.mrf_tiles if weights["mode"] == "pinned" else config.dram_tiles
-    if weights["tiles"] > capacity:
-        fail("manifest.weights.tiles", f"{weights['tiles']} tiles do not fit the {weights['mode']} weight memory "
-                                       f"of {capacity} tiles")
-    consts = manifest["constants"]
-    member(consts["member"], "manifest.constants.member", ".npz")
-    for i, c in enumerate(consts["vectors"]):
-        _check_constant(c, config, f"manifest.constants.vectors[{i}]")
+    for where, image in device_images(manifest):
+        weights = image["weights"]
+        member(weights["member"], f"{where}weights.member", ".bin")
+        capacity = config.mrf_tiles if weights["mode"] == "pinned" else config.dram_tiles
+        if weights["tiles"] > capacity:
+            fail(f"{where}weights.tiles", f"{weights['tiles']} tiles do not fit the {weights['mode']} weight memory "
+                                          f"of {capacity} tiles")
+        consts = image["constants"]
+        member(consts["member"], f"{where}constants.member", ".npz")
+        for i, c in enumerate(consts["vectors"]):
+            _check_constant(c, config, f"{where}constants.vectors[{i}]")
+    _check_fabric(manifest)
     return config
+
+
+def device_images(manifest: dict) -> list[tuple[str, dict]]:
+    """(field path prefix, {"weights", "constants"}) of every NPU: ``devices`` on several, else the top level."""
+    if "devices" in manifest:
+        return [(f"manifest.devices[{d}].", image) for d, image in enumerate(manifest["devices"])]
+    return [("manifest.", {"weights": manifest["weights"], "constants": manifest["constants"]})]
+
+
+def _check_fabric(manifest: dict) -> None:
+    """Format 2's fields: all three of fabric, devices and routes or none; steps and routes on existing devices;
+    the routes exactly the tensors an NPU step reads from an NPU step on another device."""
+    keys = [k for k in ("fabric", "devices", "routes") if k in manifest]
+    if not keys:
+        for k, step in enumerate(manifest["plan"]):
+            if step["kind"] == "npu" and step.get("device", 0) != 0:
+                fail(f"manifest.plan[{k}].device", "names a device, but the model declares no fabric")
+        return
+    if manifest["format_version"] < 2:
+        fail(f"manifest.{keys[0]}", "needs format_version 2")
+    if len(keys) != 3:
+        missing = sorted({"fabric", "devices", "routes"} - set(keys))
+        fail(f"manifest.{missing[0]}", "required with a fabric (fabric, devices and routes go together)")
+    n = manifest["fabric"]["devices"]
+    if len(manifest["devices"]) != n:
+        fail("manifest.devices", f"lists {len(manifest['devices'])} NPUs, the fabric has {n}")
+    if manifest["devices"][0] != {"weights": manifest["weights"], "constants": manifest["constants"]}:
+        fail("manifest.devices[0]", "must equal the top-level weights and constants (device 0's)")
+    made: dict[str, tuple[int, int]] = {}
+    expected = {}
+    for k, step in enumerate(manifest["plan"]):
+        if step["kind"] != "npu":
+            for t in step["outputs"]:
+                made.pop(t, None)
+            continue
+        if "device" not in step:
+            fail(f"manifest.plan[{k}].device", "required field is missing (the model runs on several NPUs)")
+        d = step["device"]
+        if d >= n:
+            fail(f"manifest.plan[{k}].device", f"{d} is not one of the fabric's {n} NPUs")
+        for spec in step["inputs"]:
+            src = made.get(spec["tensor"])
+            if src is not None and src[0] != d:
+                expected.setdefault((spec["tensor"], d), (src[0], src[1]))
+        for spec in step["outputs"]:
+            made[spec["tensor"]] = (d, spec["vectors"])
+    seen = set()
+    for i, r in enumerate(manifest["routes"]):
+        key = (r["tensor"], r["to"])
+        if key in seen:
+            fail(f"manifest.routes[{i}]", f"routes tensor {r['tensor']!r} to NPU {r['to']} twice")
+        seen.add(key)
+        if key not in expected or expected[key] != (r["from"], r["vectors"]):
+            want = expected.get(key)
+            fail(f"manifest.routes[{i}]", f"no NPU step on NPU {r['to']} reads {r['tensor']!r} as {r['vectors']} "
+                                          f"vectors from NPU {r['from']}" + (f" (the plan sends it from NPU {want[0]} as "
+                                                                     f"{want[1]} vectors)" if want else ""))
+    missing = sorted(set(expected) - seen)
+    if missing:
+        t, d = missing[0]
+        fail("manifest.routes", f"has no route for tensor {t!r} to NPU {d}, which reads it from another NPU")
 
 
 def machine_bytes(config) -> int:

@@ -8,7 +8,10 @@ holding
   ``outputs`` (lists of :class:`TensorSpec` dicts), ``preprocessing`` (free-form
   dict, see below), ``compiler`` (free-form: report, options), ``members``
   (``{member name: sha256 hex}`` of every other member) and whatever the
-  compiler's executor needs (``plan``).
+  compiler's executor needs (``plan``).  Format version 2 adds, for a model on
+  several NPUs (npu/fabric.py, docs/multinpu.md), ``fabric``, ``devices`` (each
+  NPU's weights and constants), ``routes`` (tensors sent between NPUs) and a plan
+  step's ``device``; version 1 files read unchanged.
 * any number of binary members (``program.bin``, ``weights.bin``,
   ``host/<name>.onnx`` ...), each checked against its sha256 on read.
 
@@ -53,7 +56,10 @@ from npu.errors import ModelFileError, NpuError
 from npu.manifest import DEFAULT_LIMITS, MEMBER_NAME, Limits, json_depth_ok, validate
 
 FORMAT_NAME = "npu-model"
-FORMAT_VERSION = 1
+#: Written by this toolkit.  Version 2 added the optional ``fabric``, ``devices`` and ``routes`` fields and a
+#: plan step's ``device`` (a model on several NPUs, npu/fabric.py); version 1 files read unchanged.
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 
 
@@ -280,10 +286,12 @@ def _parse_manifest(raw: bytes, limits: Limits) -> dict:
 def _check_header(manifest: dict) -> None:
     if manifest.get("format") != FORMAT_NAME:
         raise ModelFileError(f"manifest format is {repr(manifest.get('format'))[:40]}, expected {FORMAT_NAME!r}")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    version = manifest.get("format_version")
+    if isinstance(version, bool) or version not in READ_VERSIONS:
         raise ModelFileError(
-            f"model file format version {repr(manifest.get('format_version'))[:20]} is not supported "
-            f"(this toolkit reads version {FORMAT_VERSION}); recompile the model with `npu compile`")
+            f"model file format version {repr(version)[:20]} is not supported "
+            f"(this toolkit reads versions {', '.join(map(str, READ_VERSIONS))}); recompile the model with "
+            "`npu compile`")
 
 
 # -- the container ---------------------------------------------------------------------------
@@ -381,10 +389,12 @@ def read_npz(view) -> dict[str, np.ndarray]:
 
 def check_members(model: ModelFile, config: NpuConfig) -> None:
     """The checks that read members: element maps, weights, constants, programs, host models."""
+    from npu.manifest import device_images
+
     manifest = model.manifest
     n = config.native_dim
-    streaming = manifest["weights"]["mode"] == "streaming"
-    reads_dram_weights = False
+    images = device_images(manifest)
+    reads_dram_weights = [False] * len(images)
     for k, step in enumerate(manifest["plan"]):
         where = f"manifest.plan[{k}]"
         if step["kind"] == "host":
@@ -396,7 +406,7 @@ def check_members(model: ModelFile, config: NpuConfig) -> None:
                                  f"{program.config.name!r} ({program.config.fingerprint()}), the manifest declares "
                                  f"{config.name!r} ({config.fingerprint()})")
         if any(ins.mnemonic == "m_rd" for ins in program.instructions):
-            reads_dram_weights = True
+            reads_dram_weights[step.get("device", 0)] = True
         for j, (first, last, _) in enumerate(step["regions"]):
             if last >= max(1, len(program)):
                 raise ModelFileError(f"{where}.regions[{j}]: last pc {last} is past the program's "
@@ -406,30 +416,38 @@ def check_members(model: ModelFile, config: NpuConfig) -> None:
                 _check_emap(model, spec, n, f"{where}.inputs[{j}]", injective=True)
         for j, spec in enumerate(step["outputs"]):
             _check_emap(model, spec, n, f"{where}.outputs[{j}]", injective=False)
-    weights = model.weights(manifest["weights"]["member"])
-    tiles = manifest["weights"]["tiles"]
-    if weights.mant.shape != (tiles, n, n) or weights.exp.shape != (tiles, n, n // config.block) \
-            or weights.mant.dtype != np.int16 or weights.exp.dtype != np.int16:
-        raise ModelFileError(f"manifest.weights: the image holds {weights.mant.dtype} {list(weights.mant.shape)} and "
-                             f"{weights.exp.dtype} {list(weights.exp.shape)}, the manifest declares {tiles} int16 tiles "
-                             f"of {n}x{n} weights and {n}x{n // config.block} exponents")
-    if tiles and streaming != reads_dram_weights:
-        raise ModelFileError(f"manifest.weights.mode: is {manifest['weights']['mode']!r}, but the programs "
-                             f"{'read' if reads_dram_weights else 'never read'} weight tiles from DRAM (m_rd)")
-    consts = model.arrays(manifest["constants"]["member"])
-    for i, c in enumerate(manifest["constants"]["vectors"]):
-        where = f"manifest.constants.vectors[{i}]"
-        if c["key"] not in consts:
-            raise ModelFileError(f"{where}.key: {c['key']!r} is not in {manifest['constants']['member']!r}")
-        arr = consts[c["key"]]
-        from npu.spaces import Space
-
-        depth = config.vector_space_depth(Space(c["space"]))
-        if arr.ndim != 2 or arr.shape[1] != n or c["addr"] + arr.shape[0] > depth:
-            raise ModelFileError(f"{where}: {list(arr.shape)} vectors at {c['addr']} do not fit "
-                                 f"{Space(c['space']).name} ({depth} vectors of {n})")
+    for (where, image), reads in zip(images, reads_dram_weights):
+        _check_image(model, config, where, image, reads)
     for name, member in (manifest.get("const_outputs") or {}).items():
         model.array(member)
+
+
+def _check_image(model: ModelFile, config: NpuConfig, where: str, image: dict, reads_dram_weights: bool) -> None:
+    """One NPU's weight image and constant vectors against what the manifest declares of them."""
+    from npu.spaces import Space
+
+    n = config.native_dim
+    spec = image["weights"]
+    weights = model.weights(spec["member"])
+    tiles = spec["tiles"]
+    if weights.mant.shape != (tiles, n, n) or weights.exp.shape != (tiles, n, n // config.block) \
+            or weights.mant.dtype != np.int16 or weights.exp.dtype != np.int16:
+        raise ModelFileError(f"{where}weights: the image holds {weights.mant.dtype} {list(weights.mant.shape)} and "
+                             f"{weights.exp.dtype} {list(weights.exp.shape)}, the manifest declares {tiles} int16 tiles "
+                             f"of {n}x{n} weights and {n}x{n // config.block} exponents")
+    if tiles and (spec["mode"] == "streaming") != reads_dram_weights:
+        raise ModelFileError(f"{where}weights.mode: is {spec['mode']!r}, but the programs "
+                             f"{'read' if reads_dram_weights else 'never read'} weight tiles from DRAM (m_rd)")
+    consts = model.arrays(image["constants"]["member"])
+    for i, c in enumerate(image["constants"]["vectors"]):
+        at = f"{where}constants.vectors[{i}]"
+        if c["key"] not in consts:
+            raise ModelFileError(f"{at}.key: {c['key']!r} is not in {image['constants']['member']!r}")
+        arr = consts[c["key"]]
+        depth = config.vector_space_depth(Space(c["space"]))
+        if arr.ndim != 2 or arr.shape[1] != n or c["addr"] + arr.shape[0] > depth:
+            raise ModelFileError(f"{at}: {list(arr.shape)} vectors at {c['addr']} do not fit "
+                                 f"{Space(c['space']).name} ({depth} vectors of {n})")
 
 
 def _check_emap(model: ModelFile, spec: dict, n: int, where: str, injective: bool) -> None:

@@ -22,3 +22,10 @@ def make_machine(config: NpuConfig | str, backend: str = "sim") -> MachineLike:
             raise NpuError(f"the rtl backend is unavailable: {exc}") from None
         return RtlMachine(config)
     raise NpuError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def make_machines(config: NpuConfig | str, devices: int, backend: str = "sim") -> list[MachineLike]:
+    """One fresh machine per NPU of a fabric (a model compiled for several NPUs)."""
+    from sim.fabric import FabricMachines
+
+    return list(FabricMachines(get_config(config), devices, lambda c: make_machine(c, backend)).machines)

@@ -9,6 +9,12 @@ The machine is built once, and the weights (pinned in the MRF or placed in
 the weight region of DRAM) and constant vectors are loaded once.  Every
 segment's program clears what it reads before it reads it, so running twice
 gives identical results.
+
+A model compiled for several NPUs (``npu compile --devices N``; the manifest's
+``fabric``) gets one machine per NPU, each loaded with its own weights and
+constants; each NPU step runs on the machine of its ``device``, and the run's
+latency is one request through the stages with the link hops (sim/fabric.py).
+:meth:`Executor.stream` gives the timing of K requests pipelined through them.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from npu.errors import NpuError
 from npu.isa import Space
 from npu.modelfile import ModelFile, RunStats, TensorSpec
 from npu.plan import im2col, stream_vectors, unstream
-from runtime.backends import make_machine
+from runtime.backends import make_machine, make_machines
 
 
 def _host_session(onnx_bytes: bytes, host_steps: int):
@@ -57,7 +63,15 @@ class Executor:
         if "plan" not in self.manifest:
             raise NpuError(f"{model.path or '<model>'}: the model file has no execution plan")
         self.config = model.config
-        self.machine = make_machine(self.config, backend)
+        self.fabric = None
+        if "fabric" in self.manifest:
+            from npu.fabric import Fabric
+
+            self.fabric = Fabric.from_dict(self.manifest["fabric"])
+            self.machines = make_machines(self.config, self.fabric.devices, backend)
+        else:
+            self.machines = [make_machine(self.config, backend)]
+        self.machine = self.machines[0]
         steps = self.manifest["plan"]
         self._sessions = {}
         self._programs = {}
@@ -71,16 +85,20 @@ class Executor:
                         self._emaps[spec["emap"]] = model.array(spec["emap"])
             else:
                 self._sessions[step["model"]] = _host_session(model.member(step["model"]), host_steps)
-        weights = model.weights(self.manifest["weights"]["member"])
-        if weights.tiles:
-            if self.manifest["weights"]["mode"] == "pinned":
-                self.machine.load_mrf(weights, 0)
-            else:
-                self.machine.load_weight_dram(weights, 0)
-        consts = self.manifest["constants"]
-        arrays = model.arrays(consts["member"])
-        for c in consts["vectors"]:
-            self.machine.load_vectors(Space(c["space"]), c["addr"], arrays[c["key"]], c["mfu"])
+        images = self.manifest.get("devices") or [{"weights": self.manifest["weights"],
+                                                   "constants": self.manifest["constants"]}]
+        for machine, image in zip(self.machines, images):
+            weights = model.weights(image["weights"]["member"])
+            if weights.tiles:
+                if image["weights"]["mode"] == "pinned":
+                    machine.load_mrf(weights, 0)
+                else:
+                    machine.load_weight_dram(weights, 0)
+            consts = image["constants"]
+            arrays = model.arrays(consts["member"])
+            for c in consts["vectors"]:
+                machine.load_vectors(Space(c["space"]), c["addr"], arrays[c["key"]], c["mfu"])
+        self._cycles: dict[int, int] = {}   # plan step -> modeled cycles of its last run
         self._const_outputs = {k: np.array(model.array(v)) for k, v in self.manifest.get("const_outputs", {}).items()}
 
     def layers(self, results) -> list[dict]:
@@ -125,7 +143,7 @@ class Executor:
         nonfinite = {name: int(np.size(x) - np.count_nonzero(np.isfinite(x))) for name, x in env.items()
                      if np.asarray(x).dtype.kind == "f"}
         host_time = 0.0
-        for step in self.manifest["plan"]:
+        for k, step in enumerate(self.manifest["plan"]):
             if step["kind"] == "host":
                 th = time.perf_counter()
                 sess = self._sessions[step["model"]]
@@ -135,6 +153,7 @@ class Executor:
                 host_time += time.perf_counter() - th
             else:
                 result = self._run_npu(step, env)
+                self._cycles[k] = result.cycles
                 stats.npu_cycles += result.cycles
                 stats.tile_macs += result.tile_macs
                 # graph MACs as the compiler counted them (files from before they were recorded: the tile MACs)
@@ -144,19 +163,37 @@ class Executor:
                     trace.append(result)
         env.update(self._const_outputs)
         outputs = {s.name: _as_spec(env[s.name], s) for s in self.outputs}
+        stats.extra = {"backend": self.backend, "config": self.config.name}
+        peak = 1
+        if self.fabric is not None:
+            # one request through the NPUs: stages in sequence, link hops included; utilization of all the NPUs
+            sched = self.stream(1)
+            stats.npu_cycles = sched.latency_cycles
+            peak = self.fabric.devices
+            stats.extra["fabric"] = sched.summary()
         stats.latency_us = stats.npu_cycles / self.config.clock_mhz
-        stats.utilization = self.config.utilization(stats.macs, stats.npu_cycles)
-        stats.tile_utilization = self.config.utilization(stats.tile_macs, stats.npu_cycles)
+        stats.utilization = self.config.utilization(stats.macs, stats.npu_cycles * peak)
+        stats.tile_utilization = self.config.utilization(stats.tile_macs, stats.npu_cycles * peak)
         stats.host_time_s = host_time
         stats.wall_time_s = time.perf_counter() - t0
-        stats.extra = {"backend": self.backend, "config": self.config.name}
         if any(nonfinite.values()):
             stats.extra["nonfinite_inputs"] = {name: count for name, count in nonfinite.items() if count}
         return outputs, stats
 
+    def stream(self, requests: int = 1):
+        """The timing of ``requests`` requests through the model's NPUs (a sim.fabric.FabricSchedule), from the
+        cycles of the last :meth:`run` (the cycle model is data-independent); a one-NPU model is a fabric of one."""
+        from npu.fabric import default_fabric
+        from sim.fabric import plan_steps, schedule
+
+        if not self._cycles and any(s["kind"] == "npu" for s in self.manifest["plan"]):
+            raise NpuError("stream() needs a run() first: it times the programs that run measured")
+        fabric = self.fabric or default_fabric(self.config, 1)
+        return schedule(plan_steps(self.manifest["plan"], self._cycles), fabric, self.config, requests)
+
     def _run_npu(self, step: dict, env: dict):
         n = self.config.native_dim
-        m = self.machine
+        m = self.machines[step.get("device", 0)]
         for spec in step["inputs"]:
             x = np.asarray(env[spec["tensor"]], np.float32)
             if spec["kind"] == "im2col":

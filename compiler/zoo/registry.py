@@ -97,6 +97,8 @@ _MODELS = (
     ZooModel("lstm", "one LSTM layer, DeepBench-like (hidden 512, input 512, 25 steps)",
              _LSTM, _defaults(_LSTM),
              input_size=512, kind="rnn", min_input_size=1),
+    ZooModel("lstm2", "two stacked LSTM layers, hidden 512, input 256, 25 steps (224 tiles: two NPUs' MRFs)",
+             rnn.build_stack, _defaults(rnn.build_stack), input_size=256, kind="rnn", min_input_size=1),
     ZooModel("gru", "one GRU layer (linear_before_reset=1), DeepBench-like (512/512/25)",
              _GRU, _defaults(_GRU),
              input_size=512, kind="rnn", min_input_size=1),

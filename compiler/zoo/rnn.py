@@ -60,3 +60,37 @@ def build(name: str, *, seed: int, input_size: int, cell: str = "lstm", hidden_s
         out = b.reshape(y, (timesteps, 1, h), path, output="output")
     return b.finish([out], doc=f"{name}: {op} hidden {h}, input {input_size}, {timesteps} steps"
                                + (f", Gemm head to {output_size}" if head else ""))
+
+
+def build_stack(name: str, *, seed: int, input_size: int, hidden_size: int = 512, layers: int = 2,
+                timesteps: int = 25) -> onnx.ModelProto:
+    """``layers`` LSTM layers stacked as PyTorch's ``nn.LSTM(num_layers=layers)`` exports them: each layer's
+    Y (squeezed to ``[timesteps, 1, hidden]``) is the next layer's input; the output is the last layer's Y.
+
+    The default input width 256 makes the 2-layer, hidden-512 model of issue 12: 96 + 128 = 224 weight tiles
+    on an N = 128 NPU, more than one 128-tile MRF, each layer within one."""
+    for field, value in (("hidden_size", hidden_size), ("input_size", input_size), ("timesteps", timesteps),
+                         ("layers", layers)):
+        if value < 1:
+            raise ZooError(f"{name}: {field} must be a positive integer, not {value}")
+    if layers > 16:
+        raise ZooError(f"{name}: at most 16 layers, not {layers}")
+    b = GraphBuilder(name, seed=seed)
+    x = b.input("input", (timesteps, 1, input_size))
+    h = hidden_size
+    bound = 1.0 / math.sqrt(h)
+
+    def uniform(*shape: int) -> np.ndarray:
+        return b.rng.uniform(-bound, bound, shape).astype(np.float32)
+
+    width = input_size
+    for k in range(layers):
+        path = f"lstm{k}"
+        inputs = [x, b.param(f"{path}.W", uniform(1, 4 * h, width)), b.param(f"{path}.R", uniform(1, 4 * h, h)),
+                  b.param(f"{path}.B", uniform(1, 8 * h))]
+        y, _ = b.multi_output_node("LSTM", inputs, path, [(timesteps, 1, 1, h), None], hidden_size=h,
+                                   direction="forward", layout=0)
+        x = b.reshape(y, (timesteps, 1, h), path, output="output" if k == layers - 1 else None)
+        width = h
+    return b.finish([x], doc=f"{name}: {layers} stacked LSTM layers, hidden {h}, input {input_size}, "
+                             f"{timesteps} steps")
