@@ -351,19 +351,24 @@ def cmd_check(args) -> int:
                           args.input_shape, progress=bar)
     finally:
         progress.close(bar)
-    if args.json:
-        print(json.dumps(res.to_dict(), indent=1))
-        return 0
+    if args.json:  # strict JSON: a non-finite figure is null and named under "nonfinite"
+        print(res.to_json(indent=1))
+        return 0 if res.ok else 1
     print(f"{args.model} on {res.config} ({res.format}), {res.inputs} inputs, simulator vs onnxruntime:")
     for t in res.outputs:
         top = f", top-1 agreement {t.top1_agreement:.1%}, top-5 {t.top5_agreement:.1%}" \
             if t.top1_agreement is not None else ""
-        print(f"  output {t.name}: cosine min {t.cosine_min:.6f}, max abs err {t.max_abs_err:.4g}, "
+        diff = f", input-sensitive cosine {t.diff_cosine_min:.6f}" if t.diff_cosine_min is not None else ""
+        print(f"  output {t.name}: cosine min {t.cosine_min:.6f}{diff}, max abs err {t.max_abs_err:.4g}, "
               f"max rel err {t.max_rel_err:.4g}{top}")
+        if t.nonfinite_mismatches:
+            print(f"    {t.nonfinite_mismatches} NaN/inf elements where onnxruntime's differ: FAILED")
     if args.per_layer:
         print(f"  {'tensor':<48} {'cosine':>9} {'max abs':>10} {'max rel':>9}")
         for t in res.layers:
             print(f"  {t.name[:48]:<48} {t.cosine_min:>9.6f} {t.max_abs_err:>10.4g} {t.max_rel_err:>9.4g}")
     print(f"  modeled NPU latency {res.latency_us:,.1f} us ({res.npu_cycles:,} cycles)"
           + (" of the model as compiled, without the per-layer outputs" if args.per_layer else ""))
-    return 0
+    if res.diff_cosine_min is None and res.inputs < 2:
+        print("  (one input: the input-sensitive cosine, out(x1) - out(x2) against onnxruntime, needs two)")
+    return 0 if res.ok else 1

@@ -17,6 +17,8 @@ from compiler.ops import OPS
 from compiler.ops.base import float_shape
 from npu.errors import CompileError
 
+FP16_MAX = float(np.finfo(np.float16).max)  # the MFUs' number format
+
 
 def npu_reason(g: Graph, node: Node) -> str | None:
     """Why `node` cannot run on the NPU, or None."""
@@ -36,6 +38,9 @@ def npu_reason(g: Graph, node: Node) -> str | None:
         # the NPU's number formats would turn them into other values (weights quantize NaN to 0)
         if v is not None and v.dtype.kind == "f" and not np.isfinite(v).all():
             return f"constant {t!r} holds NaN or inf"
+        # MFU operands (biases, scales, elementwise constants) are fp16 on the NPU: larger ones become inf
+        if v is not None and v.dtype.kind == "f" and v.size and np.abs(v).max() > FP16_MAX:
+            return f"constant {t!r} holds values beyond fp16's range (|x| > {FP16_MAX:g})"
     return d.npu(g, node)
 
 

@@ -47,8 +47,31 @@ def test_compile_run_check(tiny, capsys):
     assert main(["check", str(onnx_path), "--config", "tiny", "--inputs", "3", "--json"]) == 0
     chk = json.loads(capsys.readouterr().out)
     assert chk["cosine_min"] > 0.999 and chk["top1_agreement"] == 1.0 and chk["max_abs_err"] < 0.2
+    assert chk["diff_cosine_min"] > 0.9 and chk["ok"] and chk["nonfinite"] == []
+    assert main(["check", str(onnx_path), "--config", "tiny", "--inputs", "2"]) == 0
+    assert "input-sensitive cosine" in capsys.readouterr().out
     assert main(["check", str(onnx_path), "--config", "tiny", "--inputs", "1", "--per-layer"]) == 0
     assert "/conv2/Conv_output_0" in capsys.readouterr().out
+
+
+def test_check_fails_when_the_npu_overflows_where_onnxruntime_does_not(tmp_path, capsys):
+    """x * 300 * 300 exceeds fp16 (65,504) on the NPU, not in float32: an inf against finite numbers is a
+    failure (exit 1), and --json stays strict JSON (the infinite error is null, named under "nonfinite")."""
+    import numpy as np
+    from onnx import helper
+
+    from helpers import make_model
+
+    model = make_model([helper.make_node("Mul", ["x", "k"], ["a"]), helper.make_node("Mul", ["a", "k"], ["y"])],
+                       {"x": [1, 16]}, {"y": [1, 16]}, {"k": np.full(16, 300.0, np.float32)})
+    path = tmp_path / "overflow.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert main(["check", str(path), "--config", "tiny", "--inputs", "2"]) == 1
+    assert "NaN/inf" in capsys.readouterr().out
+    assert main(["check", str(path), "--config", "tiny", "--inputs", "2", "--json"]) == 1
+    text = capsys.readouterr().out
+    res = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in strict JSON"))
+    assert not res["ok"] and res["nonfinite_mismatches"] > 0 and res["nonfinite"]
 
 
 def test_compile_dumps_the_ir_after_named_passes(tiny, capsys):

@@ -170,3 +170,12 @@ def test_nan_or_inf_weights_without_host_fallback_name_the_node():
 
     with pytest.raises(CompileError, match="node 'nan_conv' \\(Conv\\): cannot run on the NPU: constant 'W1' holds NaN"):
         compile_model(nonfinite_model(), config="tiny", host_fallback=False)
+
+
+def test_a_constant_beyond_fp16_sends_its_node_to_the_host():
+    """An elementwise constant of 1e5 would be inf in the MFUs' fp16: the node runs on the host, exactly."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["r", "k"], ["y"])]
+    model = make_model(nodes, {"x": [1, 16]}, {"y": [1, 16]}, {"k": np.full(16, 1e5, np.float32)})
+    out = assert_matches(model, npu_only=False)
+    layers = {L["op"]: L for L in out["executor"].manifest["compiler"]["report"]["layers"]}
+    assert layers["Mul"]["target"] == "host" and "fp16" in layers["Mul"]["reason"]
