@@ -417,6 +417,7 @@ def synthesize(config: NpuConfig, target: str = "generic", *, timeout: float | N
 
     if target not in TARGETS:
         raise SynthError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}")
+    yosys_command()  # before generating: a missing Yosys is said at once
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="npu-synth-v-") as tmp:
         path = write_verilog(config, Path(workdir) if workdir else Path(tmp), params)
