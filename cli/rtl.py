@@ -62,7 +62,9 @@ def add_commands(subparsers) -> None:
     s = sub.add_parser("synth", help="synthesise the Verilog with Yosys: LUTs, flip-flops, DSPs, block RAMs, depth",
                        epilog=SYNTH_EPILOG, formatter_class=fmt)
     s.add_argument("--config", default="tiny", help="preset name or .toml/.json file (default: tiny)")
-    s.add_argument("--target", default="generic", choices=("generic", "xilinx", "intel"),
+    from rtl.synth import TARGETS
+
+    s.add_argument("--target", default="generic", choices=tuple(TARGETS),
                    help="generic 6-LUTs, Xilinx 7-series (synth_xilinx) or Intel ALMs (synth_intel_alm)")
     s.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds (default 3600)")
     s.add_argument("--jobs", type=int, default=2, help="Yosys processes at once (default 2)")
