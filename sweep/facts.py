@@ -4,10 +4,10 @@ Each provider in :data:`PROVIDERS` maps a valid :class:`~npu.config.NpuConfig` t
 columns of the results table and names that constraints may use.  :data:`COST_AXES` are the columns the
 plots offer as a cost.
 
-The on-chip memory bits are a *resource proxy*: a count of the bits the configuration asks the MRF and the
-vector register files to hold, not an area estimate (no logic, no multipliers, no memory-block rounding).
-An area model fitted on synthesised RTL is one more provider here and one more entry in COST_AXES; nothing
-else changes (docs/sweep.md, "Adding the area model").
+The on-chip memory bits of :func:`resource_proxy` are a *resource proxy*: a count of the bits the configuration
+asks the MRF and the vector register files to hold.  :func:`area` is the area model of sweep/area.py, fitted on
+Yosys synthesis of the generated RTL (docs/synthesis.md): LUTs, flip-flops, DSPs, every on-chip memory bit of the
+RTL (queues, buffers and tables included) and the RAMB36 blocks those bits fill at best.
 """
 from __future__ import annotations
 
@@ -36,10 +36,18 @@ def resource_proxy(cfg: NpuConfig) -> dict[str, int]:
     return {"mrf_bits": mrf_bits, "vrf_bits": vrf_bits, "onchip_bits": mrf_bits + vrf_bits}
 
 
-#: Every provider of derived facts, in column order.
-PROVIDERS: tuple[Callable[[NpuConfig], dict], ...] = (core, resource_proxy)
+def area(cfg: NpuConfig) -> dict[str, int]:
+    """The area model (sweep/area.py): area_luts, area_ffs, area_dsps, area_memory_bits, area_bram36."""
+    from sweep.area import area as model
 
-#: Columns a plot may use as the cost axis, with their axis labels.
+    return model(cfg)
+
+
+#: Every provider of derived facts, in column order.
+PROVIDERS: tuple[Callable[[NpuConfig], dict], ...] = (core, resource_proxy, area)
+
+#: Columns a plot draws a cost axis for by default, with their axis labels.  The area columns are plotted on
+#: request (``npu sweep plot --cost area_luts``).
 COST_AXES: dict[str, str] = {
     "macs_per_cycle": "MACs per cycle",
     "onchip_bits": "on-chip memory bits (resource proxy, not area)",
