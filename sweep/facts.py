@@ -46,13 +46,13 @@ def area(cfg: NpuConfig) -> dict[str, int]:
 #: Every provider of derived facts, in column order.
 PROVIDERS: tuple[Callable[[NpuConfig], dict], ...] = (core, resource_proxy, area)
 
-#: Columns a plot draws a cost axis for by default, with their axis labels.  The area columns are plotted on
-#: request (``npu sweep plot --cost area_luts``).
+#: Columns a plot draws a cost axis for by default, with their axis labels: the area model's LUTs first (the
+#: question is "which NPU should I build"), then the resource proxies.
 COST_AXES: dict[str, str] = {
+    "area_luts": "LUT6 (area model fitted on Yosys synthesis)",
     "macs_per_cycle": "MACs per cycle",
     "onchip_bits": "on-chip memory bits (resource proxy, not area)",
 }
-
 
 
 def facts(cfg: NpuConfig) -> dict[str, float]:

@@ -15,12 +15,13 @@ def test_plot_renders_pngs_and_a_self_contained_page(tiny_result, tmp_path, monk
     _, results = tiny_result
     out = plot(results, tmp_path)
     names = sorted(p.rsplit("/", 1)[1] for p in out["pngs"])
-    assert names == ["layers_p%d.png" % out["point"], "pareto_macs_per_cycle.png", "pareto_onchip_bits.png"]
+    assert names == ["layers_p%d.png" % out["point"], "pareto_area_luts.png", "pareto_macs_per_cycle.png",
+                     "pareto_onchip_bits.png"]
     for p in out["pngs"]:
         data = open(p, "rb").read()
         assert data.startswith(PNG) and len(data) > 5000
     page = open(out["html"]).read()
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 4
     assert not re.search(r"""(src|href)=['"]?(https?:|//)""", page)  # nothing fetched from elsewhere
     assert "<table>" in page and "addEventListener('click'" in page and "★" in page
     assert "resource proxy" in page and "not an area estimate" in page
