@@ -377,7 +377,8 @@ class IssueUnit(wiring.Component):
         m.d.comb += self.dma.active.eq(dma_busy)
         set_bit = Mux(take & is_chain, Const(1, K) << tail, 0)
         clr_bit = Mux(completing, Const(1, K) << head, 0)
-        m.d.sync += [valid.eq((valid | set_bit) & ~clr_bit),
+        # a full ring takes the next chain into the entry its head frees in this cycle: the new one wins
+        m.d.sync += [valid.eq((valid & ~clr_bit) | set_bit),
                      n_chains.eq(n_chains + (take & is_chain) - completing)]
         with m.If(completing):
             m.d.sync += head.eq(Mux(head == K - 1, 0, head + 1))

@@ -37,6 +37,11 @@ PIPELINE = {
                         "v_wr ivrf 100 si=3\nend_chain\ns_wr rows 1\ns_wr cols 3\ns_wr iter_inner 2\n"
                         "v_rd dram 0 si=3\nmv_mul 8\nv_wr ivrf 200 si=1\nend_chain\ns_wr iter_inner 1\n"
                         "v_rd ivrf 30\nv_wr netq 0\nend_chain",
+    # MAC-bound chains pile up until all 8 entries are in flight; the 10th issues in the cycle the 2nd
+    # completes, into the entry it frees (the ring's head and tail meet); the last chain reads what the 10th
+    # writes, so it must find that entry in flight
+    "full_ring": "s_wr rows 8\n" + "".join(f"v_rd ivrf {k}\nmv_mul {k}\nv_wr asvrf {8 * k}\nend_chain\n"
+                                           for k in range(12)) + "s_wr rows 1\nv_rd asvrf 72\nmv_mul 0\nv_wr netq 0\nend_chain",
 }
 
 
