@@ -39,8 +39,8 @@ PIPELINE = {
                         "v_rd ivrf 30\nv_wr netq 0\nend_chain",
     # MAC-bound chains pile up until all 8 entries are in flight; the 10th issues in the cycle the 2nd
     # completes, into the entry it frees (the ring's head and tail meet); the last chain reads what the 10th
-    # writes, so it must find that entry in flight
-    "full_ring": "s_wr rows 8\n" + "".join(f"v_rd ivrf {k}\nmv_mul {k}\nv_wr asvrf {8 * k}\nend_chain\n"
+    # writes, so it must find that entry in flight (else it reads the zeros there before the 10th's results)
+    "full_ring": "s_wr rows 8\n" + "".join(f"v_rd ivrf {k}\nmv_mul 0\nv_wr asvrf {8 * k}\nend_chain\n"
                                            for k in range(12)) + "s_wr rows 1\nv_rd asvrf 72\nmv_mul 0\nv_wr netq 0\nend_chain",
 }
 
