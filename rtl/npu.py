@@ -1,7 +1,9 @@
 """The NPU, generated for any :class:`npu.config.NpuConfig`: its memories, and its components wired together.
 
-One step (a chain or a DMA transfer) runs at a time, as sim/timing.py models it.
-The components, each a ``wiring.Component`` in a module of its own:
+With ``scoreboard_entries = mvm_row_slots = 1`` one step (a chain or a DMA transfer) runs at a time, as
+sim/timing.py models it; with more scoreboard entries the pipelined machine of docs/pipeline.md runs
+(:meth:`Npu._pipelined`: the issue unit of rtl/issue.py and the tagged components).
+The components of the one-step machine, each a ``wiring.Component`` in a module of its own:
 
 * :class:`rtl.frontend.FrontEnd` -- pc, the scalar registers, the chain being
   decoded, the queue of step descriptors.
