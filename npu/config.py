@@ -84,8 +84,8 @@ class NpuConfig:
     step_queue: int = 4             # step descriptors (chains, DMA) the front end decodes ahead of execution
     write_slots: int = 3            # v_wr destinations one chain may have
     mvm_buffer: int = 256           # native vectors of the MVM's circular input buffer; cols <= half of it
-    # The pipelined machine of docs/pipeline.md.  1 and 1 are the machine the RTL implements today (one step at a
-    # time, MAC rounds within one row tile); larger values are modeled by the simulator only, until the RTL has them.
+    # The pipelined machine of docs/pipeline.md.  1 and 1: one step at a time, MAC rounds within one row tile.  The
+    # RTL implements scoreboard_entries > 1; mvm_row_slots > 1 is modeled by the simulator only, until the RTL has it.
     scoreboard_entries: int = 1     # steps (chains, DMA) issued and not yet complete: the steps in flight
     mvm_row_slots: int = 1          # output row tiles one MAC round may touch (spreads narrow matrices over engines)
     clock_mhz: float = 250.0

@@ -26,7 +26,7 @@ import time
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, RisingEdge
+from cocotb.triggers import FallingEdge, First, RisingEdge
 
 
 def _u(handle) -> int:
@@ -74,9 +74,24 @@ class _Feeder:
 
 
 async def _commits(dut, log):
+    """Every completed step's (pc, cycle).  The pipelined machine completes steps in consecutive cycles and a
+    transfer in the cycle a chain completes (its ``dma_commit`` port), so after a rising edge every cycle is
+    sampled until no commit is seen."""
+    ports = [(dut.commit, dut.commit_pc)]
+    if hasattr(dut, "dma_commit"):
+        ports.append((dut.dma_commit, dut.dma_commit_pc))
     while True:
-        await RisingEdge(dut.commit)
-        log.append((_u(dut.commit_pc), _u(dut.cycles)))
+        await First(*(RisingEdge(flag) for flag, _ in ports))
+        await FallingEdge(dut.clk)
+        while True:
+            seen = False
+            for flag, pc in ports:
+                if flag.value == 1:
+                    log.append((_u(pc), _u(dut.cycles)))
+                    seen = True
+            if not seen:
+                break
+            await FallingEdge(dut.clk)
 
 
 @cocotb.test()

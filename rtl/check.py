@@ -95,5 +95,7 @@ def compare(case, rtl_machine=None) -> Comparison:
     rres = rtl.run(program)
     steps = analyze(program)
     mismatch = compare_machines(sim, rtl, program, steps)
-    sim_commits = [(s.end_pc, s.end) for s in sres.steps]
-    return Comparison(mismatch is None, rres.cycles, sres.cycles, mismatch, rres.commits, sim_commits)
+    # in completion order (on the pipelined machine a transfer may complete after later chains)
+    sim_commits = sorted(((s.end_pc, s.end) for s in sres.steps), key=lambda pc_cycle: (pc_cycle[1], pc_cycle[0]))
+    rtl_commits = sorted(rres.commits, key=lambda pc_cycle: (pc_cycle[1], pc_cycle[0]))
+    return Comparison(mismatch is None, rres.cycles, sres.cycles, mismatch, rtl_commits, sim_commits)

@@ -88,7 +88,13 @@ class Build:
 def build(config: NpuConfig, params: RtlParams = RtlParams(), *, trace: bool = False,
           progress: Callable[[str], None] | None = None) -> Build:
     """Generate and Verilate the NPU for ``config`` (cached); ``progress`` hears what is happening (the cached
-    build used, or each stage of a new one)."""
+    build used, or each stage of a new one).
+
+    Refuses when rtl/ or npu/ changed since this process imported them: the Verilog comes from the modules in
+    memory and the cache key from the files on disk, so the old design would be stored under the new key."""
+    if source_hash() != IMPORTED_SOURCE_HASH:
+        raise CosimError("rtl/ or npu/ changed on disk since this process imported them; restart it to build "
+                         "the changed RTL")
     verilator_env()
     say = progress or (lambda message: None)
     d = build_dir_for(config, params, trace)
@@ -192,3 +198,7 @@ def run_job(b: Build, cases: list[dict], *, timeout: float | None = None) -> lis
         if not out.exists():
             raise CosimError(f"RTL simulation produced no results:\n{log.read_text()[-3000:] if log.exists() else ''}")
         return pickle.loads(out.read_bytes())
+
+
+#: :func:`source_hash` when this process imported rtl/ (rtl.generate imports every component above).
+IMPORTED_SOURCE_HASH = source_hash()

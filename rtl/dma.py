@@ -1,7 +1,7 @@
 """The DMA engine: weight tiles between the weight region of DRAM and the MRF banks."""
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Signal
+from amaranth.hdl import Array, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -32,6 +32,9 @@ class Dma(wiring.Component):
         The running transfer.
     done : Out(1)
         The transfer completes in this cycle.
+    ending : Out(1)
+        The transfer's last cycle: it completes in the next (the pipelined machine's issue unit frees the
+        DMA engine and the transfer's scoreboard entry for a step whose first cycle is the completion's).
     read : In(MemoryMap.read_ports(every tile memory))
         Read ports of the weight DRAM's and the MRF banks' parts.
     write : In(MemoryMap.write_ports(every tile memory))
@@ -50,6 +53,7 @@ class Dma(wiring.Component):
         super().__init__({
             "step": In(StepPort(layouts_for(config).dma)),
             "done": Out(1),
+            "ending": Out(1),
             "read": In(memmap.read_ports(names)),
             "write": In(memmap.write_ports(names)),
         })
@@ -78,6 +82,17 @@ class Dma(wiring.Component):
         with m.If(moved & ~copying):
             m.d.sync += tail.eq(tail + 1)
         m.d.comb += self.done.eq(moved & ~copying & (tail == c.dram_latency - 1))
+        # the same completion, counted down from the first cycle: max(transfer, copy) + dram_latency cycles
+        left = Signal(48)
+        duration = Signal(48)
+        transfer = (need + (c.dram_bytes_per_cycle - 1)) // c.dram_bytes_per_cycle
+        copy = ex.count * cpt
+        m.d.comb += duration.eq(Mux(transfer > copy, transfer, copy) + c.dram_latency)
+        with m.If(start):
+            m.d.sync += left.eq(duration - 1)
+        with m.Elif(live & (left != 0)):
+            m.d.sync += left.eq(left - 1)
+        m.d.comb += self.ending.eq(live & (left == 1))
 
         dram_word, mrf_word = Signal(mm.addr_bits + 8), Signal(mm.addr_bits + 8)
         mrf_tile, bank = Signal(16), Signal(range(max(T, 2)))

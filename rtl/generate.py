@@ -26,10 +26,12 @@ class RtlParams:
 
 
 def make_top(config: NpuConfig, params: RtlParams | None = None) -> Npu:
-    if config.pipelined:
-        field = "scoreboard_entries" if config.scoreboard_entries > 1 else "mvm_row_slots"
-        raise ConfigError(field, "the RTL runs one step at a time so far (scoreboard_entries = 1, mvm_row_slots = 1); "
-                                 "the pipelined machine of docs/pipeline.md is modeled by the simulator only")
+    if config.mvm_row_slots > 1:
+        raise ConfigError("mvm_row_slots", "the RTL's MVM takes one row tile per MAC round so far (mvm_row_slots = "
+                                           "1); more row slots are modeled by the simulator only")
+    if config.pipelined and config.latencies.chain_setup < 2:
+        raise ConfigError("latencies.chain_setup", "the pipelined RTL needs chain_setup >= 2 (the issue unit sees "
+                                                   "the read sequencer free a cycle after its last read)")
     params = params or RtlParams()
     return Npu(config, program_depth=params.program_depth, queue_depth=params.queue_depth,
                max_word_bits=params.max_word_bits)

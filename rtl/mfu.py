@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from npu.config import MFU_STAGES, NpuConfig
@@ -95,10 +95,14 @@ class MfuStage(wiring.Component):
             m.submodules[f"e{e}"] = instance(self.unit, UNIT_NAMES[self.stage], **element, **shared)
             ys.append(y)
         result = Signal(layouts_for(c).beat)
-        m.d.comb += [result.r.eq(beat.r), result.i.eq(beat.i), result.j.eq(beat.j), result.data.eq(Cat(*ys))]
+        m.d.comb += [result.r.eq(beat.r), result.i.eq(beat.i), result.j.eq(beat.j), result.tag.eq(beat.tag),
+                     result.data.eq(Cat(*ys))]
         valid, out = delay(m, self.i.valid & (op != 0), result, c.latencies.mfu_stage, "s")
-        m.d.comb += [self.o.valid.eq(Mux(op != 0, valid, self.i.valid)),
-                     self.o.payload.eq(Mux(op != 0, out.as_value(), beat.as_value()))]
+        # a beat this stage processed leaves it; else a beat whose chain bypasses the stage passes in the same
+        # cycle (``ctl`` is the operation of the beat coming in: on the pipelined machine the two may belong to
+        # different chains, which the issue rules keep from meeting here)
+        m.d.comb += [self.o.valid.eq(valid | (self.i.valid & (op == 0))),
+                     self.o.payload.eq(Mux(valid, out.as_value(), beat.as_value()))]
         return m
 
 
@@ -154,6 +158,52 @@ class MfuChain(wiring.Component):
             unit = MfuStage(config=self.config, memmap=self.memmap, mfu=k, stage=stage,
                             unit=self._units[UNIT_NAMES[stage]])
             m.submodules[f"mfu{k}_{stage}"] = unit
+            m.d.comb += unit.ctl.eq(ex.mfu[k][stage])
+            if "alpha" in unit.signature.members:
+                m.d.comb += unit.alpha.eq(ex.alpha)
+            if vrf is not None:
+                wiring.connect(m, wiring.flipped(getattr(self.vrf, vrf)), unit.vrf)
+            wiring.connect(m, beats, unit.i)
+            beats = unit.o
+        wiring.connect(m, beats, wiring.flipped(self.o))
+        return m
+
+
+class PipelinedMfuChain(MfuChain):
+    """The MFU chain of the pipelined machine: each stage takes the operation, operand and alpha of the beat
+    coming in from the chain table, by the beat's tag (chains in flight may use different stages).
+
+    Members: ``descs`` (In(ArrayLayout(Layouts.chain, entries)), the chain table) instead of ``step``;
+    ``vrf``, ``i``, ``o`` as MfuChain's.
+    """
+
+    def __init__(self, *, config: NpuConfig, memmap: MemoryMap, units: dict):
+        check_config(config)
+        check_memmap(memmap, config)
+        self.config = config
+        self.memmap = memmap
+        self.stages = [(k, stage, None if stage_vrf(stage) is None else vector_memory(stage_vrf(stage), k))
+                       for k, present in enumerate(config.mfus) for stage in MFU_STAGES if stage in present]
+        for _, stage, _ in self.stages:
+            if UNIT_NAMES[stage] not in units:
+                raise ValueError(f"units must hold {UNIT_NAMES[stage]}, not only {sorted(units)}")
+        self._units = units
+        lay = layouts_for(config)
+        wiring.Component.__init__(self, {
+            "descs": In(data.ArrayLayout(lay.chain, config.scoreboard_entries)),
+            "vrf": In(memmap.read_ports([name for _, _, name in self.stages if name is not None])),
+            "i": In(beat_stream(lay.beat)),
+            "o": Out(beat_stream(lay.beat)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        beats = wiring.flipped(self.i)
+        for k, stage, vrf in self.stages:
+            unit = MfuStage(config=self.config, memmap=self.memmap, mfu=k, stage=stage,
+                            unit=self._units[UNIT_NAMES[stage]])
+            m.submodules[f"mfu{k}_{stage}"] = unit
+            ex = self.descs[unit.i.payload.tag]
             m.d.comb += unit.ctl.eq(ex.mfu[k][stage])
             if "alpha" in unit.signature.members:
                 m.d.comb += unit.alpha.eq(ex.alpha)

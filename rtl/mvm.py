@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import memory, wiring
+from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from npu.config import NpuConfig, bits_for
@@ -210,11 +210,13 @@ class Mvm(wiring.Component):
             m.d.sync += used.eq(used + (self.credit.take & ex.mvm) - Mux(s.freed, ex.cols, 0))
         return s
 
-    def _terms(self, m, s: _Macs, buf):
+    def _terms(self, m, s: _Macs, buf, ex=None):
         """One cycle of terms: per engine (bank) b, the tile of this round in bank b, and the activations it
-        multiplies with their block exponents and flush-window keep bits (shared by all rows)."""
+        multiplies with their block exponents and flush-window keep bits (shared by all rows).  ``ex`` is the
+        descriptor of the chain multiplied (the running step's by default)."""
         c = self.config
-        mm, ex = self.memmap, self.step.desc
+        mm = self.memmap
+        ex = self.step.desc if ex is None else ex
         n, T, L, block, cpt = c.native_dim, c.tile_engines, c.dpe_lanes, c.block, c.cycles_per_tile
         S, imm = mm.sub, self._layouts.imm
         ma, eb = c.act_fmt.mant_bits, c.weight_fmt.exp_bits
@@ -296,3 +298,198 @@ class Mvm(wiring.Component):
         ex = self.step.desc
         m.d.comb += [self.beat.valid.eq(Mux(ex.mvm, valid, read_valid)),
                      self.beat.payload.eq(Mux(ex.mvm, beat.as_value(), read.as_value()))]
+
+
+class PipelinedMvm(Mvm):
+    """The MVM of the pipelined machine (docs/pipeline.md): iterations of consecutive chains in one buffer.
+
+    Vectors of chains with ``mv_mul`` (``vec.mvm``) go into the circular
+    buffer in arrival order, whatever their chain; the read sequencer reserves
+    an iteration's ``cols`` slots when its first read's slot starts (``free``
+    counts the slots neither reserved nor holding an iteration not yet
+    multiplied).  When an iteration's last vector arrives, its largest block
+    exponent, its chain's tag and loop indices go into a ring, and the MAC
+    sequencer takes the iterations in that order: iteration ``k`` starts when it
+    has arrived, iteration ``k - 1`` finished, and, the first iteration of a
+    chain, not before the chain's ``behind`` cycle (the MFU overtaking rule,
+    computed by the issue unit).  Rows are paced as on the one-step machine
+    (``max(write cost, ceil(cols / tile_engines) x N / lanes)`` cycles).  The
+    vectors of a chain without ``mv_mul`` pass by, registered, tagged.
+
+    Members
+    -------
+    descs : In(ArrayLayout(Layouts.chain, entries)), behind : In(ArrayLayout(signed, entries)), now : In
+        The chain table, each chain's earliest MAC start, the cycle counter (rtl/issue.py).
+    vec : In(stream.Signature(Layouts.vec, always_ready=True))
+        The read sequencer's vectors.
+    free : Out(range(mvm_buffer + 1)), reserve : In(1), reserve_n : In(imm)
+        Buffer credit.
+    mrf : In(MemoryMap.read_ports(every part of every MRF bank))
+        Read ports of the MRF.
+    beat : Out(stream.Signature(Layouts.beat, always_ready=True))
+        Rows, ``mvm + mvm_reduce`` cycles after their last MAC cycle, and the vectors passing by.
+    """
+
+    def __init__(self, *, config: NpuConfig, memmap: MemoryMap, units: dict):
+        from rtl.issue import TIME_BITS
+
+        check_config(config)
+        check_memmap(memmap, config)
+        for name in (UNIT_NAMES["mvm_row"], UNIT_NAMES["bfp_block"]):
+            if name not in units:
+                raise ValueError(f"units must hold {name}, not only {sorted(units)}")
+        self.config = config
+        self.memmap = memmap
+        self._row, self._bfp = units[UNIT_NAMES["mvm_row"]], units[UNIT_NAMES["bfp_block"]]
+        self._layouts = lay = layouts_for(config)
+        self._banks = [[memmap.tile_memory(f"mrf{b}", p) for p in range(memmap.tile_parts)]
+                       for b in range(config.tile_engines)]
+        K = config.scoreboard_entries
+        wiring.Component.__init__(self, {
+            "descs": In(data.ArrayLayout(lay.chain, K)),
+            "behind": In(data.ArrayLayout(signed(TIME_BITS), K)),
+            "now": In(signed(TIME_BITS)),
+            "vec": In(beat_stream(lay.vec)),
+            "free": Out(range(config.mvm_buffer + 1)),
+            "reserve": In(1),
+            "reserve_n": In(lay.imm),
+            "mrf": In(memmap.read_ports([name for parts in self._banks for name in parts])),
+            "beat": Out(beat_stream(lay.beat)),
+        })
+
+    def _ring_layout(self):
+        lay = self._layouts
+        return data.StructLayout({"exmax": self.config.weight_fmt.exp_bits + 2, "tag": lay.tag, "i": lay.imm,
+                                  "j": lay.imm})
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        ma, eb, nb = c.act_fmt.mant_bits, c.weight_fmt.exp_bits, c.native_dim // c.block
+        buf = memory.Memory(shape=unsigned(c.native_dim * (ma + 1) + nb * eb), depth=c.mvm_buffer, init=[])
+        ring = memory.Memory(shape=self._ring_layout(), depth=c.mvm_buffer, init=[])
+        m.submodules.buffer = buf
+        m.submodules.exmax = ring
+        arrived = self._fill_tagged(m, buf, ring)
+        macs, ex, tag = self._sequencer_tagged(m, arrived, ring)
+        words, x, xb, xkeep = self._terms(m, macs, buf, ex)
+        emit, rows = self._rows_tagged(m, macs, words, x, xb, xkeep, tag)
+        self._output_tagged(m, emit, rows)
+        return m
+
+    def _fill_tagged(self, m, buf, ring) -> Signal:
+        c = self.config
+        vec = self.vec
+        block, eb, ma = c.block, c.weight_fmt.exp_bits, c.act_fmt.mant_bits
+        mants, exps, nonzero = [], [], []
+        for b in range(c.native_dim // block):
+            mant = Signal(block * (ma + 1), name=f"cv{b}_mant")
+            e, nz = Signal(eb, name=f"cv{b}_e"), Signal(name=f"cv{b}_nz")
+            m.submodules[f"cv{b}"] = instance(self._bfp, UNIT_NAMES["bfp_block"], mant=mant, e=e, nz=nz,
+                                              x=vec.payload.data[16 * b * block:16 * (b + 1) * block])
+            mants.append(mant)
+            exps.append(e)
+            nonzero.append(nz)
+        arrive = Signal()
+        m.d.comb += arrive.eq(vec.valid & vec.payload.mvm)
+        pos = Signal(range(c.mvm_buffer))
+        bwp = buf.write_port()
+        m.d.comb += [bwp.addr.eq(pos), bwp.data.eq(Cat(*mants, *exps)), bwp.en.eq(arrive)]
+        run_max = Signal(signed(eb + 2), init=-1)
+        vm = Const(-1, signed(eb + 2))
+        for b, (e, nz) in enumerate(zip(exps, nonzero)):
+            step = Signal(signed(eb + 2), name=f"vec_max{b}")
+            m.d.comb += step.eq(Mux(nz & (e > vm), e, vm))
+            vm = step
+        new_max = Mux(vm > run_max, vm, run_max)
+        arrived = Signal(32)
+        ring_w = ring.write_port()
+        m.d.comb += [ring_w.addr.eq(arrived[:len(ring_w.addr)]), ring_w.data.exmax.eq(new_max.as_unsigned()),
+                     ring_w.data.tag.eq(vec.payload.tag), ring_w.data.i.eq(vec.payload.i),
+                     ring_w.data.j.eq(vec.payload.j), ring_w.en.eq(arrive & vec.payload.last)]
+        with m.If(arrive):
+            m.d.sync += pos.eq(pos + 1)
+            with m.If(vec.payload.last):
+                m.d.sync += [arrived.eq(arrived + 1), run_max.eq(-1)]
+            with m.Else():
+                m.d.sync += run_max.eq(new_max)
+        return arrived
+
+    def _sequencer_tagged(self, m, arrived, ring):
+        c = self.config
+        T, cpt, imm, eb = c.tile_engines, c.cycles_per_tile, self._layouts.imm, c.weight_fmt.exp_bits
+        s = _Macs(it=Signal(32), r=Signal(imm), i=Signal(imm), j=Signal(imm), k=Signal(imm),
+                  g=Signal(range(max(cpt, 2))), base=Signal(range(c.mvm_buffer)), exmax=Signal(signed(eb + 2)),
+                  active=Signal(), term=Signal(), first=Signal(), row_end=Signal(), freed=Signal())
+        ring_r = ring.read_port(domain="comb")
+        entry = ring_r.data
+        tag = Signal(self._layouts.tag)
+        ex = Signal(self._layouts.chain)
+        m.d.comb += [ring_r.addr.eq(s.it[:len(ring_r.addr)]), s.exmax.eq(entry.exmax.as_signed()),
+                     tag.eq(entry.tag), s.i.eq(entry.i), s.j.eq(entry.j), ex.eq(self.descs[tag])]
+        rounds = Signal(imm)
+        term_cycles = Signal(imm + bits_for(cpt) + 1)
+        row_cycles = Signal.like(term_cycles)
+        wcost = write_cost(m, c, ex.write, "mvm_wcost")
+        m.d.comb += [rounds.eq((ex.cols + (T - 1)) // T if T > 1 else ex.cols),
+                     term_cycles.eq(rounds * cpt), row_cycles.eq(Mux(wcost > term_cycles, wcost, term_cycles))]
+        cyc = Signal.like(row_cycles)
+        begin = (s.r == 0) & (cyc == 0)
+        first_iter = (entry.i == 0) & (entry.j == 0)
+        waiting = begin & ((s.it >= arrived) | (first_iter & (self.now < self.behind[tag])))
+        m.d.comb += [s.active.eq((s.it < arrived) & ~waiting),
+                     s.term.eq(s.active & (cyc < term_cycles)), s.first.eq(cyc == 0),
+                     s.row_end.eq(s.active & (cyc == row_cycles - 1)), s.freed.eq(s.row_end & (s.r == ex.rows - 1))]
+        with m.If(s.active):
+            with m.If(s.row_end):
+                m.d.sync += [cyc.eq(0), s.k.eq(0), s.g.eq(0)]
+                with m.If(s.r == ex.rows - 1):
+                    m.d.sync += [s.r.eq(0), s.it.eq(s.it + 1), s.base.eq(s.base + ex.cols)]
+                with m.Else():
+                    m.d.sync += s.r.eq(s.r + 1)
+            with m.Else():
+                m.d.sync += cyc.eq(cyc + 1)
+                with m.If(s.term):
+                    with m.If(s.g == cpt - 1):
+                        m.d.sync += [s.g.eq(0), s.k.eq(s.k + 1)]
+                    with m.Else():
+                        m.d.sync += s.g.eq(s.g + 1)
+        # buffer slots: reserved by the read sequencer, freed when an iteration's MACs finish
+        used = Signal(range(c.mvm_buffer + 1))
+        m.d.comb += self.free.eq(c.mvm_buffer - used)
+        m.d.sync += used.eq(used + Mux(self.reserve, self.reserve_n, 0) - Mux(s.freed, ex.cols, 0))
+        return s, ex, tag
+
+    def _rows_tagged(self, m, s: _Macs, words, x, xb, xkeep, tag):
+        c, mm = self.config, self.memmap
+        imm, eb = self._layouts.imm, c.weight_fmt.exp_bits
+        emit = Signal()
+        e_r, e_i, e_j, e_tag = Signal(imm), Signal(imm), Signal(imm), Signal.like(tag)
+        e_exmax = Signal(signed(eb + 2))
+        m.d.sync += [emit.eq(s.row_end), e_r.eq(s.r), e_i.eq(s.i), e_j.eq(s.j), e_tag.eq(tag), e_exmax.eq(s.exmax)]
+        clear = Signal()
+        m.d.comb += clear.eq(s.active & s.first)
+        ys = []
+        for r in range(c.native_dim):
+            y = Signal(16, name=f"mvr{r}")
+            p, mpos, epos = mm.row_fields(r)
+            w = Cat(*[words[b][p][mpos:mpos + mm.row_mant_bits] for b in range(c.tile_engines)])
+            ew = Cat(*[words[b][p][epos:epos + mm.row_exp_bits] for b in range(c.tile_engines)])
+            m.submodules[f"row{r}"] = instance(self._row, UNIT_NAMES["mvm_row"], sync=True, w=w, ew=ew, x=x,
+                                               xb=xb, xkeep=xkeep, exmax=s.exmax, e_exmax=e_exmax,
+                                               first=s.first, term=s.term, clear=clear, y=y)
+            ys.append(y)
+        out = Signal(self._layouts.beat)
+        m.d.comb += [out.r.eq(e_r), out.i.eq(e_i), out.j.eq(e_j), out.tag.eq(e_tag), out.data.eq(Cat(*ys))]
+        return emit, out
+
+    def _output_tagged(self, m, emit, rows):
+        c = self.config
+        valid, beat = delay(m, emit, rows, c.latencies.mvm + c.latencies.mvm_reduce - 1, "mvdelay")
+        vec = self.vec.payload
+        read_valid = Signal()
+        read = Signal(self._layouts.beat)
+        m.d.sync += [read_valid.eq(self.vec.valid & ~vec.mvm), read.r.eq(vec.r), read.i.eq(vec.i),
+                     read.j.eq(vec.j), read.tag.eq(vec.tag), read.data.eq(vec.data)]
+        m.d.comb += [self.beat.valid.eq(valid | read_valid),
+                     self.beat.payload.eq(Mux(valid, beat.as_value(), read.as_value()))]

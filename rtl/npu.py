@@ -1,7 +1,9 @@
 """The NPU, generated for any :class:`npu.config.NpuConfig`: its memories, and its components wired together.
 
-One step (a chain or a DMA transfer) runs at a time, as sim/timing.py models it.
-The components, each a ``wiring.Component`` in a module of its own:
+With ``scoreboard_entries = mvm_row_slots = 1`` one step (a chain or a DMA transfer) runs at a time, as
+sim/timing.py models it; with more scoreboard entries the pipelined machine of docs/pipeline.md runs
+(:meth:`Npu._pipelined`: the issue unit of rtl/issue.py and the tagged components).
+The components of the one-step machine, each a ``wiring.Component`` in a module of its own:
 
 * :class:`rtl.frontend.FrontEnd` -- pc, the scalar registers, the chain being
   decoded, the queue of step descriptors.
@@ -46,13 +48,14 @@ from npu.errors import ConfigError
 from rtl.dma import Dma
 from rtl.executor import Executor
 from rtl.frontend import FrontEnd
+from rtl.issue import IssueUnit
 from rtl.layout import MAX_WORD_BITS, MemoryMap
-from rtl.mfu import MfuChain
-from rtl.mvm import Mvm
-from rtl.readseq import ReadSequencer
+from rtl.mfu import MfuChain, PipelinedMfuChain
+from rtl.mvm import Mvm, PipelinedMvm
+from rtl.readseq import PipelinedReadSequencer, ReadSequencer
 from rtl.step import check_config, check_positive
 from rtl.units import make_units
-from rtl.write import WriteStage
+from rtl.write import PipelinedWriteStage, WriteStage
 
 
 class Npu(wiring.Component):
@@ -127,6 +130,8 @@ class Npu(wiring.Component):
             "outq": Out(stream.Signature(16 * n)),
             "commit": Out(1),
             "commit_pc": Out(range(program_depth)),
+            # the pipelined machine: a transfer may complete in the cycle a chain does
+            **({"dma_commit": Out(1), "dma_commit_pc": Out(range(program_depth))} if config.pipelined else {}),
         })
 
     def elaborate(self, platform):
@@ -139,6 +144,9 @@ class Npu(wiring.Component):
         wiring.connect(m, wiring.flipped(self.inq), inq.w_stream)
         wiring.connect(m, outq.r_stream, wiring.flipped(self.outq))
 
+        if c.pipelined:
+            self._pipelined(m, mems, inq, outq)
+            return m
         m.submodules.executor = ex = Executor(config=c, program_depth=self.program_depth)
         m.submodules.frontend = fe = FrontEnd(config=c, memmap=mm)
         m.submodules.readseq = rs = ReadSequencer(config=c, memmap=mm, queue_depth=self.queue_depth)
@@ -174,6 +182,49 @@ class Npu(wiring.Component):
         for ports in [getattr(wr.vrf, f"slot{k}") for k in range(c.write_slots)] + [dma.write]:
             _connect(m, ports, lambda name: mems[name].write_port())
         return m
+
+    def _pipelined(self, m, mems, inq, outq):
+        """The pipelined machine (docs/pipeline.md): the issue unit instead of the executor; the chain table
+        to every component a beat passes; the DMA engine beside the chains."""
+        c, mm = self.config, self.memmap
+        m.submodules.issue = iu = IssueUnit(config=c, program_depth=self.program_depth)
+        m.submodules.frontend = fe = FrontEnd(config=c, memmap=mm)
+        m.submodules.readseq = rs = PipelinedReadSequencer(config=c, memmap=mm, queue_depth=self.queue_depth)
+        m.submodules.mvm = mvm = PipelinedMvm(config=c, memmap=mm, units=self.units)
+        m.submodules.mfu = mfu = PipelinedMfuChain(config=c, memmap=mm, units=self.units)
+        m.submodules.write = wr = PipelinedWriteStage(config=c, memmap=mm)
+        m.submodules.dma = dma = Dma(config=c, memmap=mm)
+
+        m.d.comb += [iu.start.eq(self.start), self.busy.eq(iu.running), self.cycles.eq(iu.cycles),
+                     self.error.eq(iu.error), self.commit.eq(iu.commit), self.commit_pc.eq(iu.commit_pc),
+                     self.dma_commit.eq(iu.dma_commit), self.dma_commit_pc.eq(iu.dma_commit_pc),
+                     fe.prog_len.eq(self.prog_len)]
+        wiring.connect(m, iu.fetch, fe.run)
+        wiring.connect(m, fe.steps, iu.steps)
+        # the read sequencer
+        m.d.comb += [rs.desc.eq(iu.rd_desc), rs.tag.eq(iu.rd_tag), rs.start.eq(iu.rd_start),
+                     iu.rd_issue.eq(rs.issue), iu.rd_iter_end.eq(rs.iter_end), iu.rd_first_iter.eq(rs.first_iter),
+                     iu.rd_chain_end.eq(rs.chain_end), rs.inq_level.eq(inq.level)]
+        wiring.connect(m, inq.r_stream, rs.inq)
+        # the MVM, the MFUs, the write stage
+        m.d.comb += [mvm.descs.eq(iu.descs), mvm.behind.eq(iu.behind), mvm.now.eq(iu.now),
+                     rs.free.eq(mvm.free), mvm.reserve.eq(rs.reserve), mvm.reserve_n.eq(rs.reserve_n),
+                     mfu.descs.eq(iu.descs), wr.descs.eq(iu.descs), wr.head.eq(iu.wr_head),
+                     iu.wr_completing.eq(wr.completing), iu.overflow.eq(wr.overflow),
+                     iu.unsupported.eq(wr.unsupported)]
+        wiring.connect(m, rs.vec, mvm.vec)
+        wiring.connect(m, mvm.beat, mfu.i)
+        wiring.connect(m, mfu.o, wr.beat)
+        wiring.connect(m, wr.outq, outq.w_stream)
+        # the DMA engine
+        wiring.connect(m, iu.dma, dma.step)
+        m.d.comb += iu.dma_ending.eq(dma.ending)
+
+        wiring.connect(m, fe.prog, mems["prog"].read_port(domain="comb"))
+        for ports in (rs.vrf, mvm.mrf, mfu.vrf, dma.read):
+            _connect(m, ports, lambda name: mems[name].read_port(domain="comb"))
+        for ports in [getattr(wr.vrf, f"slot{k}") for k in range(c.write_slots)] + [dma.write]:
+            _connect(m, ports, lambda name: mems[name].write_port())
 
     def _memories(self, m) -> dict[str, memory.Memory]:
         """Every memory of the map, with the load port: write port and a registered read port on each."""

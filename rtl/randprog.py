@@ -149,13 +149,110 @@ def random_program(rng: np.random.Generator, config: NpuConfig, chains: int = 4)
     return out
 
 
-def random_case(config: NpuConfig, seed: int, chains: int = 4) -> Case:
-    """A legal random program and its data (redrawn until the simulator accepts it)."""
+def _regs(rows, cols, io, ii, run=0, pitch=0) -> list[Instruction]:
+    return [Instruction.make("s_wr", reg=int(r), imm=v) for r, v in
+            ((Reg.ROWS, rows), (Reg.COLS, cols), (Reg.ITER_OUTER, io), (Reg.ITER_INNER, ii), (Reg.WIN_RUN, run),
+             (Reg.WIN_PITCH, pitch))]
+
+
+def random_pipelined_program(rng: np.random.Generator, config: NpuConfig, steps: int = 10) -> list[Instruction]:
+    """A program where the pipelined machine's rules bite (docs/pipeline.md): chains whose operands sit on
+    few addresses, so that later chains depend on earlier ones at every distance through intervals that
+    touch or just miss (RAW, WAR, WAW), or overlap without a write (independent); DMA transfers racing
+    chains on the MRF tiles they multiply with; MVM chains back to back with different ``cols`` (buffer
+    credit); reads from DRAM and the queue (long latencies) beside VRF reads; bursts of short chains behind
+    a long transfer (a full scoreboard, a full step queue)."""
+    n_mfus = config.n_mfus
+    out: list[Instruction] = []
+    depths = {Space.IVRF: config.ivrf_depth, Space.DRAM: config.dram_vectors, Space.ASVRF: config.asvrf_depth,
+              Space.MULVRF: config.mulvrf_depth}
+    last: dict[Space, list[tuple[int, int]]] = {sp: [] for sp in depths}  # intervals used so far
+
+    def operand(space, width, io, ii):
+        so = int(rng.integers(0, 2)) * width if io > 1 else 0
+        si = int(rng.integers(1, 3)) * width if ii > 1 else 0
+        span = (io - 1) * so + (ii - 1) * si + width
+        near = last[space]
+        if near and rng.random() < 0.7:  # touch, just miss, or overlap an interval used before
+            lo, hi = near[int(rng.integers(0, len(near)))]
+            addr = int(rng.choice([hi + 1, hi, lo - span, lo - span + 1, lo]))
+        else:
+            addr = int(rng.integers(0, 48))
+        addr = max(0, min(addr, depths[space] - span))
+        near.append((addr, addr + span - 1))
+        return dict(addr=addr, so=so, si=si)
+
+    mrf_used: list[tuple[int, int]] = []
+    for _ in range(steps):
+        u = rng.random()
+        if u < 0.2:  # a transfer, often onto tiles a chain multiplies with
+            count = int(rng.integers(1, 5))
+            if mrf_used and rng.random() < 0.6:
+                lo, hi = mrf_used[int(rng.integers(0, len(mrf_used)))]
+                mrf = int(rng.choice([hi + 1, hi, max(0, lo - count), lo]))
+            else:
+                mrf = int(rng.integers(0, 32))
+            mrf = max(0, min(mrf, config.mrf_tiles - count))
+            mrf_used.append((mrf, mrf + count - 1))
+            mn = "m_rd" if rng.random() < 0.75 else "m_wr"
+            out.append(Instruction.make(mn, tile=int(rng.integers(0, 6)), mrf=mrf, count=count))
+            continue
+        if u < 0.3:  # a burst of one-row chains on their own addresses: the scoreboard and the step queue fill
+            base = int(rng.integers(0, 16)) * 8
+            out += _regs(1, 1, 1, 1)
+            for k in range(int(rng.integers(3, 8))):
+                out += [Instruction.make("v_rd", space=int(Space.IVRF), mfu=0, addr=base + k, so=0, si=0),
+                        Instruction.make("v_wr", space=int(Space.ASVRF), mfu=k % n_mfus, addr=200 + base + k,
+                                         so=0, si=0),
+                        Instruction.make("end_chain")]
+            continue
+        rows, cols = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+        io, ii = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+        mvm = rng.random() < 0.5
+        width = cols if mvm else rows
+        out += _regs(rows, cols, io, ii)
+        space = Space(int(rng.choice([Space.IVRF, Space.IVRF, Space.DRAM, Space.NETQ, Space.ASVRF, Space.MULVRF,
+                                      Space.ZERO])))
+        mfu = int(rng.integers(0, n_mfus))
+        op = operand(space, width, io, ii) if space in depths else dict(addr=0, so=0, si=0)
+        out.append(Instruction.make("v_rd", space=int(space), mfu=mfu, **op))
+        if mvm:
+            if mrf_used and rng.random() < 0.5:
+                lo, hi = mrf_used[int(rng.integers(0, len(mrf_used)))]
+                mrf = int(rng.choice([lo, hi, hi + 1, max(0, lo - rows * cols)]))
+            else:
+                mrf = int(rng.integers(0, 32))
+            mrf = max(0, min(mrf, config.mrf_tiles - rows * cols))
+            mrf_used.append((mrf, mrf + rows * cols - 1))
+            out.append(Instruction.make("mv_mul", mrf=mrf))
+        slots = [(k, st) for k in range(n_mfus) for st in MFU_STAGES if st in config.mfus[k]]
+        for k, stage in [sl for sl in slots if rng.random() < 0.3]:
+            mn = str(rng.choice(STAGE_OPS[stage]))
+            vrf = BY_MNEMONIC[mn].vrf
+            out.append(Instruction.make(mn, mfu=k, **operand(vrf, rows, io, ii)) if vrf is not None
+                       else Instruction.make(mn, mfu=k))
+        dests = [Space.IVRF, Space.IVRF, Space.DRAM, Space.ASVRF, Space.MULVRF, Space.NETQ]
+        for p in rng.choice(len(dests), size=int(rng.integers(1, 3)), replace=False):
+            d = dests[int(p)]
+            if d == Space.NETQ:
+                out.append(Instruction.make("v_wr", space=int(d), addr=0, mfu=0))
+            else:
+                out.append(Instruction.make("v_wr", space=int(d), mfu=int(rng.integers(0, n_mfus)),
+                                            **operand(d, rows, io, ii)))
+        out.append(Instruction.make("end_chain"))
+    return out
+
+
+def random_case(config: NpuConfig, seed: int, chains: int = 4, pipelined: bool = False) -> Case:
+    """A legal random program and its data (redrawn until the simulator accepts it); ``pipelined``: one of
+    :func:`random_pipelined_program` with ``2 * chains + 2`` steps."""
     from sim.machine import Machine
 
     rng = np.random.default_rng(seed)
     for _ in range(100):
-        program = Program(config, random_program(rng, config, chains))
+        instructions = (random_pipelined_program(rng, config, 2 * chains + 2) if pipelined
+                        else random_program(rng, config, chains))
+        program = Program(config, instructions)
         try:
             steps = analyze(program)
         except ProgramError:

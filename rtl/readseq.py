@@ -1,7 +1,7 @@
 """The read sequencer: a chain's reads, from the two-level hardware loop to the vectors they return."""
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -175,3 +175,152 @@ class ReadSequencer(wiring.Component):
             with m.Default():
                 m.d.comb += rdata.eq(0)
         return rdata
+
+
+class PipelinedReadSequencer(ReadSequencer):
+    """The read sequencer of the pipelined machine (docs/pipeline.md): one chain at a time, the previous
+    chain's requests still in flight.
+
+    Reads issue one per slot of ``p`` cycles, the first slot starting in the
+    chain's first cycle (``start``); a slot starts in the cycle after the
+    previous read issued.  The first read of an iteration of an ``mv_mul``
+    chain starts its slot only when the MVM's buffer has ``cols`` free slots
+    (as counted in the cycle before), and reserves them (iteration-level
+    credit: the model's ``rs``).  Every request carries its chain's tag, its
+    memory and the cycle it reads that memory (``latency - 1`` after issue),
+    so the requests of the previous chain, which may have a longer latency,
+    keep their own; the issue rules keep returns in order.
+
+    Members (beside ReadSequencer's ``inq``, ``inq_level``, ``vrf``, ``vec``)
+    -------
+    desc : In(Layouts.chain), tag : In(tag), start : In(1)
+        The chain to run and the pulse of its first cycle.
+    free : In(range(mvm_buffer + 1))
+        Free slots of the MVM's buffer.
+    reserve : Out(1), reserve_n : Out(imm)
+        An iteration reserves ``reserve_n`` slots in this cycle.
+    issue, iter_end, first_iter, chain_end : Out(1)
+        A read issues; it is an iteration's last; of the chain's first iteration; the chain's last read.
+    """
+
+    def __init__(self, *, config: NpuConfig, memmap: MemoryMap, queue_depth: int):
+        check_config(config)
+        check_memmap(memmap, config)
+        check_positive("queue_depth", queue_depth)
+        self.config = config
+        self.memmap = memmap
+        self._layouts = lay = layouts_for(config)
+        self._vrfs = [name for names in memmap.vector_memories.values() for name in names]
+        wiring.Component.__init__(self, {
+            "desc": In(lay.chain),
+            "tag": In(lay.tag),
+            "start": In(1),
+            "inq": In(stream.Signature(16 * config.native_dim)),
+            "inq_level": In(range(queue_depth + 1)),
+            "vrf": In(memmap.read_ports(self._vrfs)),
+            "free": In(range(config.mvm_buffer + 1)),
+            "reserve": Out(1),
+            "reserve_n": Out(lay.imm),
+            "issue": Out(1),
+            "iter_end": Out(1),
+            "first_iter": Out(1),
+            "chain_end": Out(1),
+            "vec": Out(beat_stream(lay.vec)),
+        })
+
+    def _request(self) -> data.StructLayout:
+        lay = self._layouts
+        lmax = max(self.config.read_latency(s) for s in Space)
+        return data.StructLayout({"valid": 1, "addr": lay.vaddr, "r": lay.imm, "i": lay.imm, "j": lay.imm,
+                                  "last": 1, "tag": lay.tag, "space": len(self.desc.read.space),
+                                  "mfu": len(self.desc.read.mfu), "mvm": 1, "tap": bits_for(lmax + 1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        ex, start = self.desc, self.start
+        lay = self._layouts
+        c = self.config
+        width = Signal(lay.imm)
+        m.d.comb += width.eq(Mux(ex.mvm, ex.cols, ex.rows))
+        p_read = space_table(m, ex.read.space, {s: c.port_cost(s) for s in Space}, cost_bits(c), "p_read")
+        p_write = write_cost(m, c, ex.write, "p_write")
+        period = Signal.like(p_read)
+        m.d.comb += period.eq(Mux(ex.mvm, p_read, Mux(p_write > p_read, p_write, p_read)))
+        netq = ex.read.space == Space.NETQ
+        inflight = Signal(range(256))  # input-queue reads issued, not yet arrived
+        i, j, v = Signal(lay.imm), Signal(lay.imm), Signal(lay.imm)
+        runpos, runbase = Signal(lay.imm), Signal(lay.vaddr + lay.imm)
+        in_slot, slot = Signal(), Signal.like(period)
+        waiting = Signal()  # the next read's slot waits for buffer room
+        last_read = (v == width - 1) & (j == ex.ii - 1) & (i == ex.io - 1)
+        issue = self.issue
+        m.d.comb += issue.eq(in_slot & (slot == period - 1) & Mux(netq, self.inq_level > inflight, 1))
+        m.d.comb += [self.iter_end.eq(issue & (v == width - 1)), self.first_iter.eq((i == 0) & (j == 0)),
+                     self.chain_end.eq(issue & last_read)]
+        # where a slot may start: the first cycle, after an issue with reads left, or while waiting for room
+        boundary = Signal()
+        first_of_iter = Signal()
+        m.d.comb += [boundary.eq(start | (issue & ~last_read) | waiting),
+                     first_of_iter.eq(start | waiting | (issue & (v == width - 1)))]
+        room = Signal()
+        m.d.comb += [room.eq(~ex.mvm | ~first_of_iter | (self.free >= ex.cols)),
+                     self.reserve.eq(boundary & room & ex.mvm & first_of_iter), self.reserve_n.eq(ex.cols)]
+        with m.If(in_slot & (slot != period - 1)):
+            m.d.sync += slot.eq(slot + 1)
+        with m.If(issue):
+            m.d.sync += in_slot.eq(0)
+        with m.If(boundary):
+            m.d.sync += [in_slot.eq(room), slot.eq(0), waiting.eq(~room)]
+        with m.If(start):
+            m.d.sync += [i.eq(0), j.eq(0), v.eq(0), runpos.eq(0), runbase.eq(0)]
+        with m.Elif(issue):
+            with m.If(v == width - 1):
+                m.d.sync += [v.eq(0), runpos.eq(0), runbase.eq(0)]
+                with m.If(j == ex.ii - 1):
+                    m.d.sync += j.eq(0)
+                    m.d.sync += i.eq(i + 1)
+                with m.Else():
+                    m.d.sync += j.eq(j + 1)
+            with m.Else():
+                m.d.sync += v.eq(v + 1)
+                with m.If((ex.read.run != 0) & (runpos == ex.read.run - 1)):
+                    m.d.sync += [runpos.eq(0), runbase.eq(runbase + ex.read.pitch)]
+                with m.Else():
+                    m.d.sync += runpos.eq(runpos + 1)
+        lmax = max(c.read_latency(s) for s in Space)
+        req0 = Signal(self._request())
+        tap = space_table(m, ex.read.space, {s: c.read_latency(s) - 1 for s in Space}, bits_for(lmax + 1), "tap")
+        m.d.comb += [req0.valid.eq(issue), req0.addr.eq(address(ex.read, i, j, lay.vaddr) + runbase + runpos),
+                     req0.r.eq(v), req0.i.eq(i), req0.j.eq(j), req0.last.eq(v == width - 1), req0.tag.eq(self.tag),
+                     req0.space.eq(ex.read.space), req0.mfu.eq(ex.read.mfu), req0.mvm.eq(ex.mvm), req0.tap.eq(tap)]
+        # the delay line: each request reads its memory when it reaches its own tap
+        line = [req0]
+        for k in range(lmax - 1):
+            nxt = Signal(self._request(), name=f"req{k + 1}")
+            m.d.sync += nxt.eq(line[-1])
+            line.append(nxt)
+        req = Signal(self._request())
+        hits = [r.valid & (r.tap == k) for k, r in enumerate(line)]
+        with m.Switch(Cat(*hits)):  # at most one request reads in a cycle (returns are in order)
+            for k, r in enumerate(line):
+                with m.Case("-" * (len(line) - 1 - k) + "1" + "0" * k):
+                    m.d.comb += req.eq(r)
+        pop = Signal()
+        m.d.comb += [pop.eq(req.valid & (req.space == Space.NETQ)), self.inq.ready.eq(pop)]
+        m.d.sync += inflight.eq(inflight + (issue & netq) - pop)
+        rdata = Signal(16 * c.native_dim)
+        for name in self._vrfs:
+            m.d.comb += getattr(self.vrf, name).addr.eq(req.addr)
+        with m.Switch(req.space):
+            for space, names in self.memmap.vector_memories.items():
+                with m.Case(int(space)):
+                    ports = [getattr(self.vrf, name).data for name in names]
+                    m.d.comb += rdata.eq(ports[0] if len(ports) == 1 else Array(ports)[req.mfu])
+            with m.Case(int(Space.NETQ)):
+                m.d.comb += rdata.eq(self.inq.payload)
+            with m.Default():
+                m.d.comb += rdata.eq(0)
+        vec = self.vec.payload
+        m.d.comb += [self.vec.valid.eq(req.valid), vec.r.eq(req.r), vec.i.eq(req.i), vec.j.eq(req.j),
+                     vec.last.eq(req.last), vec.tag.eq(req.tag), vec.mvm.eq(req.mvm), vec.data.eq(rdata)]
+        return m

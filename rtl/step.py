@@ -67,11 +67,14 @@ class Layouts:
         ``write_slots`` of ``write_slot``.
     dma : StructLayout
         A transfer: ``to_mrf`` (``m_rd``; else ``m_wr``), ``tile``, ``count``, ``mrf``.
+    tag : int
+        Bits of a chain's tag (its entry in the pipelined machine's chain table; 0 on the one-step machine).
     beat : StructLayout
-        One vector of a chain: ``r`` (row within the iteration), ``i``, ``j`` (outer, inner iteration)
-        and ``data`` (N fp16 elements).
+        One vector of a chain: ``r`` (row within the iteration), ``i``, ``j`` (outer, inner iteration),
+        ``tag`` (its chain's) and ``data`` (N fp16 elements).
     vec : StructLayout
-        A vector read by the read sequencer: the beat's fields and ``last``, the iteration's last read.
+        A vector read by the read sequencer: the beat's fields, ``last``, the iteration's last read, and
+        ``mvm``, its chain multiplies (the pipelined MVM buffers it; else it passes by).
     """
 
     def __init__(self, config: NpuConfig):
@@ -98,8 +101,11 @@ class Layouts:
         })
         self.dma = data.StructLayout({"to_mrf": 1, "tile": kb[Kind.TILE], "count": kb[Kind.COUNT],
                                       "mrf": kb[Kind.MRF]})
-        self.beat = data.StructLayout({"r": imm, "i": imm, "j": imm, "data": 16 * config.native_dim})
-        self.vec = data.StructLayout({"r": imm, "i": imm, "j": imm, "last": 1, "data": 16 * config.native_dim})
+        #: bits of a chain's tag: its entry in the pipelined machine's chain table (rtl/issue.py)
+        self.tag = bits_for(config.scoreboard_entries)
+        self.beat = data.StructLayout({"r": imm, "i": imm, "j": imm, "tag": self.tag, "data": 16 * config.native_dim})
+        self.vec = data.StructLayout({"r": imm, "i": imm, "j": imm, "last": 1, "tag": self.tag, "mvm": 1,
+                                      "data": 16 * config.native_dim})
 
     def step(self, program_depth: int) -> data.StructLayout:
         """A queued step: its ``kind``, the ``pc`` of its last instruction, and the ``chain`` and ``dma``

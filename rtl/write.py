@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from npu.config import NpuConfig
@@ -87,4 +87,65 @@ class WriteStage(wiring.Component):
                      self.end.overflow.eq(self.outq.valid & ~self.outq.ready),
                      self.end.unsupported.eq(active & ~start & (netq & (netq - 1)).any()),
                      self.end.done.eq(active & ~start & (written == total))]
+        return m
+
+
+class PipelinedWriteStage(WriteStage):
+    """The write stage of the pipelined machine: each beat goes to the destinations of its chain (by its
+    tag); chains complete in order (their beats never meet), so one count of vectors written serves the
+    oldest chain in flight (``head``), and ``completing`` marks the cycle its last vector is written.
+
+    Members: ``descs`` (the chain table), ``head`` (In(tag)), ``completing``, ``overflow``, ``unsupported``
+    (Out(1)); ``beat``, ``vrf``, ``outq`` as WriteStage's.
+    """
+
+    def __init__(self, *, config: NpuConfig, memmap: MemoryMap):
+        check_config(config)
+        check_memmap(memmap, config)
+        self.config = config
+        self.memmap = memmap
+        lay = layouts_for(config)
+        vrfs = [name for names in memmap.vector_memories.values() for name in names]
+        wiring.Component.__init__(self, {
+            "descs": In(data.ArrayLayout(lay.chain, config.scoreboard_entries)),
+            "head": In(lay.tag),
+            "beat": In(beat_stream(lay.beat)),
+            "vrf": In(wiring.Signature({f"slot{k}": Out(memmap.write_ports(vrfs)) for k in range(config.write_slots)})),
+            "outq": Out(stream.Signature(16 * config.native_dim)),
+            "completing": Out(1),
+            "overflow": Out(1),
+            "unsupported": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        imm, vaddr = layouts_for(c).imm, layouts_for(c).vaddr
+        valid, beat = delay(m, self.beat.valid, self.beat.payload, c.latencies.vrf_write - 1, "wdelay")
+        ex = self.descs[beat.tag]
+        hd = self.descs[self.head]
+        total, written = Signal(3 * imm), Signal(3 * imm)
+        m.d.comb += total.eq(hd.io * hd.ii * hd.rows)
+        m.d.comb += self.completing.eq(valid & (written + 1 == total))
+        with m.If(self.completing):
+            m.d.sync += written.eq(0)
+        with m.Elif(valid):
+            m.d.sync += written.eq(written + 1)
+        to_netq = []
+        for slot in range(c.write_slots):
+            w = ex.write[slot]
+            addr = Signal(vaddr, name=f"waddr{slot}")
+            m.d.comb += addr.eq(address(w, beat.i, beat.j, vaddr) + beat.r)
+            for space, names in self.memmap.vector_memories.items():
+                for k, name in enumerate(names):
+                    port = getattr(getattr(self.vrf, f"slot{slot}"), name)
+                    hit = w.valid & (w.space == int(space))
+                    if len(names) > 1:
+                        hit = hit & (w.mfu == k)
+                    m.d.comb += [port.addr.eq(addr), port.data.eq(beat.data), port.en.eq(valid & hit)]
+            to_netq.append(w.valid & (w.space == int(Space.NETQ)))
+        netq = Cat(*to_netq)
+        m.d.comb += [self.outq.payload.eq(beat.data), self.outq.valid.eq(valid & netq.any()),
+                     self.overflow.eq(self.outq.valid & ~self.outq.ready),
+                     self.unsupported.eq(valid & (netq & (netq - 1)).any())]
         return m

@@ -86,8 +86,9 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
     in which row tile j of a spread-mode chain completes (the end of the round holding its last tile);
     COL_STAGES is the bitmask of the MFU stages a chain uses (bit i = stage i of ``stages`` in pipeline order,
     ``stage_cycles`` each) and COL_TAIL the cycles from the MFU entrance to its write.
-    starts[s] is the cycle the step issues (a chain's first read issue), ends[s] the cycle after its last
-    write (a chain) or transfer (DMA): when steps waiting on it may issue.
+    starts[s] is the cycle the step issues (its first cycle: a chain's first read issues p cycles later, one
+    read slot), ends[s] the cycle after its last write (a chain) or transfer (DMA): when steps waiting on it
+    may issue.
     """
     cdef Py_ssize_t S = steps.shape[0], s, a, k
     cdef long long shift = 0, queued, t, i, j, rs, arrival, mac_start, x0, x0_prev, last_x0
@@ -118,6 +119,9 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
             queued = starts[s - queue] + 1
             shift = queued - steps[s, COL_END_PC] - 1
         t = queued + decode
+        # in order, one step a cycle: the issue unit takes one step from the queue per cycle
+        if s > 0 and starts[s - 1] + 1 > t:
+            t = starts[s - 1] + 1
         # a free scoreboard entry: fewer than `entries` earlier steps complete after t
         kmin = 0
         for k in range(entries):
@@ -149,15 +153,15 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
             # the read sequencer is free, and read data returns in order
             if read_free > t:
                 t = read_free
-            if last_return - lat + 1 > t:
-                t = last_return - lat + 1
+            if last_return + 1 - (p + lat - 1) > t:  # the first read's data leaves p + lat - 1 cycles after t
+                t = last_return + 1 - (p + lat - 1)
             # its first beat enters the MFUs no earlier than this, to meet none of the previous chain's beats
             first_x0 = prev_write + 1 + _overtake(steps[s, COL_STAGES], prev_mask, stages, stage_cycles) - tail
             if not steps[s, COL_MVM]:
                 if first_x0 - (p + lat - 1) > t:
                     t = first_x0 - (p + lat - 1)
-                last_issue = t + (iters * width - 1) * p
-                last_x0 = t + iters * width * p + lat - 1
+                last_issue = t + iters * width * p  # read k issues p cycles after read k - 1, the first p after t
+                last_x0 = last_issue + lat - 1
             else:
                 rs = t
                 last_x0 = -(1 << 40)
@@ -191,10 +195,10 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
                         for j in range(rows):
                             x0 = mac_start + row_done[steps[s, COL_ROW0] + j] - 1 + mvm_lat
                             last_x0 = x0 if x0 > last_x0 + 1 else last_x0 + 1
-                    last_issue = rs + (cols - 1) * p
+                    last_issue = rs + cols * p
                     rs += cols * p
             read_free = last_issue + setup
-            last_return = last_issue + lat
+            last_return = last_issue + lat - 1  # the cycle its data leaves the memory
             ends[s] = last_x0 + tail + 1
             prev_write, prev_mask = last_x0 + tail, steps[s, COL_STAGES]
         starts[s] = t

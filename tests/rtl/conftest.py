@@ -35,3 +35,27 @@ def assert_exact(case, machine) -> None:
 
 def random_count(default: int = 6) -> int:
     return int(os.environ.get("NPU_RTL_RANDOM", default))
+
+
+def pipelined(config):
+    """``config`` as the pipelined machine of docs/pipeline.md, as far as the RTL implements it (every
+    scoreboard entry of npu.config.PIPELINED_DESIGN; one row slot)."""
+    from npu.config import PIPELINED_DESIGN
+
+    return config.replace(name=f"{config.name}-pipelined", scoreboard_entries=PIPELINED_DESIGN["scoreboard_entries"])
+
+
+@pytest.fixture(scope="session")
+def tiny_pipelined_rtl():
+    """One Verilator build of the pipelined `tiny` per session."""
+    from rtl.backend import RtlMachine
+
+    return RtlMachine(pipelined(PRESETS["tiny"]))
+
+
+@pytest.fixture(scope="session")
+def small_pipelined_rtl():
+    """One Verilator build of the pipelined `small` (slow tests only)."""
+    from rtl.backend import RtlMachine
+
+    return RtlMachine(pipelined(PRESETS["small"]))

@@ -151,3 +151,14 @@ def test_a_stale_request_does_not_pop_the_next_chains_input():
                     "s_wr rows 3\nv_rd netq 0\nv_wr netq 0\nend_chain", config=config)
     case.inputs = random_fp16(np.random.default_rng(2), (3, config.native_dim))
     assert_exact(case, RtlMachine(config))
+
+
+def test_no_build_from_modules_older_than_the_sources(monkeypatch):
+    """A process that imported rtl/ before its sources changed would store the old design under the new
+    sources' cache key: build refuses instead."""
+    import rtl.cosim
+    from rtl.cosim import CosimError, build
+
+    monkeypatch.setattr(rtl.cosim, "IMPORTED_SOURCE_HASH", "0" * 12)
+    with pytest.raises(CosimError, match="rtl/ or npu/ changed on disk since this process imported them"):
+        build(TINY)

@@ -1,7 +1,7 @@
 """The pipelined machine of docs/pipeline.md in the cycle model (scoreboard_entries > 1, mvm_row_slots > 1).
 
-The RTL implements one step at a time (scoreboard_entries = mvm_row_slots = 1) so far; these tests pin the
-model's rules by hand-computed schedules on tiny (decode 2, vrf_read 1, mvm 4 + mvm_reduce 1, mfu_stage 2,
+The RTL implements scoreboard_entries > 1 with mvm_row_slots = 1 (tests/rtl/test_pipelined.py); these tests
+pin the model's rules by hand-computed schedules on tiny (decode 2, vrf_read 1, mvm 4 + mvm_reduce 1, mfu_stage 2,
 vrf_write 1, chain_setup 2, drain 2).
 """
 import pytest
@@ -27,12 +27,12 @@ TWO = "s_wr rows 4\nv_rd ivrf 0\nv_wr asvrf 0\nend_chain\n{second}\nend_chain\n"
 
 
 def test_independent_chains_overlap():
-    # chain 0: queued in cycle 4 (pc 3 decoded), issues at 4 + decode = 6, reads 4 vectors (last issue 9),
-    # its last beat enters the write stage in 6 + 4 + 1 - 1 = 10 and is written in 11: complete at 12.
-    # chain 1 issues when the read sequencer is free (9 + chain_setup = 11), not after chain 0 completed.
+    # chain 0: queued in cycle 4 (pc 3 decoded), issues at 4 + decode = 6, reads 4 vectors one slot apart
+    # (issues 7..10), its last beat enters the write stage in 10 + 1 = 11 and is written in 11: complete at 12.
+    # chain 1 issues when the read sequencer is free (10 + chain_setup = 12), not after chain 0 completed.
     r = timed(PIPELINED, TWO.format(second="v_rd ivrf 16\nv_wr asvrf 16"))
-    assert steps(r) == [(6, 12), (11, 17)]
-    assert r.cycles == 17 + 2
+    assert steps(r) == [(6, 12), (12, 18)]
+    assert r.cycles == 18 + 2
     legacy = timed(get_config("tiny"), TWO.format(second="v_rd ivrf 16\nv_wr asvrf 16"))
     assert steps(legacy) == [(6, 12), (14, 20)]  # one step at a time: 12 + chain_setup
 
@@ -45,7 +45,7 @@ def test_dependent_chains_wait_for_completion(second, kind):
 
 
 def test_bounding_intervals_that_just_miss_do_not_conflict():
-    assert steps(timed(PIPELINED, TWO.format(second="v_rd asvrf 4\nv_wr ivrf 32")))[1][0] == 11
+    assert steps(timed(PIPELINED, TWO.format(second="v_rd asvrf 4\nv_wr ivrf 32")))[1][0] == 12
 
 
 def test_scoreboard_entries_bound_the_steps_in_flight():
@@ -54,7 +54,7 @@ def test_scoreboard_entries_bound_the_steps_in_flight():
                                                     for k in range(2))
     free = steps(timed(PIPELINED, text))
     two = steps(timed(get_config("tiny").replace(scoreboard_entries=2), text))
-    assert free[2][0] == free[1][0] + 4 + 1, "read sequencer free: last read issue + chain_setup"
+    assert free[2][0] == free[1][0] + 4 + 2, "read sequencer free: last read issue + chain_setup"
     assert two[:2] == free[:2] and two[2][0] == two[1][1] < two[0][1]
 
 
@@ -114,8 +114,19 @@ def test_pipelining_changes_no_result(tiny, rng):
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
+def test_steps_issue_in_order_one_per_cycle():
+    # the chain multiplies the tiles the m_rd loads and the m_wr needs the DMA engine: both wait for the m_rd's
+    # completion; the issue unit takes one step from the queue per cycle, so the m_wr issues a cycle later
+    text = ("m_rd 0 10 3\ns_wr rows 1\ns_wr cols 3\nv_rd zero 0\nmv_mul 10\nv_wr netq 0\nend_chain\n"
+            "m_wr 0 20 2")
+    (d0, d1), (c0, _), (w0, _) = steps(timed(PIPELINED, text))
+    assert c0 == d1 and w0 == c0 + 1
+
+
 def test_the_rtl_refuses_what_it_does_not_implement_yet():
     from rtl.generate import make_top
 
-    with pytest.raises(ConfigError, match="scoreboard_entries: the RTL runs one step at a time so far"):
-        make_top(PIPELINED)
+    with pytest.raises(ConfigError, match="mvm_row_slots: the RTL's MVM takes one row tile per MAC round so far"):
+        make_top(PIPELINED.replace(mvm_row_slots=2))
+    with pytest.raises(ConfigError, match="latencies.chain_setup: the pipelined RTL needs chain_setup >= 2"):
+        make_top(PIPELINED.replace(latencies=PIPELINED.latencies.__class__(chain_setup=1)))

@@ -1,0 +1,108 @@
+# amaranth: UnusedElaboratable=no
+"""The pipelined NPU (docs/pipeline.md: scoreboard, chains in flight, DMA beside compute) against the cycle
+model: the same bits, every step completing in the same cycle, the same total.
+
+The random programs are rtl.randprog.random_pipelined_program's (dependent chains at every distance on
+intervals that touch or just miss, independent overlapping chains, transfers racing chains, MVM chains back
+to back, full scoreboards and step queues); NPU_RTL_RANDOM sets how many the slow tests run.
+"""
+import pytest
+
+from npu.config import PRESETS
+from rtl.randprog import random_case
+from tests.rtl.conftest import assert_exact, pipelined, random_count
+from tests.rtl.test_rtl import DIRECTED, directed
+
+pytestmark = pytest.mark.rtl
+TINY, SMALL = pipelined(PRESETS["tiny"]), pipelined(PRESETS["small"])
+
+#: programs for the pipelined machine's rules, beside the one-step machine's DIRECTED ones
+PIPELINE = {
+    # independent chains overlap; the third reads what the first wrote (RAW), the fourth writes what the
+    # third reads (WAR), the fifth what the fourth writes (WAW)
+    "hazards": "s_wr rows 4\nv_rd ivrf 0\nv_wr asvrf 0\nend_chain\nv_rd ivrf 16\nvv_add 8\nv_wr asvrf 16\nend_chain\n"
+               "v_rd asvrf 2\nv_wr ivrf 32\nend_chain\nv_rd ivrf 40\nv_wr ivrf 34\nend_chain\n"
+               "v_rd dram 0\nv_relu\nv_wr ivrf 37\nend_chain",
+    # intervals that just miss do not wait; a later chain with more MFU stages must not overtake
+    "overtake": "s_wr rows 3\nv_rd ivrf 0\nv_wr asvrf 0\nend_chain\nv_rd asvrf 3\nvv_add 20\nv_sigm\nvv_mul 2 mfu=1\n"
+                "v_wr ivrf 40\nend_chain\nv_rd ivrf 8\nv_wr netq 0\nend_chain",
+    # a transfer beside chains; a multiply with the tiles it loads waits for it; a second transfer waits for
+    # the DMA engine
+    "dma_beside": "m_rd 0 32 4\ns_wr rows 2\nv_rd ivrf 0\nv_tanh\nv_wr asvrf 0\nend_chain\ns_wr cols 2\n"
+                  "v_rd ivrf 4\nmv_mul 32\nv_wr ivrf 20\nend_chain\nm_wr 4 32 2\nm_rd 2 40 1\nv_rd ivrf 6\nmv_mul 0\n"
+                  "v_wr netq 0\nend_chain",
+    # MVM chains back to back with different cols (buffer credit), a short chain after a long one with MFU
+    # stages, a DRAM read (long latency) before a VRF read (returns stay in order)
+    "mvm_back_to_back": "s_wr rows 3\ns_wr cols 2\ns_wr iter_inner 3\nv_rd ivrf 0 si=2\nmv_mul 0\nvv_add 4 si=3\n"
+                        "v_wr ivrf 100 si=3\nend_chain\ns_wr rows 1\ns_wr cols 3\ns_wr iter_inner 2\n"
+                        "v_rd dram 0 si=3\nmv_mul 8\nv_wr ivrf 200 si=1\nend_chain\ns_wr iter_inner 1\n"
+                        "v_rd ivrf 30\nv_wr netq 0\nend_chain",
+    # MAC-bound chains pile up until all 8 entries are in flight; the 10th issues in the cycle the 2nd
+    # completes, into the entry it frees (the ring's head and tail meet); the last chain reads what the 10th
+    # writes, so it must find that entry in flight (else it reads the zeros there before the 10th's results)
+    "full_ring": "s_wr rows 8\n" + "".join(f"v_rd ivrf {k}\nmv_mul 0\nv_wr asvrf {8 * k}\nend_chain\n"
+                                           for k in range(12)) + "s_wr rows 1\nv_rd asvrf 72\nmv_mul 0\nv_wr netq 0\nend_chain",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINE))
+def test_pipeline_directed(tiny_pipelined_rtl, name):
+    assert_exact(directed(PIPELINE[name], config=TINY), tiny_pipelined_rtl)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pipeline_random(tiny_pipelined_rtl, seed):
+    assert_exact(random_case(TINY, seed, pipelined=True), tiny_pipelined_rtl)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(DIRECTED))
+def test_one_step_programs_on_the_pipelined_machine(tiny_pipelined_rtl, name):
+    assert_exact(directed(DIRECTED[name], config=TINY), tiny_pipelined_rtl)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(3, 3 + random_count(30)))
+def test_pipeline_random_many(tiny_pipelined_rtl, seed):
+    assert_exact(random_case(TINY, seed, pipelined=True), tiny_pipelined_rtl)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(random_count(20)))
+def test_pipeline_random_small(small_pipelined_rtl, seed):
+    assert_exact(random_case(SMALL, seed, pipelined=True), small_pipelined_rtl)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PIPELINE) + sorted(DIRECTED))
+def test_pipeline_directed_small(small_pipelined_rtl, name):
+    assert_exact(directed({**DIRECTED, **PIPELINE}[name], config=SMALL), small_pipelined_rtl)
+
+
+@pytest.mark.slow
+def test_two_entries(tmp_path):
+    from rtl.backend import RtlMachine
+
+    two = TINY.replace(name="tiny-sb2", scoreboard_entries=2)
+    rtl = RtlMachine(two)
+    for seed in range(random_count(10)):
+        assert_exact(random_case(two, seed, pipelined=True), rtl)
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn", pytest.param("tiny_rnn", marks=pytest.mark.slow)])
+def test_compiled_model_on_the_pipelined_machine(name, tiny_pipelined_rtl, tmp_path, capsys):
+    """A zoo model compiled for the pipelined tiny: `npu rtl check` runs it on the simulator and twice on the
+    RTL (the build of the fixture: the model file carries the configuration)."""
+    import json
+
+    from cli.main import main
+    from compiler import compile_to_file
+    from compiler.zoo import build
+
+    path = tmp_path / f"{name}.npu"
+    compile_to_file(build(name, seed=3), path, config=TINY)
+    capsys.readouterr()
+    assert main(["rtl", "check", str(path), "--seed", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["bit_exact"], result["first_mismatch"]
+    assert result["rtl_cycles"] == result["sim_cycles"] == result["rtl_cycles_second_run"] > 0
