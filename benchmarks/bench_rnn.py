@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     shapes = [Shape.parse(s) for s in args.shapes] if args.shapes else default_shapes(args.quick)
     if not args.json:
         print(f"modeled on {args.config}; utilization = graph MACs / (cycles x MACs per cycle); today = one step "
-              f"at a time (the RTL); pipelined = docs/pipeline.md {PIPELINED_DESIGN} (cycle model only, RTL pending); "
+              f"at a time (the RTL); pipelined = docs/pipeline.md {PIPELINED_DESIGN} (RTL: the scoreboard and DMA beside compute, bit- and cycle-exact; row slots > 1 modeled only); "
               f"FPT'20 = intel/fpga-npu RTL baseline / {FPT20_PEAK_TOPS} TOPS (derived peak)")
         print(f"{'workload':<18} {'util today':>10} {'cycles':>10} {'latency us':>11} {'util':>7} {'on NPU':>7} "
               f"{'FPT20 RTL':>9} {'ratio':>6} {'target':>7}  verdict")
