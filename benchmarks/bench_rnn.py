@@ -6,9 +6,9 @@
 
 Each workload is built here as the ONNX a framework exports (Gemm for GEMV/MLP, the ONNX RNN, GRU and LSTM
 operators with input width = hidden width, as DeepBench's inference kernels), compiled for the
-configuration and timed by the cycle model (the schedule depends only on the program), twice: on the machine
-the RTL implements today (one step at a time) and on the pipelined design of docs/pipeline.md
-(scoreboard_entries 8, mvm_row_slots 2), which the cycle model implements and the RTL does not yet.
+configuration and timed by the cycle model (the schedule depends only on the program), twice: on the presets'
+machine (one step at a time) and on the pipelined design of docs/pipeline.md (scoreboard_entries 8,
+mvm_row_slots 2), whose scoreboard and DMA engine the RTL builds cycle for cycle (its row slots are modeled only).
 Utilization is the project's one definition: graph MACs / (cycles x the configuration's MACs per cycle).
 
 Peers, each cited where it is printed:
