@@ -130,7 +130,8 @@ class MfuChain(wiring.Component):
         Beats out, to the write stage.
     """
 
-    def __init__(self, *, config: NpuConfig, memmap: MemoryMap, units: dict):
+    def _setup(self, config: NpuConfig, memmap: MemoryMap, units: dict):
+        """What every MFU chain (this one and the pipelined one) keeps: the configuration, its stages, the units."""
         check_config(config)
         check_memmap(memmap, config)
         self.config = config
@@ -142,7 +143,10 @@ class MfuChain(wiring.Component):
             if UNIT_NAMES[stage] not in units:
                 raise ValueError(f"units must hold {UNIT_NAMES[stage]}, not only {sorted(units)}")
         self._units = units
-        lay = layouts_for(config)
+        return layouts_for(config)
+
+    def __init__(self, *, config: NpuConfig, memmap: MemoryMap, units: dict):
+        lay = self._setup(config, memmap, units)
         super().__init__({
             "step": In(StepPort(lay.chain)),
             "vrf": In(memmap.read_ports([name for _, _, name in self.stages if name is not None])),
@@ -178,17 +182,7 @@ class PipelinedMfuChain(MfuChain):
     """
 
     def __init__(self, *, config: NpuConfig, memmap: MemoryMap, units: dict):
-        check_config(config)
-        check_memmap(memmap, config)
-        self.config = config
-        self.memmap = memmap
-        self.stages = [(k, stage, None if stage_vrf(stage) is None else vector_memory(stage_vrf(stage), k))
-                       for k, present in enumerate(config.mfus) for stage in MFU_STAGES if stage in present]
-        for _, stage, _ in self.stages:
-            if UNIT_NAMES[stage] not in units:
-                raise ValueError(f"units must hold {UNIT_NAMES[stage]}, not only {sorted(units)}")
-        self._units = units
-        lay = layouts_for(config)
+        lay = self._setup(config, memmap, units)
         wiring.Component.__init__(self, {
             "descs": In(data.ArrayLayout(lay.chain, config.scoreboard_entries)),
             "vrf": In(memmap.read_ports([name for _, _, name in self.stages if name is not None])),

@@ -78,7 +78,8 @@ class Mvm(wiring.Component):
         mvm_reduce`` cycles after a row's last MAC cycle.
     """
 
-    def __init__(self, *, config: NpuConfig, memmap: MemoryMap, units: dict):
+    def _setup(self, config: NpuConfig, memmap: MemoryMap, units: dict):
+        """What every MVM (this one and the pipelined one) keeps: the configuration, the units, the MRF banks."""
         check_config(config)
         check_memmap(memmap, config)
         for name in (UNIT_NAMES["mvm_row"], UNIT_NAMES["bfp_block"]):
@@ -87,9 +88,13 @@ class Mvm(wiring.Component):
         self.config = config
         self.memmap = memmap
         self._row, self._bfp = units[UNIT_NAMES["mvm_row"]], units[UNIT_NAMES["bfp_block"]]
-        self._layouts = lay = layouts_for(config)
+        self._layouts = layouts_for(config)
         self._banks = [[memmap.tile_memory(f"mrf{b}", p) for p in range(memmap.tile_parts)]
                        for b in range(config.tile_engines)]
+        return self._layouts
+
+    def __init__(self, *, config: NpuConfig, memmap: MemoryMap, units: dict):
+        lay = self._setup(config, memmap, units)
         super().__init__({
             "step": In(StepPort(lay.chain)),
             "vec": In(beat_stream(lay.vec)),
@@ -333,17 +338,7 @@ class PipelinedMvm(Mvm):
     def __init__(self, *, config: NpuConfig, memmap: MemoryMap, units: dict):
         from rtl.issue import TIME_BITS
 
-        check_config(config)
-        check_memmap(memmap, config)
-        for name in (UNIT_NAMES["mvm_row"], UNIT_NAMES["bfp_block"]):
-            if name not in units:
-                raise ValueError(f"units must hold {name}, not only {sorted(units)}")
-        self.config = config
-        self.memmap = memmap
-        self._row, self._bfp = units[UNIT_NAMES["mvm_row"]], units[UNIT_NAMES["bfp_block"]]
-        self._layouts = lay = layouts_for(config)
-        self._banks = [[memmap.tile_memory(f"mrf{b}", p) for p in range(memmap.tile_parts)]
-                       for b in range(config.tile_engines)]
+        lay = self._setup(config, memmap, units)
         K = config.scoreboard_entries
         wiring.Component.__init__(self, {
             "descs": In(data.ArrayLayout(lay.chain, K)),

@@ -57,20 +57,12 @@ class WriteStage(wiring.Component):
             "end": Out(ChainEnd()),
         })
 
-    def elaborate(self, platform):
-        m = Module()
-        c = self.config
-        ex, start, active = self.step.desc, self.step.start, self.step.active
-        imm, vaddr = layouts_for(c).imm, layouts_for(c).vaddr
-        valid, beat = delay(m, self.beat.valid, self.beat.payload, c.latencies.vrf_write - 1, "wdelay")
-        iters, total, written = Signal(2 * imm), Signal(3 * imm), Signal(3 * imm)
-        m.d.comb += [iters.eq(ex.io * ex.ii), total.eq(iters * ex.rows)]
-        with m.If(start):
-            m.d.sync += written.eq(0)
-        with m.Elif(valid):
-            m.d.sync += written.eq(written + 1)
+    def _vrf_writes(self, m: Module, ex, beat, enable):
+        """Drive every write slot's VRF ports from the chain descriptor ``ex`` and ``beat`` when ``enable``;
+        returns the slots that name the output queue (one bit each)."""
+        vaddr = layouts_for(self.config).vaddr
         to_netq = []
-        for slot in range(c.write_slots):
+        for slot in range(self.config.write_slots):
             w = ex.write[slot]
             addr = Signal(vaddr, name=f"waddr{slot}")
             m.d.comb += addr.eq(address(w, beat.i, beat.j, vaddr) + beat.r)
@@ -80,9 +72,23 @@ class WriteStage(wiring.Component):
                     hit = w.valid & (w.space == int(space))
                     if len(names) > 1:
                         hit = hit & (w.mfu == k)
-                    m.d.comb += [port.addr.eq(addr), port.data.eq(beat.data), port.en.eq(valid & active & hit)]
+                    m.d.comb += [port.addr.eq(addr), port.data.eq(beat.data), port.en.eq(enable & hit)]
             to_netq.append(w.valid & (w.space == int(Space.NETQ)))
-        netq = Cat(*to_netq)
+        return Cat(*to_netq)
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        ex, start, active = self.step.desc, self.step.start, self.step.active
+        imm = layouts_for(c).imm
+        valid, beat = delay(m, self.beat.valid, self.beat.payload, c.latencies.vrf_write - 1, "wdelay")
+        iters, total, written = Signal(2 * imm), Signal(3 * imm), Signal(3 * imm)
+        m.d.comb += [iters.eq(ex.io * ex.ii), total.eq(iters * ex.rows)]
+        with m.If(start):
+            m.d.sync += written.eq(0)
+        with m.Elif(valid):
+            m.d.sync += written.eq(written + 1)
+        netq = self._vrf_writes(m, ex, beat, valid & active)
         m.d.comb += [self.outq.payload.eq(beat.data), self.outq.valid.eq(valid & active & netq.any()),
                      self.end.overflow.eq(self.outq.valid & ~self.outq.ready),
                      self.end.unsupported.eq(active & ~start & (netq & (netq - 1)).any()),
@@ -120,7 +126,7 @@ class PipelinedWriteStage(WriteStage):
     def elaborate(self, platform):
         m = Module()
         c = self.config
-        imm, vaddr = layouts_for(c).imm, layouts_for(c).vaddr
+        imm = layouts_for(c).imm
         valid, beat = delay(m, self.beat.valid, self.beat.payload, c.latencies.vrf_write - 1, "wdelay")
         ex = self.descs[beat.tag]
         hd = self.descs[self.head]
@@ -131,20 +137,7 @@ class PipelinedWriteStage(WriteStage):
             m.d.sync += written.eq(0)
         with m.Elif(valid):
             m.d.sync += written.eq(written + 1)
-        to_netq = []
-        for slot in range(c.write_slots):
-            w = ex.write[slot]
-            addr = Signal(vaddr, name=f"waddr{slot}")
-            m.d.comb += addr.eq(address(w, beat.i, beat.j, vaddr) + beat.r)
-            for space, names in self.memmap.vector_memories.items():
-                for k, name in enumerate(names):
-                    port = getattr(getattr(self.vrf, f"slot{slot}"), name)
-                    hit = w.valid & (w.space == int(space))
-                    if len(names) > 1:
-                        hit = hit & (w.mfu == k)
-                    m.d.comb += [port.addr.eq(addr), port.data.eq(beat.data), port.en.eq(valid & hit)]
-            to_netq.append(w.valid & (w.space == int(Space.NETQ)))
-        netq = Cat(*to_netq)
+        netq = self._vrf_writes(m, ex, beat, valid)
         m.d.comb += [self.outq.payload.eq(beat.data), self.outq.valid.eq(valid & netq.any()),
                      self.overflow.eq(self.outq.valid & ~self.outq.ready),
                      self.unsupported.eq(valid & (netq & (netq - 1)).any())]

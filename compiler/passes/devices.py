@@ -397,20 +397,13 @@ def lower_on_devices(g: Graph, cfg: NpuConfig, images: list[DeviceImage], device
                      capacity: int, progress=None, concat_groups=None, pixel_groups=None) -> tuple[list, dict]:
     """Segments like compiler/passes/lower.py ``lower_graph``, an NPU segment per run of nodes on one device;
     returns (segments, {segment index: device})."""
-    from compiler.passes.lower import HostSegment, lower_npu_segment, segment_io
+    from compiler.passes.lower import HostSegment, lower_npu_segment, node_ticker, segment_io
     from compiler.passes.partition import segments
 
     groups, pixels = local_plans(g, device_of, concat_groups, pixel_groups)
     out, where = [], {}
     parts = segments(g)
-    total = sum(len(nodes) for _, nodes in parts)
-    done = 0
-
-    def tick(count: int = 1):
-        nonlocal done
-        done += count
-        if progress is not None:
-            progress(done, total)
+    tick = node_ticker(progress, sum(len(nodes) for _, nodes in parts))
 
     for target, nodes in parts:
         if target != "npu":

@@ -109,12 +109,8 @@ def lower_npu_segment(g: Graph, index: int, nodes: list[Node], config: NpuConfig
     return NpuSegment(index, nodes, stream_queues(lw.steps), lw.buffers, lw.inputs, lw.outputs)
 
 
-def lower_graph(g: Graph, cfg: NpuConfig, shared: Shared, pads, capacity: int, progress=None, groups=None,
-                pixel_groups=None) -> list:
-    """The graph cut into segments (compiler/passes/partition.py), every NPU segment lowered."""
-    out = []
-    parts = segments(g)
-    total = sum(len(nodes) for _, nodes in parts)
+def node_ticker(progress, total: int):
+    """``tick(count=1)``: counts nodes lowered and reports (done, total) to ``progress`` (None: nobody)."""
     done = 0
 
     def tick(count: int = 1):
@@ -122,7 +118,15 @@ def lower_graph(g: Graph, cfg: NpuConfig, shared: Shared, pads, capacity: int, p
         done += count
         if progress is not None:
             progress(done, total)
+    return tick
 
+
+def lower_graph(g: Graph, cfg: NpuConfig, shared: Shared, pads, capacity: int, progress=None, groups=None,
+                pixel_groups=None) -> list:
+    """The graph cut into segments (compiler/passes/partition.py), every NPU segment lowered."""
+    out = []
+    parts = segments(g)
+    tick = node_ticker(progress, sum(len(nodes) for _, nodes in parts))
     for k, (target, nodes) in enumerate(parts):
         if target == "npu":
             out.append(lower_npu_segment(g, k, nodes, cfg, shared, pads, capacity, tick, groups, pixel_groups))
