@@ -154,14 +154,15 @@ class MfuChain(wiring.Component):
             "o": Out(beat_stream(lay.beat)),
         })
 
-    def elaborate(self, platform):
-        m = Module()
-        ex = self.step.desc
+    def _stages(self, m: Module, desc_of) -> None:
+        """Chain the MFU stages from ``i`` to ``o``; ``desc_of(unit)`` is the chain descriptor a stage takes its
+        operation and operands from (the step's, or the one its beat's tag names)."""
         beats = wiring.flipped(self.i)
         for k, stage, vrf in self.stages:
             unit = MfuStage(config=self.config, memmap=self.memmap, mfu=k, stage=stage,
                             unit=self._units[UNIT_NAMES[stage]])
             m.submodules[f"mfu{k}_{stage}"] = unit
+            ex = desc_of(unit)
             m.d.comb += unit.ctl.eq(ex.mfu[k][stage])
             if "alpha" in unit.signature.members:
                 m.d.comb += unit.alpha.eq(ex.alpha)
@@ -170,6 +171,10 @@ class MfuChain(wiring.Component):
             wiring.connect(m, beats, unit.i)
             beats = unit.o
         wiring.connect(m, beats, wiring.flipped(self.o))
+
+    def elaborate(self, platform):
+        m = Module()
+        self._stages(m, lambda unit: self.step.desc)
         return m
 
 
@@ -192,18 +197,5 @@ class PipelinedMfuChain(MfuChain):
 
     def elaborate(self, platform):
         m = Module()
-        beats = wiring.flipped(self.i)
-        for k, stage, vrf in self.stages:
-            unit = MfuStage(config=self.config, memmap=self.memmap, mfu=k, stage=stage,
-                            unit=self._units[UNIT_NAMES[stage]])
-            m.submodules[f"mfu{k}_{stage}"] = unit
-            ex = self.descs[unit.i.payload.tag]
-            m.d.comb += unit.ctl.eq(ex.mfu[k][stage])
-            if "alpha" in unit.signature.members:
-                m.d.comb += unit.alpha.eq(ex.alpha)
-            if vrf is not None:
-                wiring.connect(m, wiring.flipped(getattr(self.vrf, vrf)), unit.vrf)
-            wiring.connect(m, beats, unit.i)
-            beats = unit.o
-        wiring.connect(m, beats, wiring.flipped(self.o))
+        self._stages(m, lambda unit: self.descs[unit.i.payload.tag])  # each stage by its beat's chain
         return m

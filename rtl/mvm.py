@@ -93,6 +93,23 @@ class Mvm(wiring.Component):
                        for b in range(config.tile_engines)]
         return self._layouts
 
+    def _row_units(self, m: Module, s, words, x, xb, xkeep, e_exmax) -> list:
+        """The N row units (MvmRow) on the MRF words of every tile engine; their fp16 outputs."""
+        c, mm = self.config, self.memmap
+        clear = Signal()
+        m.d.comb += clear.eq(s.active & s.first)
+        ys = []
+        for r in range(c.native_dim):
+            y = Signal(16, name=f"mvr{r}")
+            p, mpos, epos = mm.row_fields(r)
+            w = Cat(*[words[b][p][mpos:mpos + mm.row_mant_bits] for b in range(c.tile_engines)])
+            ew = Cat(*[words[b][p][epos:epos + mm.row_exp_bits] for b in range(c.tile_engines)])
+            m.submodules[f"row{r}"] = instance(self._row, UNIT_NAMES["mvm_row"], sync=True, w=w, ew=ew, x=x,
+                                               xb=xb, xkeep=xkeep, exmax=s.exmax, e_exmax=e_exmax,
+                                               first=s.first, term=s.term, clear=clear, y=y)
+            ys.append(y)
+        return ys
+
     def __init__(self, *, config: NpuConfig, memmap: MemoryMap, units: dict):
         lay = self._setup(config, memmap, units)
         super().__init__({
@@ -267,25 +284,14 @@ class Mvm(wiring.Component):
 
     def _rows(self, m, s: _Macs, words, x, xb, xkeep):
         """The N row units; their results (valid one cycle after a row's last cycle) as a beat."""
-        c, mm = self.config, self.memmap
+        c = self.config
         imm, eb = self._layouts.imm, c.weight_fmt.exp_bits
         emit = Signal()
         e_r, e_i, e_j = Signal(imm), Signal(imm), Signal(imm)
         e_exmax = Signal(signed(eb + 2))
         m.d.sync += [emit.eq(s.row_end & ~self.step.start), e_r.eq(s.r), e_i.eq(s.i), e_j.eq(s.j),
                      e_exmax.eq(s.exmax)]
-        clear = Signal()
-        m.d.comb += clear.eq(s.active & s.first)
-        ys = []
-        for r in range(c.native_dim):
-            y = Signal(16, name=f"mvr{r}")
-            p, mpos, epos = mm.row_fields(r)
-            w = Cat(*[words[b][p][mpos:mpos + mm.row_mant_bits] for b in range(c.tile_engines)])
-            ew = Cat(*[words[b][p][epos:epos + mm.row_exp_bits] for b in range(c.tile_engines)])
-            m.submodules[f"row{r}"] = instance(self._row, UNIT_NAMES["mvm_row"], sync=True, w=w, ew=ew, x=x,
-                                               xb=xb, xkeep=xkeep, exmax=s.exmax, e_exmax=e_exmax,
-                                               first=s.first, term=s.term, clear=clear, y=y)
-            ys.append(y)
+        ys = self._row_units(m, s, words, x, xb, xkeep, e_exmax)
         out = Signal(self._layouts.beat)
         m.d.comb += [out.r.eq(e_r), out.i.eq(e_i), out.j.eq(e_j), out.data.eq(Cat(*ys))]
         return emit, out
@@ -456,24 +462,13 @@ class PipelinedMvm(Mvm):
         return s, ex, tag
 
     def _rows_tagged(self, m, s: _Macs, words, x, xb, xkeep, tag):
-        c, mm = self.config, self.memmap
+        c = self.config
         imm, eb = self._layouts.imm, c.weight_fmt.exp_bits
         emit = Signal()
         e_r, e_i, e_j, e_tag = Signal(imm), Signal(imm), Signal(imm), Signal.like(tag)
         e_exmax = Signal(signed(eb + 2))
         m.d.sync += [emit.eq(s.row_end), e_r.eq(s.r), e_i.eq(s.i), e_j.eq(s.j), e_tag.eq(tag), e_exmax.eq(s.exmax)]
-        clear = Signal()
-        m.d.comb += clear.eq(s.active & s.first)
-        ys = []
-        for r in range(c.native_dim):
-            y = Signal(16, name=f"mvr{r}")
-            p, mpos, epos = mm.row_fields(r)
-            w = Cat(*[words[b][p][mpos:mpos + mm.row_mant_bits] for b in range(c.tile_engines)])
-            ew = Cat(*[words[b][p][epos:epos + mm.row_exp_bits] for b in range(c.tile_engines)])
-            m.submodules[f"row{r}"] = instance(self._row, UNIT_NAMES["mvm_row"], sync=True, w=w, ew=ew, x=x,
-                                               xb=xb, xkeep=xkeep, exmax=s.exmax, e_exmax=e_exmax,
-                                               first=s.first, term=s.term, clear=clear, y=y)
-            ys.append(y)
+        ys = self._row_units(m, s, words, x, xb, xkeep, e_exmax)
         out = Signal(self._layouts.beat)
         m.d.comb += [out.r.eq(e_r), out.i.eq(e_i), out.j.eq(e_j), out.tag.eq(e_tag), out.data.eq(Cat(*ys))]
         return emit, out
