@@ -31,6 +31,7 @@ CHECK_EPILOG = """\
 examples:
   npu rtl check mv.bin --mrf examples/matvec_w.npy --vrf asvrf:0:0=examples/matvec_b.npy --input examples/matvec_x.npy
   npu rtl check --random 20 --config tiny --json
+  npu rtl check --random 20 --config small --entries 8   # the pipelined machine: chains in flight, DMA beside compute
   npu zoo build tiny_cnn -o cnn.onnx && npu compile cnn.onnx --config tiny -o cnn.npu
   npu rtl check cnn.npu --json          # sim vs RTL (twice in a row) on seeded random inputs
 """
@@ -86,6 +87,10 @@ def add_commands(subparsers) -> None:
                        help="seed of a model's random inputs (and the first random program of check --random)")
         if name == "check":
             p.add_argument("--random", type=int, default=0, help="check N random programs instead")
+            p.add_argument("--entries", type=int, default=None, metavar="N",
+                           help="with --random: the pipelined machine with N scoreboard entries (docs/pipeline.md), "
+                                "on programs drawn where its rules bite (dependent and independent chains, DMA "
+                                "racing compute, full scoreboards)")
         p.set_defaults(func=func)
     rtl.set_defaults(func=lambda args: rtl.print_help() or 0)
 
@@ -239,13 +244,24 @@ def cmd_check(args) -> int:
     from rtl.randprog import Case, random_case
 
     results = []
+    if args.entries is not None and not args.random:
+        raise SystemExit("npu rtl check: --entries goes with --random (a program or model runs on its own configuration)")
     if args.random:
         config = get_config(args.config or "tiny")
+        pipelined = args.entries is not None and args.entries > 1
+        if args.entries is not None:
+            config = config.with_scoreboard(args.entries)
         prebuild(config, args)
         rtl = RtlMachine(config)
-        for seed in range(args.seed, args.seed + args.random):
-            cmp = compare(random_case(config, seed), rtl)
-            results.append(dict(cmp.summary(), seed=seed))
+        bar = progress.counter(args, "random programs")
+        try:
+            for k, seed in enumerate(range(args.seed, args.seed + args.random)):
+                cmp = compare(random_case(config, seed, pipelined=pipelined), rtl)
+                results.append(dict(cmp.summary(), seed=seed))
+                if bar is not None:
+                    bar(k + 1, args.random)
+        finally:
+            progress.close(bar)
     else:
         program = _load_program(args)
         if program is None:

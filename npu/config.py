@@ -289,6 +289,11 @@ class NpuConfig:
     def replace(self, **changes) -> "NpuConfig":
         return dataclasses.replace(self, **changes)
 
+    def with_scoreboard(self, entries: int) -> "NpuConfig":
+        """This configuration with ``entries`` scoreboard entries (the pipelined machine of docs/pipeline.md as
+        far as the RTL builds it), named ``<name>-sb<entries>`` so its builds and programs are its own."""
+        return self.replace(name=f"{self.name}-sb{entries}", scoreboard_entries=entries)
+
     def fingerprint(self) -> str:
         """A short stable hash of every field: programs record it."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]

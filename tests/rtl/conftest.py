@@ -42,7 +42,7 @@ def pipelined(config):
     scoreboard entry of npu.config.PIPELINED_DESIGN; one row slot)."""
     from npu.config import PIPELINED_DESIGN
 
-    return config.replace(name=f"{config.name}-pipelined", scoreboard_entries=PIPELINED_DESIGN["scoreboard_entries"])
+    return config.with_scoreboard(PIPELINED_DESIGN["scoreboard_entries"])
 
 
 @pytest.fixture(scope="session")

@@ -83,7 +83,7 @@ def test_pipeline_directed_small(small_pipelined_rtl, name):
 def test_two_entries(tmp_path):
     from rtl.backend import RtlMachine
 
-    two = TINY.replace(name="tiny-sb2", scoreboard_entries=2)
+    two = TINY.with_scoreboard(2)
     rtl = RtlMachine(two)
     for seed in range(random_count(10)):
         assert_exact(random_case(two, seed, pipelined=True), rtl)
@@ -106,3 +106,17 @@ def test_compiled_model_on_the_pipelined_machine(name, tiny_pipelined_rtl, tmp_p
     result = json.loads(capsys.readouterr().out)
     assert result["bit_exact"], result["first_mismatch"]
     assert result["rtl_cycles"] == result["sim_cycles"] == result["rtl_cycles_second_run"] > 0
+
+
+def test_npu_rtl_check_random_with_entries(tiny_pipelined_rtl, capsys):
+    """`npu rtl check --random N --entries 8` draws pipelined programs for tiny with 8 entries (the build the
+    fixture made: one naming, NpuConfig.with_scoreboard) and checks them bit and cycle exact."""
+    import json
+
+    from cli.main import main
+
+    assert main(["rtl", "check", "--random", "2", "--config", "tiny", "--entries", "8", "--seed", "40",
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["bit_exact"] and res["max_abs_cycle_error"] == 0.0 and len(res["cases"]) == 2
+    assert all(c["rtl_cycles"] == c["sim_cycles"] > 0 for c in res["cases"])
