@@ -64,3 +64,13 @@ def test_a_model_without_loops_is_returned_as_is():
     model = load_model(keras_model("lstm_relu"))
     del model.graph.node[:]
     assert rewrite_recurrent_loops(model) is model
+
+
+@pytest.mark.parametrize("swap", [("Tanh", "Sigmoid"), ("Add", "Mul"), ("Sigmoid", "Tanh")])
+def test_a_loop_one_op_away_from_the_cell_keeps_its_loop(swap):
+    """The proposal is checked, not trusted: an LSTM loop with one operation changed matches no recurrent node."""
+    model = load_model(keras_model("lstm"))
+    body = next(n for n in model.graph.node if n.op_type == "Loop").attribute[0].g
+    node = [n for n in body.node if n.op_type == swap[0]][-1]  # the last one: inside the cell's update
+    node.op_type = swap[1]
+    assert "Loop" in [n.op_type for n in rewrite_recurrent_loops(model).graph.node]
