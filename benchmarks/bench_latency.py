@@ -63,7 +63,7 @@ def main(argv=None) -> int:
             print(f"{name:<12} {cfg:<15} {today.latency_us:>11,.1f} {today.utilization:>6.1%} {r.latency_us:>12,.1f} "
                   f"{1e6 / r.latency_us if r.latency_us else 0:>9,.0f} "
                   f"{r.utilization:>6.1%} {tops:>7.2f} {r.npu_mac_share:>8.1%} {t_ort:>9,.0f} "
-                  f"{t_ort / r.latency_us if r.latency_us else 0:>7.1f}x  {', '.join(host) if host else '-'}",
+                  f"{t_ort / r.latency_us if r.latency_us else 0:>7.1f}x  {(', '.join(host[:3]) + (f' (+{len(host) - 3} more)' if len(host) > 3 else '')) if host else '-'}",
                   flush=True)
     return 0
 
