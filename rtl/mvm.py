@@ -138,11 +138,10 @@ class Mvm(wiring.Component):
         self._output(m, emit, rows)
         return m
 
-    def _fill(self, m, buf, ring) -> Signal:
-        """Arriving vectors into the buffer, each iteration's largest block exponent into the ring; returns
-        the count of iterations wholly arrived."""
-        c = self.config
-        ex, start, vec = self.step.desc, self.step.start, self.vec
+    def _store(self, m, buf, when):
+        """Each arriving vector (``when``) converted to BFP blocks and written to the buffer at ``pos`` (the
+        caller advances it); returns (arrive, pos, block exponents, block nonzero flags)."""
+        c, vec = self.config, self.vec
         block, eb, ma = c.block, c.weight_fmt.exp_bits, c.act_fmt.mant_bits
         mants, exps, nonzero = [], [], []
         for b in range(c.native_dim // block):
@@ -154,18 +153,32 @@ class Mvm(wiring.Component):
             exps.append(e)
             nonzero.append(nz)
         arrive = Signal()
-        m.d.comb += arrive.eq(vec.valid & ex.mvm & self.step.active)
+        m.d.comb += arrive.eq(when)
         pos = Signal(range(c.mvm_buffer))
         bwp = buf.write_port()
         m.d.comb += [bwp.addr.eq(pos), bwp.data.eq(Cat(*mants, *exps)), bwp.en.eq(arrive)]
-        # largest nonzero block exponent of the iteration so far (biased; -1: none yet)
-        run_max = Signal(signed(eb + 2))
+        return arrive, pos, exps, nonzero
+
+    def _iteration_max(self, m, exps, nonzero, run_max):
+        """The largest nonzero block exponent of the iteration with this vector's (``run_max``: before it)."""
+        eb = self.config.weight_fmt.exp_bits
         vm = Const(-1, signed(eb + 2))
         for b, (e, nz) in enumerate(zip(exps, nonzero)):
             step = Signal(signed(eb + 2), name=f"vec_max{b}")  # a Signal per step: no exponential tree
             m.d.comb += step.eq(Mux(nz & (e > vm), e, vm))
             vm = step
-        new_max = Mux(vm > run_max, vm, run_max)
+        return Mux(vm > run_max, vm, run_max)
+
+    def _fill(self, m, buf, ring) -> Signal:
+        """Arriving vectors into the buffer, each iteration's largest block exponent into the ring; returns
+        the count of iterations wholly arrived."""
+        c = self.config
+        ex, start, vec = self.step.desc, self.step.start, self.vec
+        eb = c.weight_fmt.exp_bits
+        arrive, pos, exps, nonzero = self._store(m, buf, vec.valid & ex.mvm & self.step.active)
+        # largest nonzero block exponent of the iteration so far (biased; -1: none yet)
+        run_max = Signal(signed(eb + 2))
+        new_max = self._iteration_max(m, exps, nonzero, run_max)
         arrived = Signal(32)
         ring_w = ring.write_port()
         m.d.comb += [ring_w.addr.eq(arrived[:len(ring_w.addr)]), ring_w.data.eq(new_max.as_unsigned()),
@@ -381,28 +394,10 @@ class PipelinedMvm(Mvm):
     def _fill_tagged(self, m, buf, ring) -> Signal:
         c = self.config
         vec = self.vec
-        block, eb, ma = c.block, c.weight_fmt.exp_bits, c.act_fmt.mant_bits
-        mants, exps, nonzero = [], [], []
-        for b in range(c.native_dim // block):
-            mant = Signal(block * (ma + 1), name=f"cv{b}_mant")
-            e, nz = Signal(eb, name=f"cv{b}_e"), Signal(name=f"cv{b}_nz")
-            m.submodules[f"cv{b}"] = instance(self._bfp, UNIT_NAMES["bfp_block"], mant=mant, e=e, nz=nz,
-                                              x=vec.payload.data[16 * b * block:16 * (b + 1) * block])
-            mants.append(mant)
-            exps.append(e)
-            nonzero.append(nz)
-        arrive = Signal()
-        m.d.comb += arrive.eq(vec.valid & vec.payload.mvm)
-        pos = Signal(range(c.mvm_buffer))
-        bwp = buf.write_port()
-        m.d.comb += [bwp.addr.eq(pos), bwp.data.eq(Cat(*mants, *exps)), bwp.en.eq(arrive)]
+        eb = c.weight_fmt.exp_bits
+        arrive, pos, exps, nonzero = self._store(m, buf, vec.valid & vec.payload.mvm)
         run_max = Signal(signed(eb + 2), init=-1)
-        vm = Const(-1, signed(eb + 2))
-        for b, (e, nz) in enumerate(zip(exps, nonzero)):
-            step = Signal(signed(eb + 2), name=f"vec_max{b}")
-            m.d.comb += step.eq(Mux(nz & (e > vm), e, vm))
-            vm = step
-        new_max = Mux(vm > run_max, vm, run_max)
+        new_max = self._iteration_max(m, exps, nonzero, run_max)
         arrived = Signal(32)
         ring_w = ring.write_port()
         m.d.comb += [ring_w.addr.eq(arrived[:len(ring_w.addr)]), ring_w.data.exmax.eq(new_max.as_unsigned()),

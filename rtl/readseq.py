@@ -12,6 +12,30 @@ from rtl.step import (BufferCredit, StepPort, address, beat_stream, check_config
                       cost_bits, layouts_for, space_table, write_cost)
 
 
+def advance(m, ex, width, i, j, v, runpos, runbase, done=None) -> None:
+    """One read issued: the next vector of the iteration (through the window's runs), else the next inner and
+    outer iteration; with ``done``, the last iteration's last read sets it (else the outer count runs on)."""
+    with m.If(v == width - 1):
+        m.d.sync += [v.eq(0), runpos.eq(0), runbase.eq(0)]
+        with m.If(j == ex.ii - 1):
+            m.d.sync += j.eq(0)
+            if done is None:
+                m.d.sync += i.eq(i + 1)
+            else:
+                with m.If(i == ex.io - 1):
+                    m.d.sync += done.eq(1)
+                with m.Else():
+                    m.d.sync += i.eq(i + 1)
+        with m.Else():
+            m.d.sync += j.eq(j + 1)
+    with m.Else():
+        m.d.sync += v.eq(v + 1)
+        with m.If((ex.read.run != 0) & (runpos == ex.read.run - 1)):
+            m.d.sync += [runpos.eq(0), runbase.eq(runbase + ex.read.pitch)]
+        with m.Else():
+            m.d.sync += runpos.eq(runpos + 1)
+
+
 class ReadSequencer(wiring.Component):
     """Issues a chain's reads and delivers the vectors they return.
 
@@ -121,22 +145,7 @@ class ReadSequencer(wiring.Component):
                 m.d.sync += slot.eq(slot + 1)
             with m.Elif(can_issue):
                 m.d.sync += slot.eq(0)
-                with m.If(v == width - 1):
-                    m.d.sync += [v.eq(0), runpos.eq(0), runbase.eq(0)]
-                    with m.If(j == ex.ii - 1):
-                        m.d.sync += j.eq(0)
-                        with m.If(i == ex.io - 1):
-                            m.d.sync += done.eq(1)
-                        with m.Else():
-                            m.d.sync += i.eq(i + 1)
-                    with m.Else():
-                        m.d.sync += j.eq(j + 1)
-                with m.Else():
-                    m.d.sync += v.eq(v + 1)
-                    with m.If((ex.read.run != 0) & (runpos == ex.read.run - 1)):
-                        m.d.sync += [runpos.eq(0), runbase.eq(runbase + ex.read.pitch)]
-                    with m.Else():
-                        m.d.sync += runpos.eq(runpos + 1)
+                advance(m, ex, width, i, j, v, runpos, runbase, done)
         req = Signal(self._request())
         m.d.comb += [req.valid.eq(issue), req.addr.eq(address(ex.read, i, j, vaddr) + runbase + runpos),
                      req.r.eq(v), req.i.eq(i), req.j.eq(j), req.last.eq(v == width - 1)]
@@ -274,19 +283,7 @@ class PipelinedReadSequencer(ReadSequencer):
         with m.If(start):
             m.d.sync += [i.eq(0), j.eq(0), v.eq(0), runpos.eq(0), runbase.eq(0)]
         with m.Elif(issue):
-            with m.If(v == width - 1):
-                m.d.sync += [v.eq(0), runpos.eq(0), runbase.eq(0)]
-                with m.If(j == ex.ii - 1):
-                    m.d.sync += j.eq(0)
-                    m.d.sync += i.eq(i + 1)
-                with m.Else():
-                    m.d.sync += j.eq(j + 1)
-            with m.Else():
-                m.d.sync += v.eq(v + 1)
-                with m.If((ex.read.run != 0) & (runpos == ex.read.run - 1)):
-                    m.d.sync += [runpos.eq(0), runbase.eq(runbase + ex.read.pitch)]
-                with m.Else():
-                    m.d.sync += runpos.eq(runpos + 1)
+            advance(m, ex, width, i, j, v, runpos, runbase)
         lmax = max(c.read_latency(s) for s in Space)
         req0 = Signal(self._request())
         tap = space_table(m, ex.read.space, {s: c.read_latency(s) - 1 for s in Space}, bits_for(lmax + 1), "tap")
