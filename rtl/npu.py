@@ -174,14 +174,17 @@ class Npu(wiring.Component):
         wiring.connect(m, mfu.o, wr.beat)
         wiring.connect(m, wr.outq, outq.w_stream)
 
-        # the components' memory ports
+        self._memory_ports(m, mems, fe, rs, mvm, mfu, wr, dma)
+        return m
+
+    def _memory_ports(self, m, mems, fe, rs, mvm, mfu, wr, dma) -> None:
+        """The components' memory ports (either machine's): the program, the read ports, then the write ports."""
         wiring.connect(m, fe.prog, mems["prog"].read_port(domain="comb"))
         for ports in (rs.vrf, mvm.mrf, mfu.vrf, dma.read):
             _connect(m, ports, lambda name: mems[name].read_port(domain="comb"))
         # a memory's write ports in slot order: a later port wins when two write one address
-        for ports in [getattr(wr.vrf, f"slot{k}") for k in range(c.write_slots)] + [dma.write]:
+        for ports in [getattr(wr.vrf, f"slot{k}") for k in range(self.config.write_slots)] + [dma.write]:
             _connect(m, ports, lambda name: mems[name].write_port())
-        return m
 
     def _pipelined(self, m, mems, inq, outq):
         """The pipelined machine (docs/pipeline.md): the issue unit instead of the executor; the chain table
@@ -219,12 +222,7 @@ class Npu(wiring.Component):
         # the DMA engine
         wiring.connect(m, iu.dma, dma.step)
         m.d.comb += iu.dma_ending.eq(dma.ending)
-
-        wiring.connect(m, fe.prog, mems["prog"].read_port(domain="comb"))
-        for ports in (rs.vrf, mvm.mrf, mfu.vrf, dma.read):
-            _connect(m, ports, lambda name: mems[name].read_port(domain="comb"))
-        for ports in [getattr(wr.vrf, f"slot{k}") for k in range(c.write_slots)] + [dma.write]:
-            _connect(m, ports, lambda name: mems[name].write_port())
+        self._memory_ports(m, mems, fe, rs, mvm, mfu, wr, dma)
 
     def _memories(self, m) -> dict[str, memory.Memory]:
         """Every memory of the map, with the load port: write port and a registered read port on each."""
