@@ -215,49 +215,36 @@ def _lower_devices(c: Compilation) -> None:
 
 
 def _images_of(c: Compilation):
-    """(image, its segments) per device; one-NPU compilations are one image of the Compilation's own state."""
+    """(image, its segments) per device; a one-NPU compilation is one image: the Compilation's own state
+    (``streaming``, ``shared``, ``constants``, ``vrf_base``, as a DeviceImage has them)."""
     if not c.multi:
-        return None
+        return [(c, list(c.npu_segments))]
     return [(img, [s for s in c.npu_segments if c.seg_device[s.index] == img.index]) for img in c.images]
 
 
 def _allocate_weights(c: Compilation) -> None:
-    if c.multi:
-        for img in c.images:
-            allocate_weights(img.shared.chunks, c.config, img.streaming)
-        return
-    allocate_weights(c.shared.chunks, c.config, c.streaming)
+    for img, _ in _images_of(c):
+        allocate_weights(img.shared.chunks, c.config, img.streaming)
 
 
 def _allocate_constants(c: Compilation) -> None:
+    for img, _ in _images_of(c):
+        img.constants = list(img.shared.consts.values())
+        img.vrf_base = allocate_constants(img.constants, c.config)
     if c.multi:
-        for img in c.images:
-            img.constants = list(img.shared.consts.values())
-            img.vrf_base = allocate_constants(img.constants, c.config)
         c.constants, c.vrf_base = c.images[0].constants, c.images[0].vrf_base
-        return
-    c.constants = list(c.shared.consts.values())
-    c.vrf_base = allocate_constants(c.constants, c.config)
 
 
 def _schedule_dma(c: Compilation) -> None:
-    if c.multi:
-        for img, segs in _images_of(c):
-            for seg in segs:
-                seg.steps = schedule_dma(seg.steps, c.config, img.streaming)
-        return
-    for seg in c.npu_segments:
-        seg.steps = schedule_dma(seg.steps, c.config, c.streaming)
+    for img, segs in _images_of(c):
+        for seg in segs:
+            seg.steps = schedule_dma(seg.steps, c.config, img.streaming)
 
 
 def _allocate_buffers(c: Compilation) -> None:
-    if c.multi:
-        for img, segs in _images_of(c):
-            for seg in segs:
-                seg.memory = allocate_buffers(seg.steps, c.config, img.vrf_base)
-        return
-    for seg in c.npu_segments:
-        seg.memory = allocate_buffers(seg.steps, c.config, c.vrf_base)
+    for img, segs in _images_of(c):
+        for seg in segs:
+            seg.memory = allocate_buffers(seg.steps, c.config, img.vrf_base)
 
 
 def _emit(c: Compilation) -> None:
