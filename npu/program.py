@@ -107,6 +107,21 @@ class MfuOp:
     operand: Operand | None  # the VRF operand of binary ops
 
 
+def window_offsets(width: int, run: int, pitch: int) -> np.ndarray:
+    """Offsets of one iteration's ``width`` vectors read through the window: runs of ``run`` contiguous vectors
+    ``pitch`` apart (``run <= 0``: one contiguous run). The v_rd addressing rule, for programs and compilers."""
+    if run <= 0:
+        return np.arange(width, dtype=np.int64)
+    return (np.arange(width // run, dtype=np.int64)[:, None] * pitch + np.arange(run, dtype=np.int64)[None, :]).ravel()
+
+
+def iteration_bases(addr: int, outer: int, inner: int, so: int, si: int) -> np.ndarray:
+    """Base address of each iteration of a two-level loop (outer i, inner j, in order): addr + i*so + j*si."""
+    i = np.arange(outer, dtype=np.int64)[:, None] * so
+    j = np.arange(inner, dtype=np.int64)[None, :] * si
+    return (addr + i + j).ravel()
+
+
 @dataclass
 class Chain:
     """One chain with the register values in force when it ran."""
@@ -136,12 +151,7 @@ class Chain:
 
     def read_offsets(self) -> np.ndarray:
         """Address offsets of one iteration's read, relative to its base."""
-        width = self.read_width
-        if self.win_run <= 0:
-            return np.arange(width, dtype=np.int64)
-        runs = width // self.win_run
-        return (np.arange(runs, dtype=np.int64)[:, None] * self.win_pitch
-                + np.arange(self.win_run, dtype=np.int64)[None, :]).ravel()
+        return window_offsets(self.read_width, self.win_run, self.win_pitch)
 
     def mvm_macs(self, native_dim: int) -> int:
         return 0 if self.mrf is None else self.iterations * self.rows * self.cols * native_dim * native_dim
@@ -153,9 +163,7 @@ class Chain:
 
     def bases(self, op: Operand) -> np.ndarray:
         """Base address of each iteration (outer index i, inner j, in order): addr + i*so + j*si."""
-        i = np.arange(self.iter_outer, dtype=np.int64)[:, None] * op.so
-        j = np.arange(self.iter_inner, dtype=np.int64)[None, :] * op.si
-        return (op.addr + i + j).ravel()
+        return iteration_bases(op.addr, self.iter_outer, self.iter_inner, op.so, op.si)
 
     def operands_read(self) -> list[tuple[Operand, np.ndarray]]:
         """Every memory operand the chain reads with its offsets per iteration (the read, then MFU operands)."""

@@ -16,8 +16,9 @@ from compiler.ir import Graph, Node
 from compiler.ops import OPS
 from compiler.ops.base import float_shape
 from npu.errors import CompileError
+from npu.numerics import MFU_FORMATS
 
-FP16_MAX = float(np.finfo(np.float16).max)  # the MFUs' number format
+FP16_MAX = float(np.finfo(MFU_FORMATS["fp16"]).max)  # the largest value of the MFUs' (only) number format
 
 
 def npu_reason(g: Graph, node: Node) -> str | None:

@@ -23,19 +23,15 @@ import numpy as np
 
 from compiler.chain_ir import ChainSpec, Ref
 from npu.isa import Space
+from npu.program import iteration_bases, window_offsets
 
 
 def _sequence(spec: ChainSpec, ref: Ref, width: int, window: bool) -> np.ndarray:
     """Buffer offsets `ref` touches over the chain, in order: per iteration (outer, inner), `width` vectors
-    (through the read window when `window`)."""
-    outer, inner = spec.iters
-    bases = ref.offset + np.arange(outer)[:, None] * ref.so + np.arange(inner)[None, :] * ref.si
-    if window and spec.win[0] > 0:
-        run, pitch = spec.win
-        offsets = (np.arange(width // run)[:, None] * pitch + np.arange(run)[None, :]).ravel()
-    else:
-        offsets = np.arange(width)
-    return (bases.reshape(-1, 1) + offsets[None, :]).ravel()
+    (through the read window when `window`), by the ISA's addressing rules (npu.program)."""
+    bases = iteration_bases(ref.offset, *spec.iters, ref.so, ref.si)
+    offsets = window_offsets(width, *spec.win) if window else np.arange(width)
+    return (bases[:, None] + offsets[None, :]).ravel()
 
 
 def _read_width(spec: ChainSpec) -> int:
