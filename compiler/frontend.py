@@ -80,6 +80,15 @@ def load_model(source, input_shapes=None) -> onnx.ModelProto:
     except onnx.checker.ValidationError as exc:
         raise CompileError(f"the model fails onnx.checker: {str(exc).splitlines()[0]}",
                            hint="re-export the model, or fix it with onnx tools") from None
+    return infer_shapes(model, skeleton)
+
+
+def infer_shapes(model: onnx.ModelProto, skeleton: onnx.ModelProto | None = None) -> onnx.ModelProto:
+    """The model's value_info and outputs from ONNX shape inference on ``skeleton`` (the model without its big
+    weights; made here when not given), then shapes by execution where inference stops. Returns ``model``.
+    Passes that rewrite the ModelProto (compiler/passes/recurrent_loops.py) call it again."""
+    if skeleton is None:
+        skeleton, _ = _without_large_initializers(model)
     try:
         inferred = shape_inference.infer_shapes(skeleton, data_prop=True)
     except Exception as exc:

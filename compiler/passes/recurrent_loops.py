@@ -21,6 +21,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from compiler.frontend import infer_shapes
+
 #: Keras gate order -> ONNX gate order (row blocks of W/R, as indices into Keras's blocks)
 _KERAS_TO_ONNX = {"LSTM": [0, 3, 1, 2],   # Keras i, f, c, o -> ONNX i, o, f, c
                   "GRU": [0, 1, 2],       # Keras z, r, h -> ONNX z, r, h
@@ -275,5 +277,4 @@ def rewrite_recurrent_loops(model: onnx.ModelProto) -> onnx.ModelProto:
     if not changed:
         return model
     _prune(g)
-    del g.value_info[:]
-    return onnx.shape_inference.infer_shapes(out)
+    return infer_shapes(out)  # the frontend's inference: big weights left out, shapes by execution kept
