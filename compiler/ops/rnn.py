@@ -79,8 +79,6 @@ class _Recurrence:
 
     def buffer(self, name: str, size: int, space=None, mfu: int = 0):
         """A per-timestep buffer of `size` vectors for each sequence of the batch."""
-        if space is None:
-            return self.lw.buffer(name, size * self.B)
         return self.lw.buffer(name, size * self.B, space, mfu)
 
     def timestep(self, k: int) -> int:
