@@ -3,6 +3,12 @@
     python benchmarks/bench_models.py                      # full sizes on brainslice-128 (several minutes)
     python benchmarks/bench_models.py --reduced            # 2-layer hidden-128 Transformers, 64x64 CNNs
     python benchmarks/bench_models.py --models bert_base vit_b16 --inputs 3 --format msfp16
+    python benchmarks/bench_models.py --onnx exported/*.onnx            # models exported elsewhere
+    python benchmarks/bench_models.py --torch-python ~/torchenv/bin/python   # export torchvision/HF, then run
+
+--torch-python runs benchmarks/torch_export.py with an interpreter that has torch, torchvision and transformers
+(this project does not depend on them) and benchmarks what torch.onnx.export wrote, as a user's model would be;
+a model whose export or compilation fails is a row saying why, and the run goes on.
 
 Per zoo model: the NPU's share of the graph's MACs (issue 10's target for bert_base, gpt2 and vit_b16:
 >= 95 %), segments (NPU + host steps of the plan), the modeled latency of one inference (NPU cycles at
@@ -40,6 +46,26 @@ def build(name: str, reduced: bool):
     return zoo.build(name), "full"
 
 
+def load_onnx(path: str):
+    from compiler.frontend import load_model
+
+    return load_model(path), "file"
+
+
+def torch_exports(python: str, out_dir: str, models: list[str] | None) -> list[tuple[str, str | None, str]]:
+    """(name, path or None, error) per model torch_export.py exported with ``python``."""
+    import json
+    import subprocess
+
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_export.py")
+    cmd = [python, script, "--out", out_dir] + (["--models", *models] if models else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out_dir)
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not rows:
+        raise SystemExit(f"{script} with {python} exported nothing: {proc.stderr.strip()[-2000:]}")
+    return [(r["name"], r.get("file"), r.get("error", "")) for r in rows]
+
+
 def ort_time(model, feed: dict, repeat: int) -> float:
     import numpy as np
     import onnxruntime as ort
@@ -54,13 +80,41 @@ def ort_time(model, feed: dict, repeat: int) -> float:
     return float(np.median(times))
 
 
-def main(argv=None) -> int:
+def row(name: str, make, error: str, args) -> str:
+    """One line of the table: compile, check against onnxruntime, time onnxruntime."""
     from compiler import compile_model
     from compiler.check import check_model, random_feeds
     from npu.modelfile import read_model
 
+    if make is None:
+        raise RuntimeError(f"export failed: {error}")
+    model, size = make()
+    t = time.perf_counter()
+    data = compile_model(model, config=args.config, fmt=args.fmt)
+    compile_s = time.perf_counter() - t
+    manifest = read_model(data).manifest
+    report = manifest["compiler"]["report"]
+    macs = report["macs_npu"] + report["macs_host"]
+    plan = [s["kind"] for s in manifest["plan"]]
+    segs = f"{plan.count('npu')} npu/{plan.count('host')} host"
+    res = check_model(model, args.config, args.fmt, inputs=args.inputs, seed=0, compiled=data)
+    feed = random_feeds(model, 1, seed=0)[0]
+    cpu_ms = ort_time(model, feed, args.repeat) * 1e3
+    modeled_ms = res.latency_us / 1e3
+    diff = f"{res.diff_cosine_min:.4f}" if res.diff_cosine_min is not None else "-"
+    cos = f"{res.cosine_min:.4f}" + ("" if res.ok else " NaN/inf!")
+    return (f"{name:<16} {size:>9} {macs / 1e9:>7.2f} {report['macs_npu'] / max(macs, 1):>9.1%} {segs:>12} "
+            f"{modeled_ms:>10.2f} {cpu_ms:>10.2f} {modeled_ms / cpu_ms:>7.2f} {cos:>8} {diff:>11} {compile_s:>9.1f}")
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="*", default=DEFAULT)
+    ap.add_argument("--models", nargs="*", default=None, help=f"zoo models (default: {' '.join(DEFAULT)}), or with "
+                    "--torch-python the names torch_export.py knows (default: all of them)")
+    ap.add_argument("--onnx", nargs="*", default=[], help="ONNX files to benchmark instead of zoo models")
+    ap.add_argument("--torch-python", default=None, help="a Python with torch/torchvision/transformers: export "
+                    "with benchmarks/torch_export.py and benchmark the exports")
+    ap.add_argument("--export-dir", default=None, help="where --torch-python writes (default: a temporary directory)")
     ap.add_argument("--config", default="brainslice-128")
     ap.add_argument("--format", dest="fmt", default=None, help="BFP format (default: the configuration's)")
     ap.add_argument("--inputs", type=int, default=2, help="random inputs per check (>= 2 for the input-sensitive cosine)")
@@ -74,25 +128,22 @@ def main(argv=None) -> int:
           f"latency / onnxruntime CPU time (the peer, measured in this run)")
     print(header)
     print("-" * len(header))
-    for name in args.models:
-        model, size = build(name, args.reduced)
-        t = time.perf_counter()
-        data = compile_model(model, config=args.config, fmt=args.fmt)
-        compile_s = time.perf_counter() - t
-        manifest = read_model(data).manifest
-        report = manifest["compiler"]["report"]
-        macs = report["macs_npu"] + report["macs_host"]
-        plan = [s["kind"] for s in manifest["plan"]]
-        segs = f"{plan.count('npu')} npu/{plan.count('host')} host"
-        res = check_model(model, args.config, args.fmt, inputs=args.inputs, seed=0, compiled=data)
-        feed = random_feeds(model, 1, seed=0)[0]
-        cpu_ms = ort_time(model, feed, args.repeat) * 1e3
-        modeled_ms = res.latency_us / 1e3
-        diff = f"{res.diff_cosine_min:.4f}" if res.diff_cosine_min is not None else "-"
-        cos = f"{res.cosine_min:.4f}" + ("" if res.ok else " NaN/inf!")
-        print(f"{name:<16} {size:>9} {macs / 1e9:>7.2f} {report['macs_npu'] / macs:>9.1%} {segs:>12} "
-              f"{modeled_ms:>10.2f} {cpu_ms:>10.2f} {modeled_ms / cpu_ms:>7.2f} {cos:>8} {diff:>11} {compile_s:>9.1f}",
-              flush=True)
+    if args.torch_python:
+        import tempfile
+
+        out_dir = args.export_dir or tempfile.mkdtemp(prefix="npu-torch-")
+        os.makedirs(out_dir, exist_ok=True)
+        jobs = [(n, (lambda p=p: load_onnx(p)) if p else None, err)
+                for n, p, err in torch_exports(args.torch_python, os.path.abspath(out_dir), args.models)]
+    elif args.onnx:
+        jobs = [(os.path.splitext(os.path.basename(p))[0], lambda p=p: load_onnx(p), "") for p in args.onnx]
+    else:
+        jobs = [(n, lambda n=n: build(n, args.reduced), "") for n in (args.models or DEFAULT)]
+    for name, make, error in jobs:
+        try:
+            print(row(name, make, error, args), flush=True)
+        except Exception as exc:  # one model's failure is a row of the table, not the end of the run
+            print(f"{name:<16} FAILED {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", flush=True)
     return 0
 
 
