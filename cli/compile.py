@@ -363,6 +363,10 @@ def cmd_check(args) -> int:
               f"max rel err {t.max_rel_err:.4g}{top}")
         if t.nonfinite_mismatches:
             print(f"    {t.nonfinite_mismatches} NaN/inf elements where onnxruntime's differ: FAILED")
+            if t.beyond_fp16:
+                print(f"    onnxruntime's values reach {t.reference_max_abs:.3g}, beyond fp16's range: the NPU's "
+                      "vector unit overflows (weights or scales that make activations this large; trained "
+                      "networks rarely do)")
     if args.per_layer:
         print(f"  {'tensor':<48} {'cosine':>9} {'max abs':>10} {'max rel':>9}")
         for t in res.layers:
