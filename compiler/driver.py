@@ -27,6 +27,7 @@ from compiler.frontend import load_model, to_graph
 from compiler.ir import Graph, copy_graph
 from compiler.lowering import Shared
 from compiler.passes.allocate import allocate_buffers, allocate_constants, allocate_weights
+from compiler.passes.batch import split_batch
 from compiler.passes.canonicalize import canonicalize_elementwise, canonicalize_linear
 from compiler.passes import devices as devs
 from compiler.passes.emit import emit
@@ -87,6 +88,7 @@ class Compilation:
     node_tiles: dict = field(default_factory=dict)             # weight tiles per node as lowered (second cut on)
     wide_parts: int = 1                                        # row parts of a layer no MRF holds (spare NPUs)
     images: list = field(default_factory=list)                 # devs.DeviceImage per device
+    batch: int = 1                                             # samples run one by one through the plan
     seg_device: dict = field(default_factory=dict)             # NPU segment index -> device
 
     @property
@@ -134,6 +136,8 @@ def resolve_config(config, fmt: str | None) -> NpuConfig:
 def _to_graph(c: Compilation) -> None:
     # Keras recurrent layers (ONNX Loops) become the recurrent nodes they are, where that checks out
     c.onnx_model = rewrite_recurrent_loops(c.onnx_model)
+    # a batch of independent samples: compiled at batch 1, run sample by sample (compiler/passes/batch.py)
+    c.onnx_model, c.batch = split_batch(c.onnx_model)
     c.graph = to_graph(c.onnx_model)
 
 
@@ -494,7 +498,10 @@ def package(c: Compilation, preprocessing: dict | None = None) -> tuple[dict, di
 
     def spec(name):
         t = g.tensors[name]
-        return TensorSpec(name, tuple(t.shape or ()), t.dtype).to_dict()
+        shape = tuple(t.shape or ())
+        if c.batch > 1:  # the plan runs one sample; the model takes and gives the whole batch
+            shape = (c.batch,) + shape[1:]
+        return TensorSpec(name, shape, t.dtype).to_dict()
 
     report = build_report(c)
     manifest = {
@@ -509,6 +516,8 @@ def package(c: Compilation, preprocessing: dict | None = None) -> tuple[dict, di
         # no wall-clock figures: the same model and options give the same file (content-addressed stores)
         "compiler": {"report": dict(report.to_dict(), compile_time_s=0.0)},
     }
+    if c.batch > 1:
+        manifest["batch"] = {"size": c.batch}
     if c.multi:
         # several NPUs (npu/modelfile.py, format version 2): what each device holds and what crosses the links
         manifest["fabric"] = c.fabric.to_dict()

@@ -42,6 +42,7 @@ class CompileReport:
     device_modes: list = field(default_factory=list)
     device_cycles: list = field(default_factory=list)
     throughput_per_s: float = 0.0
+    batch: int = 1                   # samples the model takes; the figures above are one sample's (run one by one)
 
     @property
     def npu_mac_share(self) -> float:
@@ -82,6 +83,9 @@ class CompileReport:
         lines.append(f"config {self.config}: {self.latency_us:,.1f} us modeled NPU latency, "
                      f"NPU share of MACs {self.npu_mac_share:.1%}, weights {self.weight_mode} "
                      f"({self.weight_tiles} tiles), compiled in {self.compile_time_s:.2f} s")
+        if self.batch > 1:
+            lines.append(f"batch of {self.batch}: the figures above are one sample's; the NPU runs the samples one by "
+                         f"one, {self.batch * self.latency_us:,.1f} us for the batch")
         if multi:
             lines.append(f"{self.devices} NPUs: one request {self.latency_us:,.1f} us (stages in sequence, link hops "
                          f"included); pipelined stream {self.throughput_per_s:,.0f} requests/s; utilization is of "
@@ -107,7 +111,7 @@ def build_report(c) -> CompileReport:
             layers[node.name] = LayerReport(node.name, node.op if node.op != "Eltwise" else
                                             "+".join(e.kind for e in node.epilogue), shape, node.target, macs,
                                             fused=list(node.fused), reason=node.reason)
-    rep = CompileReport(cfg.name, [], weight_tiles=c.weights.tiles,
+    rep = CompileReport(cfg.name, [], weight_tiles=c.weights.tiles, batch=getattr(c, "batch", 1),
                         weight_mode="streaming" if c.streaming else "pinned",
                         compile_time_s=round(c.timings.get("total_s", 0.0), 3))
     machine = Machine(cfg)

@@ -274,6 +274,8 @@ MANIFEST = Obj({
     "routes": ListOf(ROUTE),
     "preprocessing": PREPROCESSING,
     "const_outputs": MapOf(NAME, MEMBER),
+    # the plan runs one sample; inputs and outputs carry ``size`` samples on axis 0, run one by one
+    "batch": Obj({"size": Int(2, 4096)}),
     "compiler": Anything(),
 })
 
@@ -391,6 +393,13 @@ def validate(manifest: Any, sizes: dict[str, int], limits: Limits = DEFAULT_LIMI
         for i, c in enumerate(consts["vectors"]):
             _check_constant(c, config, f"{where}constants.vectors[{i}]")
     _check_fabric(manifest)
+    if "batch" in manifest:
+        size = manifest["batch"]["size"]
+        for spec_list in ("inputs", "outputs"):
+            for i, spec in enumerate(manifest[spec_list]):
+                if not spec["shape"] or spec["shape"][0] != size:
+                    fail(f"manifest.{spec_list}[{i}].shape", f"must have the batch ({size}) on axis 0, not "
+                                                            f"{spec['shape']}")
     return config
 
 

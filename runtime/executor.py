@@ -137,12 +137,40 @@ class Executor:
             if spec.shape and tuple(x.shape) != tuple(spec.shape):
                 raise NpuError(f"input {spec.name!r} has shape {list(x.shape)}, the model expects {list(spec.shape)}")
             env[spec.name] = x.astype(spec.dtype, copy=False)
-        stats = RunStats()
         # NaN and inf are legal inputs with defined results (docs/numerics.md: the MVM reads NaN as 0 and inf as
         # the largest finite magnitude), which differ from onnxruntime's, so a run says it met them
         nonfinite = {name: int(np.size(x) - np.count_nonzero(np.isfinite(x))) for name, x in env.items()
                      if np.asarray(x).dtype.kind == "f"}
-        host_time = 0.0
+        batch = (self.manifest.get("batch") or {}).get("size", 1)
+        stats = RunStats()
+        if batch > 1:  # the plan runs one sample (compiler/passes/batch.py): the samples go one by one
+            parts = [self._run_plan({k: v[i:i + 1] for k, v in env.items()}, stats, trace) for i in range(batch)]
+            outs = {s.name: np.concatenate([np.asarray(p[s.name]) for p in parts], axis=0) for s in self.outputs}
+        else:
+            outs = self._run_plan(env, stats, trace)
+        outputs = {s.name: _as_spec(outs[s.name], s) for s in self.outputs}
+        stats.extra = {"backend": self.backend, "config": self.config.name}
+        if batch > 1:
+            stats.extra["batch"] = batch
+        peak = 1
+        if self.fabric is not None:
+            # one request through the NPUs: stages in sequence, link hops included; utilization of all the NPUs.
+            # A batch's samples follow each other through the stages, pipelined
+            sched = self.stream(batch)
+            stats.npu_cycles = sched.latency_cycles if batch == 1 else sched.makespan
+            peak = self.fabric.devices
+            stats.extra["fabric"] = sched.summary()
+        stats.latency_us = stats.npu_cycles / self.config.clock_mhz
+        stats.utilization = self.config.utilization(stats.macs, stats.npu_cycles * peak)
+        stats.tile_utilization = self.config.utilization(stats.tile_macs, stats.npu_cycles * peak)
+        stats.wall_time_s = time.perf_counter() - t0
+        if any(nonfinite.values()):
+            stats.extra["nonfinite_inputs"] = {name: count for name, count in nonfinite.items() if count}
+        return outputs, stats
+
+    def _run_plan(self, env: dict, stats: RunStats, trace: list | None) -> dict:
+        """The plan once on ``env`` (inputs by name); adds its NPU cycles, MACs and host time to ``stats``."""
+        env = dict(env)
         for k, step in enumerate(self.manifest["plan"]):
             if step["kind"] == "host":
                 th = time.perf_counter()
@@ -150,7 +178,7 @@ class Executor:
                 names = [i.name for i in sess.get_inputs()]
                 outs = sess.run(step["outputs"], {k: env[k] for k in names})
                 env.update(zip(step["outputs"], outs))
-                host_time += time.perf_counter() - th
+                stats.host_time_s += time.perf_counter() - th
             else:
                 result = self._run_npu(step, env)
                 self._cycles[k] = result.cycles
@@ -162,23 +190,7 @@ class Executor:
                 if trace is not None:
                     trace.append(result)
         env.update(self._const_outputs)
-        outputs = {s.name: _as_spec(env[s.name], s) for s in self.outputs}
-        stats.extra = {"backend": self.backend, "config": self.config.name}
-        peak = 1
-        if self.fabric is not None:
-            # one request through the NPUs: stages in sequence, link hops included; utilization of all the NPUs
-            sched = self.stream(1)
-            stats.npu_cycles = sched.latency_cycles
-            peak = self.fabric.devices
-            stats.extra["fabric"] = sched.summary()
-        stats.latency_us = stats.npu_cycles / self.config.clock_mhz
-        stats.utilization = self.config.utilization(stats.macs, stats.npu_cycles * peak)
-        stats.tile_utilization = self.config.utilization(stats.tile_macs, stats.npu_cycles * peak)
-        stats.host_time_s = host_time
-        stats.wall_time_s = time.perf_counter() - t0
-        if any(nonfinite.values()):
-            stats.extra["nonfinite_inputs"] = {name: count for name, count in nonfinite.items() if count}
-        return outputs, stats
+        return env
 
     def stream(self, requests: int = 1):
         """The timing of ``requests`` requests through the model's NPUs (a sim.fabric.FabricSchedule), from the
