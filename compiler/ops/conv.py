@@ -9,13 +9,16 @@ whose input is a segment input is fed from the host as im2col vectors.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from compiler.attrs import window
-from compiler.chain_ir import NETQ, ChainSpec, LoweringError, Ref
+from compiler.chain_ir import NETQ, ChainOp, ChainSpec, LoweringError, Ref, channel_vector
 from compiler.ir import EpOp, Graph, Node
 from compiler.lowering import ColGroup, InputSpec, Lowering, OutGrid, split_columns
 from compiler.ops.base import OpDef, ct, float_shape, optional_input, prod, register, weight_shape
+from npu.isa import Space
 
 
 def conv_params(node: Node, in_shape, w_shape) -> dict:
@@ -65,21 +68,26 @@ def dense_weight(w: np.ndarray, group: int) -> np.ndarray:
 def lower_conv(lw: Lowering, node: Node) -> None:
     g, n = lw.g, lw.n
     x = node.inputs[0]
-    w = lw.g.value(node.inputs[1]).astype(np.float32)
+    w0 = lw.g.value(node.inputs[1]).astype(np.float32)
     b = g.value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
-    p = conv_params(node, g.shape(x), w.shape)
-    w = dense_weight(w, p["group"])
-    cout, cin, kh, kw = w.shape
-    rt = lw.ct(cout)
+    p = conv_params(node, g.shape(x), w0.shape)
+    cout, cin, kh, kw = w0.shape[0], w0.shape[1] * p["group"], w0.shape[2], w0.shape[3]
+    out = lw.new_grid(node.outputs[0], p["oh"], p["ow"], lw.ct(cout))
+    rt = out.view.ct  # a concatenation part may start mid-tile
+    im2col = x not in lw.placements and lw.im2col.get(x) is node.name
+    if not im2col and is_depthwise(p["group"], w0.shape):
+        src = lw.placement(x)
+        plan = _depthwise_plan(lw, node, p, src, out)
+        if plan is not None and plan.cycles < _dense_cycles(lw, p, cin, rt):
+            return _conv_depthwise(lw, node, w0, b, p, src, out, plan)
+    w = dense_weight(w0, p["group"])
     epilogue = list(node.epilogue)
     if b is not None and np.any(b):
         epilogue.insert(0, EpOp("add", const=np.asarray(b, np.float64)))
-    out = lw.new_grid(node.outputs[0], p["oh"], p["ow"], rt)
-    rt = out.view.ct  # a concatenation part may start mid-tile
     epilogue += lw.merge_ops(node.outputs[0])
     out_grid = OutGrid(p["oh"], p["ow"], rt, out.slots) if out.group == 1 else None
     dst = out.view.pixel_ref()
-    if x not in lw.placements and lw.im2col.get(x) is node.name:
+    if im2col:
         if out.group > 1:
             raise LoweringError("an im2col convolution cannot write grouped pixels")
         return _conv_im2col(lw, node, w, p, out, epilogue)
@@ -116,6 +124,132 @@ def lower_conv(lw: Lowering, node: Node) -> None:
         for ky in range(kh):
             groups.append(ColGroup(ky * unit, unit, ky * row_step, (ct, p["dw"] * ct)))
     lw.mvm(read=base, groups=groups, matrix=m, out=out_grid, dst=dst, epilogue=epilogue, name=node.name)
+
+
+def is_depthwise(group: int, w_shape) -> bool:
+    """One input channel per group and one output channel per input channel (MobileNet's 3x3 convolutions)."""
+    return group > 1 and int(w_shape[0]) == group and int(w_shape[1]) == 1
+
+
+@dataclass
+class _DepthwisePlan:
+    """How a depthwise convolution runs on the MFUs: which MFU multiplies, which adds, and the output bands."""
+
+    mul: int           # index into Lowering.slots_avail of the mul stage (weights from its MULVRF)
+    add: int           # index of the add/sub stage after it (accumulator and bias in its ASVRF)
+    band: int          # output rows per band (the accumulator holds one band)
+    cycles: int        # modeled cycles
+
+
+def _depthwise_plan(lw: Lowering, node: Node, p: dict, src, out) -> _DepthwisePlan | None:
+    """The MFU mapping of a depthwise convolution, or None where it does not apply (then it runs dense)."""
+    cfg = lw.config
+    v = src.view
+    slots = src.grid_slots()
+    if src.group > 1 or out.group > 1 or slots is None or (v.H, v.W) != (p["H"], p["W"]):
+        return None
+    if out.view.ct != v.ct or not np.array_equal(out.slots, slots):
+        return None  # MFUs work lane by lane: the output channels must sit in the input's lanes
+    t, l, bpad, r = needed_pad(p)
+    if v.pad[0] < t or v.pad[1] < l or v.pad[2] < bpad or v.pad[3] < r:
+        return None
+    req = lw.pads.get(node.inputs[0])
+    if req is not None and req.fill not in (None, 0.0):
+        return None  # -inf padding (a MaxPool shares the input) times a weight would give NaN
+    avail = lw.slots_avail
+    mul = next((i for i, (_, s) in enumerate(avail) if s == "mul"), None)
+    add = next((i for i, (_, s) in enumerate(avail) if s == "addsub" and mul is not None and i > mul), None)
+    if add is None:
+        return None
+    ct, ow, oh = v.ct, p["ow"], p["oh"]
+    budget = cfg.asvrf_depth // 4
+    band = min(oh, budget // (ow * ct))
+    if band < 1:
+        return None
+    bands = -(-oh // band)
+    if bands > 1 and any(e.tensor is not None for e in list(node.epilogue) + lw.merge_ops(node.outputs[0])):
+        return None  # an MFU operand tensor is addressed for the whole grid
+    taps = p["kh"] * p["kw"]
+    if taps * ct > cfg.mulvrf_depth // 2:
+        return None  # the taps' weights would crowd out the MULVRF
+    extra = len(lw.assign(list(node.epilogue) + lw.merge_ops(node.outputs[0]), start=add + 1)) - 1
+    lat = cfg.latencies
+    per_chain = cfg.read_latency(Space.IVRF) + 3 * lat.mfu_stage + lat.vrf_write + lat.chain_setup
+    load = taps * ct * cfg.port_cost(Space.DRAM) + cfg.read_latency(Space.DRAM) + per_chain
+    cycles = (taps + extra) * (oh * ow * ct) + bands * (taps + extra) * per_chain + load
+    return _DepthwisePlan(mul, add, band, cycles)
+
+
+def _dense_cycles(lw: Lowering, p: dict, cin: int, rt: int) -> int:
+    """Modeled cycles of the dense mapping (one mv_mul round of tiles per output tile-row, weights streamed)."""
+    cfg = lw.config
+    cols = p["kh"] * p["kw"] * lw.ct(cin)
+    rounds = -(-cols // cfg.tile_engines) * cfg.cycles_per_tile
+    tiles = rt * cols
+    return p["oh"] * p["ow"] * rt * rounds + -(-tiles * cfg.tile_bytes // cfg.dram_bytes_per_cycle)
+
+
+def _conv_depthwise(lw: Lowering, node: Node, w: np.ndarray, b, p: dict, src, out, plan: _DepthwisePlan) -> None:
+    """A depthwise convolution on the MFUs, one chain per kernel tap.
+
+    Chain k reads tap k's input pixel for every output pixel (iter_outer = output rows, iter_inner =
+    output columns, ``Ct`` vectors each, stride and dilation in the read offsets), multiplies it by tap
+    k's per-channel weights (a constant vector in MULVRF) and adds the partial sum of taps 0..k-1 (an
+    accumulator in the following MFU's ASVRF; the bias for tap 0); the last tap's chain runs the fused
+    epilogue and writes the result.  Numerics: fp16 weights (not BFP), every product and sum rounded to
+    fp16, taps in (ky, kx) order.  The accumulator holds a band of output rows at a time.  The weights are
+    a constant in the vector DRAM, copied into a MULVRF buffer that lives as long as the layer.
+    """
+    n = lw.n
+    v = src.view
+    slots = src.grid_slots()
+    ct, oh, ow = v.ct, p["oh"], p["ow"]
+    kh, kw = p["kh"], p["kw"]
+    m_mul, m_add = lw.slots_avail[plan.mul][0], lw.slots_avail[plan.add][0]
+    w = np.asarray(w, np.float64)
+    taps = kh * kw
+    # the taps' weights wait in the vector DRAM and are copied into the MULVRF for this layer only, so a
+    # network's depthwise weights do not hold MULVRF space that the products of two activations need
+    stored = lw.const(np.concatenate([channel_vector(w[:, 0, ky, kx], slots, ct, n)
+                                      for ky in range(kh) for kx in range(kw)]), Space.DRAM, 0)
+    wbuf = lw.buffer(f"{node.name}.taps", taps * ct, Space.MULVRF, m_mul)
+    lw.chain(ChainSpec(Ref(stored, 0, 0, 1), 1, (1, taps * ct), writes=[Ref(wbuf, 0, 0, 1)]))
+    wvec = [Ref(wbuf, k * ct) for k in range(taps)]
+    bias = None
+    if b is not None and np.any(b):
+        bias = lw.const(channel_vector(np.asarray(b, np.float64), slots, ct, n), Space.ASVRF, m_add)
+    epilogue = list(node.epilogue) + lw.merge_ops(node.outputs[0])
+    groups = lw.assign(epilogue, start=plan.add + 1)
+    acc = lw.buffer(f"{node.name}.acc", plan.band * ow * ct, Space.ASVRF, m_add)
+    row = v.Wp * v.pitch
+    for y0 in range(0, oh, plan.band):
+        band = min(plan.band, oh - y0)
+        acc_ref = Ref(acc, 0, ow * ct, ct)
+        base = v.at(y0 * p["sh"] - p["pads"][0], -p["pads"][1])
+        grid = OutGrid(oh if band == oh else band, ow, ct, out.slots, iters=(band, ow))
+        for k in range(kh * kw):
+            ky, kx = divmod(k, kw)
+            read = Ref(v.buf, base + ky * p["dh"] * row + kx * p["dw"] * v.pitch, p["sh"] * row, p["sw"] * v.pitch)
+            ops = [ChainOp("vv_mul", m_mul, wvec[k])]
+            if k > 0:
+                ops.append(ChainOp("vv_add", m_add, acc_ref))
+            elif bias is not None:
+                ops.append(ChainOp("vv_add", m_add, Ref(bias)))
+            spec = ChainSpec(read, ct, (band, ow))
+            dst = [out.view.pixel_ref(y=y0)]
+            if k < kh * kw - 1:
+                spec.ops, spec.writes = ops, [acc_ref]
+                lw.chain(spec)
+            elif len(groups) == 1:
+                lw.finish(spec, groups, 0, ct, grid, dst, prefix=ops)
+            else:
+                # epilogue ops that do not fit behind the accumulation (ReLU6's min) run in a further chain
+                # over the accumulator, in place (one iteration reads and writes the same vectors)
+                spec.ops, spec.alpha = lw.ops_chain(groups[0], 0, ct, grid)
+                spec.ops[:0] = ops
+                spec.writes = [acc_ref]
+                lw.chain(spec)
+                lw.finish(ChainSpec(acc_ref, ct, (band, ow)), groups[1:], 0, ct, grid, dst)
 
 
 def _conv_grouped(lw: Lowering, node: Node, w: np.ndarray, p: dict, src, out, epilogue) -> None:
