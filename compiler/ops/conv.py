@@ -88,8 +88,6 @@ def lower_conv(lw: Lowering, node: Node) -> None:
     out_grid = OutGrid(p["oh"], p["ow"], rt, out.slots) if out.group == 1 else None
     dst = out.view.pixel_ref()
     if im2col:
-        if out.group > 1:
-            raise LoweringError("an im2col convolution cannot write grouped pixels")
         return _conv_im2col(lw, node, w, p, out, epilogue)
     src = lw.placement(x)
     if src.group > 1 or out.group > 1:
@@ -323,53 +321,63 @@ def _conv_grouped(lw: Lowering, node: Node, w: np.ndarray, p: dict, src, out, ep
     lw.mvm(read=base, groups=groups, matrix=m, out=out_grid, dst=dst, epilogue=epilogue, name=node.name)
 
 
-def _im2col_block(lw: Lowering, p: dict, cin: int, rt: int) -> int:
+def _im2col_block(lw: Lowering, p: dict, cin: int, rt: int, group: int = 1) -> int:
     """Output pixels per iteration for a first layer fed from the host.
 
     P horizontally adjacent output pixels share most of their receptive fields, so the host sends
     their union (kh x ((P-1)*stride + kw) x C values) once: fewer queue bytes per pixel, more
     output rows per mv_mul.  P minimizes the per-pixel time of the slower of the two (the queue's
-    bytes, one round of tile engines per output tile-row).
+    bytes, one round of tile engines per output tile-row).  An output holding ``group`` pixels per
+    vector (passes/layout.py) takes blocks of whole vectors: P a multiple of it, P / group rows.
     """
     cfg, n = lw.config, lw.n
-    best, best_cost = 1, None
-    for P in (1, 2, 3, 4):
+    best, best_cost = None, None
+    for P in ((1, 2, 3, 4) if group == 1 else (group, 2 * group)):
         if p["ow"] % P or (P > 1 and p["dw"] != 1):
             continue
         kt = lw.ct(p["kh"] * ((P - 1) * p["sw"] + (p["kw"] - 1) * p["dw"] + 1) * cin)
-        rows = P * rt
+        rows = P * rt if group == 1 else P // group
         read = kt * -(-2 * n // cfg.netq_bytes_per_cycle)
         macs = rows * max(1, -(-kt // cfg.tile_engines) * cfg.cycles_per_tile)
         cost = max(read, macs) / P
         if rows * kt <= lw.capacity and (best_cost is None or cost < best_cost):
             best, best_cost = P, cost
+    if best is None:
+        if group > 1:
+            raise LoweringError(f"no block of {group}-pixel output vectors fits the MRF share")
+        return 1
     return best
 
 
 def _conv_im2col(lw: Lowering, node: Node, w: np.ndarray, p: dict, out, epilogue) -> None:
-    """First layer: the host sends each block's receptive field, (ky, column, c)-ordered."""
+    """First layer: the host sends each block's receptive field, (ky, column, c)-ordered.
+
+    The output may hold G pixels per vector (passes/layout.py): then a block is a whole number of
+    output vectors and pixel q of the block writes lanes ``(q % G) * N/G + o`` of vector ``q // G``.
+    """
     n = lw.n
     cout, cin, kh, kw = w.shape
+    G = out.group
     rt = out.view.ct
     # a block of output pixels is written as one run of vectors: a strided view (a concatenation part)
     # takes one pixel per iteration
-    P = _im2col_block(lw, p, cin, rt) if out.view.pitch == out.view.ct else 1
+    P = _im2col_block(lw, p, cin, rt, G) if out.view.pitch == out.view.ct else 1
     U = (P - 1) * p["sw"] + (kw - 1) * p["dw"] + 1 if P > 1 else kw  # columns of the union window
     k = kh * U * cin
     kt = lw.ct(k)
-    rows = P * rt
+    rows = P * rt if G == 1 else P // G
     m = np.zeros((rows * n, kt * n), np.float32)
     row_slots = []
     for q in range(P):
-        r_idx = q * rt * n + out.slots
+        r_idx = q * rt * n + out.slots if G == 1 else (q // G) * n + (q % G) * (n // G) + np.arange(cout)
         row_slots.append(r_idx)
         for ky in range(kh):
             for kx in range(kw):
                 u = q * p["sw"] + kx if P > 1 else kx
                 m[np.ix_(r_idx, (ky * U + u) * cin + np.arange(cin))] = w[:, :, ky, kx]
     out_grid = OutGrid(p["oh"], p["ow"], rows, np.concatenate(row_slots), iters=(p["oh"], p["ow"] // P),
-                       step=P, pixel_ct=rt)
-    dst = out.view.pixel_ref(sx=P)
+                       step=P, pixel_ct=rt if G == 1 else 0)
+    dst = out.view.pixel_ref(sx=P if G == 1 else P // G)
     spec = dict(kh=kh, kw=kw, sh=p["sh"], sw=p["sw"], dh=p["dh"], dw=p["dw"], pads=p["pads"], oh=p["oh"],
                 ow=p["ow"], kt=kt, block=P, union=U)
     vectors = p["oh"] * (p["ow"] // P) * kt
