@@ -411,8 +411,10 @@ def conv_window(g: Graph, node: Node):
 
 
 def conv_tiles(g: Graph, node: Node, n: int) -> int:
+    """Native weight tiles of the dense mapping; none for a depthwise convolution, which the MFUs compute (when
+    lowering maps one densely after all, the driver lowers again with the real count)."""
     w = weight_shape(g, node)
-    if w is None or len(w) != 4:
+    if w is None or len(w) != 4 or is_depthwise(int(node.attr("group", 1)), w):
         return 0
     return ct(w[0], n) * w[2] * w[3] * ct(w[1] * int(node.attr("group", 1)), n)
 
