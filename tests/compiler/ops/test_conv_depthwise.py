@@ -68,6 +68,7 @@ CASES = [
     (5, 10, 5, 2, [1, 2, 2, 1], 1, "relu6"),   # 5x5 stride 2, asymmetric padding
     (16, 10, 3, 1, None, 2, "Relu"),           # dilation 2
     (8, 7, 3, 1, [0, 0, 0, 0], 1, "Sigmoid"),  # no padding
+    (10, 6, 1, 1, [0, 0, 0, 0], 1, "relu6"),   # 1x1: a per-channel scale, one chain (and ReLU6's)
 ]
 
 
