@@ -170,12 +170,21 @@ def _depthwise_plan(lw: Lowering, node: Node, p: dict, src, out) -> _DepthwisePl
     taps = p["kh"] * p["kw"]
     if taps * ct > cfg.mulvrf_depth // 2:
         return None  # the taps' weights would crowd out the MULVRF
-    extra = len(lw.assign(list(node.epilogue) + lw.merge_ops(node.outputs[0]), start=add + 1)) - 1
+    extra = len(_epilogue_after(lw, list(node.epilogue) + lw.merge_ops(node.outputs[0]), add + 1)) - 1
     lat = cfg.latencies
     per_chain = cfg.read_latency(Space.IVRF) + 3 * lat.mfu_stage + lat.vrf_write + lat.chain_setup
     load = taps * ct * cfg.port_cost(Space.DRAM) + cfg.read_latency(Space.DRAM) + per_chain
     cycles = (taps + extra) * (oh * ow * ct) + bands * (taps + extra) * per_chain + load
     return _DepthwisePlan(mul, add, band, cycles)
+
+
+def _epilogue_after(lw: Lowering, ops: list[EpOp], start: int) -> list[list]:
+    """``lw.assign`` of the epilogue behind the accumulation (MFU slots from ``start`` on); the first group is
+    empty when even the first op needs an earlier stage (a residual's add), so it starts a chain of its own."""
+    groups = lw.assign(ops, start=start)
+    if groups[0] and lw.slots_avail.index(groups[0][0][1:]) < start:
+        groups.insert(0, [])
+    return groups
 
 
 def _dense_cycles(lw: Lowering, p: dict, cin: int, rt: int) -> int:
@@ -217,7 +226,7 @@ def _conv_depthwise(lw: Lowering, node: Node, w: np.ndarray, b, p: dict, src, ou
     if b is not None and np.any(b):
         bias = lw.const(channel_vector(np.asarray(b, np.float64), slots, ct, n), Space.ASVRF, m_add)
     epilogue = list(node.epilogue) + lw.merge_ops(node.outputs[0])
-    groups = lw.assign(epilogue, start=plan.add + 1)
+    groups = _epilogue_after(lw, epilogue, plan.add + 1)
     acc = lw.buffer(f"{node.name}.acc", plan.band * ow * ct, Space.ASVRF, m_add)
     row = v.Wp * v.pitch
     for y0 in range(0, oh, plan.band):

@@ -127,3 +127,36 @@ def test_channel_multiplier_stays_dense():
     model = make_model(nodes, {"x": [1, 8, 6, 6]}, {"y": None}, {"Wd": w(16, 1, 3, 3)})
     out = assert_matches(model, "tiny")
     assert layer(out["executor"])["tiles"] > 0
+
+
+@pytest.mark.parametrize("config", ["tiny", "small"])
+def test_depthwise_with_a_fused_residual(config):
+    """An Add of the depthwise input fuses into the last tap's chains as an MFU operand read pixel for pixel."""
+    c, hw = 12, 7
+    nodes = [helper.make_node("Conv", ["x", "W1"], ["a"], kernel_shape=[1, 1]),
+             helper.make_node("Relu", ["a"], ["a2"]),
+             helper.make_node("Conv", ["a2", "Wd", "Bd"], ["d"], kernel_shape=[3, 3], pads=[1] * 4, group=c, name="dw"),
+             helper.make_node("Add", ["d", "a2"], ["s"]),
+             helper.make_node("Conv", ["s", "W3"], ["y"], kernel_shape=[1, 1])]
+    model = make_model(nodes, {"x": [1, c, hw, hw]}, {"y": None},
+                       {"W1": w(c, c, 1, 1), "Wd": w(c, 1, 3, 3), "Bd": w(c, scale=0.1), "W3": w(c, c, 1, 1)})
+    out = assert_matches(model, config)
+    assert layer(out["executor"])["tiles"] == 0
+    assert_input_sensitive(model, config)
+
+
+def test_depthwise_writing_a_concatenation_part():
+    """A depthwise result that is the first part of a shared concatenation buffer (passes/layout.py) is merged
+    into it by a chain over the accumulator (vv_add with the buffer on the last MFU)."""
+    c, hw = 8, 6
+    nodes = [helper.make_node("Conv", ["x", "W1"], ["a"], kernel_shape=[1, 1]),
+             helper.make_node("Relu", ["a"], ["a2"]),
+             helper.make_node("Conv", ["a2", "Wd"], ["d"], kernel_shape=[3, 3], pads=[1] * 4, group=c, name="dw"),
+             helper.make_node("Conv", ["a2", "W2"], ["e"], kernel_shape=[1, 1]),
+             helper.make_node("Concat", ["d", "e"], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "W3"], ["y"], kernel_shape=[1, 1])]
+    model = make_model(nodes, {"x": [1, c, hw, hw]}, {"y": None},
+                       {"W1": w(c, c, 1, 1), "Wd": w(c, 1, 3, 3), "W2": w(4, c, 1, 1), "W3": w(6, c + 4, 1, 1)})
+    out = assert_matches(model, "tiny")
+    assert layer(out["executor"])["tiles"] == 0
+    assert_input_sensitive(model, "tiny")
