@@ -5,7 +5,9 @@ iter_outer = output rows, iter_inner = output columns; v_rd gathers the
 receptive field from the padded, pixel-major input with a window (one run of
 ``kw * Ct`` vectors per kernel row, ``Wp * Ct`` apart); mv_mul's columns are
 ``kh * kw * Ct``.  Dilated kernels read one run of ``Ct`` per tap.  A conv
-whose input is a segment input is fed from the host as im2col vectors.
+whose input is a segment input is fed from the host as im2col vectors.  A
+depthwise conv runs on the MFUs instead, one chain per kernel tap
+(:func:`_conv_depthwise`), where that models fewer cycles than the dense one.
 """
 from __future__ import annotations
 
