@@ -81,11 +81,17 @@ def plan_pixel_groups(g: Graph, native_dim: int, concat_plan: dict | None = None
     three quarters of every weight tile) idle; with G = N // C pixels side by
     side in one vector (lanes ``(x % G) * N/G + c``) a 3x3 convolution produces
     G output pixels per mv_mul.  Only tensors made and read by convolutions
-    (groups 1, no dilation) qualify, with widths divisible by G and by each
-    reader's block of output pixels, and only when a BFP block (``bfp_block``
-    elements sharing an exponent) stays inside one pixel's lanes: pixels that
-    shared an exponent would lose precision (ms-fp8/9 share one per vector).
-    Returns ``{tensor: G}``.
+    (groups 1, no dilation) qualify, with widths divisible by G and by each reader's block
+    of output pixels, and only when a BFP block (``bfp_block`` elements sharing
+    an exponent) stays inside one pixel's lanes: pixels that shared an exponent
+    would lose precision (ms-fp8/9 share one per vector).  A first convolution
+    fed from the host (im2col) may write grouped pixels.  Depthwise
+    convolutions keep the native layout: the MFUs compute them in fp16 lane by
+    lane (compiler/ops/conv.py).  On MobileNetV2's 32-channel first block, four
+    pixels per vector and a dense mv_mul would be 15 % faster (2.67 against
+    3.13 ms modeled on brainslice-128) but cost its input-sensitive cosine
+    0.906 -> 0.854 at 64x64 (msfp16 activations of one pixel's 32 channels
+    share exponents).  Returns ``{tensor: G}``.
     """
     import math
 
@@ -99,11 +105,18 @@ def plan_pixel_groups(g: Graph, native_dim: int, concat_plan: dict | None = None
         return (n.op == "Conv" and n.target == "npu" and int(n.attr("group", 1)) == 1
                 and all(d == 1 for d in (n.attr("dilations") or [1, 1])) and n.attr("auto_pad", "NOTSET") == "NOTSET")
 
+    def from_host(node) -> bool:
+        """A first convolution: lowering feeds it im2col vectors (passes/lower.py's rule)."""
+        x = node.inputs[0]
+        shape = g.shape(x)
+        return x not in g.outputs and shape is not None and len(shape) == 4 and shape[1] < native_dim and \
+            [u.name for u in g.consumers_of(x)] == [node.name] and g.node_inputs(node).count(x) == 1
+
     for node in g.topo():
         if not plain_conv(node) or not node.inputs:
             continue  # (a node without inputs, RandomNormal say, has no producer to ask about)
         producer = g.producer_of(node.inputs[0])
-        if producer is None or producer.target != "npu":
+        if (producer is None or producer.target != "npu") and not from_host(node):
             continue  # a conv fed from outside the NPU gets im2col or plain vectors
         t = node.outputs[0]
         shape = g.shape(t)

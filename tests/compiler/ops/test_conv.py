@@ -127,6 +127,27 @@ def test_first_layer_blocks_of_output_pixels(config, hw, k, s, p, block):
     assert step["inputs"][0]["im2col"]["block"] == block
 
 
+@pytest.mark.parametrize("hw,k,s", [(12, 3, 1), (16, 7, 2)])
+def test_first_layer_writes_grouped_pixels(hw, k, s):
+    """A first convolution (im2col from the host) writes G pixels per vector when its reader is a convolution:
+    VGG's conv1_1 -> conv1_2.  Each block of output pixels is a whole number of output vectors."""
+    from compiler.driver import compile_graph
+    from compiler.passes.layout import plan_pixel_groups
+
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["a"], kernel_shape=[k, k], pads=[k // 2] * 4, strides=[s, s]),
+             helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Conv", ["r", "W2"], ["y"], kernel_shape=[3, 3], pads=[1] * 4)]
+    model = make_model(nodes, {"x": [1, 3, hw, hw]}, {"y": None},
+                       {"W": w(8, 3, k, k), "B": w(8, scale=0.1), "W2": w(6, 8, 3, 3)})
+    out = assert_matches(model, "small")
+    (step,) = [st for st in out["executor"].manifest["plan"] if st["kind"] == "npu"]
+    assert step["inputs"][0]["kind"] == "im2col"
+    cfg_graph = compile_graph(model, "small")
+    groups = plan_pixel_groups(cfg_graph.graph, cfg_graph.config.native_dim, None, cfg_graph.config.block)
+    G = groups["r"]
+    assert G > 1 and step["inputs"][0]["im2col"]["block"] % G == 0
+
+
 def test_host_im2col_matches_direct_patches():
     from npu.plan import im2col
 
