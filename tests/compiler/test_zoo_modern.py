@@ -38,10 +38,9 @@ def test_reduced_transformers_run_their_linear_layers_on_the_npu(name, size):
 CNN_BOUNDS = {"mobilenet_v2": 0.8, "efficientnet_b0": 0.95}
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2", pytest.param("efficientnet_b0", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_b0"])
 def test_mobile_cnns_compile_and_check(name):
-    """EfficientNet's x * sigmoid(x) and squeeze-excitation aborted the compile ('does not fit MULVRF');
-    it takes ~55 s here (its dense-with-zero-blocks depthwise weights take 17 s to compile), hence slow."""
+    """EfficientNet's x * sigmoid(x) and squeeze-excitation aborted the compile ('does not fit MULVRF')."""
     model = zoo.build(name, input_size=32)
     assert share(compile_report(model, CONFIG)) == 1.0
     res = check_model(model, CONFIG, inputs=2, seed=1)
