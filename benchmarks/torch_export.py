@@ -7,7 +7,8 @@ Needs torch, torchvision and transformers (not dependencies of this project: run
 them, e.g. a separate venv; benchmarks/bench_models.py --torch-python PATH calls it for you). Weights are
 random (torchvision ``weights=None``, HuggingFace configs' default initialisation, seed 0); the exports go
 through ``torch.onnx.export`` as it is today (the dynamo exporter; ``--legacy`` for the TorchScript one),
-batch 1, static shapes. Prints one JSON line per model: name, file, seconds, or the export's error.
+batch 1, static shapes; torchvision models' BatchNorm statistics are set from activations on random inputs
+(``--no-calibrate`` keeps the initial ones: see calibrate_batchnorm). Prints one JSON line per model: name, file, seconds, or the export's error.
 """
 from __future__ import annotations
 
@@ -35,7 +36,27 @@ REDUCED_HF = {"bert_base": dict(num_hidden_layers=2, hidden_size=128, num_attent
                                  image_size=32)}
 
 
-def torchvision_model(name: str, reduced: bool):
+def calibrate_batchnorm(model, side: int, batches: int = 4, size: int = 4) -> None:
+    """Set every BatchNorm's running statistics from the activations it sees on random inputs, as training leaves
+    them. torchvision's initialisation (mean 0, variance 1) lets a deep network's activations drift by orders of
+    magnitude (MobileNetV2's outputs ~1e-9, below fp16; InceptionV3's ~1e8, above it), which says nothing about
+    the model a user exports after training."""
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.randn(size, 3, side, side))
+    model.eval()
+
+
+def torchvision_model(name: str, reduced: bool, calibrate: bool = True):
     import torch
     import torchvision
 
@@ -46,6 +67,8 @@ def torchvision_model(name: str, reduced: bool):
         if name == "vit_b_16":
             kwargs["image_size"] = side
     model = getattr(torchvision.models, name)(weights=None, **kwargs).eval()
+    if calibrate:
+        calibrate_batchnorm(model, side)
     return model, (torch.randn(1, 3, side, side),), ["input"]
 
 
@@ -87,13 +110,14 @@ class _FirstOutput:
 
 
 def export(name: str, out_dir: str, legacy: bool, opset: int | None, reduced: bool = False, built=None,
-           file: str | None = None) -> dict:
+           file: str | None = None, calibrate: bool = True) -> dict:
     """Export one model to ``out_dir/<file or name>.onnx``; ``built`` is (model, args, names) made already."""
     import torch
 
     torch.manual_seed(0)
-    make = torchvision_model if name in TORCHVISION else huggingface_model
-    model, args, names = built or make(name, reduced)
+    if built is None:
+        built = torchvision_model(name, reduced, calibrate) if name in TORCHVISION else huggingface_model(name, reduced)
+    model, args, names = built
     name = file or name
     path = os.path.join(out_dir, f"{name}.onnx")
     t = time.perf_counter()
@@ -121,6 +145,7 @@ def main(argv=None) -> int:
     ap.add_argument("--legacy", action="store_true", help="the TorchScript exporter (dynamo=False)")
     ap.add_argument("--reduced", action="store_true", help="small variants (2-layer hidden-128 Transformers, "
                     "sequence 16, 64x64 images) for tests")
+    ap.add_argument("--no-calibrate", action="store_true", help="keep torchvision's initial BatchNorm statistics")
     ap.add_argument("--opset", type=int, default=None, help="opset_version (default: the exporter's)")
     args = ap.parse_args(argv)
     unknown = [m for m in args.models if m not in TORCHVISION and m not in HUGGINGFACE]
@@ -129,7 +154,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     for name in args.models:
         try:
-            row = export(name, args.out, args.legacy, args.opset, args.reduced)
+            row = export(name, args.out, args.legacy, args.opset, args.reduced, calibrate=not args.no_calibrate)
         except Exception as exc:  # report and go on: one model's export failure is a row, not the end
             row = {"name": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
         print(json.dumps(row), flush=True)
