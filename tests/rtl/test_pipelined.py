@@ -170,3 +170,22 @@ def test_network_queue_cycles_are_the_hand_computed_ones(link_rtl):
 @pytest.mark.parametrize("seed", range(random_count(10)))
 def test_network_queues_random(link_rtl, seed):
     assert_exact(random_case(LINK, seed, pipelined=True), link_rtl)
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn", pytest.param("tiny_rnn", marks=pytest.mark.slow)])
+def test_compiled_model_with_a_slow_link(name, link_rtl, tmp_path, capsys):
+    """A zoo model compiled for the tiny with an 8-cycle link: its queue reads wait for arrivals and its output
+    drains after the last chain; `npu rtl check` (simulator, RTL twice) on the fixture's build."""
+    import json
+
+    from cli.main import main
+    from compiler import compile_to_file
+    from compiler.zoo import build
+
+    path = tmp_path / f"{name}.npu"
+    compile_to_file(build(name, seed=3), path, config=LINK)
+    capsys.readouterr()
+    assert main(["rtl", "check", str(path), "--seed", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["bit_exact"], result["first_mismatch"]
+    assert result["rtl_cycles"] == result["sim_cycles"] == result["rtl_cycles_second_run"] > 0
