@@ -88,6 +88,7 @@ class NpuConfig:
     # RTL implements scoreboard_entries > 1; mvm_row_slots > 1 is modeled by the simulator only, until the RTL has it.
     scoreboard_entries: int = 1     # steps (chains, DMA) issued and not yet complete: the steps in flight
     mvm_row_slots: int = 1          # output row tiles one MAC round may touch (spreads narrow matrices over engines)
+    netq_fifo: int = 64             # native vectors the output FIFO to the network link holds (pipelined machine)
     clock_mhz: float = 250.0
     latencies: Latencies = field(default_factory=Latencies)
     source: str = ""                # where the numbers come from
@@ -109,7 +110,7 @@ class NpuConfig:
         for name in ("native_dim", "tile_engines", "dpe_lanes", "mrf_tiles", "ivrf_depth", "asvrf_depth",
                      "mulvrf_depth", "dram_vectors", "dram_tiles", "dram_bytes_per_cycle",
                      "netq_bytes_per_cycle", "vrf_ports", "step_queue", "write_slots", "mvm_buffer",
-                     "scoreboard_entries", "mvm_row_slots"):
+                     "scoreboard_entries", "mvm_row_slots", "netq_fifo"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(name, f"must be a positive integer, not {value!r}")
@@ -235,6 +236,18 @@ class NpuConfig:
         if space == Space.NETQ:
             return -(-self.vector_bytes // self.netq_bytes_per_cycle)
         return -(-1 // self.vrf_ports)
+
+    def slot_cost(self, space: Space) -> int:
+        """Cycles per native vector a chain's read or write slot takes at a space's port.
+
+        On the pipelined machine the network queues are FIFOs beside compute (docs/pipeline.md): a queue read
+        or write takes one cycle once its vector has arrived (or while the output FIFO, ``netq_fifo`` vectors,
+        has room), and the link fills and drains the FIFOs at ``port_cost(NETQ)`` cycles a vector.  On the
+        one-step machine every slot costs :meth:`port_cost`.
+        """
+        if self.pipelined and Space(space) == Space.NETQ:
+            return 1
+        return self.port_cost(space)
 
     def read_latency(self, space: Space) -> int:
         """Cycles from a read's issue to its data: the memory's or queue's latency."""

@@ -70,7 +70,6 @@ class ChainFacts:
     width: Signal   # vectors read per iteration
     p: Signal       # cycles per read slot
     lat: Signal     # read latency of the v_rd space
-    reads: Signal   # reads in all
     tail: Signal    # cycles from the MFU entrance to the write
     mask: Signal    # MFU stages used, bit i = stage i of stage_order
     rowp: Signal    # MAC cycles of a row tile (paced by the write port)
@@ -83,10 +82,10 @@ def chain_facts(m, config: NpuConfig, chain, name: str) -> ChainFacts:
     T, cpt = c.tile_engines, c.cycles_per_tile
     f = ChainFacts(width=Signal(imm, name=f"{name}_width"), p=Signal(cost_bits(c), name=f"{name}_p"),
                    lat=Signal(range(max(c.read_latency(s) for s in Space) + 1), name=f"{name}_lat"),
-                   reads=Signal(3 * imm, name=f"{name}_reads"), tail=Signal(16, name=f"{name}_tail"),
+                   tail=Signal(16, name=f"{name}_tail"),
                    mask=Signal(len(stage_order(c)), name=f"{name}_mask"), rowp=Signal(2 * imm, name=f"{name}_rowp"),
                    mac=Signal(3 * imm, name=f"{name}_mac"))
-    p_read = space_table(m, chain.read.space, {s: c.port_cost(s) for s in Space}, cost_bits(c), f"{name}_pread")
+    p_read = space_table(m, chain.read.space, {s: c.slot_cost(s) for s in Space}, cost_bits(c), f"{name}_pread")
     p_write = write_cost(m, c, chain.write, f"{name}_pwrite")
     used = [chain.mfu[k][st].op != 0 for k, st in stage_order(c)]
     ops = sum(u.as_unsigned() for u in used) if used else Const(0)
@@ -97,7 +96,6 @@ def chain_facts(m, config: NpuConfig, chain, name: str) -> ChainFacts:
         f.p.eq(Mux(chain.mvm, p_read, Mux(p_write > p_read, p_write, p_read))),
         f.lat.eq(space_table(m, chain.read.space, {s: c.read_latency(s) for s in Space}, len(f.lat),
                              f"{name}_rlat")),
-        f.reads.eq(chain.io * chain.ii * f.width),
         f.tail.eq(ops * lat.mfu_stage + lat.vrf_write),
         f.mask.eq(Cat(*used) if used else 0),
         term.eq(rounds * cpt),
@@ -222,8 +220,9 @@ class IssueUnit(wiring.Component):
     Chains get the next entry of a table of ``scoreboard_entries`` chain
     descriptors (their *tag*, which their beats carry); they complete in order
     (their beats never meet), so the table is a ring.  The write cycle of the
-    previous chain's last beat comes from its reads for a chain without
-    ``mv_mul``, and from a prediction of its MAC schedule, updated as each
+    previous chain's last beat comes from its last read's issue for a chain
+    without ``mv_mul`` (its reads may wait for the network link; the next
+    chain issues after that read anyway), and from a prediction of its MAC schedule, updated as each
     iteration's last read issues (the MVM then runs exactly that schedule).
 
     Members
@@ -249,7 +248,9 @@ class IssueUnit(wiring.Component):
     dma_ending : In(1)
         The transfer's last cycle (it completes in the next).
     overflow, unsupported : In(1)
-        Errors from the write stage.
+        Errors from the write stage and the network link.
+    link_busy : In(1)
+        The network link has output vectors to send (rtl/link.py): the run ends after them.
     commit, commit_pc, dma_commit, dma_commit_pc : Out
         A chain / a transfer completed in this cycle; the pc of its last instruction.
     """
@@ -287,6 +288,7 @@ class IssueUnit(wiring.Component):
             "dma_ending": In(1),
             "overflow": In(1),
             "unsupported": In(1),
+            "link_busy": In(1),
             "commit": Out(1),
             "commit_pc": Out(range(program_depth)),
             "dma_commit": Out(1),
@@ -327,7 +329,7 @@ class IssueUnit(wiring.Component):
         dma_busy, dma_pc = Signal(), Signal.like(self.dma_commit_pc)
         completing = self.wr_completing
         m.d.comb += [self.wr_head.eq(head),
-                     busy.eq((n_chains != 0) | dma_busy | self.commit | self.dma_commit)]
+                     busy.eq((n_chains != 0) | dma_busy | self.commit | self.dma_commit | self.link_busy)]
 
         step = self.steps.payload
         is_chain = step.kind == StepKind.CHAIN
@@ -368,8 +370,6 @@ class IssueUnit(wiring.Component):
                          self.rd_desc.eq(step.chain), self.rd_tag.eq(tail), reading.eq(1),
                          rd_lat.eq(f.lat), rd_mac.eq(f.mac), rd_tail.eq(f.tail), rd_behind.eq(behind),
                          prev_mask.eq(f.mask)]
-            with m.If(~step.chain.mvm):
-                m.d.sync += last_w.eq(now + f.reads * f.p + f.lat + f.tail)
         with m.If(take & ~is_chain):
             m.d.sync += [dma_ent.eq(ivs), dma_pc.eq(step.pc), self.dma.desc.eq(step.dma), dma_busy.eq(1)]
         with m.Elif(self.dma_ending):
@@ -388,6 +388,8 @@ class IssueUnit(wiring.Component):
         # the read sequencer's progress: when it is free, when its last data returns, the MAC schedule
         with m.If(self.rd_chain_end):
             m.d.sync += [reading.eq(0), rd_free.eq(now + lat.chain_setup), ret_last.eq(now + rd_lat - 1)]
+            with m.If(~self.rd_desc.mvm):  # its last beat is written lat - 1 + tail cycles after its last read
+                m.d.sync += last_w.eq(now + rd_lat - 1 + rd_tail)
         start_at = Signal(signed(TIME_BITS))
         a = Signal(signed(TIME_BITS))
         m.d.comb += [a.eq(Mux(now + rd_lat > pred_free, now + rd_lat, pred_free)),

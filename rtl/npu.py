@@ -50,6 +50,7 @@ from rtl.executor import Executor
 from rtl.frontend import FrontEnd
 from rtl.issue import IssueUnit
 from rtl.layout import MAX_WORD_BITS, MemoryMap
+from rtl.link import Link
 from rtl.mfu import MfuChain, PipelinedMfuChain
 from rtl.mvm import Mvm, PipelinedMvm
 from rtl.readseq import PipelinedReadSequencer, ReadSequencer
@@ -188,7 +189,8 @@ class Npu(wiring.Component):
 
     def _pipelined(self, m, mems, inq, outq):
         """The pipelined machine (docs/pipeline.md): the issue unit instead of the executor; the chain table
-        to every component a beat passes; the DMA engine beside the chains."""
+        to every component a beat passes; the DMA engine beside the chains; the network link
+        (rtl/link.py) between the queue FIFOs the bench sees and the chains."""
         c, mm = self.config, self.memmap
         m.submodules.issue = iu = IssueUnit(config=c, program_depth=self.program_depth)
         m.submodules.frontend = fe = FrontEnd(config=c, memmap=mm)
@@ -197,6 +199,7 @@ class Npu(wiring.Component):
         m.submodules.mfu = mfu = PipelinedMfuChain(config=c, memmap=mm, units=self.units)
         m.submodules.write = wr = PipelinedWriteStage(config=c, memmap=mm)
         m.submodules.dma = dma = Dma(config=c, memmap=mm)
+        m.submodules.link = link = Link(config=c)
 
         m.d.comb += [iu.start.eq(self.start), self.busy.eq(iu.running), self.cycles.eq(iu.cycles),
                      self.error.eq(iu.error), self.commit.eq(iu.commit), self.commit_pc.eq(iu.commit_pc),
@@ -209,16 +212,21 @@ class Npu(wiring.Component):
                      iu.rd_issue.eq(rs.issue), iu.rd_iter_end.eq(rs.iter_end), iu.rd_first_iter.eq(rs.first_iter),
                      iu.rd_chain_end.eq(rs.chain_end), rs.inq_level.eq(inq.level)]
         wiring.connect(m, inq.r_stream, rs.inq)
+        # the network link: it paces the input queue and drains the output FIFO into the output queue
+        m.d.comb += [link.start.eq(self.start), link.running.eq(iu.running), link.in_take.eq(rs.in_take),
+                     rs.link_in.eq(link.in_ready), link.reserve.eq(rs.out_reserve), rs.out_free.eq(link.free),
+                     iu.link_busy.eq(link.busy)]
         # the MVM, the MFUs, the write stage
         m.d.comb += [mvm.descs.eq(iu.descs), mvm.behind.eq(iu.behind), mvm.now.eq(iu.now),
                      rs.free.eq(mvm.free), mvm.reserve.eq(rs.reserve), mvm.reserve_n.eq(rs.reserve_n),
                      mfu.descs.eq(iu.descs), wr.descs.eq(iu.descs), wr.head.eq(iu.wr_head),
-                     iu.wr_completing.eq(wr.completing), iu.overflow.eq(wr.overflow),
+                     iu.wr_completing.eq(wr.completing), iu.overflow.eq(wr.overflow | link.overflow),
                      iu.unsupported.eq(wr.unsupported)]
         wiring.connect(m, rs.vec, mvm.vec)
         wiring.connect(m, mvm.beat, mfu.i)
         wiring.connect(m, mfu.o, wr.beat)
-        wiring.connect(m, wr.outq, outq.w_stream)
+        wiring.connect(m, wr.outq, link.w)
+        wiring.connect(m, link.o, outq.w_stream)
         # the DMA engine
         wiring.connect(m, iu.dma, dma.step)
         m.d.comb += iu.dma_ending.eq(dma.ending)

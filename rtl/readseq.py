@@ -200,8 +200,20 @@ class PipelinedReadSequencer(ReadSequencer):
     so the requests of the previous chain, which may have a longer latency,
     keep their own; the issue rules keep returns in order.
 
+    The network queues are FIFOs beside compute (rtl/link.py): a queue read
+    takes a slot of one cycle (:meth:`npu.config.NpuConfig.slot_cost`) and
+    issues only once its vector has arrived (``link_in``); a chain that writes
+    the output queue reserves room in the output FIFO for what it will write
+    (``out_reserve``): one vector per read issued, or an ``mv_mul``
+    iteration's ``rows`` with its buffer slots, so a read (an iteration's
+    first slot) also waits for that room (``out_free``).
+
     Members (beside ReadSequencer's ``inq``, ``inq_level``, ``vrf``, ``vec``)
     -------
+    link_in : In(1), in_take : Out(1)
+        An input vector has arrived that no read has taken; a queue read issues.
+    out_free : In(range(netq_fifo + 1)), out_reserve : Out(imm)
+        Output-FIFO room no reservation holds; room reserved in this cycle.
     desc : In(Layouts.chain), tag : In(tag), start : In(1)
         The chain to run and the pulse of its first cycle.
     free : In(range(mvm_buffer + 1))
@@ -235,6 +247,10 @@ class PipelinedReadSequencer(ReadSequencer):
             "first_iter": Out(1),
             "chain_end": Out(1),
             "vec": Out(beat_stream(lay.vec)),
+            "link_in": In(1),
+            "in_take": Out(1),
+            "out_free": In(range(config.netq_fifo + 1)),
+            "out_reserve": Out(lay.imm),
         })
 
     def _request(self) -> data.StructLayout:
@@ -251,11 +267,13 @@ class PipelinedReadSequencer(ReadSequencer):
         c = self.config
         width = Signal(lay.imm)
         m.d.comb += width.eq(Mux(ex.mvm, ex.cols, ex.rows))
-        p_read = space_table(m, ex.read.space, {s: c.port_cost(s) for s in Space}, cost_bits(c), "p_read")
+        p_read = space_table(m, ex.read.space, {s: c.slot_cost(s) for s in Space}, cost_bits(c), "p_read")
         p_write = write_cost(m, c, ex.write, "p_write")
         period = Signal.like(p_read)
         m.d.comb += period.eq(Mux(ex.mvm, p_read, Mux(p_write > p_read, p_write, p_read)))
         netq = ex.read.space == Space.NETQ
+        to_netq = Signal()  # the chain writes the output queue
+        m.d.comb += to_netq.eq(Cat(*(w.valid & (w.space == Space.NETQ) for w in ex.write)).any())
         inflight = Signal(range(256))  # input-queue reads issued, not yet arrived
         i, j, v = Signal(lay.imm), Signal(lay.imm), Signal(lay.imm)
         runpos, runbase = Signal(lay.imm), Signal(lay.vaddr + lay.imm)
@@ -263,7 +281,8 @@ class PipelinedReadSequencer(ReadSequencer):
         waiting = Signal()  # the next read's slot waits for buffer room
         last_read = (v == width - 1) & (j == ex.ii - 1) & (i == ex.io - 1)
         issue = self.issue
-        m.d.comb += issue.eq(in_slot & (slot == period - 1) & Mux(netq, self.inq_level > inflight, 1))
+        m.d.comb += issue.eq(in_slot & (slot == period - 1) & Mux(netq, (self.inq_level > inflight) & self.link_in, 1)
+                             & (ex.mvm | ~to_netq | (self.out_free != 0)))
         m.d.comb += [self.iter_end.eq(issue & (v == width - 1)), self.first_iter.eq((i == 0) & (j == 0)),
                      self.chain_end.eq(issue & last_read)]
         # where a slot may start: the first cycle, after an issue with reads left, or while waiting for room
@@ -272,8 +291,11 @@ class PipelinedReadSequencer(ReadSequencer):
         m.d.comb += [boundary.eq(start | (issue & ~last_read) | waiting),
                      first_of_iter.eq(start | waiting | (issue & (v == width - 1)))]
         room = Signal()
-        m.d.comb += [room.eq(~ex.mvm | ~first_of_iter | (self.free >= ex.cols)),
-                     self.reserve.eq(boundary & room & ex.mvm & first_of_iter), self.reserve_n.eq(ex.cols)]
+        m.d.comb += [room.eq(~ex.mvm | ~first_of_iter
+                             | ((self.free >= ex.cols) & (~to_netq | (self.out_free >= ex.rows)))),
+                     self.reserve.eq(boundary & room & ex.mvm & first_of_iter), self.reserve_n.eq(ex.cols),
+                     self.in_take.eq(issue & netq),
+                     self.out_reserve.eq(Mux(ex.mvm, Mux(self.reserve & to_netq, ex.rows, 0), issue & to_netq))]
         with m.If(in_slot & (slot != period - 1)):
             m.d.sync += slot.eq(slot + 1)
         with m.If(issue):

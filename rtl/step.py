@@ -223,8 +223,8 @@ def cost_bits(config: NpuConfig) -> int:
 
 def write_cost(m, config: NpuConfig, slots, name: str) -> Signal:
     """The per-vector cost of a chain's slowest write port (1 when it writes nowhere): how many cycles
-    apart the write stage can take vectors.  ``slots`` is the chain's ``write`` array."""
-    cost = {s: config.port_cost(s) for s in Space}
+    apart the write stage can take vectors (:meth:`npu.config.NpuConfig.slot_cost`).  ``slots`` is the chain's ``write`` array."""
+    cost = {s: config.slot_cost(s) for s in Space}
     width = cost_bits(config)
     costs = [Mux(slots[k].valid, space_table(m, slots[k].space, cost, width, f"{name}{k}"), 1)
              for k in range(len(slots))]

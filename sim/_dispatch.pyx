@@ -46,8 +46,9 @@ def schedule(long long[:, ::1] steps, int queue, long long decode, long long set
 # ---------------------------------------------------------------- the pipelined machine (docs/pipeline.md)
 # Columns of the step table schedule_pipelined() reads; sim/timing.py fills it (one row per step).
 COL_KIND, COL_END_PC, COL_DURATION, COL_MVM, COL_ITERS, COL_WIDTH, COL_P, COL_LAT, COL_COLS, COL_ROWS, \
-    COL_MAC, COL_SPREAD, COL_ROWP, COL_ROW0, COL_TAIL, COL_MVM_LAT, COL_IV0, COL_IVN, COL_STAGES = range(19)
-STEP_COLUMNS = 19
+    COL_MAC, COL_SPREAD, COL_ROWP, COL_ROW0, COL_TAIL, COL_MVM_LAT, COL_IV0, COL_IVN, COL_STAGES, \
+    COL_NETQ_RD, COL_NETQ_WR = range(21)
+STEP_COLUMNS = 21
 KIND_CHAIN, KIND_DMA = 0, 1
 
 
@@ -78,8 +79,9 @@ cdef inline long long _overtake(long long mask_c, long long mask_p, int stages, 
 
 def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, long long[::1] row_done,
                        int queue, long long decode, long long setup, int entries, long long buffer,
-                       int stages, long long stage_cycles):
-    """Schedule steps on the pipelined machine; returns (starts, ends, decode stall cycles in total).
+                       int stages, long long stage_cycles, long long link, long long fifo):
+    """Schedule steps on the pipelined machine; returns (starts, ends, decode stall cycles in total, the cycle
+    the network link has sent the last output vector (0 without outputs)).
 
     steps[s] holds the COL_* columns; intervals[k] = (memory id, lo, hi, is_write) rows, a step's at
     [COL_IV0, COL_IV0 + COL_IVN); row_done[COL_ROW0 + j] is the cycle, counted from an iteration's MAC start,
@@ -89,6 +91,14 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
     starts[s] is the cycle the step issues (its first cycle: a chain's first read issues p cycles later, one
     read slot), ends[s] the cycle after its last write (a chain) or transfer (DMA): when steps waiting on it
     may issue.
+
+    The network queues are FIFOs beside compute (sim/timing.py's docstring): COL_NETQ_RD marks a chain whose
+    ``v_rd`` reads the input queue, COL_NETQ_WR one that writes the output queue.  Input vector k (over the
+    run) may be read from cycle ``(k + 1) * link``; a read waits in its slot until then.  A write reserves its
+    room in the ``fifo``-deep output FIFO when its read issues (an ``mv_mul`` iteration its ``rows`` when its
+    reads start): output vector o needs output vector ``o - fifo`` taken by the link before (``S + 1``).  The
+    link takes vector o at ``S_o = max(W_o + 1, S_(o-1) + link)`` (``W_o`` its write cycle) and has sent it at
+    ``S_o + link``.
     """
     cdef Py_ssize_t S = steps.shape[0], s, a, k
     cdef long long shift = 0, queued, t, i, j, rs, arrival, mac_start, x0, x0_prev, last_x0
@@ -113,6 +123,12 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
     cdef long long prev_write = -(1 << 40), prev_mask = 0, behind, first_x0
     cdef long long iters, width, p, lat, cols, rows, mac, rowp, tail, mvm_lat, minkth
     cdef Py_ssize_t kmin
+    # the network link: input reads so far, output vectors so far and the cycle the link took each of the last
+    # `fifo` ones (a ring), the cycle the link may take the next one
+    cdef long long q_in = 0, n_out = 0, link_free = 0, r, w, got
+    cdef bint rd_q, wr_q
+    outs_np = np.zeros(max(1, fifo), dtype=np.int64)
+    cdef long long[::1] outs = outs_np
     for s in range(S):
         queued = steps[s, COL_END_PC] + 1 + shift
         if s >= queue and starts[s - queue] + 1 > queued:
@@ -150,6 +166,7 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
             iters, width, p, lat = steps[s, COL_ITERS], steps[s, COL_WIDTH], steps[s, COL_P], steps[s, COL_LAT]
             cols, rows, mac, rowp = steps[s, COL_COLS], steps[s, COL_ROWS], steps[s, COL_MAC], steps[s, COL_ROWP]
             tail, mvm_lat = steps[s, COL_TAIL], steps[s, COL_MVM_LAT]
+            rd_q, wr_q = steps[s, COL_NETQ_RD] != 0, steps[s, COL_NETQ_WR] != 0
             # the read sequencer is free, and read data returns in order
             if read_free > t:
                 t = read_free
@@ -161,6 +178,22 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
                 if first_x0 - (p + lat - 1) > t:
                     t = first_x0 - (p + lat - 1)
                 last_issue = t + iters * width * p  # read k issues p cycles after read k - 1, the first p after t
+                if rd_q or wr_q:  # reads wait for their input vector and for room for their output vector
+                    r = t
+                    for j in range(iters * width):
+                        r += p
+                        if rd_q:
+                            if (q_in + 1) * link > r:
+                                r = (q_in + 1) * link
+                            q_in += 1
+                        if wr_q:
+                            if n_out >= fifo and outs[n_out % fifo] + 1 > r:
+                                r = outs[n_out % fifo] + 1
+                            w = r + lat - 1 + tail
+                            outs[n_out % fifo] = w + 1 if w + 1 > link_free else link_free
+                            link_free = outs[n_out % fifo] + link
+                            n_out += 1
+                    last_issue = r
                 last_x0 = last_issue + lat - 1
             else:
                 rs = t
@@ -176,7 +209,19 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
                         occupied -= ring[ring_head, 1]
                         ring_head = (ring_head + 1) % ring_cap
                         ring_len -= 1
-                    arrival = rs + cols * p + lat
+                    if wr_q and n_out + rows - 1 - fifo >= 0:  # room for the iteration's rows in the output FIFO
+                        got = outs[(n_out + rows - 1 - fifo) % fifo] + 1
+                        if got > rs:
+                            rs = got
+                    r = rs + cols * p
+                    if rd_q:  # each input vector read no earlier than it has arrived
+                        r = rs
+                        for j in range(cols):
+                            r += p
+                            if (q_in + 1) * link > r:
+                                r = (q_in + 1) * link
+                            q_in += 1
+                    arrival = r + lat
                     mac_start = arrival if arrival > mac_free else mac_free
                     if i == 0:  # the first row must not enter the MFUs before first_x0: the MACs wait
                         behind = first_x0 - mvm_lat + 1 - (row_done[steps[s, COL_ROW0]] if steps[s, COL_SPREAD]
@@ -189,14 +234,20 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
                     ring_len += 1
                     occupied += cols
                     # a row enters the MFUs the cycle after its last MAC cycle, plus the MVM's pipeline
-                    if not steps[s, COL_SPREAD]:
-                        last_x0 = mac_start + rows * rowp - 2 + mvm_lat
-                    else:  # rows complete at round ends and leave one per cycle, in order
-                        for j in range(rows):
+                    for j in range(rows):
+                        if not steps[s, COL_SPREAD]:  # paced: row j leaves after its rowp MAC cycles
+                            last_x0 = mac_start + (j + 1) * rowp - 2 + mvm_lat
+                        else:  # rows complete at round ends and leave one per cycle, in order
                             x0 = mac_start + row_done[steps[s, COL_ROW0] + j] - 1 + mvm_lat
                             last_x0 = x0 if x0 > last_x0 + 1 else last_x0 + 1
-                    last_issue = rs + cols * p
-                    rs += cols * p
+                        if wr_q:  # the row's vector into the output FIFO, then onto the link
+                            w = last_x0 + tail
+                            r = w + 1 if w + 1 > link_free else link_free
+                            outs[n_out % fifo] = r
+                            link_free = r + link
+                            n_out += 1
+                    last_issue = arrival - lat
+                    rs = last_issue
             read_free = last_issue + setup
             last_return = last_issue + lat - 1  # the cycle its data leaves the memory
             ends[s] = last_x0 + tail + 1
@@ -216,4 +267,4 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
         if n_active < cap:
             active[n_active] = s
             n_active += 1
-    return starts_np, ends_np, shift
+    return starts_np, ends_np, shift, (link_free if n_out else 0)

@@ -1,4 +1,4 @@
-"""Cycle model of the NPU: the RTL's (rtl/npu.py and its components) step-at-a-time machine, cycle for cycle.
+"""Cycle model of the NPU: the RTL's (rtl/npu.py and its components) machines, cycle for cycle.
 
 Every step (chain or DMA) is reduced to a duration computed from its
 registers, and sim._dispatch.schedule places the steps in time:
@@ -38,9 +38,35 @@ registers, and sim._dispatch.schedule places the steps in time:
   count * N / dpe_lanes) + dram_latency``.
 * The program ends ``latencies.drain`` cycles after its last step completed.
 
-What it abstracts: the network input queue is assumed to hold the vectors a
-chain pops (the bench loads them before the start), the output queue never
-fills, and the per-unit ``busy`` counts are the cycles each unit does work
+The pipelined machine (``config.pipelined``, docs/pipeline.md) is scheduled by
+:meth:`TimingModel.schedule_pipelined` (sim/_dispatch.pyx ``schedule_pipelined``).
+There the network queues are FIFOs beside compute; the link between them and the
+network moves one native vector every ``P = port_cost(NETQ)`` cycles each way:
+
+* **Input.**  The link fills the input FIFO from cycle 0: input vector ``k`` of the
+  run (in the order chains pop them) has arrived from cycle ``(k + 1) * P`` on.  A
+  queue read takes a read slot of one cycle (:meth:`npu.config.NpuConfig.slot_cost`)
+  and issues no earlier than its vector's arrival (it waits in its slot); its data
+  is the chain's ``netq_latency`` cycles after issue, as before.  The FIFO holds the
+  whole input (the RTL's input queue, filled by the bench).
+* **Output.**  A queue write takes one cycle (``slot_cost``) and never finds the
+  ``netq_fifo``-deep output FIFO full: a chain that writes the queue reserves room
+  when it reads, one vector per read issued (an ``mv_mul`` iteration reserves its
+  ``rows`` when its first read's slot starts, with its MVM buffer slots; ``rows <=
+  netq_fifo`` or the model refuses the program), and a read waits until the room is
+  there.  The link takes output vector ``o`` at ``S_o = max(W_o + 1, S_(o-1) + P)``
+  (``W_o`` the cycle it is written), which frees its room from ``S_o + 1`` on, and
+  has sent it at ``S_o + P``.
+* **End.**  The run ends ``drain`` cycles after the last step completed and the
+  link has sent the last output vector.
+
+The one-step machine keeps the link-paced queue ports described above (a queue read
+or write takes ``port_cost(NETQ)`` cycles, the input is in the queue before the
+start, the output queue never fills): it is today's RTL and the benchmarks' "before".
+
+What it abstracts: on the one-step machine the network input queue is assumed to
+hold the vectors a chain pops (the bench loads them before the start) and the
+output queue never fills; the per-unit ``busy`` counts are the cycles each unit does work
 (for utilisation), not a constraint.  tests/rtl checks the model against the
 RTL's per-step completion cycles; tests/sim/test_timing.py against hand
 computation.
@@ -53,6 +79,7 @@ from functools import lru_cache
 import numpy as np
 
 from npu.config import MFU_STAGES, NpuConfig
+from npu.errors import ProgramError
 from npu.isa import Space
 from npu.program import Chain, Dma, Operand
 
@@ -232,9 +259,15 @@ class TimingModel:
                 row[D.COL_KIND], row[D.COL_END_PC], row[D.COL_DURATION] = D.KIND_DMA, step.pc, dur
             else:
                 _, occ = self.chain_duration(step)
-                p_read = c.port_cost(step.read.space)
-                p_write = max([c.port_cost(w.space) for w in step.writes], default=1)
+                p_read = c.slot_cost(step.read.space)
+                p_write = max([c.slot_cost(w.space) for w in step.writes], default=1)
                 row[D.COL_KIND], row[D.COL_END_PC] = D.KIND_CHAIN, step.end_pc
+                row[D.COL_NETQ_RD] = step.read.space == Space.NETQ
+                row[D.COL_NETQ_WR] = any(w.space == Space.NETQ for w in step.writes)
+                if row[D.COL_NETQ_WR] and step.mrf is not None and step.rows > c.netq_fifo:
+                    raise ProgramError(step.end_pc, "end_chain",
+                                       f"an mv_mul chain writing the network queue writes {step.rows} rows an "
+                                       f"iteration; the output FIFO holds netq_fifo = {c.netq_fifo}")
                 row[D.COL_ITERS], row[D.COL_LAT] = step.iterations, c.read_latency(step.read.space)
                 row[D.COL_WIDTH], row[D.COL_ROWS], row[D.COL_COLS] = len(step.read_offsets()), step.rows, step.cols
                 row[D.COL_TAIL], row[D.COL_MVM_LAT] = len(step.ops) * lat.mfu_stage + lat.vrf_write, lat.mvm + lat.mvm_reduce
@@ -256,11 +289,13 @@ class TimingModel:
             step_units.append(list(occ))
         ivs = np.array(intervals, np.int64).reshape(-1, 4)
         done = np.array(row_done or [0], np.int64)
-        starts, ends, shift = D.schedule_pipelined(table, ivs, done, c.step_queue, lat.decode, lat.chain_setup,
-                                                   c.scoreboard_entries, c.mvm_buffer, len(stage_index),
-                                                   lat.mfu_stage)
+        starts, ends, shift, sent = D.schedule_pipelined(table, ivs, done, c.step_queue, lat.decode,
+                                                         lat.chain_setup, c.scoreboard_entries, c.mvm_buffer,
+                                                         len(stage_index), lat.mfu_stage, c.port_cost(Space.NETQ),
+                                                         c.netq_fifo)
         last = int(ends.max()) if S else 0
-        total = max(last, program_length + int(shift)) + lat.drain if program_length else 0
+        # the run ends once the link has sent the output FIFO's last vector
+        total = max(last, program_length + int(shift), int(sent)) + lat.drain if program_length else 0
         return Timeline(starts, ends, {u: int(b) for u, b in zip(self.units, busy)}, self.units, step_units, total)
 
 

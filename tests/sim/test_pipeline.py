@@ -8,7 +8,7 @@ import pytest
 
 from npu.asm import assemble
 from npu.config import get_config
-from npu.errors import ConfigError
+from npu.errors import ConfigError, ProgramError
 from npu.program import Program
 from sim.machine import Machine
 from sim.timing import _spread_rounds
@@ -130,3 +130,64 @@ def test_the_rtl_refuses_what_it_does_not_implement_yet():
         make_top(PIPELINED.replace(mvm_row_slots=2))
     with pytest.raises(ConfigError, match="latencies.chain_setup: the pipelined RTL needs chain_setup >= 2"):
         make_top(PIPELINED.replace(latencies=PIPELINED.latencies.__class__(chain_setup=1)))
+
+
+# ---- the network queues: FIFOs beside compute, the link fills and drains them at port_cost(NETQ) a vector
+LINK = PIPELINED.replace(netq_bytes_per_cycle=2)  # 16-byte vectors at 2 bytes a cycle: P = 8; netq_latency 2
+
+
+def test_a_queue_read_waits_for_its_vector_to_arrive():
+    # input vector k arrives in cycle (k + 1) * 8; the chain issues at 6 and its reads, one cycle slots, wait:
+    # 8, 16, 24, 32; the last one's data leaves the queue at 32 + 2 - 1 = 33 and is written in 34: complete at 35
+    r = timed(LINK, "s_wr rows 4\nv_rd netq 0\nv_wr asvrf 0\nend_chain\n")
+    assert steps(r) == [(6, 35)]
+    assert r.cycles == 35 + 2
+    # the one-step machine keeps the link-paced port: a read every 8 cycles from the chain's start, 14 .. 38
+    assert steps(timed(get_config("tiny").replace(netq_bytes_per_cycle=2),
+                       "s_wr rows 4\nv_rd netq 0\nv_wr asvrf 0\nend_chain\n")) == [(6, 41)]
+
+
+def test_a_queue_read_of_arrived_vectors_takes_one_cycle():
+    # chain 0 reads 40 VRF vectors (issues 7..46, written 47, complete at 48); chain 1 issues when the read
+    # sequencer is free (46 + chain_setup = 48); vectors 0..3 arrived by cycle 32: reads at 49, 50, 51, 52,
+    # the last written at 52 + 2 - 1 + 1 = 54: complete at 55
+    r = timed(LINK, "s_wr rows 40\nv_rd ivrf 0\nv_wr asvrf 0\nend_chain\n"
+                    "s_wr rows 4\nv_rd netq 0\nv_wr ivrf 100\nend_chain\n")
+    assert steps(r) == [(6, 48), (48, 55)]
+    assert r.cycles == 55 + 2
+
+
+def test_a_queue_write_waits_for_room_in_the_output_fifo():
+    # a 2-vector output FIFO; the link takes vector o at S_o = max(written + 1, S_(o-1) + 8) and frees its room
+    # then; a read reserves room for its vector when it issues (room freed in S counts from S + 1).
+    # reads 7, 8 (written 8, 9; taken 9, 17); read 2 waits for room until 9 + 1 = 10 (written 11, taken 25);
+    # read 3 until 17 + 1 = 18 (written 19, taken 33): the chain completes at 20
+    r = timed(LINK.replace(netq_fifo=2), "s_wr rows 4\nv_rd ivrf 0\nv_wr netq 0\nend_chain\n")
+    assert steps(r) == [(6, 20)]
+    # the run ends when the link has sent the last vector: 33 + 8 = 41, then drain
+    assert r.cycles == 41 + 2
+
+
+def test_the_run_ends_when_the_output_fifo_has_drained():
+    # two vectors written at 8 and 9, taken at 9 and 17, the last sent at 25: long after the chain (10)
+    r = timed(LINK, "s_wr rows 2\nv_rd ivrf 0\nv_wr netq 0\nend_chain\n")
+    assert steps(r) == [(6, 10)]
+    assert r.cycles == 25 + 2
+
+
+def test_an_mv_mul_iteration_reserves_its_rows_in_the_output_fifo():
+    # rows 2, cols 1, two iterations, a 2-vector FIFO; the chain is queued at 7 (pc 6) and issues at 9.
+    # Iteration 0 reserves 2 vectors at 9, reads at 10 (data at 11); its MACs take 2 cycles a row from 11, rows
+    # leave the MVM at 11 + 2 - 2 + 5 = 16 and 18 (mvm + mvm_reduce = 5), are written at 17 and 19 (tail:
+    # vrf_write 1) and taken by the link at 18 and max(20, 18 + 8) = 26.  Iteration 1 needs vector 1's room:
+    # it reserves at 27, reads at 28 (data 29), rows leave at 34 and 36, written 35 and 37 (taken 36 and 44):
+    # complete at 38; the link has sent the last vector at 44 + 8 = 52
+    r = timed(LINK.replace(netq_fifo=2), "s_wr rows 2\ns_wr cols 1\ns_wr iter_inner 2\nv_rd ivrf 0 si=1\nmv_mul 0\n"
+                                          "v_wr netq 0\nend_chain\n")
+    assert steps(r) == [(9, 38)]
+    assert r.cycles == 52 + 2
+
+
+def test_an_mv_mul_writing_more_rows_than_the_output_fifo_holds_is_refused():
+    with pytest.raises(ProgramError, match="netq_fifo"):
+        timed(LINK.replace(netq_fifo=2), "s_wr rows 3\ns_wr cols 1\nv_rd ivrf 0\nmv_mul 0\nv_wr netq 0\nend_chain\n")
