@@ -63,15 +63,19 @@ class _Recurrence:
         grid = (1, T) if B == 1 else (T, B)  # npu.chain_ir.standard_grid of [T, B, I]
         if slots is None or (src.view.H, src.view.W) != grid or not np.array_equal(slots, np.arange(I)):
             raise LoweringError("RNN input is not one timestep and sequence per pixel")
-        if not reverse:
-            lw.chain(ChainSpec(src.view.pixel_ref(), self.it, (T, B) if B > 1 else (1, T),
-                               writes=[Ref(self.xh, 0, B * self.row, self.row)]))
-        else:  # strides only count up: one copy per timestep
-            for k in range(T):
-                at = src.view.at(0, T - 1 - k) if B == 1 else src.view.at(T - 1 - k, 0)
-                lw.chain(ChainSpec(self.per(src.view.buf, at, src.view.pitch), self.it, self.iters,
-                                   writes=[self.per(self.xh, k * B * self.row, self.row)]))
+        self.src = src.view
         lw.chain(ChainSpec(self.state(5), self.ht, self.iters, writes=[self.per(self.xh, self.it, self.row)]))
+
+    def load_input(self, k: int) -> None:
+        """The chain copying x of processing step k (each sequence) into XH row k. One per timestep, emitted just
+        before the step that needs it (the next step's during this one's MFU work): on the pipelined machine a
+        timestep waits for its own input only, and with the input arriving on the network queue
+        (compiler/passes/queue_io.py folds these copies into queue reads) the transfer overlaps the recurrence."""
+        T, B, v = self.T, self.B, self.src
+        t = self.timestep(k)
+        at = v.at(0, t) if B == 1 else v.at(t, 0)
+        self.lw.chain(ChainSpec(self.per(v.buf, at, v.pitch), self.it, self.iters,
+                                writes=[self.per(self.xh, k * B * self.row, self.row)]))
 
     def per(self, buf, offset: int, stride: int) -> Ref:
         """An operand of a per-timestep chain: `offset` in `buf` for sequence 0, `stride` further per sequence."""
@@ -153,12 +157,16 @@ class _Recurrence:
 
         def emit(t: int, writes: list[Ref] | None = None, ops: tuple = ()):
             """Timestep t's chains: + bias, then ``ops`` (operands indexed by gate row, like the bias), into
-            ``writes`` (default: ``dst``)."""
+            ``writes`` (default: ``dst``); x of step t before them (at t = 0) and x of step t + 1 after them."""
+            if t == 0:
+                self.load_input(0)
             for r0, rows, ch, bconst in chunks:
                 more = [ChainOp(o.mnemonic, o.mfu, o.ref.shifted(r0) if o.ref is not None else None) for o in ops]
                 lw.chain(ChainSpec(self.per(self.xh, t * self.B * self.row, self.row), rows, self.iters, C, weights=ch,
                                    ops=[ChainOp("vv_add", 0, Ref(bconst)), *more],
                                    writes=[d.shifted(r0) for d in (writes or dst)]))
+            if t + 1 < self.T:
+                self.load_input(t + 1)
         return emit
 
 def _outputs(lw: Lowering, node: Node, recs: list[_Recurrence]) -> None:

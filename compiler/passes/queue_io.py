@@ -1,18 +1,20 @@
-"""Queue streaming: a segment's input feeds its one consumer straight from the network input queue, and its
-output leaves straight from the chain that produces it, instead of through a copy chain each.
+"""Queue streaming: a segment's input feeds its consumers straight from the network input queue, and its
+output leaves straight from the chains that produce it, instead of through a copy chain each.
 
 Lowering moves every segment input into a buffer with a copy chain (``v_rd NETQ -> buffer``) and every output
 out with another (``buffer -> v_wr NETQ``). The queues are slow ports (``NpuConfig.port_cost(NETQ)`` cycles a
 vector), so on small layers the copies take longer than the work, and each copy is a step the work must wait
-for. When a chain reads the copied buffer exactly once, in the order the queue delivers it, reading the queue
-itself gives the same values and overlaps the transfer with the chain's MACs; likewise for the one chain that
-writes an output buffer in the order the queue takes it. Values are unchanged (a queue read or write moves the
+for. When the chains that read the copied buffer read it exactly once between them, in the order the queue
+delivers it (one chain, or a recurrent layer's per-timestep copies), reading the queue itself gives the same
+values and overlaps the transfer with the work; likewise for the chains that write an output buffer in the
+order the queue takes it (a recurrent layer's h_t, timestep by timestep). Values are unchanged (a queue read or write moves the
 same fp16 vectors), so outputs stay bit-identical.
 
 Conditions, each checked here (anything else keeps its copy):
-- the buffer is touched by the copy and that one other chain only (not a graph output read elsewhere, no MFU
-  operand, no DMA);
-- the other chain's accesses to it, iteration by iteration, are exactly the copy's accesses in the same order;
+- the buffer is touched by the copy and those chains only, each reading it (input) or writing it once (output)
+  (not a graph output read elsewhere, no MFU operand, no DMA);
+- their accesses to it, iteration by iteration and chain after chain in program order, are exactly the copy's
+  accesses in the same order;
 - no other chain uses the same queue in between (the queue's order is the program's order);
 - an output's producer keeps one queue write at most (``a chain writes the output queue at most once``); the
   queue write replaces its buffer write, so its write slots stay as they were.
@@ -67,47 +69,53 @@ def _queue_between(steps: list, lo: int, hi: int, side: str) -> bool:
 
 
 def _fuse_input(steps: list, k: int) -> bool:
-    """Step k copies the input queue into a buffer: let its one consumer read the queue instead."""
+    """Step k copies the input queue into a buffer: let its consumers read the queue instead."""
     copy = steps[k]
     if len(copy.writes) != 1 or copy.ops or copy.weights is not None or copy.win[0]:
         return False
     dst = copy.writes[0]
     users = [i for i in _users(steps, dst.buf) if i != k]
-    if len(users) != 1 or users[0] < k or _queue_between(steps, k, users[0], "in"):
+    if not users or users[0] < k or _queue_between(steps, k, users[-1], "in"):
         return False
-    use = steps[users[0]]
-    if use.read.buf is not dst.buf or any(o.ref is not None and o.ref.buf is dst.buf for o in use.ops) \
-            or any(w.buf is dst.buf for w in use.writes):
-        return False
+    uses = [steps[i] for i in users]
+    for use in uses:
+        if use.read.buf is not dst.buf or any(o.ref is not None and o.ref.buf is dst.buf for o in use.ops) \
+                or any(w.buf is dst.buf for w in use.writes):
+            return False
     written = _sequence(copy, dst, copy.rows, window=False)
-    read = _sequence(use, use.read, _read_width(use), window=True)
+    read = np.concatenate([_sequence(use, use.read, _read_width(use), window=True) for use in uses])
     if not np.array_equal(written, read):
         return False
-    use.read = Ref(None, space=Space.NETQ)
+    for use in uses:
+        use.read = Ref(None, space=Space.NETQ)
     return True
 
 
 def _fuse_output(steps: list, k: int) -> bool:
-    """Step k copies a buffer to the output queue: let the buffer's one producer write the queue instead."""
+    """Step k copies a buffer to the output queue: let the buffer's producers write the queue instead."""
     copy = steps[k]
     if len(copy.writes) != 1 or copy.ops or copy.weights is not None or copy.win[0] or copy.read.buf is None:
         return False
     src = copy.read
     users = [i for i in _users(steps, src.buf) if i != k]
-    if len(users) != 1 or users[0] > k or _queue_between(steps, users[0], k, "out"):
+    if not users or users[-1] > k or _queue_between(steps, users[0], k, "out"):
         return False
-    make = steps[users[0]]
-    mine = [j for j, w in enumerate(make.writes) if w.buf is src.buf]
-    if len(mine) != 1 or make.read.buf is src.buf or any(o.ref is not None and o.ref.buf is src.buf
-                                                          for o in make.ops):
-        return False
-    if any(_is_queue(w) for w in make.writes):
-        return False
+    makes, slots = [steps[i] for i in users], []
+    for make in makes:
+        mine = [j for j, w in enumerate(make.writes) if w.buf is src.buf]
+        if len(mine) != 1 or make.read.buf is src.buf or any(o.ref is not None and o.ref.buf is src.buf
+                                                              for o in make.ops):
+            return False
+        if any(_is_queue(w) for w in make.writes):
+            return False
+        slots.append(mine[0])
     read = _sequence(copy, src, copy.rows, window=False)
-    written = _sequence(make, make.writes[mine[0]], make.rows, window=False)
+    written = np.concatenate([_sequence(make, make.writes[j], make.rows, window=False)
+                              for make, j in zip(makes, slots)])
     if not np.array_equal(read, written):
         return False
-    make.writes[mine[0]] = Ref(None, space=Space.NETQ)
+    for make, j in zip(makes, slots):
+        make.writes[j] = Ref(None, space=Space.NETQ)
     return True
 
 

@@ -99,3 +99,29 @@ def test_an_rnn_reads_its_sequence_from_the_queue(monkeypatch):
     a, sa = Executor(read_model(fused)).run(feeds)
     b, sb = Executor(read_model(plain)).run(feeds)
     assert all(np.array_equal(a[k], b[k]) for k in b) and sa.npu_cycles < sb.npu_cycles
+
+
+def test_a_recurrent_layer_takes_each_timestep_from_the_queue_and_sends_each_h(monkeypatch):
+    """An LSTM's sequence arrives timestep by timestep: x_t is read from the queue by its own chain just before
+    step t needs it, and h_t leaves by the chain that makes it, so on the pipelined machine (queue FIFOs beside
+    compute) the recurrence overlaps the transfers. The same bits as with the copies."""
+    from runtime.executor import Executor
+
+    T, I, H = 6, 16, 16
+    w, r = weights(RNG, 1, 4 * H, I, scale=0.3), weights(RNG, 1, 4 * H, H, scale=0.3)
+    model = make_model([helper.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=H)],
+                       {"x": [T, 1, I]}, {"y": [T, 1, 1, H]}, {"w": w, "r": r})
+    fused, plain = compile_both(model, monkeypatch)
+    cf = chains(program_text(fused))
+    readers = [k for k, c in enumerate(cf) if "v_rd netq" in c]
+    writers = [k for k, c in enumerate(cf) if "v_wr netq" in c]
+    gates = [k for k, c in enumerate(cf) if "mv_mul" in c]
+    assert len(readers) == len(writers) == len(gates) == T
+    # x_0 before the first gate chain, x_{t+1} right after step t's gate chain; h_t written by step t
+    assert readers[0] < gates[0] and all(gates[t] < readers[t + 1] < gates[t + 1] for t in range(T - 1))
+    assert all(gates[t] < writers[t] < gates[t + 1] for t in range(T - 1))
+    feeds = random_inputs(model, 4)
+    a, _ = Executor(read_model(fused)).run(feeds)
+    b, _ = Executor(read_model(plain)).run(feeds)
+    assert np.array_equal(a["y"], b["y"])
+    assert_matches(model)
