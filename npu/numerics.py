@@ -332,6 +332,11 @@ ACT_EXACT = {
 }
 #: The piecewise-linear functions, in table order (the RTL's ROM holds them one after another).
 ACT_FUNCTIONS = tuple(ACT_EXACT)
+#: The functions whose segment lines are in x itself, ``y = fp16(fp16(a*x) + b)`` with the secant through the
+#: segment's ends (sigmoid and tanh, as they were first defined: models compiled before keep their bits);
+#: the others' lines are in the offset from the segment's start with a balanced intercept, which avoids
+#: the cancellation (and exp's overflow) of ``a*x + b`` far from zero.
+ACT_ABSOLUTE = ("sigm", "tanh")
 
 #: (slope, intercept) of the small-|x| entry (|x| < 2**ACT_EMIN, zero and subnormals) and of the
 #: saturating entry (|x| >= 2**(ACT_EMAX+1), infinities), per sign (+, -).  A slope of 0 ignores x
@@ -382,7 +387,12 @@ def activation_table(fn: str) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(over="ignore", invalid="ignore"):
         for sign, s, lin, sat in ((0, 1.0, lin_p, sat_p), (1, -1.0, lin_n, sat_n)):
             base = sign * ACT_ENTRIES_PER_SIGN
-            slope, icpt = _segment_lines(exact, s * x0, s * x1)
+            if fn in ACT_ABSOLUTE:  # the line in x itself: the secant through the segment's ends
+                lo, hi = s * x0, s * x1
+                slope = (exact(hi) - exact(lo)) / (hi - lo)
+                icpt = exact(lo) - slope * lo
+            else:
+                slope, icpt = _segment_lines(exact, s * x0, s * x1)
             # a slope past the largest fp16 (exp near its overflow) is clamped (inf * d would make x0 itself
             # NaN-free but its neighbours all inf); an intercept past it is inf: the function overflows there
             a[base:base + ACT_SEGMENTS] = np.clip(slope, -FP16_MAX, FP16_MAX)
@@ -403,11 +413,13 @@ def activation_index(x: np.ndarray) -> np.ndarray:
     return sign * ACT_ENTRIES_PER_SIGN + seg
 
 
-def activation_offset(x: np.ndarray) -> np.ndarray:
+def activation_offset(x: np.ndarray, fn: str | None = None) -> np.ndarray:
     """What the line of x's table entry multiplies: on a segment the offset ``x - x0`` from the
     segment's start (x with its top ACT_SEG_BITS fraction bits kept is x0; the difference is exact),
-    on the linear and saturating entries x itself."""
+    on the linear and saturating entries, and for the functions of :data:`ACT_ABSOLUTE`, x itself."""
     x = np.asarray(x, dtype=np.float16)
+    if fn in ACT_ABSOLUTE:
+        return x
     bits = fp16_bits(x)
     x0 = (bits & np.uint16(0xFFFF ^ ((1 << (10 - ACT_SEG_BITS)) - 1))).view(np.float16)
     seg = activation_index(x) % ACT_ENTRIES_PER_SIGN < ACT_SEGMENTS
@@ -433,7 +445,7 @@ def fp16_activation(fn: str, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float16)
     a, b = activation_table(fn)
     idx = activation_index(x)
-    return _where_nan(_pwl(a[idx], b[idx], activation_offset(x)), x)
+    return _where_nan(_pwl(a[idx], b[idx], activation_offset(x, fn)), x)
 
 
 # ------------------------------------------------------------------ reciprocal and its square root

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from npu.config import MFU_STAGES, MfuUnit, NpuConfig, bits_for
 from npu.isa import ACT_TABLE_OPS, STAGE_CODES, STAGE_OPS
-from npu.numerics import (ACCUMULATOR_BITS, ACT_ENTRIES_PER_SIGN, ACT_FUNCTIONS, ACT_LINEAR, ACT_SATURATE,
+from npu.numerics import (ACCUMULATOR_BITS, ACT_ABSOLUTE, ACT_ENTRIES_PER_SIGN, ACT_FUNCTIONS, ACT_LINEAR, ACT_SATURATE,
                           ACT_SEG_BITS, ALL_ACTIVATIONS, SCALED_SEG_BITS, activation_table, flush_windows,
                           fp16_bits, scaled_table)
 from rtl import fp16 as F
@@ -253,8 +253,11 @@ class MfuAct(wiring.Component):
         slope, icpt = ports[0].data, ports[1].data
         # one multiplier serves lrelu (x * alpha) and the lines (a * d)
         is_lrelu = op == code["v_lrelu"]
+        offset = Signal(name="offset")  # a function whose segment lines are in d (not ACT_ABSOLUTE's)
+        m.d.comb += offset.eq(Cat(*[op == code[mn] for mn, fn in ACT_TABLE_OPS.items()
+                                    if fn in ACT_FUNCTIONS and fn not in ACT_ABSOLUTE]).any())
         mul_x = Signal(16, name="mul_x")
-        m.d.comb += mul_x.eq(Mux(is_scaled, dm, Mux(seg & ~is_lrelu, d, x)))
+        m.d.comb += mul_x.eq(Mux(is_scaled, dm, Mux(seg & offset, d, x)))
         mul_b = Mux(is_lrelu, self.alpha, slope)
         prod = F.fp16_mul(m, mul_x, mul_b, name="mul")
         zero = (slope[:15] == 0) | (mul_x[:15] == 0)
