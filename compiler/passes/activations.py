@@ -166,7 +166,7 @@ def fuse_activations(g: Graph) -> int:
                 _replace(g, x, dead, last, "Gelu", {"approximate": "tanh"},
                          lambda x, y, n: helper.make_node("FastGelu", [x], [y], name=n, domain=CONTRIB))
                 fused += 1
-        elif node.op == "Mul" and not __import__("os").environ.get("NOSWISH"):
+        elif node.op == "Mul":
             hit = _times_self(g, node)
             if hit:
                 x, dead, last, op = hit
