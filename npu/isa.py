@@ -160,6 +160,10 @@ INSTRUCTIONS: tuple[InstrDef, ...] = (
     _mfu_unary("v_hswish", "x = x * clip(x + 3, 0, 6) / 6 (hardswish), piecewise-linear in fp16 (npu.numerics)."),
     _mfu_unary("v_hsigm", "x = clip(x / 6 + 1/2, 0, 1) (hardsigmoid), piecewise-linear in fp16 (npu.numerics)."),
     _mfu_unary("v_swish", "x = x * sigmoid(x) (swish, SiLU), piecewise-linear in fp16 (npu.numerics)."),
+    _mfu_unary("vr_sum", "Every lane of x = the fp16 sum of x's N lanes, added as a fixed pairwise tree "
+                         "(npu.numerics.fp16_reduce); within the activation stage's mfu_stage cycles."),
+    _mfu_unary("vr_max", "Every lane of x = the largest of x's N lanes (a pairwise tree of vv_max's rule); within "
+                         "the activation stage's mfu_stage cycles."),
 )
 INSTRUCTIONS = tuple(InstrDef(d.mnemonic, d.unit, d.fields, d.semantics, d.stage, i, d.vrf)
                      for i, d in enumerate(INSTRUCTIONS))
@@ -178,7 +182,10 @@ STAGE_CODES: dict[str, int] = {m: i + 1 for ops in STAGE_OPS.values() for i, m i
 #: The activation-unit instructions that evaluate a table function of npu.numerics, by the function's name
 #: (``v_<name>``; npu.numerics.ALL_ACTIVATIONS lists them).
 ACT_TABLE_OPS: dict[str, str] = {d.mnemonic: d.mnemonic[2:] for d in INSTRUCTIONS
-                                 if d.stage == "act" and d.mnemonic not in ("v_relu", "v_lrelu")}
+                                 if d.stage == "act" and d.mnemonic.startswith("v_")
+                                 and d.mnemonic not in ("v_relu", "v_lrelu")}
+#: The reductions across a native vector's lanes (activation stage), by the npu.numerics.fp16_reduce kind.
+REDUCTION_OPS: dict[str, str] = {"vr_sum": "sum", "vr_max": "max"}
 
 
 def enum_for(kind: Kind):

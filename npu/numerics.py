@@ -538,3 +538,29 @@ ACT_ERROR_BOUNDS = {
 }
 EXP_ACCURATE_BELOW = 11.0
 assert set(ACT_ERROR_BOUNDS) == set(ALL_ACTIVATIONS)
+
+
+# ------------------------------------------------------------------ reductions across a vector
+def reduction_tree(n: int) -> list[list[tuple[int, int]]]:
+    """The fixed pairwise order of a reduction of ``n`` lanes: per level, the (left, right) positions of the
+    previous level's values that are combined; an odd last value passes up unchanged.  For n = 8:
+    [(0,1),(2,3),(4,5),(6,7)], [(0,1),(2,3)], [(0,1)]."""
+    levels = []
+    while n > 1:
+        levels.append([(2 * i, 2 * i + 1) for i in range(n // 2)])
+        n = n // 2 + n % 2
+    return levels
+
+
+def fp16_reduce(kind: str, x: np.ndarray) -> np.ndarray:
+    """``vr_sum`` / ``vr_max``: the sum (fp16 adds, RNE, canonical NaN) or the largest value (``fp16_max``'s
+    rule: ``b if b > a else a``) of the last axis's N lanes, combined as :func:`reduction_tree` says, and
+    broadcast to every lane."""
+    x = np.asarray(x, dtype=np.float16)
+    op = {"sum": fp16_add, "max": fp16_max}[kind]
+    v = x
+    while v.shape[-1] > 1:
+        n = v.shape[-1]
+        pair = op(v[..., 0:n - 1:2], v[..., 1:n:2])
+        v = np.concatenate([pair, v[..., n - 1:]], axis=-1) if n % 2 else pair
+    return np.broadcast_to(v, x.shape).astype(np.float16)

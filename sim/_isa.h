@@ -29,6 +29,8 @@ enum {
     NPU_OP_V_HSWISH = 23,
     NPU_OP_V_HSIGM = 24,
     NPU_OP_V_SWISH = 25,
+    NPU_OP_VR_SUM = 26,
+    NPU_OP_VR_MAX = 27,
 };
 
 #endif

@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""The activation unit's table instructions on the RTL against the simulator, over every fp16 value.
+"""The activation unit's table instructions and the reductions on the RTL against the simulator.
 
 The random programs of tests/rtl/test_rtl.py pick among every MFU operation of the ISA table
 (rtl.randprog draws from npu.isa.STAGE_OPS), so they use these instructions too; here each one
@@ -60,3 +60,35 @@ def test_every_128th_fp16_value(tiny_rtl, part):
 def test_every_16th_fp16_value(tiny_rtl, part):
     size = CASE_VECTORS * TINY.native_dim
     _check(tiny_rtl, ALL[::16][part * size:(part + 1) * size], seed=part)
+
+
+REDUCTIONS = ("s_wr rows 4\ns_wr iter_inner 4\nv_rd dram 0 si=4\nvr_sum\nv_wr netq 0\nend_chain\n"
+              "v_rd dram 0 si=4\nvr_max mfu=1\nv_wr netq 0\nend_chain\n"
+              "v_rd dram 0 si=4\nvv_add 0\nvr_max\nvv_mul 0 mfu=1\nv_exp mfu=1\nv_wr dram 100 si=4\nend_chain\n"
+              "v_rd dram 100 si=4\nvr_sum\nv_recip mfu=1\nv_wr netq 0\nend_chain")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_reductions(tiny_rtl, seed):
+    """vr_sum / vr_max on random vectors (with specials), behind other MFU ops and ahead of activations."""
+    from rtl.randprog import random_fp16
+
+    rng = np.random.default_rng(seed)
+    n = TINY.native_dim
+    case = Case(Program(TINY, assemble(REDUCTIONS)), seed=seed)
+    case.vectors.append((Space.DRAM, 0, 0, random_fp16(rng, (16, n), specials=seed == 0)))
+    for k in range(TINY.n_mfus):
+        case.vectors.append((Space.ASVRF, k, 0, random_fp16(rng, (4, n), specials=False)))
+        case.vectors.append((Space.MULVRF, k, 0, random_fp16(rng, (4, n), specials=False)))
+    assert_exact(case, tiny_rtl)
+
+
+def test_random_programs_use_the_new_instructions():
+    """rtl.randprog draws MFU operations from npu.isa.STAGE_OPS, so the random differential tests
+    (tests/rtl/test_rtl.py, test_pipelined.py) exercise every new instruction."""
+    from npu.isa import REDUCTION_OPS, STAGE_OPS
+    from rtl.randprog import random_case
+
+    assert set(ACT_TABLE_OPS) | set(REDUCTION_OPS) <= set(STAGE_OPS["act"])
+    seen = {i.mnemonic for seed in range(60) for i in random_case(TINY, seed).program.instructions}
+    assert len(seen & (set(ACT_TABLE_OPS) | set(REDUCTION_OPS))) >= 8

@@ -58,3 +58,27 @@ def test_after_an_mvm_and_an_add(rng):
     mant, exp = untile(image, 1, 1, cfg)
     z = nm.fp16_add(nm.mvm_reference(x, mant, exp, cfg.weight_fmt, cfg.act_fmt, cfg.block), bias)
     np.testing.assert_array_equal(y.view(np.uint16), nm.fp16_activation("gelu", z).view(np.uint16))
+
+
+@pytest.mark.parametrize("mnemonic", ["vr_sum", "vr_max"])
+def test_reductions_over_random_vectors(rng, mnemonic):
+    """Each native vector reduced on its own, broadcast to its lanes; an op before it in the chain."""
+    from npu.isa import Space
+    from tests.npu.test_reductions import pairwise
+
+    cfg = get_config("small")
+    n = cfg.native_dim
+    m = Machine(cfg)
+    x = (rng.standard_normal((24, n)) * 3).astype(np.float16)
+    b = rng.standard_normal((3, n)).astype(np.float16)
+    m.load_vectors(Space.IVRF, 0, x)
+    m.load_vectors(Space.ASVRF, 0, b)
+    m.run(Program(cfg, assemble(f"s_wr rows 3\ns_wr iter_outer 8\nv_rd ivrf 0 so=3\nvv_add 0\n{mnemonic}\n"
+                                "v_wr netq 0\nend_chain")))
+    y = m.pop_output().reshape(8, 3, n)
+    z = nm.fp16_add(x.reshape(8, 3, n), b[None])
+    if mnemonic == "vr_sum":
+        want = np.array([[pairwise([float(v) for v in row]) for row in it] for it in z], np.float16)
+    else:
+        want = z.max(axis=-1)
+    np.testing.assert_array_equal(y.view(np.uint16), np.broadcast_to(want[..., None], y.shape).view(np.uint16))
