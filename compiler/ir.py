@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from npu.errors import CompileError
-from npu.isa import BY_MNEMONIC, Space
+from npu.isa import ACT_TABLE_OPS, BY_MNEMONIC, Space
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Tensor:
 #: The MFU instruction of each epilogue kind; its stage and operand memory are the ISA table's.
 EP_MNEMONICS = {"add": "vv_add", "merge": "vv_add", "sub": "vv_a_sub_b", "rsub": "vv_b_sub_a", "max": "vv_max",
                 "min": "vv_min", "mul": "vv_mul", "relu": "v_relu", "lrelu": "v_lrelu", "sigm": "v_sigm",
-                "tanh": "v_tanh"}
+                "tanh": "v_tanh", **{fn: mn for mn, fn in ACT_TABLE_OPS.items()}}
 
 
 @dataclass(eq=False)

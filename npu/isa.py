@@ -150,6 +150,20 @@ INSTRUCTIONS: tuple[InstrDef, ...] = (
              (Field("mrf", Kind.MRF, None, "MRF tile"), Field("tile", Kind.TILE, None, "weight-image tile in DRAM"),
               Field("count", Kind.COUNT, None, "tiles")),
              "Copies count tiles from the MRF at mrf to DRAM tile address tile."),
+    _mfu_unary("v_exp", "x = exp(x), piecewise-linear in fp16 as npu.numerics defines it."),
+    _mfu_unary("v_recip", "x = 1/x: a piecewise-linear table over the mantissa, scaled by a power of two "
+                          "(npu.numerics)."),
+    _mfu_unary("v_rsqrt", "x = 1/sqrt(x): a piecewise-linear table over the mantissa, scaled by a power of two "
+                          "(npu.numerics)."),
+    _mfu_unary("v_gelu", "x = x * Phi(x) (GELU, erf form), piecewise-linear in fp16 (npu.numerics)."),
+    _mfu_unary("v_gelut", "x = GELU in its tanh form, piecewise-linear in fp16 (npu.numerics)."),
+    _mfu_unary("v_hswish", "x = x * clip(x + 3, 0, 6) / 6 (hardswish), piecewise-linear in fp16 (npu.numerics)."),
+    _mfu_unary("v_hsigm", "x = clip(x / 6 + 1/2, 0, 1) (hardsigmoid), piecewise-linear in fp16 (npu.numerics)."),
+    _mfu_unary("v_swish", "x = x * sigmoid(x) (swish, SiLU), piecewise-linear in fp16 (npu.numerics)."),
+    _mfu_unary("vr_sum", "Every lane of x = the fp16 sum of x's N lanes, added as a fixed pairwise tree "
+                         "(npu.numerics.fp16_reduce); within the activation stage's mfu_stage cycles."),
+    _mfu_unary("vr_max", "Every lane of x = the largest of x's N lanes (a pairwise tree of vv_max's rule); within "
+                         "the activation stage's mfu_stage cycles."),
 )
 INSTRUCTIONS = tuple(InstrDef(d.mnemonic, d.unit, d.fields, d.semantics, d.stage, i, d.vrf)
                      for i, d in enumerate(INSTRUCTIONS))
@@ -165,6 +179,13 @@ STAGE_OPS: dict[str, tuple[str, ...]] = {s: tuple(d.mnemonic for d in INSTRUCTIO
 #: An MFU operation's code within its stage (its position in STAGE_OPS + 1): what the RTL's step descriptor
 #: holds per stage, 0 meaning the chain bypasses the stage.
 STAGE_CODES: dict[str, int] = {m: i + 1 for ops in STAGE_OPS.values() for i, m in enumerate(ops)}
+#: The activation-unit instructions that evaluate a table function of npu.numerics, by the function's name
+#: (``v_<name>``; npu.numerics.ALL_ACTIVATIONS lists them).
+ACT_TABLE_OPS: dict[str, str] = {d.mnemonic: d.mnemonic[2:] for d in INSTRUCTIONS
+                                 if d.stage == "act" and d.mnemonic.startswith("v_")
+                                 and d.mnemonic not in ("v_relu", "v_lrelu")}
+#: The reductions across a native vector's lanes (activation stage), by the npu.numerics.fp16_reduce kind.
+REDUCTION_OPS: dict[str, str] = {"vr_sum": "sum", "vr_max": "max"}
 
 
 def enum_for(kind: Kind):

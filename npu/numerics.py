@@ -10,8 +10,9 @@ docs/numerics.md explains it with the reasoning.  In short:
 * MFU operations are IEEE fp16 operations with round-to-nearest-even, gradual
   underflow (subnormals kept) and overflow to +-inf; every NaN leaving an MFU is
   the canonical quiet NaN 0x7E00.
-* Sigmoid and tanh are piecewise-linear in fp16: ``y = fp16(fp16(a*x) + b)``
-  with ``(a, b)`` from a 388-entry table indexed by the bits of ``x``.
+* The activation unit's functions are piecewise-linear in fp16: ``y = fp16(fp16(a*x) + b)``
+  with ``(a, b)`` from a 388-entry table per function indexed by the bits of ``x``; 1/x and
+  1/sqrt(x) use a table over the mantissa and scale the result by a power of two.
 
 Everything here is whole-array numpy; nothing loops over elements.
 """
@@ -28,6 +29,7 @@ from npu.errors import FormatError
 #: The only MFU/vector-memory format implemented so far.
 MFU_FORMATS = {"fp16": np.float16}
 CANONICAL_NAN = np.uint16(0x7E00)
+FP16_MAX = 65504.0
 
 #: Longest dot product one mv_mul may compute (elements).  With the flush
 #: windows below it bounds every exact sum under 2**53 (see flush_windows).
@@ -288,13 +290,12 @@ def fp16_lrelu(a, alpha: np.float16):
 
 
 # ------------------------------------------------------------------ activations
-#: Piecewise-linear sigmoid/tanh: |x| in [2**ACT_EMIN, 2**(ACT_EMAX+1)) is split
+#: Piecewise-linear activations: |x| in [2**ACT_EMIN, 2**(ACT_EMAX+1)) is split
 #: into 2**ACT_SEG_BITS segments per octave (indexed by the top mantissa bits);
 #: below it a linear entry, above it a saturating entry.
 ACT_EMIN = -8
 ACT_EMAX = 3
 ACT_SEG_BITS = 4
-ACT_FUNCTIONS = ("sigm", "tanh")
 _OCTAVES = ACT_EMAX - ACT_EMIN + 1
 ACT_SEGMENTS = _OCTAVES << ACT_SEG_BITS          # per sign
 ACT_LINEAR = ACT_SEGMENTS                         # index of the small-|x| entry
@@ -302,9 +303,66 @@ ACT_SATURATE = ACT_SEGMENTS + 1                   # index of the large-|x| entry
 ACT_ENTRIES_PER_SIGN = ACT_SEGMENTS + 2
 ACT_TABLE_SIZE = 2 * ACT_ENTRIES_PER_SIGN         # sign 0 first, then sign 1
 
+_SQRT2 = np.sqrt(2.0)
+_GELU_TANH_K = np.sqrt(2.0 / np.pi)
 
-def _exact(fn: str, x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x)) if fn == "sigm" else np.tanh(x)
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """float64 erf without scipy: math.erf elementwise (the tables have a few hundred entries)."""
+    import math
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for large |x|
+
+
+#: The exact (float64) function behind each table, by the short name the
+#: instruction ``v_<name>`` carries: the reference the tables approximate and the
+#: tests compare with.
+ACT_EXACT = {
+    "sigm": _sigmoid,
+    "tanh": np.tanh,
+    "exp": np.exp,
+    "gelu": lambda x: 0.5 * x * (1.0 + _erf(x / _SQRT2)),
+    "gelut": lambda x: 0.5 * x * (1.0 + np.tanh(_GELU_TANH_K * (x + 0.044715 * x ** 3))),
+    "hswish": lambda x: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "hsigm": lambda x: np.clip(x / 6.0 + 0.5, 0.0, 1.0),
+    "swish": lambda x: x * _sigmoid(x),
+}
+#: The piecewise-linear functions, in table order (the RTL's ROM holds them one after another).
+ACT_FUNCTIONS = tuple(ACT_EXACT)
+#: The functions whose segment lines are in x itself, ``y = fp16(fp16(a*x) + b)`` with the secant through the
+#: segment's ends (sigmoid and tanh, as they were first defined: models compiled before keep their bits);
+#: the others' lines are in the offset from the segment's start with a balanced intercept, which avoids
+#: the cancellation (and exp's overflow) of ``a*x + b`` far from zero.
+ACT_ABSOLUTE = ("sigm", "tanh")
+
+#: (slope, intercept) of the small-|x| entry (|x| < 2**ACT_EMIN, zero and subnormals) and of the
+#: saturating entry (|x| >= 2**(ACT_EMAX+1), infinities), per sign (+, -).  A slope of 0 ignores x
+#: (so inf * 0 gives no NaN).
+_ACT_ENDS = {
+    #           linear +      linear -      saturate +        saturate -
+    "sigm":   ((0.25, 0.5), (0.25, 0.5), (0.0, 1.0), (0.0, 0.0)),
+    "tanh":   ((1.0, 0.0), (1.0, 0.0), (0.0, 1.0), (0.0, -1.0)),
+    "exp":    ((1.0, 1.0), (1.0, 1.0), (0.0, np.inf), (0.0, 0.0)),
+    "gelu":   ((0.5, 0.0), (0.5, 0.0), (1.0, 0.0), (0.0, 0.0)),
+    "gelut":  ((0.5, 0.0), (0.5, 0.0), (1.0, 0.0), (0.0, 0.0)),
+    "hswish": ((0.5, 0.0), (0.5, 0.0), (1.0, 0.0), (0.0, 0.0)),
+    "hsigm":  ((1 / 6, 0.5), (1 / 6, 0.5), (0.0, 1.0), (0.0, 0.0)),
+    "swish":  ((0.5, 0.0), (0.5, 0.0), (1.0, 0.0), (0.0, 0.0)),
+}
+assert set(_ACT_ENDS) == set(ACT_EXACT)
+
+
+def _segment_lines(exact, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment [lo, hi): the slope of the secant and the intercept at ``lo`` that balances the
+    line's largest error above and below the exact function (float64, sampled at 65 points)."""
+    slope = (exact(hi) - exact(lo)) / (hi - lo)
+    t = np.linspace(0.0, 1.0, 65)[:, None]
+    d = t * (hi - lo)
+    err = exact(lo + d) - (exact(lo) + slope * d)
+    return slope, exact(lo) + (err.max(axis=0) + err.min(axis=0)) / 2
 
 
 @lru_cache(maxsize=None)
@@ -312,28 +370,35 @@ def activation_table(fn: str) -> tuple[np.ndarray, np.ndarray]:
     """(slopes, intercepts) as fp16 arrays of :data:`ACT_TABLE_SIZE` entries.
 
     Segment k of octave o covers ``|x|`` in ``[x0, x1)`` with
-    ``x0 = 2**(ACT_EMIN+o) * (1 + k/2**ACT_SEG_BITS)``; its line is the secant of
-    the exact function through both ends, computed in float64 and rounded to fp16.
+    ``x0 = 2**(ACT_EMIN+o) * (1 + k/2**ACT_SEG_BITS)``.  Its line is in the offset ``d = x - x0``
+    (``x0`` carrying x's sign): slope the secant of the exact function through both ends, intercept
+    the function at ``x0`` moved by half the line's error so the error is balanced; computed in
+    float64 and rounded to fp16.
     """
     if fn not in ACT_FUNCTIONS:
         raise FormatError(f"unknown activation {fn!r}; known: {ACT_FUNCTIONS}")
+    exact = ACT_EXACT[fn]
     a = np.zeros(ACT_TABLE_SIZE)
     b = np.zeros(ACT_TABLE_SIZE)
     o, k = np.divmod(np.arange(ACT_SEGMENTS), 1 << ACT_SEG_BITS)
     x0 = np.ldexp(1.0 + k / (1 << ACT_SEG_BITS), ACT_EMIN + o)
     x1 = np.ldexp(1.0 + (k + 1) / (1 << ACT_SEG_BITS), ACT_EMIN + o)
-    for sign, s in ((0, 1.0), (1, -1.0)):
-        base = sign * ACT_ENTRIES_PER_SIGN
-        lo, hi = s * x0, s * x1
-        slope = (_exact(fn, hi) - _exact(fn, lo)) / (hi - lo)
-        a[base:base + ACT_SEGMENTS] = slope
-        b[base:base + ACT_SEGMENTS] = _exact(fn, lo) - slope * lo
-        if fn == "sigm":
-            a[base + ACT_LINEAR], b[base + ACT_LINEAR] = 0.25, 0.5
-            b[base + ACT_SATURATE] = 1.0 if sign == 0 else 0.0
-        else:
-            a[base + ACT_LINEAR], b[base + ACT_LINEAR] = 1.0, 0.0
-            b[base + ACT_SATURATE] = s
+    lin_p, lin_n, sat_p, sat_n = _ACT_ENDS[fn]
+    with np.errstate(over="ignore", invalid="ignore"):
+        for sign, s, lin, sat in ((0, 1.0, lin_p, sat_p), (1, -1.0, lin_n, sat_n)):
+            base = sign * ACT_ENTRIES_PER_SIGN
+            if fn in ACT_ABSOLUTE:  # the line in x itself: the secant through the segment's ends
+                lo, hi = s * x0, s * x1
+                slope = (exact(hi) - exact(lo)) / (hi - lo)
+                icpt = exact(lo) - slope * lo
+            else:
+                slope, icpt = _segment_lines(exact, s * x0, s * x1)
+            # a slope past the largest fp16 (exp near its overflow) is clamped (inf * d would make x0 itself
+            # NaN-free but its neighbours all inf); an intercept past it is inf: the function overflows there
+            a[base:base + ACT_SEGMENTS] = np.clip(slope, -FP16_MAX, FP16_MAX)
+            b[base:base + ACT_SEGMENTS] = icpt
+            a[base + ACT_LINEAR], b[base + ACT_LINEAR] = lin
+            a[base + ACT_SATURATE], b[base + ACT_SATURATE] = sat
     return to_fp16(a), to_fp16(b)
 
 
@@ -348,14 +413,154 @@ def activation_index(x: np.ndarray) -> np.ndarray:
     return sign * ACT_ENTRIES_PER_SIGN + seg
 
 
+def activation_offset(x: np.ndarray, fn: str | None = None) -> np.ndarray:
+    """What the line of x's table entry multiplies: on a segment the offset ``x - x0`` from the
+    segment's start (x with its top ACT_SEG_BITS fraction bits kept is x0; the difference is exact),
+    on the linear and saturating entries, and for the functions of :data:`ACT_ABSOLUTE`, x itself."""
+    x = np.asarray(x, dtype=np.float16)
+    if fn in ACT_ABSOLUTE:
+        return x
+    bits = fp16_bits(x)
+    x0 = (bits & np.uint16(0xFFFF ^ ((1 << (10 - ACT_SEG_BITS)) - 1))).view(np.float16)
+    seg = activation_index(x) % ACT_ENTRIES_PER_SIGN < ACT_SEGMENTS
+    with np.errstate(all="ignore"):
+        return np.where(seg, np.subtract(x, x0, dtype=np.float16), x).astype(np.float16)
+
+
+def _pwl(a: np.ndarray, b: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``fp16(fp16(a * d) + b)``, the product taken as +0 where ``a`` or ``d`` is zero (so inf * 0
+    gives no NaN and a zero product has one sign)."""
+    with np.errstate(all="ignore"):
+        prod = np.multiply(a, d, dtype=np.float16)
+        zero = (fp16_bits(a) & 0x7FFF == 0) | (fp16_bits(d) & 0x7FFF == 0)
+        prod = np.where(zero, np.float16(0), prod)
+        return np.add(prod, b, dtype=np.float16)
+
+
 def fp16_activation(fn: str, x: np.ndarray) -> np.ndarray:
-    """``fp16(fp16(a[i] * x) + b[i])`` with ``i = activation_index(x)``; NaN stays canonical NaN."""
+    """``fp16(fp16(a[i] * d) + b[i])`` with ``i = activation_index(x)``, ``d = activation_offset(x)``;
+    NaN gives the canonical NaN.  ``recip`` and ``rsqrt`` are :func:`fp16_scaled_activation`'s."""
+    if fn in SCALED_FUNCTIONS:
+        return fp16_scaled_activation(fn, x)
     x = np.asarray(x, dtype=np.float16)
     a, b = activation_table(fn)
     idx = activation_index(x)
+    return _where_nan(_pwl(a[idx], b[idx], activation_offset(x, fn)), x)
+
+
+# ------------------------------------------------------------------ reciprocal and its square root
+#: 1/x and 1/sqrt(x) are scale-invariant: x = m * 2**e with m in [1, 2) (subnormals normalized),
+#: a piecewise-linear table over the mantissa (2**SCALED_SEG_BITS segments per octave; rsqrt takes
+#: m in [1, 4), two octaves, so that e - (e & 1) is even) gives r = fp16(fp16(a*dm) + b) in [0.5, 1]
+#: (dm = m - m0, the offset of m in its segment: the fraction's low bits, times 2 for rsqrt's upper octave),
+#: and the result is r * 2**k (k = -e, resp. -(e - (e & 1)) / 2) rounded once to fp16.
+SCALED_SEG_BITS = 6
+SCALED_FUNCTIONS = ("recip", "rsqrt")
+SCALED_EXACT = {"recip": lambda x: 1.0 / x, "rsqrt": lambda x: 1.0 / np.sqrt(x)}
+#: Entries of each table: recip one octave, rsqrt two.
+SCALED_OCTAVES = {"recip": 1, "rsqrt": 2}
+
+
+@lru_cache(maxsize=None)
+def scaled_table(fn: str) -> tuple[np.ndarray, np.ndarray]:
+    """(slopes, intercepts) as fp16 arrays: segment k (of ``SCALED_OCTAVES[fn] << SCALED_SEG_BITS``)
+    covers m in ``2**o * [1 + j/2**bits, 1 + (j+1)/2**bits)``, o, j = divmod(k, 2**bits); a line in the
+    offset of m from the segment's start, made as :func:`activation_table`'s."""
+    if fn not in SCALED_FUNCTIONS:
+        raise FormatError(f"unknown scaled activation {fn!r}; known: {SCALED_FUNCTIONS}")
+    o, j = np.divmod(np.arange(SCALED_OCTAVES[fn] << SCALED_SEG_BITS), 1 << SCALED_SEG_BITS)
+    lo = np.ldexp(1.0 + j / (1 << SCALED_SEG_BITS), o)
+    hi = np.ldexp(1.0 + (j + 1) / (1 << SCALED_SEG_BITS), o)
+    f = SCALED_EXACT[fn]
+    slope, icpt = _segment_lines(f, lo, hi)
+    return to_fp16(slope), to_fp16(icpt)
+
+
+def fp16_scaled_activation(fn: str, x: np.ndarray) -> np.ndarray:
+    """1/x (``recip``) or 1/sqrt(x) (``rsqrt``) as described at :data:`SCALED_FUNCTIONS`.
+
+    Special values: recip(+-0) = +-inf, recip(+-inf) = +-0; rsqrt(+-0) = +inf, rsqrt(+inf) = +0,
+    rsqrt(x < 0) and NaN give the canonical NaN.
+    """
+    x = np.asarray(x, dtype=np.float16)
+    bits = fp16_bits(x)
+    sign = (bits >> 15).astype(np.int64)
+    mag = np.abs(x.astype(np.float64))
+    finite = np.isfinite(mag) & (mag > 0)
+    f, p = np.frexp(np.where(finite, mag, 1.0))        # mag = f * 2**p, f in [0.5, 1)
+    e = p - 1
+    m = 2.0 * f                                        # [1, 2), exact in fp16 (x's 11 bits)
+    scaled = (m - 1.0) * (1 << SCALED_SEG_BITS)
+    top = np.floor(scaled).astype(np.int64)
+    dm = (scaled - top) / (1 << SCALED_SEG_BITS)      # m - m0: x's low fraction bits, exact
+    if fn == "rsqrt":
+        odd = e & 1
+        dm = dm * (1 + odd)
+        idx = (odd << SCALED_SEG_BITS) + top
+        k = -((e - odd) >> 1)
+    else:
+        idx = top
+        k = -e
+    a, b = scaled_table(fn)
+    r = _pwl(a[idx], b[idx], dm.astype(np.float16))
     with np.errstate(all="ignore"):
-        prod = np.multiply(a[idx], x, dtype=np.float16)
-        # inf * 0 on the saturating entry would be NaN: the saturating entry ignores x.
-        prod = np.where(idx % ACT_ENTRIES_PER_SIGN == ACT_SATURATE, np.float16(0), prod)
-        y = np.add(prod, b[idx], dtype=np.float16)
-    return _where_nan(y, x)
+        y = to_fp16(np.ldexp(r.astype(np.float64), k))  # exact power-of-two scaling, one rounding
+    inf, zero = np.float16(np.inf), np.float16(0)
+    if fn == "recip":
+        y = np.where(mag == 0, inf, np.where(np.isinf(mag), zero, y)).astype(np.float16)
+        y = np.where(sign == 1, -y, y).astype(np.float16)
+        return _where_nan(y, x)
+    y = np.where(mag == 0, inf, np.where(np.isinf(mag), zero, y)).astype(np.float16)
+    out = np.asarray(y, dtype=np.float16).copy()
+    out.view(np.uint16)[(sign == 1) & (mag > 0) | np.isnan(x)] = CANONICAL_NAN
+    return out
+
+
+#: Every activation-unit function by name: the piecewise-linear ones, then the scaled ones.
+ALL_ACTIVATIONS = ACT_FUNCTIONS + SCALED_FUNCTIONS
+
+
+def activation_exact(fn: str, x: np.ndarray) -> np.ndarray:
+    """The float64 function an activation approximates (the tests' reference)."""
+    return (ACT_EXACT | SCALED_EXACT)[fn](np.asarray(x, dtype=np.float64))
+
+
+#: The stated error bound of each table function against the exact float64 function f, over every finite
+#: fp16 x whose fp16(f(x)) is finite (docs/numerics.md; tests/npu/test_activations.py checks each):
+#: ``|y - f(x)| <= rel * |f(x)| + abs``, or with ``"unit"`` ``|y - f(x)| <= rel * max(1, |f(x)|)``.
+#: exp is bounded for x < EXP_ACCURATE_BELOW (its table's last segments may overflow a little early).
+ACT_ERROR_BOUNDS = {
+    "sigm": ("unit", 1e-3, 0.0), "tanh": ("unit", 1e-3, 0.0), "gelu": ("unit", 1e-3, 0.0),
+    "gelut": ("unit", 1e-3, 0.0), "hswish": ("unit", 1e-3, 0.0), "hsigm": ("unit", 1e-3, 0.0),
+    "swish": ("unit", 1e-3, 0.0),
+    "exp": ("rel", 2.1e-2, 5e-6),
+    "recip": ("rel", 1e-3, 2.0 ** -25), "rsqrt": ("rel", 1e-3, 2.0 ** -25),
+}
+EXP_ACCURATE_BELOW = 11.0
+assert set(ACT_ERROR_BOUNDS) == set(ALL_ACTIVATIONS)
+
+
+# ------------------------------------------------------------------ reductions across a vector
+def reduction_tree(n: int) -> list[list[tuple[int, int]]]:
+    """The fixed pairwise order of a reduction of ``n`` lanes: per level, the (left, right) positions of the
+    previous level's values that are combined; an odd last value passes up unchanged.  For n = 8:
+    [(0,1),(2,3),(4,5),(6,7)], [(0,1),(2,3)], [(0,1)]."""
+    levels = []
+    while n > 1:
+        levels.append([(2 * i, 2 * i + 1) for i in range(n // 2)])
+        n = n // 2 + n % 2
+    return levels
+
+
+def fp16_reduce(kind: str, x: np.ndarray) -> np.ndarray:
+    """``vr_sum`` / ``vr_max``: the sum (fp16 adds, RNE, canonical NaN) or the largest value (``fp16_max``'s
+    rule: ``b if b > a else a``) of the last axis's N lanes, combined as :func:`reduction_tree` says, and
+    broadcast to every lane."""
+    x = np.asarray(x, dtype=np.float16)
+    op = {"sum": fp16_add, "max": fp16_max}[kind]
+    v = x
+    while v.shape[-1] > 1:
+        n = v.shape[-1]
+        pair = op(v[..., 0:n - 1:2], v[..., 1:n:2])
+        v = np.concatenate([pair, v[..., n - 1:]], axis=-1) if n % 2 else pair
+    return np.broadcast_to(v, x.shape).astype(np.float16)

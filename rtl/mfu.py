@@ -6,10 +6,30 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from npu.config import MFU_STAGES, NpuConfig
+from npu.isa import BY_MNEMONIC, REDUCTION_OPS, STAGE_CODES
+from npu.numerics import reduction_tree
+from rtl import fp16 as F
 from rtl.layout import MemoryMap, vector_memory
 from rtl.step import (StepPort, address, beat_stream, check_config, check_memmap, delay, layouts_for,
                       stage_vrf)
 from rtl.units import MFU_UNITS, UNIT_NAMES, instance
+
+
+def _tree(m: Module, xs: list, kind: str, name: str):
+    """The fp16 sum or maximum of ``xs`` in npu.numerics.reduction_tree's order."""
+    level = list(xs)
+    for depth, pairs in enumerate(reduction_tree(len(xs))):
+        nxt = []
+        for k, (a, b) in enumerate(pairs):
+            label = f"{name}_{depth}_{k}"
+            if kind == "sum":
+                nxt.append(F.fp16_add(m, level[a], level[b], name=label))
+            else:
+                nxt.append(F.fp16_maxmin(m, level[a], level[b], True, name=label))
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
 
 
 class MfuStage(wiring.Component):
@@ -94,9 +114,17 @@ class MfuStage(wiring.Component):
                 element["b"] = self.vrf.data[16 * e:16 * (e + 1)]
             m.submodules[f"e{e}"] = instance(self.unit, UNIT_NAMES[self.stage], **element, **shared)
             ys.append(y)
+        lanes_out = Cat(*ys)
+        reductions = {mn: STAGE_CODES[mn] for mn in REDUCTION_OPS if BY_MNEMONIC[mn].stage == self.stage}
+        if reductions:
+            # the reductions across the lanes (npu.numerics.fp16_reduce): one pairwise tree per kind, broadcast
+            xs = [beat.data[16 * e:16 * (e + 1)] for e in range(c.native_dim)]
+            trees = {mn: _tree(m, xs, REDUCTION_OPS[mn], f"r{REDUCTION_OPS[mn]}") for mn in reductions}
+            for mn, code in reductions.items():
+                lanes_out = Mux(op == code, Cat(*[trees[mn]] * c.native_dim), lanes_out)
         result = Signal(layouts_for(c).beat)
         m.d.comb += [result.r.eq(beat.r), result.i.eq(beat.i), result.j.eq(beat.j), result.tag.eq(beat.tag),
-                     result.data.eq(Cat(*ys))]
+                     result.data.eq(lanes_out)]
         valid, out = delay(m, self.i.valid & (op != 0), result, c.latencies.mfu_stage, "s")
         # a beat this stage processed leaves it; else a beat whose chain bypasses the stage passes in the same
         # cycle (``ctl`` is the operation of the beat coming in: on the pipelined machine the two may belong to

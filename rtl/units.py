@@ -20,14 +20,15 @@ All arithmetic comes from rtl/fp16.py; every width from the configuration.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from npu.config import MFU_STAGES, MfuUnit, NpuConfig, bits_for
-from npu.isa import STAGE_CODES, STAGE_OPS
-from npu.numerics import (ACCUMULATOR_BITS, ACT_ENTRIES_PER_SIGN, ACT_SATURATE, ACT_TABLE_SIZE, activation_table,
-                          flush_windows, fp16_bits)
+from npu.isa import ACT_TABLE_OPS, STAGE_CODES, STAGE_OPS
+from npu.numerics import (ACCUMULATOR_BITS, ACT_ABSOLUTE, ACT_ENTRIES_PER_SIGN, ACT_FUNCTIONS, ACT_LINEAR, ACT_SATURATE,
+                          ACT_SEG_BITS, ALL_ACTIVATIONS, SCALED_SEG_BITS, activation_table, flush_windows,
+                          fp16_bits, scaled_table)
 from rtl import fp16 as F
 from rtl.layout import MemoryMap
 
@@ -198,7 +199,9 @@ class MfuMul(wiring.Component):
 
 class MfuAct(wiring.Component):
     """One element of an activation stage: ``y = act(x)`` (0 passes x; ``alpha`` the leaky-ReLU slope).
-    The sigmoid/tanh slope and intercept tables are ROMs of this unit."""
+
+    The table functions (npu.numerics.ALL_ACTIVATIONS) share one multiplier, one adder and one pair of
+    ROMs (slopes, intercepts) holding every function's table one after another (:func:`act_rom`)."""
 
     stage = MfuUnit.ACT.value
 
@@ -209,37 +212,90 @@ class MfuAct(wiring.Component):
         m = Module()
         x, op = self.x, self.op
         code = STAGE_CODES
-        sa, sb = activation_table("sigm")
-        ta, tb = activation_table("tanh")
+        slopes, icpts, bases = act_rom()
         ports = []
-        for part, (p, q) in (("a", (sa, ta)), ("b", (sb, tb))):
-            rom = memory.Memory(shape=16, depth=2 * ACT_TABLE_SIZE,
-                                init=[int(v) for v in fp16_bits(p)] + [int(v) for v in fp16_bits(q)])
+        for part, table in (("a", slopes), ("b", icpts)):
+            rom = memory.Memory(shape=16, depth=len(table), init=[int(v) for v in table])
             m.submodules[f"rom_{part}"] = rom
             ports.append(rom.read_port(domain="comb"))
-        pos = F.fp16_gt_zero(x)
-        idx = F.activation_index(m, x, name="idx")
-        is_sigm = op == code["v_sigm"]
-        for p in ports:
-            m.d.comb += p.addr.eq(idx + Mux(is_sigm, 0, ACT_TABLE_SIZE))
-        slope, icpt = ports[0].data, ports[1].data
-        sat = (idx == ACT_SATURATE) | (idx == ACT_SATURATE + ACT_ENTRIES_PER_SIGN)
-        # one multiplier serves lrelu (x * alpha) and the PWL slope (a * x)
-        mul_b = Mux(op == code["v_lrelu"], self.alpha, slope)
-        prod = F.fp16_mul(m, x, mul_b, name="mul")
-        pwl = F.fp16_add(m, Mux(sat, 0, prod), icpt, name="add")
         xf = F.Fp16Fields(x)
+        pos = F.fp16_gt_zero(x)
+        # ---- piecewise-linear functions of x: index, and the offset d = x - x0 on a segment
+        idx = F.activation_index(m, x, name="idx")
+        seg = Signal(name="seg")
+        m.d.comb += seg.eq(~((idx == ACT_LINEAR) | (idx == ACT_SATURATE) | (idx == ACT_LINEAR + ACT_ENTRIES_PER_SIGN)
+                             | (idx == ACT_SATURATE + ACT_ENTRIES_PER_SIGN)))
+        low = xf.frac[:10 - ACT_SEG_BITS]
+        d = F.round_fp16(m, xf.sign, low, Cat(xf.field, Const(0, 3)).as_signed() - 25, name="d")
+        # ---- scaled functions (recip, rsqrt): x = mant * 2**e, subnormals normalized
+        h = F.msb_index(m, xf.frac, name="h")
+        sub = xf.field == 0
+        e = Signal(signed(7), name="e")
+        m.d.comb += e.eq(Mux(sub, Cat(h, Const(0, 3)).as_signed() - 24, Cat(xf.field, Const(0, 2)).as_signed() - 15))
+        shamt = Signal(range(11), name="shamt")
+        m.d.comb += shamt.eq(10 - h)
+        nfrac = Signal(10, name="nfrac")
+        m.d.comb += nfrac.eq(Mux(sub, (xf.frac << shamt)[:10], xf.frac))
+        is_rsqrt = op == code["v_rsqrt"]
+        is_scaled = (op == code["v_recip"]) | is_rsqrt
+        odd = is_rsqrt & e[0]
+        sidx = Signal(range(2 << SCALED_SEG_BITS), name="sidx")
+        m.d.comb += sidx.eq(Cat(nfrac[10 - SCALED_SEG_BITS:], odd))
+        dm = F.round_fp16(m, 0, nfrac[:10 - SCALED_SEG_BITS], Mux(odd, -9, -10).as_signed(), name="dm")
+        # ---- the table lookup
+        base = Signal(range(len(slopes) + 1), name="base")
+        with m.Switch(op):
+            for mn, fn in ACT_TABLE_OPS.items():
+                with m.Case(code[mn]):
+                    m.d.comb += base.eq(bases[fn])
+        for p in ports:
+            m.d.comb += p.addr.eq(base + Mux(is_scaled, sidx, idx))
+        slope, icpt = ports[0].data, ports[1].data
+        # one multiplier serves lrelu (x * alpha) and the lines (a * d)
+        is_lrelu = op == code["v_lrelu"]
+        offset = Signal(name="offset")  # a function whose segment lines are in d (not ACT_ABSOLUTE's)
+        m.d.comb += offset.eq(Cat(*[op == code[mn] for mn, fn in ACT_TABLE_OPS.items()
+                                    if fn in ACT_FUNCTIONS and fn not in ACT_ABSOLUTE]).any())
+        mul_x = Signal(16, name="mul_x")
+        m.d.comb += mul_x.eq(Mux(is_scaled, dm, Mux(seg & offset, d, x)))
+        mul_b = Mux(is_lrelu, self.alpha, slope)
+        prod = F.fp16_mul(m, mul_x, mul_b, name="mul")
+        zero = (slope[:15] == 0) | (mul_x[:15] == 0)
+        pwl = F.fp16_add(m, Mux(zero, 0, prod), icpt, name="add")
+        # ---- scaled result: pwl * 2**k, rounded once
+        k = Signal(signed(8), name="k")
+        m.d.comb += k.eq(Mux(is_rsqrt, -((e - odd) >> 1), -e))
+        rf = F.Fp16Fields(pwl)
+        rsign = ~is_rsqrt & xf.sign
+        scaled = F.round_fp16(m, rsign, rf.sig, (rf.exp - 25 + k).as_signed(), name="scl")
+        scaled_y = Mux(xf.is_nan | (is_rsqrt & xf.sign & ~xf.is_zero), F.NAN,
+                       Mux(xf.is_zero, Cat(Const(F.FP16_INF, 15), rsign),
+                           Mux(xf.is_inf, Cat(Const(0, 15), rsign), scaled)))
         y = self.y
         with m.Switch(op):
             with m.Case(code["v_relu"]):
                 m.d.comb += y.eq(Mux(pos, x, 0))
             with m.Case(code["v_lrelu"]):
                 m.d.comb += y.eq(Mux(pos, x, prod))
-            with m.Case(code["v_sigm"], code["v_tanh"]):
+            with m.Case(code["v_recip"], code["v_rsqrt"]):
+                m.d.comb += y.eq(scaled_y)
+            with m.Case(*[code[mn] for mn, fn in ACT_TABLE_OPS.items() if fn in ACT_FUNCTIONS]):
                 m.d.comb += y.eq(Mux(xf.is_nan, F.NAN, pwl))
             with m.Default():
                 m.d.comb += y.eq(x)
         return m
+
+
+def act_rom() -> tuple[list[int], list[int], dict[str, int]]:
+    """The activation unit's ROM contents: slopes and intercepts (fp16 bits) of every table function,
+    the piecewise-linear ones (ACT_TABLE_SIZE entries each) then the scaled ones, and each one's base."""
+    slopes, icpts, bases = [], [], {}
+    for fn in ALL_ACTIVATIONS:
+        a, b = activation_table(fn) if fn in ACT_FUNCTIONS else scaled_table(fn)
+        bases[fn] = len(slopes)
+        slopes += [int(v) for v in fp16_bits(a)]
+        icpts += [int(v) for v in fp16_bits(b)]
+    return slopes, icpts, bases
 
 
 #: The unit of each MFU stage, by stage name.

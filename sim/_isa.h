@@ -21,6 +21,16 @@ enum {
     NPU_OP_END_CHAIN = 15,
     NPU_OP_M_RD = 16,
     NPU_OP_M_WR = 17,
+    NPU_OP_V_EXP = 18,
+    NPU_OP_V_RECIP = 19,
+    NPU_OP_V_RSQRT = 20,
+    NPU_OP_V_GELU = 21,
+    NPU_OP_V_GELUT = 22,
+    NPU_OP_V_HSWISH = 23,
+    NPU_OP_V_HSIGM = 24,
+    NPU_OP_V_SWISH = 25,
+    NPU_OP_VR_SUM = 26,
+    NPU_OP_VR_MAX = 27,
 };
 
 #endif

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from npu.errors import SimulationError
-from npu.isa import OPCODES, Space
-from npu.numerics import (bfp_values, flush_windows, fp16_activation, fp16_lrelu,
+from npu.isa import ACT_TABLE_OPS, OPCODES, REDUCTION_OPS, Space
+from npu.numerics import (bfp_values, flush_windows, fp16_activation, fp16_lrelu, fp16_reduce,
                           fp16_relu, to_fp16, weight_span_ok)
 from npu.program import Chain, Dma, Operand
 from npu.weights import untile
@@ -57,8 +57,8 @@ MFU_OPS = {
     "vv_mul": lambda x, b: fp16_binary(x, b, MFU_CODES["vv_mul"]),  # = fp16_mul
     "v_relu": lambda x, c: fp16_relu(x),
     "v_lrelu": lambda x, c: fp16_lrelu(x, np.array(c.alpha, np.uint16).view(np.float16)),
-    "v_sigm": lambda x, c: fp16_activation("sigm", x),
-    "v_tanh": lambda x, c: fp16_activation("tanh", x),
+    **{mn: (lambda fn: lambda x, c: fp16_activation(fn, x))(fn) for mn, fn in ACT_TABLE_OPS.items()},
+    **{mn: (lambda kind: lambda x, c: fp16_reduce(kind, x))(kind) for mn, kind in REDUCTION_OPS.items()},
 }
 
 

@@ -131,6 +131,25 @@ def clip(g: Graph, node: Node):
     return node.inputs[0], ops
 
 
+def hard_sigmoid(g: Graph, node: Node):
+    """clip(alpha x + beta, 0, 1) = hsigm(z) with z = 6 alpha x + 6 beta - 3 (hsigm is PyTorch's 1/6, 1/2)."""
+    alpha, beta = float(node.attr("alpha", 0.2)), float(node.attr("beta", 0.5))
+    if np.float32(alpha) == np.float32(1 / 6) and beta == 0.5:
+        return node.inputs[0], [EpOp("hsigm")]
+    return node.inputs[0], [EpOp("mul", const=np.array([6 * alpha])), EpOp("add", const=np.array([6 * beta - 3])),
+                            EpOp("hsigm")]
+
+
+def gelu(g: Graph, node: Node):
+    return node.inputs[0], [EpOp("gelut" if node.attr("approximate", "none") == "tanh" else "gelu")]
+
+
+def quick_gelu_reason(g: Graph, node: Node) -> str | None:
+    if float(node.attr("alpha", 1.702)) != 1.0:
+        return "QuickGelu runs on the NPU only as swish (alpha 1)"
+    return unary_reason(g, node)
+
+
 def batchnorm(g: Graph, node: Node):
     scale, shift = bn_scale_shift(g, node)
     return node.inputs[0], [EpOp("mul", const=scale), EpOp("add", const=shift)]
@@ -158,6 +177,11 @@ register(
     OpDef("LeakyRelu", npu=unary_reason, epilogue=leaky_relu),
     OpDef("Sigmoid", npu=unary_reason, epilogue=unary("sigm")),
     OpDef("Tanh", npu=unary_reason, epilogue=unary("tanh")),
+    OpDef("HardSwish", npu=unary_reason, epilogue=unary("hswish")),
+    OpDef("HardSigmoid", npu=unary_reason, epilogue=hard_sigmoid),
+    # Gelu (opset 20, or fused from its exporter idioms by compiler/passes/activations.py), QuickGelu(alpha=1)
+    OpDef("Gelu", npu=unary_reason, epilogue=gelu),
+    OpDef("QuickGelu", npu=quick_gelu_reason, epilogue=unary("swish")),
     OpDef("Clip", npu=clip_reason, epilogue=clip),
     OpDef("Neg", npu=unary_reason, epilogue=neg),
     OpDef("Add", npu=binary_reason, epilogue=binary("add")),

@@ -301,8 +301,11 @@ def _fold_pad(g: Graph, node: Node) -> bool:
 def canonicalize_elementwise(g: Graph) -> int:
     """Exporter idioms as the ops the NPU maps: a constant Pad becomes its reader's padding (zeros before
     a Conv, -inf before a MaxPool), ReduceMean over H and W becomes GlobalAveragePool, division by a
-    constant a multiplication."""
-    changed = 0
+    constant a multiplication; GELU, swish and hard swish idioms become one node each
+    (compiler/passes/activations.py)."""
+    from compiler.passes.activations import fuse_activations
+
+    changed = fuse_activations(g)
     for node in list(g.nodes.values()):
         if node.name not in g.nodes:
             continue

@@ -180,11 +180,19 @@ def test_activation_tables_are_accurate_and_saturate(fn, exact):
 
 
 def test_activation_is_the_documented_table_formula(rng):
-    """y = fp16(fp16(a[i] * x) + b[i]): recomputed here from the table with float32 arithmetic."""
+    """y = fp16(fp16(a[i] * d) + b[i]), d = x - x0 on a segment (x0: x with its low fraction bits cleared),
+    x on the linear and saturating entries and for sigmoid and tanh, a zero product +0: recomputed here with
+    float64 arithmetic."""
     x = (rng.normal(size=2000) * 4).astype(np.float16)
+    bits = x.view(np.uint16)
+    x0 = (bits & ~np.uint16((1 << (10 - nm.ACT_SEG_BITS)) - 1)).view(np.float16)
     for fn in nm.ACT_FUNCTIONS:
         a, b = nm.activation_table(fn)
         i = nm.activation_index(x)
-        expect = ((a[i].astype(np.float32) * x.astype(np.float32)).astype(np.float16).astype(np.float32)
-                  + b[i].astype(np.float32)).astype(np.float16)
+        seg = (i % nm.ACT_ENTRIES_PER_SIGN < nm.ACT_SEGMENTS) & (fn not in nm.ACT_ABSOLUTE)
+        d = np.where(seg, x.astype(np.float64) - x0.astype(np.float64), x.astype(np.float64))
+        prod = (a[i].astype(np.float64) * d).astype(np.float16).astype(np.float64)
+        prod[(a[i] == 0) | (d == 0)] = 0.0
+        with np.errstate(over="ignore"):  # exp overflows to inf, as fp16 does
+            expect = (prod + b[i].astype(np.float64)).astype(np.float16)
         np.testing.assert_array_equal(nm.fp16_activation(fn, x).view(np.uint16), expect.view(np.uint16))
