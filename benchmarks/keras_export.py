@@ -12,7 +12,6 @@ seconds, or the export's error.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -54,13 +53,9 @@ def main(argv=None) -> int:
     unknown = [m for m in args.models if m not in APPLICATIONS]
     if unknown:
         ap.error(f"unknown model(s) {unknown}; choose from {list(APPLICATIONS)}")
-    os.makedirs(args.out, exist_ok=True)
-    for name in args.models:
-        try:
-            row = export(name, args.out, args.reduced)
-        except Exception as exc:  # report and go on: one model's export failure is a row, not the end
-            row = {"name": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
-        print(json.dumps(row), flush=True)
+    from torch_export import export_rows  # beside this script; it imports torch only to export
+
+    export_rows(args.out, args.models, lambda name: export(name, args.out, args.reduced))
     return 0
 
 

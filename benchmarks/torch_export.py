@@ -151,14 +151,21 @@ def main(argv=None) -> int:
     unknown = [m for m in args.models if m not in TORCHVISION and m not in HUGGINGFACE]
     if unknown:
         ap.error(f"unknown model(s) {unknown}; choose from {list(TORCHVISION) + list(HUGGINGFACE)}")
-    os.makedirs(args.out, exist_ok=True)
-    for name in args.models:
+    export_rows(args.out, args.models, lambda name: export(name, args.out, args.legacy, args.opset, args.reduced,
+                                                           calibrate=not args.no_calibrate))
+    return 0
+
+
+def export_rows(out_dir: str, names: list[str], export_one) -> None:
+    """Export each model with ``export_one(name)`` (a row dict) and print its JSON line; an export that fails is
+    a row with its error, and the next model goes on (keras_export.py uses this too)."""
+    os.makedirs(out_dir, exist_ok=True)
+    for name in names:
         try:
-            row = export(name, args.out, args.legacy, args.opset, args.reduced, calibrate=not args.no_calibrate)
+            row = export_one(name)
         except Exception as exc:  # report and go on: one model's export failure is a row, not the end
             row = {"name": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
         print(json.dumps(row), flush=True)
-    return 0
 
 
 if __name__ == "__main__":

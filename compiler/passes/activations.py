@@ -148,23 +148,20 @@ def _replace(g: Graph, x: str, dead: list[Node], last: Node, op: str, attrs: dic
 
 def fuse_activations(g: Graph) -> int:
     """Fuse the idioms in the module docstring; returns how many were fused."""
+    # the op a pattern ends on -> (its matcher, the fused op and attributes, the host's contrib op)
+    gelus = {"Erf": (_gelu_erf, {"approximate": "none"}, "Gelu"), "Tanh": (_gelu_tanh, {"approximate": "tanh"},
+                                                                            "FastGelu")}
     fused = 0
     for node in list(g.nodes.values()):
         if node.name not in g.nodes or node.domain not in ("", "ai.onnx"):
             continue
-        if node.op == "Erf":
-            hit = _gelu_erf(g, node)
+        if node.op in gelus:
+            match, attrs, contrib = gelus[node.op]
+            hit = match(g, node)
             if hit:
                 x, dead, last = hit
-                _replace(g, x, dead, last, "Gelu", {"approximate": "none"},
-                         lambda x, y, n: helper.make_node("Gelu", [x], [y], name=n, domain=CONTRIB))
-                fused += 1
-        elif node.op == "Tanh":
-            hit = _gelu_tanh(g, node)
-            if hit:
-                x, dead, last = hit
-                _replace(g, x, dead, last, "Gelu", {"approximate": "tanh"},
-                         lambda x, y, n: helper.make_node("FastGelu", [x], [y], name=n, domain=CONTRIB))
+                _replace(g, x, dead, last, "Gelu", attrs,
+                         lambda x, y, n, op=contrib: helper.make_node(op, [x], [y], name=n, domain=CONTRIB))
                 fused += 1
         elif node.op == "Mul":
             hit = _times_self(g, node)
