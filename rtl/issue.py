@@ -22,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 from npu.config import MFU_STAGES, NpuConfig, bits_for
 from npu.spaces import Space
 from rtl.executor import ERR_OVERFLOW, ERR_UNSUPPORTED
+from rtl.spread import spread_rounds
 from rtl.step import FetchControl, StepKind, check_config, check_positive, cost_bits, layouts_for, space_table, \
     stage_vrf, write_cost
 
@@ -106,9 +107,7 @@ def chain_facts(m, config: NpuConfig, chain, name: str) -> ChainFacts:
     ]
     if c.mvm_row_slots == 1:
         m.d.comb += f.mac.eq(chain.rows * f.rowp)
-    else:  # every write a VRF: the rounds spread over row tiles (rtl.mvm.spread_rounds); else paced rows
-        from rtl.mvm import spread_rounds
-
+    else:  # every write a VRF: the rounds spread over row tiles (rtl.spread); else paced rows
         rounds, spill = spread_rounds(m, c, chain.rows, chain.cols, name)
         f.spill = Signal.like(spill, name=f"{name}_spill")
         m.d.comb += [f.mac.eq(Mux(p_write == 1, rounds * cpt, chain.rows * f.rowp)),

