@@ -26,9 +26,6 @@ class RtlParams:
 
 
 def make_top(config: NpuConfig, params: RtlParams | None = None) -> Npu:
-    if config.mvm_row_slots > 1:
-        raise ConfigError("mvm_row_slots", "the RTL's MVM takes one row tile per MAC round so far (mvm_row_slots = "
-                                           "1); more row slots are modeled by the simulator only")
     if config.pipelined and config.latencies.chain_setup < 2:
         raise ConfigError("latencies.chain_setup", "the pipelined RTL needs chain_setup >= 2 (the issue unit sees "
                                                    "the read sequencer free a cycle after its last read)")

@@ -22,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 from npu.config import MFU_STAGES, NpuConfig, bits_for
 from npu.spaces import Space
 from rtl.executor import ERR_OVERFLOW, ERR_UNSUPPORTED
+from rtl.spread import spread_rounds
 from rtl.step import FetchControl, StepKind, check_config, check_positive, cost_bits, layouts_for, space_table, \
     stage_vrf, write_cost
 
@@ -74,6 +75,7 @@ class ChainFacts:
     mask: Signal    # MFU stages used, bit i = stage i of stage_order
     rowp: Signal    # MAC cycles of a row tile (paced by the write port)
     mac: Signal     # MAC cycles of an iteration
+    spill: Signal | None = None  # spread rounds (mvm_row_slots > 1): rows the last round completes, less one
 
 
 def chain_facts(m, config: NpuConfig, chain, name: str) -> ChainFacts:
@@ -100,8 +102,14 @@ def chain_facts(m, config: NpuConfig, chain, name: str) -> ChainFacts:
         f.mask.eq(Cat(*used) if used else 0),
         term.eq(rounds * cpt),
         f.rowp.eq(Mux(p_write > term, p_write, term)),
-        f.mac.eq(chain.rows * f.rowp),
     ]
+    if c.mvm_row_slots == 1:
+        m.d.comb += f.mac.eq(chain.rows * f.rowp)
+    else:  # every write a VRF: the rounds spread over row tiles (rtl.spread); else paced rows
+        rounds, spill = spread_rounds(m, c, chain.rows, chain.cols, name)
+        f.spill = Signal.like(spill, name=f"{name}_spill")
+        m.d.comb += [f.mac.eq(Mux(p_write == 1, rounds * cpt, chain.rows * f.rowp)),
+                     f.spill.eq(Mux(p_write == 1, spill, 0))]
     return f
 
 
@@ -394,10 +402,15 @@ class IssueUnit(wiring.Component):
         a = Signal(signed(TIME_BITS))
         m.d.comb += [a.eq(Mux(now + rd_lat > pred_free, now + rd_lat, pred_free)),
                      start_at.eq(Mux(self.rd_first_iter & (rd_behind > a), rd_behind, a))]
+        rd_spill = 0
+        if f.spill is not None:  # the last round's rows leave the MVM one per cycle
+            rd_spill = Signal.like(f.spill)
+            with m.If(take & is_chain):
+                m.d.sync += rd_spill.eq(f.spill)
         with m.If(self.rd_iter_end & self.rd_desc.mvm):
             m.d.sync += pred_free.eq(start_at + rd_mac)
             with m.If(self.rd_chain_end):
-                m.d.sync += last_w.eq(start_at + rd_mac - 2 + mvm_lat + rd_tail)
+                m.d.sync += last_w.eq(start_at + rd_mac - 2 + mvm_lat + rd_tail + rd_spill)
 
         with m.If(self.start):  # a new run: nothing in flight
             m.d.sync += [valid.eq(0), n_chains.eq(0), head.eq(0), tail.eq(0), dma_busy.eq(0), reading.eq(0),

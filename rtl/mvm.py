@@ -34,6 +34,23 @@ class _Macs:
     freed: Signal   # the iteration's last row ends: its vectors leave the buffer
 
 
+@dataclass
+class _Round:
+    """The geometry of a spread MAC round (docs/pipeline.md, unit 6): the round takes up to ``tile_engines``
+    consecutive tiles of the iteration from pair (``_Macs.r``, ``c``), but no tile of a row tile beyond the
+    ``eff``-th it touches (``mvm_row_slots``, or 1 for a chain paced by its write port)."""
+
+    c: Signal            # column tile of the round's first tile (its row tile is _Macs.r)
+    col: list            # per offset o = 0 .. tile_engines: column tile of the round's o-th tile
+    dr: list             # ... and its row tile, counted from the round's first
+    valid: list          # per offset o < tile_engines: the round takes its o-th tile
+    slot: Signal         # the row slot of the round's first row tile (row tile mod mvm_row_slots)
+    n_done: Signal       # row tiles the round completes (the round's first n_done)
+    complete: Signal     # they are complete in this cycle (the round's, or its paced row's, last cycle)
+    engine_dr: list      # per engine, the row offset of its tile in this round (filled by Mvm._terms)
+    engine_ok: list      # per engine, whether it multiplies a tile of this round in this cycle
+
+
 class Mvm(wiring.Component):
     """The MVM of a chain with ``mv_mul``; other chains' vectors pass through its input register.
 
@@ -245,10 +262,11 @@ class Mvm(wiring.Component):
             m.d.sync += used.eq(used + (self.credit.take & ex.mvm) - Mux(s.freed, ex.cols, 0))
         return s
 
-    def _terms(self, m, s: _Macs, buf, ex=None):
+    def _terms(self, m, s: _Macs, buf, ex=None, spread=None):
         """One cycle of terms: per engine (bank) b, the tile of this round in bank b, and the activations it
         multiplies with their block exponents and flush-window keep bits (shared by all rows).  ``ex`` is the
-        descriptor of the chain multiplied (the running step's by default)."""
+        descriptor of the chain multiplied (the running step's by default); ``spread`` the round's geometry
+        of a spread MVM (:class:`_Round`; then the engines' row offsets go into ``spread.engine_dr``)."""
         c = self.config
         mm = self.memmap
         ex = self.step.desc if ex is None else ex
@@ -257,7 +275,10 @@ class Mvm(wiring.Component):
         ma, eb = c.act_fmt.mant_bits, c.weight_fmt.exp_bits
         _, awin = flush_windows(c.weight_fmt, c.act_fmt)
         a0 = Signal(mm.addr_bits + imm + 8)
-        m.d.comb += a0.eq(ex.mrf + s.r * ex.cols + s.k * T)
+        if spread is None:
+            m.d.comb += a0.eq(ex.mrf + s.r * ex.cols + s.k * T)
+        else:  # the round's first tile: pair (r, c) of the iteration
+            m.d.comb += a0.eq(ex.mrf + s.r * ex.cols + spread.c)
         words, xs, xbs, xkeeps = [], [], [], []
         for b in range(T):
             off = Signal(range(max(T, 2)), name=f"off{b}")
@@ -265,8 +286,16 @@ class Mvm(wiring.Component):
                 m.d.comb += off.eq((b + T - a0 % T) % T)
             col, ok = Signal(imm + 1, name=f"col{b}"), Signal(name=f"ok{b}")
             a, word_addr = Signal.like(a0, name=f"a{b}"), Signal(mm.addr_bits, name=f"wa{b}")
-            m.d.comb += [col.eq(s.k * T + off), ok.eq(s.term & (col < ex.cols)), a.eq(a0 + off),
-                         word_addr.eq((a // T if T > 1 else a) * cpt + s.g)]
+            if spread is None:
+                m.d.comb += [col.eq(s.k * T + off), ok.eq(s.term & (col < ex.cols)), a.eq(a0 + off),
+                             word_addr.eq((a // T if T > 1 else a) * cpt + s.g)]
+            else:  # the round's tile at offset `off` (column col, dr row tiles below the round's first)
+                dr = Signal.like(spread.dr[0], name=f"dr{b}")
+                m.d.comb += [col.eq(Array(spread.col[:T])[off]), ok.eq(s.term & Array(spread.valid)[off]),
+                             dr.eq(Array(spread.dr[:T])[off]), a.eq(a0 + off),
+                             word_addr.eq((a // T if T > 1 else a) * cpt + s.g)]
+                spread.engine_dr.append(dr)
+                spread.engine_ok.append(ok)
             parts = []  # the tile word of bank b, part by part (rtl/layout.py)
             for name in self._banks[b]:
                 port = getattr(self.mrf, name)
@@ -385,9 +414,14 @@ class PipelinedMvm(Mvm):
         m.submodules.buffer = buf
         m.submodules.exmax = ring
         arrived = self._fill_tagged(m, buf, ring)
-        macs, ex, tag = self._sequencer_tagged(m, arrived, ring)
-        words, x, xb, xkeep = self._terms(m, macs, buf, ex)
-        emit, rows = self._rows_tagged(m, macs, words, x, xb, xkeep, tag)
+        if c.mvm_row_slots == 1:
+            macs, ex, tag = self._sequencer_tagged(m, arrived, ring)
+            words, x, xb, xkeep = self._terms(m, macs, buf, ex)
+            emit, rows = self._rows_tagged(m, macs, words, x, xb, xkeep, tag)
+        else:
+            macs, ex, tag, rnd = self._sequencer_spread(m, arrived, ring)
+            words, x, xb, xkeep = self._terms(m, macs, buf, ex, rnd)
+            emit, rows = self._rows_spread(m, macs, words, x, xb, xkeep, tag, rnd)
         self._output_tagged(m, emit, rows)
         return m
 
@@ -478,3 +512,127 @@ class PipelinedMvm(Mvm):
                      read.j.eq(vec.j), read.tag.eq(vec.tag), read.data.eq(vec.data)]
         m.d.comb += [self.beat.valid.eq(valid | read_valid),
                      self.beat.payload.eq(Mux(valid, beat.as_value(), read.as_value()))]
+
+    def _sequencer_spread(self, m, arrived, ring):
+        """MAC rounds over the (row tile, column tile) pairs of each arrived iteration (docs/pipeline.md, unit 6).
+
+        A round lasts ``cycles_per_tile`` cycles and takes the next up-to-``tile_engines`` pairs in MRF
+        address order, touching at most ``mvm_row_slots`` row tiles (spread mode: every write of the chain
+        costs one cycle) or one (paced mode: then a row tile's rounds are padded to the write port's cost, as on
+        the one-row MVM).  The rows a round completes are reported by ``complete``/``n_done``.
+        """
+        c = self.config
+        T, cpt, S, imm, eb = c.tile_engines, c.cycles_per_tile, c.mvm_row_slots, self._layouts.imm, c.weight_fmt.exp_bits
+        s = _Macs(it=Signal(32), r=Signal(imm), i=Signal(imm), j=Signal(imm), k=Signal(imm),
+                  g=Signal(range(max(cpt, 2))), base=Signal(range(c.mvm_buffer)), exmax=Signal(signed(eb + 2)),
+                  active=Signal(), term=Signal(), first=Signal(), row_end=Signal(), freed=Signal())
+        ring_r = ring.read_port(domain="comb")
+        entry = ring_r.data
+        tag = Signal(self._layouts.tag)
+        ex = Signal(self._layouts.chain)
+        m.d.comb += [ring_r.addr.eq(s.it[:len(ring_r.addr)]), s.exmax.eq(entry.exmax.as_signed()),
+                     tag.eq(entry.tag), s.i.eq(entry.i), s.j.eq(entry.j), ex.eq(self.descs[tag])]
+        rounds = Signal(imm)
+        term_cycles = Signal(imm + bits_for(cpt) + 1)
+        row_cycles = Signal.like(term_cycles)
+        pad_need = Signal.like(term_cycles)
+        wcost = write_cost(m, c, ex.write, "mvm_wcost")
+        eff = Signal(range(S + 1))
+        m.d.comb += [rounds.eq((ex.cols + (T - 1)) // T if T > 1 else ex.cols),
+                     term_cycles.eq(rounds * cpt), row_cycles.eq(Mux(wcost > term_cycles, wcost, term_cycles)),
+                     pad_need.eq(row_cycles - term_cycles), eff.eq(Mux(wcost == 1, S, 1))]
+        # the round's tiles: offsets o = 0 .. T from pair (r, c0), wrapping into the next row tile at cols
+        c0 = Signal(imm)
+        drw = bits_for(T + 1)
+        col, dr, valid = [c0], [Const(0, drw)], []
+        for o in range(1, T + 1):
+            co, do = Signal(imm, name=f"rcol{o}"), Signal(drw, name=f"rdr{o}")
+            wrap = col[-1] == ex.cols - 1
+            m.d.comb += [co.eq(Mux(wrap, 0, col[-1] + 1)), do.eq(dr[-1] + wrap)]
+            col.append(co)
+            dr.append(do)
+        for o in range(T):
+            v = Signal(name=f"rvalid{o}")
+            m.d.comb += v.eq((dr[o] < eff) & (s.r + dr[o] < ex.rows))
+            valid.append(v)
+        n_done, ncol = dr[T], col[T]  # the first tile the round does not take (its count is monotone in o)
+        for o in reversed(range(T)):
+            n_done, ncol = Mux(valid[o], n_done, dr[o]), Mux(valid[o], ncol, col[o])
+        rnd = _Round(c=c0, col=col, dr=dr, valid=valid, slot=Signal(range(max(S, 2))), n_done=Signal(drw),
+                     complete=Signal(), engine_dr=[], engine_ok=[])
+        next_c = Signal(imm)
+        next_r = Signal(imm + 1)
+        m.d.comb += [rnd.n_done.eq(n_done), next_c.eq(ncol), next_r.eq(s.r + rnd.n_done)]
+        pad, pcyc = Signal(), Signal.like(row_cycles)
+        begin = (s.r == 0) & (c0 == 0) & (s.g == 0) & ~pad
+        first_iter = (entry.i == 0) & (entry.j == 0)
+        waiting = begin & ((s.it >= arrived) | (first_iter & (self.now < self.behind[tag])))
+        round_end, enter_pad, pad_end, adv = Signal(), Signal(), Signal(), Signal()
+        m.d.comb += [s.active.eq((s.it < arrived) & ~waiting), s.term.eq(s.active & ~pad), s.first.eq(s.g == 0),
+                     round_end.eq(s.term & (s.g == cpt - 1)),
+                     enter_pad.eq(round_end & (rnd.n_done != 0) & (pad_need != 0)),
+                     pad_end.eq(s.active & pad & (pcyc == pad_need - 1)),
+                     adv.eq((round_end & ~enter_pad) | pad_end),
+                     rnd.complete.eq(adv & (rnd.n_done != 0)), s.freed.eq(adv & (next_r == ex.rows))]
+        with m.If(s.term):
+            m.d.sync += s.g.eq(Mux(s.g == cpt - 1, 0, s.g + 1))
+        with m.If(enter_pad):
+            m.d.sync += [pad.eq(1), pcyc.eq(0)]
+        with m.Elif(pad_end):
+            m.d.sync += pad.eq(0)
+        with m.Elif(pad & s.active):
+            m.d.sync += pcyc.eq(pcyc + 1)
+        slot_sum = rnd.slot + rnd.n_done
+        with m.If(adv):
+            with m.If(next_r == ex.rows):
+                m.d.sync += [s.r.eq(0), c0.eq(0), rnd.slot.eq(0), s.it.eq(s.it + 1), s.base.eq(s.base + ex.cols)]
+            with m.Else():
+                m.d.sync += [s.r.eq(next_r), c0.eq(next_c), rnd.slot.eq(Mux(slot_sum >= S, slot_sum - S, slot_sum))]
+        # buffer slots: reserved by the read sequencer, freed when an iteration's MACs finish
+        used = Signal(range(c.mvm_buffer + 1))
+        m.d.comb += self.free.eq(c.mvm_buffer - used)
+        m.d.sync += used.eq(used + Mux(self.reserve, self.reserve_n, 0) - Mux(s.freed, ex.cols, 0))
+        return s, ex, tag, rnd
+
+
+    def _rows_spread(self, m, s: _Macs, words, x, xb, xkeep, tag, rnd: _Round):
+        """The N row units with one accumulator per row slot (slot = row tile mod mvm_row_slots, so the row
+        tiles of a round have distinct slots and a row continued from the previous round keeps its own), and
+        the serializer: the rows a round completes leave one per cycle in row order from the next cycle on (the
+        first straight from its accumulator, the others from the shadows taken in that cycle)."""
+        c, mm = self.config, self.memmap
+        T, S, imm, eb = c.tile_engines, c.mvm_row_slots, self._layouts.imm, c.weight_fmt.exp_bits
+        mask, sfirst = Signal(S * T), Signal(S)
+        firsts = [[] for _ in range(S)]
+        for b in range(T):
+            sum_b = rnd.slot + rnd.engine_dr[b]
+            slot_b = Signal(range(max(2 * S, T + S)), name=f"eslot{b}")
+            m.d.comb += slot_b.eq(Mux(sum_b >= S, sum_b - S, sum_b))
+            new_b = (rnd.engine_dr[b] != 0) | (rnd.c == 0)  # the tile's row tile starts in this round
+            for sl in range(S):
+                m.d.comb += mask[sl * T + b].eq(slot_b == sl)
+                firsts[sl].append(rnd.engine_ok[b] & new_b & (slot_b == sl))
+        m.d.comb += sfirst.eq(Cat(*[Cat(*f).any() & s.first for f in firsts]))
+        sv, sq, sn = Signal(), Signal(range(S + 1)), Signal(range(S + 1))
+        sslot, srow, si, sj, stag = Signal(range(max(S, 2))), Signal(imm), Signal(imm), Signal(imm), Signal.like(tag)
+        sexmax = Signal(signed(eb + 2))
+        with m.If(rnd.complete):
+            m.d.sync += [sv.eq(1), sq.eq(0), sn.eq(rnd.n_done), sslot.eq(rnd.slot), srow.eq(s.r), si.eq(s.i),
+                         sj.eq(s.j), stag.eq(tag), sexmax.eq(s.exmax)]
+        with m.Elif(sv):
+            m.d.sync += [sv.eq(sq + 1 < sn), sq.eq(sq + 1), srow.eq(srow + 1),
+                         sslot.eq(Mux(sslot == S - 1, 0, sslot + 1))]
+        ys = []
+        for r in range(c.native_dim):
+            y = Signal(16, name=f"mvr{r}")
+            p, mpos, epos = mm.row_fields(r)
+            w = Cat(*[words[b][p][mpos:mpos + mm.row_mant_bits] for b in range(T)])
+            ew = Cat(*[words[b][p][epos:epos + mm.row_exp_bits] for b in range(T)])
+            m.submodules[f"row{r}"] = instance(self._row, UNIT_NAMES["mvm_row"], sync=True, w=w, ew=ew, x=x, xb=xb,
+                                               xkeep=xkeep, exmax=s.exmax, e_exmax=sexmax, term=s.term, mask=mask,
+                                               sfirst=sfirst, osel=sslot[:bits_for(S)] if S > 1 else 0,
+                                               oshadow=sq != 0, ocap=sv & (sq == 0), y=y)
+            ys.append(y)
+        out = Signal(self._layouts.beat)
+        m.d.comb += [out.r.eq(srow), out.i.eq(si), out.j.eq(sj), out.tag.eq(stag), out.data.eq(Cat(*ys))]
+        return sv, out

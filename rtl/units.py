@@ -61,11 +61,17 @@ class MvmRow(wiring.Component):
         self.S, self.nsub = memmap.sub, memmap.nsub
         self.ma, self.mw, self.eb = c.act_fmt.mant_bits, c.weight_fmt.mant_bits, c.weight_fmt.exp_bits
         T, L, nsub, eb = self.T, self.L, self.nsub, self.eb
+        self.slots = c.mvm_row_slots
+        if self.slots == 1:
+            control = {"first": In(1), "term": In(1), "clear": In(1)}
+        else:  # one accumulator per row slot, each summing the engines of its mask; rows leave one per cycle
+            control = {"term": In(1), "mask": In(self.slots * T), "sfirst": In(self.slots),
+                       "osel": In(range(self.slots)), "oshadow": In(1), "ocap": In(1)}
         super().__init__({
             "w": In(T * L * (self.mw + 1)), "ew": In(T * nsub * eb),
             "x": In(T * L * (self.ma + 1)), "xb": In(T * nsub * eb), "xkeep": In(T * nsub),
             "exmax": In(signed(eb + 2)), "e_exmax": In(signed(eb + 2)),
-            "first": In(1), "term": In(1), "clear": In(1),
+            **control,
             "y": Out(16),
         })
 
@@ -92,53 +98,93 @@ class MvmRow(wiring.Component):
                 m.d.comb += t.eq(Mux(self.xkeep[g], prod, 0))
                 terms.append((t, xblk, ew))
 
-        # ---- accumulate
-        acc_bits = ACCUMULATOR_BITS + 1
-        win = awin + wwin
-        acc = Signal(signed(acc_bits + 2))
-        ewr = Signal(eb)
-        ewv = Signal()
-        first, exmax = self.first, self.exmax
-        old_acc = Mux(first, 0, acc)
-        old_v = ~first & ewv
-        new_ew = Mux(old_v, ewr, 0)
-        new_v = old_v
-        for idx, (t, xb, ew) in enumerate(terms):
-            take = (t != 0) & (~new_v | (ew > new_ew))
-            step_ew = Signal(eb, name=f"new_ew{idx}")  # a Signal per step: no exponential expression tree
-            m.d.comb += step_ew.eq(Mux(take, ew, new_ew))
-            new_ew = step_ew
-            step_v = Signal(name=f"new_v{idx}")
-            m.d.comb += step_v.eq(new_v | (t != 0))
-            new_v = step_v
-        ne = Signal(eb)
-        nv = Signal()
-        m.d.comb += [ne.eq(new_ew), nv.eq(new_v)]
-        delta = Signal(eb + 1)
-        m.d.comb += delta.eq(Mux(old_v, ne - ewr, 0))
-        shifted = Signal.like(acc, name="accs")
-        m.d.comb += shifted.eq(Mux(delta > acc_bits + 1, Mux(old_acc < 0, -1, 0), old_acc >> delta[:7]))
-        total = shifted
-        for idx, (t, xb, ew) in enumerate(terms):
-            k = Signal(signed(eb + 3), name=f"k{idx}")
-            m.d.comb += k.eq(xb.as_unsigned() - exmax + awin + ew.as_unsigned() - ne + wwin)
-            kc = Signal(range(win + 1), name=f"kc{idx}")
-            m.d.comb += kc.eq(Mux(k < 0, 0, Mux(k > win, win, k[:len(kc)])))
-            total = total + Mux(t != 0, t << kc, 0)
-        with m.If(self.term):
-            m.d.sync += [acc.eq(total), ewr.eq(ne), ewv.eq(nv)]
-        with m.Elif(self.clear):
-            m.d.sync += [acc.eq(0), ewv.eq(0)]
+        if self.slots == 1:
+            acc, ewr, ewv = self._accumulate(m, terms, self.first, self.term, self.clear, "")
+        else:
+            acc, ewr, ewv = self._slots(m, terms)
 
         # ---- the row's result, rounded once to fp16
         pexp = Signal(signed(eb + 4))
         m.d.comb += pexp.eq(self.e_exmax + emin - awin + ewr.as_unsigned() + emin - wwin - (ma - 1) - (mw - 1))
+        acc_bits = ACCUMULATOR_BITS + 1
         neg = acc < 0
         mag = Signal(acc_bits + 1)
         m.d.comb += mag.eq(Mux(neg, -acc, acc))
         y = F.round_fp16(m, neg, mag, pexp, name="mvr")
         m.d.comb += self.y.eq(Mux(ewv, y, 0))
         return m
+
+    def _accumulate(self, m, terms, first, term, clear, sfx: str):
+        """The exact accumulator of ``terms`` ((product, activation block exponent, weight block exponent) per
+        engine and sub-group): the running quantum only rises, by an exact right shift.  Returns its registers
+        (accumulator, weight exponent, any nonzero term so far)."""
+        c = self.config
+        eb = self.eb
+        wwin, awin = flush_windows(c.weight_fmt, c.act_fmt)
+        acc_bits = ACCUMULATOR_BITS + 1
+        win = awin + wwin
+        acc = Signal(signed(acc_bits + 2), name=f"acc{sfx}")
+        ewr = Signal(eb, name=f"ewr{sfx}")
+        ewv = Signal(name=f"ewv{sfx}")
+        exmax = self.exmax
+        old_acc = Mux(first, 0, acc)
+        old_v = ~first & ewv
+        new_ew = Mux(old_v, ewr, 0)
+        new_v = old_v
+        for idx, (t, xb, ew) in enumerate(terms):
+            take = (t != 0) & (~new_v | (ew > new_ew))
+            step_ew = Signal(eb, name=f"new_ew{sfx}{idx}")  # a Signal per step: no exponential expression tree
+            m.d.comb += step_ew.eq(Mux(take, ew, new_ew))
+            new_ew = step_ew
+            step_v = Signal(name=f"new_v{sfx}{idx}")
+            m.d.comb += step_v.eq(new_v | (t != 0))
+            new_v = step_v
+        ne = Signal(eb, name=f"ne{sfx}")
+        nv = Signal(name=f"nv{sfx}")
+        m.d.comb += [ne.eq(new_ew), nv.eq(new_v)]
+        delta = Signal(eb + 1, name=f"delta{sfx}")
+        m.d.comb += delta.eq(Mux(old_v, ne - ewr, 0))
+        shifted = Signal.like(acc, name=f"accs{sfx}")
+        m.d.comb += shifted.eq(Mux(delta > acc_bits + 1, Mux(old_acc < 0, -1, 0), old_acc >> delta[:7]))
+        total = shifted
+        for idx, (t, xb, ew) in enumerate(terms):
+            k = Signal(signed(eb + 3), name=f"k{sfx}{idx}")
+            m.d.comb += k.eq(xb.as_unsigned() - exmax + awin + ew.as_unsigned() - ne + wwin)
+            kc = Signal(range(win + 1), name=f"kc{sfx}{idx}")
+            m.d.comb += kc.eq(Mux(k < 0, 0, Mux(k > win, win, k[:len(kc)])))
+            total = total + Mux(t != 0, t << kc, 0)
+        with m.If(term):
+            m.d.sync += [acc.eq(total), ewr.eq(ne), ewv.eq(nv)]
+        if clear is not None:
+            with m.Elif(clear):
+                m.d.sync += [acc.eq(0), ewv.eq(0)]
+        return acc, ewr, ewv
+
+    def _slots(self, m, terms):
+        """``mvm_row_slots`` accumulators, slot s summing the terms of the engines in its ``mask`` and starting
+        a new row with ``sfirst[s]``; on ``ocap`` every slot is copied into its shadow (the rows a round
+        completed wait there for their turn to leave).  Returns the registers of slot ``osel``, from the
+        shadows with ``oshadow``."""
+        T, nsub = self.T, self.nsub
+        live, shadow = [], []
+        for s in range(self.slots):
+            masked = []
+            for g, (t, xb, ew) in enumerate(terms):
+                ts = Signal.like(t, name=f"t_s{s}_{g}")
+                m.d.comb += ts.eq(Mux(self.mask[s * T + g // nsub], t, 0))
+                masked.append((ts, xb, ew))
+            regs = self._accumulate(m, masked, self.sfirst[s], self.term, None, f"_s{s}_")
+            held = [Signal.like(r, name=f"{r.name}h") for r in regs]
+            with m.If(self.ocap):
+                m.d.sync += [h.eq(r) for h, r in zip(held, regs)]
+            live.append(regs)
+            shadow.append(held)
+        out = [Signal.like(r, name=f"out_{r.name}") for r in live[0]]
+        with m.Switch(self.osel):
+            for s in range(self.slots):
+                with m.Case(s):
+                    m.d.comb += [o.eq(Mux(self.oshadow, h, r)) for o, h, r in zip(out, shadow[s], live[s])]
+        return out
 
 
 class BfpBlock(wiring.Component):

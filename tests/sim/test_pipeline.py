@@ -126,8 +126,6 @@ def test_steps_issue_in_order_one_per_cycle():
 def test_the_rtl_refuses_what_it_does_not_implement_yet():
     from rtl.generate import make_top
 
-    with pytest.raises(ConfigError, match="mvm_row_slots: the RTL's MVM takes one row tile per MAC round so far"):
-        make_top(PIPELINED.replace(mvm_row_slots=2))
     with pytest.raises(ConfigError, match="latencies.chain_setup: the pipelined RTL needs chain_setup >= 2"):
         make_top(PIPELINED.replace(latencies=PIPELINED.latencies.__class__(chain_setup=1)))
 
