@@ -277,3 +277,64 @@ class Checker:
             self.coverage.sample_error(case.kind, not bad)
         return Comparison(not bad, res["cycles"], 0, bad[0].text() if bad else None, res["commits"], [], bad,
                           len(bad), case.kind)
+
+
+def step_programs(program) -> list[list]:
+    """A program as self-contained steps: each chain preceded by s_wr of every register it uses (the values
+    analyze() found), each transfer on its own; any subset, in order, is again a program."""
+    from npu.isa import Instruction, Reg
+
+    out = []
+    for s in analyze(program):
+        if isinstance(s, Dma):
+            out.append([program.instructions[s.pc]])
+            continue
+        regs = [(Reg.ROWS, s.rows), (Reg.COLS, s.cols), (Reg.ITER_OUTER, s.iter_outer),
+                (Reg.ITER_INNER, s.iter_inner), (Reg.WIN_RUN, s.win_run), (Reg.WIN_PITCH, s.win_pitch),
+                (Reg.ALPHA, s.alpha)]
+        out.append([Instruction.make("s_wr", reg=int(r), imm=int(v)) for r, v in regs]
+                   + list(program.instructions[s.pc:s.end_pc + 1]))
+    return out
+
+
+def minimise(case, rtl, *, max_runs: int = 300, say=None):
+    """The smallest program (by steps removed greedily, halves first) that still mismatches, with the case's
+    data: returns a copy of ``case`` with that program.  Each attempt is one compare() on ``rtl``."""
+    import copy
+
+    from npu.program import Program
+
+    config = case.program.config
+    steps = step_programs(case.program)
+    runs = 0
+
+    def bad(subset) -> bool:
+        nonlocal runs
+        runs += 1
+        trial = copy.copy(case)
+        trial.program = Program(config, [i for s in subset for i in s])
+        try:
+            return not compare(trial, rtl).exact
+        except Exception:
+            return False
+
+    if not bad(steps):
+        return None
+    chunk = max(1, len(steps) // 2)
+    while chunk >= 1 and runs < max_runs:
+        k = 0
+        changed = False
+        while k < len(steps) and runs < max_runs:
+            trial = steps[:k] + steps[k + chunk:]
+            if trial and bad(trial):
+                steps = trial
+                changed = True
+                if say:
+                    say(f"{len(steps)} steps")
+            else:
+                k += chunk
+        if not changed:
+            chunk //= 2
+    out = copy.copy(case)
+    out.program = Program(config, [i for s in steps for i in s])
+    return out

@@ -108,3 +108,23 @@ def test_many_random_programs_small(small_rtl):
 def test_many_random_pipelined_programs(tiny_pipelined_rtl):
     _, _, bad = run_many(tiny_pipelined_rtl, range(6000, 6000 + random_count(60)), pipelined_programs=True)
     assert not bad, bad
+
+
+@pytest.mark.xfail(strict=True, reason="npu/program.py: iteration_hazard refuses a chain reading what an earlier "
+                   "iteration wrote, but not what an earlier ROW of the same iteration wrote; the simulator "
+                   "(sim/functional.py) reads every row before writing any, the RTL writes row r a few cycles "
+                   "after reading it, so row r + 8 reads the new value. Found by random programs (seeds 100063, "
+                   "100151, 100257, 100277 of bench_rtl_random.py); rtl.randprog.row_hazard keeps them out")
+@pytest.mark.parametrize("source", ["s_wr rows 16\nv_rd ivrf 0\nv_wr ivrf 8\nend_chain",
+                                    "s_wr rows 16\nv_rd ivrf 0\nvv_add 0\nv_wr asvrf 8\nend_chain"])
+def test_a_chain_reading_rows_it_wrote_in_the_same_iteration(tiny_rtl, source):
+    """Either the static rules refuse the chain (as they do across iterations) or both machines agree."""
+    from npu.errors import ProgramError
+    from tests.rtl.test_rtl import directed
+
+    case = directed(source)
+    try:
+        analyze(case.program)
+    except ProgramError:
+        return
+    assert Checker(tiny_rtl, chained=False).check(case).exact
