@@ -57,8 +57,10 @@ def baseline(config, programs: int, seed: int, chains) -> dict:
             "cycles_per_s": round(cycles / wall, 1), "exact": exact}
 
 
-def run(config, programs: int, seed: int, pipelined: bool, error_every: int, progress: bool) -> tuple[dict, dict]:
-    """``programs`` random programs (every ``error_every``-th an error program) on one simulator process."""
+def run(config, programs: int, seed: int, pipelined: bool, error_every: int, progress: bool,
+        minutes: float | None = None) -> tuple[dict, dict]:
+    """``programs`` random programs (every ``error_every``-th an error program) on one simulator process; stop
+    early after ``minutes`` (the row says how many ran)."""
     from rtl.backend import RtlMachine
     from rtl.check import Checker
     from rtl.coverage import Coverage
@@ -71,7 +73,12 @@ def run(config, programs: int, seed: int, pipelined: bool, error_every: int, pro
     mismatches, errors = [], 0
     t0 = time.perf_counter()
     t_rtl = 0.0
+    ran = 0
     for k, s in enumerate(range(seed, seed + programs)):
+        if minutes is not None and time.perf_counter() - t0 > 60 * minutes:
+            print(f"  {config.name}: stopped after {minutes} minutes (--minutes)", file=sys.stderr, flush=True)
+            break
+        ran += 1
         if error_every and k % error_every == error_every - 1:
             c = ck.check_error(random_error_case(config, s, kinds[errors % len(kinds)], m.params.queue_depth))
             errors += 1
@@ -91,7 +98,7 @@ def run(config, programs: int, seed: int, pipelined: bool, error_every: int, pro
     wall = time.perf_counter() - t0
     m.close()
     rep = cov.report()
-    return ({"config": config.name, "path": "one process (Session)", "programs": programs - ck.skipped,
+    return ({"config": config.name, "path": "one process (Session)", "programs": ran - ck.skipped,
              "errors": errors, "skipped": ck.skipped, "cycles": ck.cycles, "wall_s": round(wall, 1),
              "rtl_bench_s": round(t_rtl, 1), "cycles_per_s": round(ck.cycles / wall, 1),
              "mismatches": len(mismatches), "coverage_pct": rep["percent"], "mismatch_list": mismatches[:20]},
@@ -114,6 +121,8 @@ def main() -> int:
     ap.add_argument("--baseline", type=int, default=6, help="programs on the old path, per kind (default 6)")
     ap.add_argument("--error-every", type=int, default=25, help="one error program in N (default 25)")
     ap.add_argument("--seed", type=int, default=100_000, help="first seed (default 100,000: not the tests')")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="stop each configuration after this many minutes (the table says how many programs ran)")
     ap.add_argument("--json", action="store_true", help="print JSON (the table and coverage go to stderr)")
     args = ap.parse_args()
     tiny, small = PRESETS["tiny"], PRESETS["small"]
@@ -126,7 +135,7 @@ def main() -> int:
                                  (tiny.with_scoreboard(8), args.pipelined, True),
                                  (small.with_scoreboard(8), args.small_pipelined, True)):
         if n:
-            row, rep = run(config, n, args.seed, pipelined, args.error_every, progress=True)
+            row, rep = run(config, n, args.seed, pipelined, args.error_every, progress=True, minutes=args.minutes)
             rows.append(row)
             reports.append(rep)
     ref = base[0]["cycles_per_s"] if base else None

@@ -234,8 +234,19 @@ class Checker:
             self.skipped += 1
             return None
         case.load(rtl)
-        rres = rtl.run(program)
         steps = analyze(program)
+        limit, rtl.max_cycles = rtl.max_cycles, 4 * sres.cycles + 2000  # an RTL that hangs is a mismatch too
+        try:
+            rres = rtl.run(program)
+        except ProgramError as exc:  # the RTL raised an error flag or did not finish
+            rtl.pop_output()
+            sim.pop_output()
+            self.sim = None
+            self.cases += 1
+            bad = [Mismatch("error", "run", None, None, "completes without error", str(exc))]
+            return Comparison(False, 0, sres.cycles, bad[0].text(), [], [], bad, 1)
+        finally:
+            rtl.max_cycles = limit
         outputs = sim.pop_output(), rtl.pop_output()
         cmp = _comparison(sim, rtl, sres, rres, steps, outputs)
         if self.coverage is not None:
