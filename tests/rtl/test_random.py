@@ -128,3 +128,22 @@ def test_a_chain_reading_rows_it_wrote_in_the_same_iteration(tiny_rtl, source):
     except ProgramError:
         return
     assert Checker(tiny_rtl, chained=False).check(case).exact
+
+
+@pytest.mark.xfail(strict=True, reason="npu/program.py allows two v_wr of one chain to reach one address; the "
+                   "simulator (sim/functional.py) applies the writes destination by destination (the last v_wr "
+                   "wins), the RTL in the order rows come out (the later iteration wins). Found by random "
+                   "pipelined programs on tiny-sb8 (bench_rtl_random.py seeds 100091, 100136, 100163, 100451); "
+                   "rtl.randprog.write_overlap keeps them out")
+def test_two_writes_of_a_chain_to_one_address(tiny_rtl):
+    """Either the static rules refuse the chain or both machines agree (seed 100091, minimised)."""
+    from npu.errors import ProgramError
+    from tests.rtl.test_rtl import directed
+
+    case = directed("s_wr rows 2\ns_wr cols 4\ns_wr iter_outer 2\ns_wr iter_inner 2\nv_rd asvrf 32 si=4\n"
+                    "v_wr ivrf 41 mfu=1 si=2\nv_wr ivrf 44 so=2 si=4\nend_chain")
+    try:
+        analyze(case.program)
+    except ProgramError:
+        return
+    assert Checker(tiny_rtl, chained=False).check(case).exact
