@@ -529,15 +529,20 @@ def random_case(config: NpuConfig, seed: int, chains: int | None = 4, pipelined:
                 data: str = "full", verify: bool = True) -> Case:
     """A legal random program and its data (redrawn until the simulator accepts it); ``pipelined``: one of
     :func:`random_pipelined_program` with ``2 * chains + 2`` steps; ``chains=None``: a random length (up to
-    hundreds of steps).  ``data="full"`` fills every memory; ``"partial"`` a few regions of each (for a machine
-    that keeps what earlier cases left, rtl.check.Checker).  ``verify=False`` skips the simulator run that
+    hundreds of steps; with ``pipelined``, half of them :func:`random_program`'s).  ``data="full"`` fills
+    every memory; ``"partial"`` a few regions of each (for a machine that keeps what earlier cases left,
+    rtl.check.Checker).  ``verify=False`` skips the simulator run that
     proves the case legal (the static rules are checked all the same; rtl.check.Checker skips a case the
     simulator then refuses)."""
     from sim.machine import Machine
 
     rng = np.random.default_rng(seed)
     for _ in range(100):
-        if pipelined:
+        if pipelined and chains is None and rng.random() < 0.5:
+            # random lengths on the pipelined machine: half its own programs, half the one-step machine's
+            # (register limits, stride classes, windows, streamed queues)
+            instructions = random_program(rng, config, None)
+        elif pipelined:
             n = chains if chains is not None else max(1, _length(rng) // 2)
             instructions = random_pipelined_program(rng, config, 2 * n + 2)
         else:
