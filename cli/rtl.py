@@ -30,10 +30,17 @@ reuse the cached build (~/.cache/npu-rtl, or $NPU_RTL_CACHE).
 CHECK_EPILOG = """\
 examples:
   npu rtl check mv.bin --mrf examples/matvec_w.npy --vrf asvrf:0:0=examples/matvec_b.npy --input examples/matvec_x.npy
-  npu rtl check --random 20 --config tiny --json
+  npu rtl check --random 200 --config tiny --coverage       # random lengths (up to hundreds of steps), bins hit
+  npu rtl check --random 20 --config tiny --steps 4 --json   # 4 steps each
   npu rtl check --random 20 --config small --entries 8   # the pipelined machine: chains in flight, DMA beside compute
+  npu rtl check --random 100 --config tiny --errors 10   # one error program in 10 (the RTL's flags vs the simulator)
   npu zoo build tiny_cnn -o cnn.onnx && npu compile cnn.onnx --config tiny -o cnn.npu
   npu rtl check cnn.npu --json          # sim vs RTL (twice in a row) on seeded random inputs
+
+Programs and random programs compare the output queue, every word of every memory, every step's completion
+cycle (the commit trace) and the total; mismatches are listed by memory (or commit trace) and step (the pc of
+the step that wrote the address last, or that completed in another cycle). Random programs run one after the
+other on one simulator process, memories carrying over (docs/rtl.md, "Verification").
 """
 SYNTH_EPILOG = """\
 examples:
@@ -87,6 +94,13 @@ def add_commands(subparsers) -> None:
                        help="seed of a model's random inputs (and the first random program of check --random)")
         if name == "check":
             p.add_argument("--random", type=int, default=0, help="check N random programs instead")
+            p.add_argument("--steps", type=int, default=None, metavar="N",
+                           help="with --random: N steps per program (default: random lengths, up to hundreds)")
+            p.add_argument("--errors", type=int, default=0, metavar="K",
+                           help="with --random: one error program in K (the RTL's error flags against the "
+                                "simulator's error)")
+            p.add_argument("--coverage", action="store_true",
+                           help="with --random: print the functional coverage report (bins hit; in --json always)")
             p.add_argument("--entries", type=int, default=None, metavar="N",
                            help="with --random: the pipelined machine with N scoreboard entries (docs/pipeline.md), "
                                 "on programs drawn where its rules bite (dependent and independent chains, DMA "
@@ -238,30 +252,63 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_check(args) -> int:
+def _mismatch_lines(r: dict) -> list[str]:
+    out = []
+    for m in r.get("mismatches") or []:
+        at = "" if m["address"] is None else f"[{m['address']}]"
+        step = "" if m["step"] is None else f"step at pc {m['step']:<5d} "
+        out.append(f"    {step}{m['where']}{at}: sim {m['sim']}, RTL {m['rtl']}")
+    more = (r.get("mismatch_count") or 0) - len(r.get("mismatches") or [])
+    if more > 0:
+        out.append(f"    ... and {more} more")
+    return out
+
+
+def _check_random(args) -> tuple[list[dict], dict | None]:
     from rtl.backend import RtlMachine
+    from rtl.check import Checker
+    from rtl.coverage import Coverage
+    from rtl.randprog import ERROR_KINDS, random_case, random_error_case
+
+    config = get_config(args.config or "tiny")
+    pipelined = args.entries is not None and args.entries > 1
+    if args.entries is not None:
+        config = config.with_scoreboard(args.entries)
+    prebuild(config, args)
+    rtl = RtlMachine(config)
+    cov = Coverage(config, rtl.params.queue_depth)
+    checker = Checker(rtl, coverage=cov)
+    kinds = sorted(ERROR_KINDS)
+    results = []
+    bar = progress.counter(args, "random programs")
+    try:
+        for k, seed in enumerate(range(args.seed, args.seed + args.random)):
+            if args.errors and k % args.errors == args.errors - 1:
+                cmp = checker.check_error(random_error_case(config, seed, kinds[(k // args.errors) % len(kinds)],
+                                                            rtl.params.queue_depth))
+            else:
+                cmp = checker.check(random_case(config, seed, args.steps, pipelined,
+                                                data="full" if checker.sim is None else "partial"))
+            if cmp is not None:
+                results.append(dict(cmp.summary(), seed=seed))
+            if bar is not None:
+                bar(k + 1, args.random)
+    finally:
+        progress.close(bar)
+        rtl.close()
+    return results, cov.report()
+
+
+def cmd_check(args) -> int:
     from rtl.check import compare
-    from rtl.randprog import Case, random_case
+    from rtl.randprog import Case
 
     results = []
+    report = None
     if args.entries is not None and not args.random:
         raise SystemExit("npu rtl check: --entries goes with --random (a program or model runs on its own configuration)")
     if args.random:
-        config = get_config(args.config or "tiny")
-        pipelined = args.entries is not None and args.entries > 1
-        if args.entries is not None:
-            config = config.with_scoreboard(args.entries)
-        prebuild(config, args)
-        rtl = RtlMachine(config)
-        bar = progress.counter(args, "random programs")
-        try:
-            for k, seed in enumerate(range(args.seed, args.seed + args.random)):
-                cmp = compare(random_case(config, seed, pipelined=pipelined), rtl)
-                results.append(dict(cmp.summary(), seed=seed))
-                if bar is not None:
-                    bar(k + 1, args.random)
-        finally:
-            progress.close(bar)
+        results, report = _check_random(args)
     else:
         program = _load_program(args)
         if program is None:
@@ -273,19 +320,33 @@ def cmd_check(args) -> int:
 
             prebuild(program.config, args)
             results.append(compare(_Setup(program)).summary())
-    ok = all(r["bit_exact"] for r in results)
-    errs = [abs(r["cycle_error"]) for r in results]
+    ok = all(r["bit_exact"] and r.get("exact", True) for r in results)
+    errs = [abs(r["cycle_error"]) for r in results if not r.get("error")] or [0.0]  # not error programs
     if args.json:
-        print(json.dumps(results[0] if len(results) == 1 else
-                         {"cases": results, "bit_exact": ok, "mean_abs_cycle_error": float(np.mean(errs)),
-                          "max_abs_cycle_error": float(np.max(errs))}, indent=2))
+        if len(results) == 1 and report is None:
+            print(json.dumps(results[0], indent=2))
+        else:
+            print(json.dumps({"cases": results, "bit_exact": all(r["bit_exact"] for r in results), "exact": ok,
+                              "mean_abs_cycle_error": float(np.mean(errs)), "max_abs_cycle_error": float(np.max(errs)),
+                              "mismatched_seeds": [r["seed"] for r in results if not r.get("exact", True)],
+                              "coverage": report}, indent=2))
     else:
         for r in results:
-            print(("" if "seed" not in r else f"seed {r['seed']:4d}  ") +
-                  f"bit_exact {r['bit_exact']}  rtl_cycles {r['rtl_cycles']}  sim_cycles {r['sim_cycles']}  "
-                  f"cycle_error {r['cycle_error']:+.2%}" + (f"  first mismatch: {r['first_mismatch']}"
-                                                            if r["first_mismatch"] else ""))
+            kind = f"  error program ({r['error']})" if r.get("error") else ""
+            print(("" if "seed" not in r else f"seed {r['seed']:6d}  ") +
+                  f"exact {r.get('exact', r['bit_exact'])}  bit_exact {r['bit_exact']}  rtl_cycles {r['rtl_cycles']}"
+                  f"  sim_cycles {r['sim_cycles']}  cycle_error {r['cycle_error']:+.2%}{kind}" +
+                  (f"  first mismatch: {r['first_mismatch']}" if r["first_mismatch"] and not r.get("mismatches")
+                   else ""))
+            for line in _mismatch_lines(r):
+                print(line)
         if len(results) > 1:
-            print(f"{sum(r['bit_exact'] for r in results)}/{len(results)} bit-exact; cycle error mean "
-                  f"{np.mean(errs):.2%} max {np.max(errs):.2%}")
+            print(f"{sum(r.get('exact', r['bit_exact']) for r in results)}/{len(results)} exact (bits, every memory, "
+                  f"every step's cycle); cycle error mean {np.mean(errs):.2%} max {np.max(errs):.2%}")
+        if report is not None and args.coverage:
+            from rtl.coverage import report_table
+
+            print(report_table(report))
+        elif report is not None:
+            print(f"coverage: {report['hit']}/{report['bins']} bins ({report['percent']:.1f} %); --coverage lists them")
     return 0 if ok else 1

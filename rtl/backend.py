@@ -1,11 +1,17 @@
 """RtlMachine: the Verilated NPU behind npu.backend.MachineLike.
 
-Every ``run`` is one cocotb simulation of the cached build (rtl/cosim.py).
-The machine keeps a shadow copy of every memory word it knows to be nonzero:
-a run loads them through the load port, runs the program, and reads back the
-address ranges the program may write, so memories persist from run to run as
-on the simulator (and on hardware).  The network queues are Python lists
-between runs.
+The machine keeps one simulator process of the cached build (rtl/cosim.py's
+:class:`~rtl.cosim.Session`, started at the first run) and runs every program
+on it: reset the registers, load what changed, run, read back.  It keeps a
+shadow copy of every memory word it knows to be nonzero (what the machine
+holds for its user) and the image of what the simulated instance holds; a run
+loads through the load port only the words where the two differ, runs the
+program, and reads back every word of every data memory (``read_all``, the
+default when they total at most :data:`READ_ALL_WORDS` words) or else the
+ranges the program may write, so memories persist from run to run as on the
+simulator (and on hardware).  The network queues are Python lists between
+runs.  ``persistent=False`` starts a simulator process per run instead (the
+old way, 1-3 s each).
 """
 from __future__ import annotations
 
@@ -81,18 +87,54 @@ def input_count(steps) -> int:
     return sum(s.iterations * len(s.read_offsets()) for s in steps if isinstance(s, Chain) and s.read.space == Space.NETQ)
 
 
+#: Read back every data memory after each run when they hold at most this many words in all (tiny about
+#: 3,000, small 9,000; the large presets' DRAMs are far beyond it).
+READ_ALL_WORDS = 1 << 15
+
+
 class RtlMachine:
-    """One RTL NPU instance (npu.backend.MachineLike)."""
+    """One RTL NPU instance (npu.backend.MachineLike).
+
+    ``max_cycles``: a run that has not finished after that many cycles stops with a SimulationError (a
+    program waiting forever, e.g. on an empty input queue); None waits without bound."""
 
     def __init__(self, config: NpuConfig | str, params: RtlParams = RtlParams(), *, trace: bool = False,
-                 progress=None):
+                 progress=None, persistent: bool = True, read_all: bool | None = None,
+                 max_cycles: int | None = None):
         self.config = get_config(config)
         self.params = params
         self.memmap = MemoryMap(self.config, params.program_depth, params.max_word_bits)
         self.build = build(self.config, params, trace=trace, progress=progress)
         self.shadow: dict[str, dict[int, int]] = {m.name: {} for m in self.memmap.memories}
+        #: what the simulated instance holds (nonzero words), as far as loads and reads tell
+        self.image: dict[str, dict[int, int]] = {m.name: {} for m in self.memmap.memories}
         self.inq: list[np.ndarray] = []
         self.outq: list[np.ndarray] = []
+        self.persistent = persistent
+        data_words = sum(m.depth for m in self.memmap.memories if m.name != "prog")
+        self.read_all = data_words <= READ_ALL_WORDS if read_all is None else read_all
+        self.max_cycles = max_cycles
+        self.session = None
+        self.last_result: dict | None = None  # the bench's raw result of the last run (error bits, hung)
+
+    def close(self) -> None:
+        """Stop the simulator process (a later run starts another)."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        self.image = {m.name: {} for m in self.memmap.memories}
+
+    def _job(self, case: dict) -> dict:
+        from rtl.cosim import Session
+
+        if not self.persistent:
+            (res,) = run_job(self.build, [case])
+            return res
+        if self.session is None:
+            self.session = Session(self.build)
+            self.image = {m.name: {} for m in self.memmap.memories}  # a new process: every word zero
+        (res,) = self.session.run([case])
+        return res
 
     # ------------------------------------------------------------------ loading
     def _put(self, name: str, addr: int, words: list[int]) -> None:
@@ -159,8 +201,10 @@ class RtlMachine:
         return out
 
     # ------------------------------------------------------------------ running
-    def case_for(self, program: Program, steps) -> tuple[dict, dict]:
-        """The bench case of one run, and what to read back."""
+    def case_for(self, program: Program, steps, image: dict[str, dict[int, int]] | None = None
+                 ) -> tuple[dict, dict]:
+        """The bench case of one run, and what to read back.  It loads every nonzero word of the shadow (an
+        instance fresh from power-on), or, given the ``image`` an instance holds, the words that differ."""
         mm = self.memmap
         if len(program) > self.params.program_depth:
             raise NpuError(f"program of {len(program)} instructions exceeds the RTL's "
@@ -169,8 +213,14 @@ class RtlMachine:
         words = [enc.encode(i) for i in program.instructions]
         loads = [(mm.by_name["prog"].id, 0, words)]
         for name, mem in self.shadow.items():
-            for addr in sorted(mem):
-                loads.append((mm.by_name[name].id, addr, [mem[addr]]))
+            if image is None:
+                for addr in sorted(mem):
+                    loads.append((mm.by_name[name].id, addr, [mem[addr]]))
+                continue
+            held = image[name]
+            for addr in sorted(set(mem) | set(held)):
+                if mem.get(addr, 0) != held.get(addr, 0):
+                    loads.append((mm.by_name[name].id, addr, [mem.get(addr, 0)]))
         inputs = np.concatenate(self.inq) if self.inq else np.zeros((0, self.config.native_dim), np.float16)
         need = input_count(steps)
         if len(inputs) < need:
@@ -178,11 +228,15 @@ class RtlMachine:
             raise SimulationError(chain.pc, str(program.instructions[chain.pc]),
                                   f"reading an empty queue: the program pops {need} vectors but the input queue "
                                   f"holds {len(inputs)}")
-        ranges = written_ranges(steps, self.config, mm)
+        if self.read_all:
+            ranges = {m.name: (0, m.depth - 1) for m in mm.memories if m.name != "prog"}
+        else:
+            ranges = written_ranges(steps, self.config, mm)
         reads = [(mm.by_name[name].id, lo, hi - lo + 1) for name, (lo, hi) in ranges.items()]
         limit = self.params.queue_depth - 2
         case = {"loads": _merge_loads(loads), "program": words, "inputs": mm.vector_words(inputs[:need]),
-                "stream": need > limit or output_count(steps) > limit, "reads": reads}
+                "stream": need > limit or output_count(steps) > limit, "reads": reads, "reset": True,
+                "max_cycles": self.max_cycles}
         return case, {"ranges": ranges, "consumed": need}
 
     def run(self, program: Program, *, regions=None) -> RtlRunResult:
@@ -190,9 +244,17 @@ class RtlMachine:
             raise NpuError(f"program was built for configuration {program.config.name!r}, this machine is "
                            f"{self.config.name!r}")
         steps = analyze(program)
-        case, info = self.case_for(program, steps)
-        (res,) = run_job(self.build, [case])
+        fresh = not self.persistent
+        case, info = self.case_for(program, steps, None if fresh else self.image)
+        res = self._job(case)
+        self.last_result = res
+        if fresh:
+            self.image = {m.name: {} for m in self.memmap.memories}
+        for mem, addr, words in case["loads"][1:]:  # the program memory is not tracked
+            self._note(self.image[mm_name(self.memmap, mem)], addr, words)
         self._absorb(res, info)
+        if res.get("hung"):
+            raise SimulationError(0, "run", f"the RTL did not finish within {self.max_cycles} cycles")
         if res["error"] & ERR_UNSUPPORTED:
             raise SimulationError(0, "run", "the RTL flagged a chain it does not implement")
         if res["error"] & ERR_OVERFLOW:
@@ -201,10 +263,45 @@ class RtlMachine:
         return RtlRunResult(self.config, res["cycles"], len(program), sum(isinstance(s, Chain) for s in steps),
                             macs, res["commits"], res["wall_s"], res["sim_s"])
 
+    def run_raw(self, program: Program, inputs: np.ndarray | None = None, *, max_cycles: int | None = None) -> dict:
+        """Run a program the static rules may refuse (an error program) as it is, on whatever the memories
+        hold, and return the bench's raw result (``error`` bits, ``hung``, ``cycles``, ``commits``, ``outputs``).
+        Afterwards the machine holds its reset state (empty shadow and queues)."""
+        mm = self.memmap
+        if len(program) > self.params.program_depth:
+            raise NpuError(f"program of {len(program)} instructions exceeds the RTL's "
+                           f"{self.params.program_depth}-word program memory")
+        enc = encoding_for(self.config)
+        words = [enc.encode(i) for i in program.instructions]
+        reads = ([(m.id, 0, m.depth) for m in mm.memories if m.name != "prog"] if self.read_all and self.persistent
+                 else [])
+        x = np.zeros((0, self.config.native_dim), np.float16) if inputs is None else np.asarray(inputs, np.float16)
+        case = {"loads": [(mm.by_name["prog"].id, 0, words)], "program": words, "inputs": mm.vector_words(x),
+                "stream": False, "reads": reads, "reset": True, "max_cycles": max_cycles}
+        res = self._job(case)
+        self.last_result = res
+        if reads:
+            self.image = {m.name: {} for m in mm.memories}
+            for (mem, addr, _), got in zip(reads, res["reads"]):
+                self._note(self.image[mm_name(mm, mem)], addr, got)
+        elif self.persistent:
+            self.close()  # what the program wrote is unknown: the next run starts a new process
+        self.reset()
+        return res
+
+    @staticmethod
+    def _note(mem: dict[int, int], addr: int, words: list[int]) -> None:
+        for k, w in enumerate(words):
+            if w:
+                mem[addr + k] = w
+            else:
+                mem.pop(addr + k, None)
+
     def _absorb(self, res: dict, info: dict) -> None:
         mm = self.memmap
         for (name, (lo, hi)), words in zip(info["ranges"].items(), res["reads"]):
             self._put(name, lo, words)
+            self._note(self.image[name], lo, words)
         inputs = np.concatenate(self.inq) if self.inq else np.zeros((0, self.config.native_dim), np.float16)
         rest = inputs[info["consumed"]:]
         self.inq = [rest] if len(rest) else []
@@ -214,6 +311,10 @@ class RtlMachine:
     def reset(self) -> None:
         self.shadow = {m.name: {} for m in self.memmap.memories}
         self.inq, self.outq = [], []
+
+
+def mm_name(memmap: MemoryMap, mem_id: int) -> str:
+    return next(m.name for m in memmap.memories if m.id == mem_id)
 
 
 def _merge_loads(loads):

@@ -13,7 +13,13 @@ hardware).  Each case:
   bench must feed and drain them every cycle while the program runs (slow
   path); otherwise it preloads the inputs, starts, waits for ``busy`` to fall
   and drains the outputs (fast path: no Python per cycle);
-* ``reads``: ``[(memory id, first word, count)]`` read back after the run.
+* ``reads``: ``[(memory id, first word, count)]`` read back after the run;
+* ``reset``: reset every register first (the queues empty, errors cleared; memories keep their words);
+* ``max_cycles``: stop waiting after that many cycles (``hung`` in the result: a program that waits forever,
+  e.g. on an empty input queue).
+
+A session (rtl/cosim.py's :class:`~rtl.cosim.Session`) keeps one simulator process for many jobs: the bench
+connects to the host's socket (``NPU_RTL_SOCKET``) and runs each job it receives until told to stop.
 
 Everything is driven and sampled at falling clock edges, half a cycle away
 from the rising edge where the design samples its inputs.
@@ -26,7 +32,7 @@ import time
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, First, RisingEdge
+from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge
 
 
 def _u(handle) -> int:
@@ -94,11 +100,8 @@ async def _commits(dut, log):
             await FallingEdge(dut.clk)
 
 
-@cocotb.test()
-async def run_job(dut):
-    with open(os.environ["NPU_RTL_JOB"], "rb") as f:
-        job = pickle.load(f)
-    Clock(dut.clk, 10, unit="ns").start()
+async def _reset(dut):
+    """Registers to their reset values (memories keep their contents, as on hardware)."""
     dut.rst.value = 1
     dut.start.value = 0
     dut.ld_we.value = 0
@@ -107,54 +110,119 @@ async def run_job(dut):
     for _ in range(2):
         await FallingEdge(dut.clk)
     dut.rst.value = 0
+
+
+async def _run_case(dut, case) -> dict:
+    """One case (see the module docstring); ``reset``: reset the registers first; ``max_cycles``: give up
+    waiting for ``busy`` to fall after that many cycles (the result says ``hung``)."""
+    t0 = time.perf_counter()
+    if case.get("reset"):
+        await _reset(dut)
+    await _load(dut, case.get("loads", []))
+    res = {"cycles": 0, "error": 0, "outputs": [], "commits": [], "sim_s": 0.0, "hung": False}
+    program = case.get("program")
+    if program is not None:
+        feeder = _Feeder(dut, case.get("inputs", []))
+        outputs = res["outputs"]
+        # preload what fits (the queue's ready says when it does not)
+        while feeder.i < len(feeder.words) and dut.inq__ready.value == 1:
+            feeder.step()
+            await FallingEdge(dut.clk)
+        dut.inq__valid.value = 0
+        dut.prog_len.value = len(program)
+        commits = []
+        watcher = cocotb.start_soon(_commits(dut, commits))
+        dut.start.value = 1
+        await FallingEdge(dut.clk)
+        dut.start.value = 0
+        t1 = time.perf_counter()
+        limit = case.get("max_cycles")
+        if case.get("stream"):
+            dut.outq__ready.value = 1
+            n = 0
+            while True:
+                await FallingEdge(dut.clk)
+                n += 1
+                feeder.step()
+                if dut.busy.value == 0:
+                    break  # the drain below takes the rest
+                if limit is not None and n >= limit:
+                    res["hung"] = True
+                    break
+                if dut.outq__valid.value == 1:
+                    outputs.append(_u(dut.outq__payload))
+        else:
+            if dut.busy.value == 1:
+                if limit is None:
+                    await FallingEdge(dut.busy)
+                else:
+                    await First(FallingEdge(dut.busy), ClockCycles(dut.clk, limit))
+                    res["hung"] = dut.busy.value == 1
+            await FallingEdge(dut.clk)
+        res["sim_s"] = time.perf_counter() - t1
+        watcher.cancel()
+        dut.inq__valid.value = 0
+        res["cycles"] = _u(dut.cycles)
+        res["error"] = _u(dut.error)
+        res["commits"] = commits
+        # drain the output queue
+        dut.outq__ready.value = 1
+        while dut.outq__valid.value == 1:
+            outputs.append(_u(dut.outq__payload))
+            await FallingEdge(dut.clk)
+        dut.outq__ready.value = 0
+    res["reads"] = await _read(dut, case.get("reads", []))
+    res["wall_s"] = time.perf_counter() - t0
+    return res
+
+
+def _recv(sock) -> object:
+    head = _exactly(sock, 8)
+    return pickle.loads(_exactly(sock, int.from_bytes(head, "little")))
+
+
+def _exactly(sock, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("the host closed the session")
+        buf += chunk
+    return bytes(buf)
+
+
+def send(sock, obj) -> None:
+    """One message of the session protocol: 8-byte little-endian length, then a pickle."""
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(len(data).to_bytes(8, "little") + data)
+
+
+@cocotb.test()
+async def run_job(dut):
+    """A job file (``NPU_RTL_JOB`` -> ``NPU_RTL_OUT``) or, with ``NPU_RTL_SOCKET``, a session: receive a list of
+    cases, run them, send their results, until the host sends None (rtl/cosim.py's Session)."""
+    Clock(dut.clk, 10, unit="ns").start()
+    await _reset(dut)
+    if "NPU_RTL_SOCKET" in os.environ:
+        import socket
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(os.environ["NPU_RTL_SOCKET"])
+            while True:
+                try:
+                    job = _recv(sock)
+                except ConnectionError:
+                    return
+                if job is None:
+                    return
+                results = []
+                for case in job:
+                    results.append(await _run_case(dut, case))
+                send(sock, results)
+    with open(os.environ["NPU_RTL_JOB"], "rb") as f:
+        job = pickle.load(f)
     results = []
     for case in job:
-        t0 = time.perf_counter()
-        await _load(dut, case.get("loads", []))
-        res = {"cycles": 0, "error": 0, "outputs": [], "commits": [], "sim_s": 0.0}
-        program = case.get("program")
-        if program is not None:
-            feeder = _Feeder(dut, case.get("inputs", []))
-            outputs = res["outputs"]
-            # preload what fits (the queue's ready says when it does not)
-            while feeder.i < len(feeder.words) and dut.inq__ready.value == 1:
-                feeder.step()
-                await FallingEdge(dut.clk)
-            dut.inq__valid.value = 0
-            dut.prog_len.value = len(program)
-            commits = []
-            watcher = cocotb.start_soon(_commits(dut, commits))
-            dut.start.value = 1
-            await FallingEdge(dut.clk)
-            dut.start.value = 0
-            t1 = time.perf_counter()
-            if case.get("stream"):
-                dut.outq__ready.value = 1
-                while True:
-                    await FallingEdge(dut.clk)
-                    feeder.step()
-                    if dut.busy.value == 0:
-                        break  # the drain below takes the rest
-                    if dut.outq__valid.value == 1:
-                        outputs.append(_u(dut.outq__payload))
-            else:
-                if dut.busy.value == 1:
-                    await FallingEdge(dut.busy)
-                await FallingEdge(dut.clk)
-            res["sim_s"] = time.perf_counter() - t1
-            watcher.cancel()
-            dut.inq__valid.value = 0
-            res["cycles"] = _u(dut.cycles)
-            res["error"] = _u(dut.error)
-            res["commits"] = commits
-            # drain the output queue
-            dut.outq__ready.value = 1
-            while dut.outq__valid.value == 1:
-                outputs.append(_u(dut.outq__payload))
-                await FallingEdge(dut.clk)
-            dut.outq__ready.value = 0
-        res["reads"] = await _read(dut, case.get("reads", []))
-        res["wall_s"] = time.perf_counter() - t0
-        results.append(res)
+        results.append(await _run_case(dut, case))
     with open(os.environ["NPU_RTL_OUT"], "wb") as f:
         pickle.dump(results, f)

