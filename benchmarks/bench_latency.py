@@ -5,7 +5,7 @@
 
 Numbers come from the timing model (data-independent, so one timing-only run per model), for the machine the RTL
 implements (one step at a time) and, in the "pipelined" columns, for the design of docs/pipeline.md
-(npu.config.PIPELINED_DESIGN, or --entries/--row-slots; the RTL builds the scoreboard and DMA beside compute, row slots > 1 are modeled only); the peer is onnxruntime CPU measured in
+(npu.config.PIPELINED_DESIGN, or --entries/--row-slots; the RTL builds all of it: the scoreboard, DMA beside compute, queue FIFOs and row slots); the peer is onnxruntime CPU measured in
 the same run on the same ONNX (best of 3); speedup = ORT time / NPU time (pipelined).
 Layers that fall back to the host (weights or activations larger than the configuration) are listed.
 """

@@ -9,7 +9,7 @@ operators with input width = hidden width, as DeepBench's inference kernels), co
 configuration and timed by the cycle model (the schedule depends only on the program), twice: on the presets'
 machine (one step at a time) and on the pipelined design of docs/pipeline.md (scoreboard_entries 8,
 mvm_row_slots 2, the network queues as FIFOs beside compute that the link fills and drains at its rate), whose
-scoreboard, DMA engine and queue FIFOs the RTL builds cycle for cycle (its row slots are modeled only).
+scoreboard, DMA engine, queue FIFOs and row slots the RTL builds cycle for cycle.
 Utilization is the project's one definition: graph MACs / (cycles x the configuration's MACs per cycle).
 
 Peers, each cited where it is printed:
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     shapes = [Shape.parse(s) for s in args.shapes] if args.shapes else default_shapes(args.quick)
     if not args.json:
         print(f"modeled on {args.config}; utilization = graph MACs / (cycles x MACs per cycle); today = one step "
-              f"at a time (the RTL); pipelined = docs/pipeline.md {PIPELINED_DESIGN} (RTL: the scoreboard, DMA and queue FIFOs beside compute, bit- and cycle-exact; row slots > 1 modeled only); "
+              f"at a time (the RTL); pipelined = docs/pipeline.md {PIPELINED_DESIGN} (the RTL builds it bit- and cycle-exact); "
               f"FPT'20 = intel/fpga-npu RTL baseline / {FPT20_PEAK_TOPS} TOPS (derived peak)")
         print(f"{'workload':<18} {'util today':>10} {'cycles':>10} {'latency us':>11} {'util':>7} {'on NPU':>7} "
               f"{'FPT20 RTL':>9} {'ratio':>6} {'target':>7}  verdict")
