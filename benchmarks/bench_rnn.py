@@ -143,12 +143,12 @@ def graph_macs(shape: Shape) -> int:
 
 def measure(shape: Shape, config: str) -> dict:
     from compiler import compile_report
-    from npu.config import PIPELINED_DESIGN, get_config
+    from npu.config import get_config
 
     t0 = time.perf_counter()
     model = build(shape)
     today = compile_report(model, config=config)
-    report = compile_report(model, config=get_config(config).replace(**PIPELINED_DESIGN))
+    report = compile_report(model, config=get_config(config).pipelined())
     row = {"shape": shape.name, "kind": shape.kind, "size": shape.size, "steps": shape.steps,
            "batch": shape.batch, "config": config, "cycles_today": today.total_cycles,
            "utilization_today": round(today.utilization, 4), "cycles": report.total_cycles,

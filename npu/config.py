@@ -307,6 +307,13 @@ class NpuConfig:
         far as the RTL builds it), named ``<name>-sb<entries>`` so its builds and programs are its own."""
         return self.replace(name=f"{self.name}-sb{entries}", scoreboard_entries=entries)
 
+    def pipelined(self, **design) -> "NpuConfig":
+        """This configuration as the pipelined machine: :data:`PIPELINED_DESIGN` updated by ``design``, its row
+        slots capped at :attr:`cycles_per_tile` (the most this configuration allows)."""
+        d = {**PIPELINED_DESIGN, **design}
+        d["mvm_row_slots"] = min(d["mvm_row_slots"], max(1, self.cycles_per_tile))
+        return self.replace(**d)
+
     def fingerprint(self) -> str:
         """A short stable hash of every field: programs record it."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
