@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         for cfg in args.configs:
             try:
                 today = compile_report(model, config=cfg)
-                r = compile_report(model, config=get_config(cfg).pipelined(**PIPELINED))
+                r = compile_report(model, config=get_config(cfg).as_pipelined(**PIPELINED))
             except Exception as exc:
                 print(f"{name:<12} {cfg:<15} error: {exc}")
                 continue

@@ -87,14 +87,14 @@ def main(argv=None) -> int:
     ap.add_argument("--search", type=int, default=8, help="NPUs beyond auto to try for ResNet-50's 700/s")
     ap.add_argument("--check", action="store_true", help="also compare the outputs of both on the simulator")
     ap.add_argument("--pipelined", action="store_true",
-                    help="model the pipelined design of docs/pipeline.md (NpuConfig.pipelined(), "
+                    help="model the pipelined design of docs/pipeline.md (NpuConfig.as_pipelined(), "
                          "npu.config.PIPELINED_DESIGN) instead of today's one-step machine")
     args = ap.parse_args(argv)
     config = args.config
     if args.pipelined:
         from npu.config import get_config
 
-        config = get_config(args.config).pipelined()
+        config = get_config(args.config).as_pipelined()
     devices = {k: (v if v == "auto" else int(v)) for k, v in (d.split("=", 1) for d in args.devices)}
     params: dict[str, dict] = {}
     for p in args.param:

@@ -148,7 +148,7 @@ def measure(shape: Shape, config: str) -> dict:
     t0 = time.perf_counter()
     model = build(shape)
     today = compile_report(model, config=config)
-    report = compile_report(model, config=get_config(config).pipelined())
+    report = compile_report(model, config=get_config(config).as_pipelined())
     row = {"shape": shape.name, "kind": shape.kind, "size": shape.size, "steps": shape.steps,
            "batch": shape.batch, "config": config, "cycles_today": today.total_cycles,
            "utilization_today": round(today.utilization, 4), "cycles": report.total_cycles,

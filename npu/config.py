@@ -307,7 +307,7 @@ class NpuConfig:
         far as the RTL builds it), named ``<name>-sb<entries>`` so its builds and programs are its own."""
         return self.replace(name=f"{self.name}-sb{entries}", scoreboard_entries=entries)
 
-    def pipelined(self, **design) -> "NpuConfig":
+    def as_pipelined(self, **design) -> "NpuConfig":
         """This configuration as the pipelined machine: :data:`PIPELINED_DESIGN` updated by ``design``, its row
         slots capped at :attr:`cycles_per_tile` (the most this configuration allows)."""
         d = {**PIPELINED_DESIGN, **design}
