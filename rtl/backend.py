@@ -201,16 +201,20 @@ class RtlMachine:
         return out
 
     # ------------------------------------------------------------------ running
+    def _program_words(self, program: Program) -> list[int]:
+        """The program's instruction words for the RTL's program memory (refused when they do not fit it)."""
+        if len(program) > self.params.program_depth:
+            raise NpuError(f"program of {len(program)} instructions exceeds the RTL's "
+                           f"{self.params.program_depth}-word program memory")
+        enc = encoding_for(self.config)
+        return [enc.encode(i) for i in program.instructions]
+
     def case_for(self, program: Program, steps, image: dict[str, dict[int, int]] | None = None
                  ) -> tuple[dict, dict]:
         """The bench case of one run, and what to read back.  It loads every nonzero word of the shadow (an
         instance fresh from power-on), or, given the ``image`` an instance holds, the words that differ."""
         mm = self.memmap
-        if len(program) > self.params.program_depth:
-            raise NpuError(f"program of {len(program)} instructions exceeds the RTL's "
-                           f"{self.params.program_depth}-word program memory")
-        enc = encoding_for(self.config)
-        words = [enc.encode(i) for i in program.instructions]
+        words = self._program_words(program)
         loads = [(mm.by_name["prog"].id, 0, words)]
         for name, mem in self.shadow.items():
             if image is None:
@@ -268,11 +272,7 @@ class RtlMachine:
         hold, and return the bench's raw result (``error`` bits, ``hung``, ``cycles``, ``commits``, ``outputs``).
         Afterwards the machine holds its reset state (empty shadow and queues)."""
         mm = self.memmap
-        if len(program) > self.params.program_depth:
-            raise NpuError(f"program of {len(program)} instructions exceeds the RTL's "
-                           f"{self.params.program_depth}-word program memory")
-        enc = encoding_for(self.config)
-        words = [enc.encode(i) for i in program.instructions]
+        words = self._program_words(program)
         reads = ([(m.id, 0, m.depth) for m in mm.memories if m.name != "prog"] if self.read_all and self.persistent
                  else [])
         x = np.zeros((0, self.config.native_dim), np.float16) if inputs is None else np.asarray(inputs, np.float16)

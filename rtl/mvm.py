@@ -445,9 +445,11 @@ class PipelinedMvm(Mvm):
                 m.d.sync += run_max.eq(new_max)
         return arrived
 
-    def _sequencer_tagged(self, m, arrived, ring):
+    def _ring_head(self, m, ring):
+        """The MAC sequencer's state and the ring entry it works on (the iteration ``s.it``): (state, entry,
+        its tag, its chain's descriptor); both sequencers (one row tile a round, spread rounds) start here."""
         c = self.config
-        T, cpt, imm, eb = c.tile_engines, c.cycles_per_tile, self._layouts.imm, c.weight_fmt.exp_bits
+        imm, cpt, eb = self._layouts.imm, c.cycles_per_tile, c.weight_fmt.exp_bits
         s = _Macs(it=Signal(32), r=Signal(imm), i=Signal(imm), j=Signal(imm), k=Signal(imm),
                   g=Signal(range(max(cpt, 2))), base=Signal(range(c.mvm_buffer)), exmax=Signal(signed(eb + 2)),
                   active=Signal(), term=Signal(), first=Signal(), row_end=Signal(), freed=Signal())
@@ -457,6 +459,12 @@ class PipelinedMvm(Mvm):
         ex = Signal(self._layouts.chain)
         m.d.comb += [ring_r.addr.eq(s.it[:len(ring_r.addr)]), s.exmax.eq(entry.exmax.as_signed()),
                      tag.eq(entry.tag), s.i.eq(entry.i), s.j.eq(entry.j), ex.eq(self.descs[tag])]
+        return s, entry, tag, ex
+
+    def _sequencer_tagged(self, m, arrived, ring):
+        c = self.config
+        T, cpt, imm = c.tile_engines, c.cycles_per_tile, self._layouts.imm
+        s, entry, tag, ex = self._ring_head(m, ring)
         rounds = Signal(imm)
         term_cycles = Signal(imm + bits_for(cpt) + 1)
         row_cycles = Signal.like(term_cycles)
@@ -522,16 +530,8 @@ class PipelinedMvm(Mvm):
         the one-row MVM).  The rows a round completes are reported by ``complete``/``n_done``.
         """
         c = self.config
-        T, cpt, S, imm, eb = c.tile_engines, c.cycles_per_tile, c.mvm_row_slots, self._layouts.imm, c.weight_fmt.exp_bits
-        s = _Macs(it=Signal(32), r=Signal(imm), i=Signal(imm), j=Signal(imm), k=Signal(imm),
-                  g=Signal(range(max(cpt, 2))), base=Signal(range(c.mvm_buffer)), exmax=Signal(signed(eb + 2)),
-                  active=Signal(), term=Signal(), first=Signal(), row_end=Signal(), freed=Signal())
-        ring_r = ring.read_port(domain="comb")
-        entry = ring_r.data
-        tag = Signal(self._layouts.tag)
-        ex = Signal(self._layouts.chain)
-        m.d.comb += [ring_r.addr.eq(s.it[:len(ring_r.addr)]), s.exmax.eq(entry.exmax.as_signed()),
-                     tag.eq(entry.tag), s.i.eq(entry.i), s.j.eq(entry.j), ex.eq(self.descs[tag])]
+        T, cpt, S, imm = c.tile_engines, c.cycles_per_tile, c.mvm_row_slots, self._layouts.imm
+        s, entry, tag, ex = self._ring_head(m, ring)
         rounds = Signal(imm)
         term_cycles = Signal(imm + bits_for(cpt) + 1)
         row_cycles = Signal.like(term_cycles)

@@ -77,13 +77,7 @@ class ReadSequencer(wiring.Component):
     """
 
     def __init__(self, *, config: NpuConfig, memmap: MemoryMap, queue_depth: int):
-        check_config(config)
-        check_memmap(memmap, config)
-        check_positive("queue_depth", queue_depth)
-        self.config = config
-        self.memmap = memmap
-        self._layouts = lay = layouts_for(config)
-        self._vrfs = [name for names in memmap.vector_memories.values() for name in names]
+        lay = self._bind(config, memmap, queue_depth)
         super().__init__({
             "step": In(StepPort(lay.chain)),
             "inq": In(stream.Signature(16 * config.native_dim)),
@@ -92,6 +86,17 @@ class ReadSequencer(wiring.Component):
             "mvm": Out(BufferCredit()),
             "vec": Out(beat_stream(lay.vec)),
         })
+
+    def _bind(self, config: NpuConfig, memmap: MemoryMap, queue_depth: int):
+        """Check the parameters and keep what elaboration needs (this and the pipelined sequencer); the layouts."""
+        check_config(config)
+        check_memmap(memmap, config)
+        check_positive("queue_depth", queue_depth)
+        self.config = config
+        self.memmap = memmap
+        self._layouts = layouts_for(config)
+        self._vrfs = [name for names in memmap.vector_memories.values() for name in names]
+        return self._layouts
 
     def elaborate(self, platform):
         m = Module()
@@ -225,13 +230,7 @@ class PipelinedReadSequencer(ReadSequencer):
     """
 
     def __init__(self, *, config: NpuConfig, memmap: MemoryMap, queue_depth: int):
-        check_config(config)
-        check_memmap(memmap, config)
-        check_positive("queue_depth", queue_depth)
-        self.config = config
-        self.memmap = memmap
-        self._layouts = lay = layouts_for(config)
-        self._vrfs = [name for names in memmap.vector_memories.values() for name in names]
+        lay = self._bind(config, memmap, queue_depth)
         wiring.Component.__init__(self, {
             "desc": In(lay.chain),
             "tag": In(lay.tag),

@@ -43,12 +43,7 @@ class WriteStage(wiring.Component):
     """
 
     def __init__(self, *, config: NpuConfig, memmap: MemoryMap):
-        check_config(config)
-        check_memmap(memmap, config)
-        self.config = config
-        self.memmap = memmap
-        lay = layouts_for(config)
-        vrfs = [name for names in memmap.vector_memories.values() for name in names]
+        lay, vrfs = self._bind(config, memmap)
         super().__init__({
             "step": In(StepPort(lay.chain)),
             "beat": In(beat_stream(lay.beat)),
@@ -56,6 +51,14 @@ class WriteStage(wiring.Component):
             "outq": Out(stream.Signature(16 * config.native_dim)),
             "end": Out(ChainEnd()),
         })
+
+    def _bind(self, config: NpuConfig, memmap: MemoryMap):
+        """Check the parameters and keep them (this and the pipelined stage); the layouts and the vector memories."""
+        check_config(config)
+        check_memmap(memmap, config)
+        self.config = config
+        self.memmap = memmap
+        return layouts_for(config), [name for names in memmap.vector_memories.values() for name in names]
 
     def _vrf_writes(self, m: Module, ex, beat, enable):
         """Drive every write slot's VRF ports from the chain descriptor ``ex`` and ``beat`` when ``enable``;
@@ -106,12 +109,7 @@ class PipelinedWriteStage(WriteStage):
     """
 
     def __init__(self, *, config: NpuConfig, memmap: MemoryMap):
-        check_config(config)
-        check_memmap(memmap, config)
-        self.config = config
-        self.memmap = memmap
-        lay = layouts_for(config)
-        vrfs = [name for names in memmap.vector_memories.values() for name in names]
+        lay, vrfs = self._bind(config, memmap)
         wiring.Component.__init__(self, {
             "descs": In(data.ArrayLayout(lay.chain, config.scoreboard_entries)),
             "head": In(lay.tag),
