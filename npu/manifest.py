@@ -25,6 +25,7 @@ DTYPES = ("float32", "float16", "float64", "int8", "int16", "int32", "int64", "u
 MAX_DIM = 1 << 31          # a declared tensor dimension
 MAX_COUNT = 1 << 24        # vectors, regions, plan steps ...
 MAX_RANK = 16
+MAX_BATCH = 4096           # samples a model's plan runs one by one (``batch.size``)
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Member names: relative POSIX paths of safe characters, no "..", no absolute or drive paths.
 MEMBER_NAME = re.compile(r"^(?!.*(?:^|/)\.\.?(?:/|$))[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*$")
@@ -275,7 +276,7 @@ MANIFEST = Obj({
     "preprocessing": PREPROCESSING,
     "const_outputs": MapOf(NAME, MEMBER),
     # the plan runs one sample; inputs and outputs carry ``size`` samples on axis 0, run one by one
-    "batch": Obj({"size": Int(2, 4096)}),
+    "batch": Obj({"size": Int(2, MAX_BATCH)}),
     "compiler": Anything(),
 })
 

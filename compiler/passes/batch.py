@@ -18,9 +18,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from npu.manifest import MAX_BATCH
+
 # Operators that hold the batch natively on the NPU: a model made only of these (and element-wise work) keeps B.
 NATIVE_BATCH = {"Gemm", "MatMul", "LSTM", "GRU", "RNN"}
-MAX_BATCH = 4096
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list[int | None]:
