@@ -197,20 +197,30 @@ MAX_CHECKED_VECTORS = 1 << 22
 
 
 def iteration_hazard(chain: Chain) -> str | None:
-    """The rule a chain breaks when one of its iterations reads a vector an earlier iteration of it wrote.
+    """The rule a chain breaks when it reads a vector that it wrote itself earlier: in an earlier iteration, or
+    in an earlier row of the same iteration.
 
-    Such a chain would need the hardware to forward results between the iterations of one
-    pipelined chain, which it does not do (reads run ahead of writes).  Returns None when the chain
-    is free of such hazards."""
-    if chain.iterations == 1:
-        return None
+    A chain's beats flow in order, iteration by iteration and row by row, and the hardware does not forward
+    results between them: reads run ahead of writes by a pipeline depth that depends on the machine, so such a
+    read would see the old or the new value depending on the distance (the simulator reads every row of an
+    iteration before writing any).  An ``mv_mul`` chain's ``v_rd`` reads all of an iteration's columns before
+    the iteration's first row comes out, so only earlier iterations matter for it; an MFU operand (and the
+    ``v_rd`` of a chain without ``mv_mul``, whose k-th vector is row k) is read when its row passes.  Returns
+    None when the chain is free of such hazards."""
     rows = np.arange(chain.rows, dtype=np.int64)
-    reads = chain.operands_read()
+    if chain.iterations == 1 and chain.rows == 1:
+        return write_overlap(chain)
+    # (operand, offsets per iteration, the row before whose write each offset is read)
+    reads = [(chain.read, chain.read_offsets(),
+              np.zeros(len(chain.read_offsets()), np.int64) if chain.mrf is not None
+              else np.arange(len(chain.read_offsets()), dtype=np.int64))]
+    reads += [(op.operand, rows, rows) for op in chain.ops if op.operand is not None]
     for w in chain.writes:
         if w.space not in ADDRESSED_SPACES:
             continue
         wlo, whi = chain.span(w, chain.rows)
-        touching = [(r, offs) for r, offs in reads if _memory(r) == _memory(w) and r.space in ADDRESSED_SPACES
+        touching = [(r, offs, at) for r, offs, at in reads if _memory(r) == _memory(w)
+                    and r.space in ADDRESSED_SPACES
                     and chain.span(r, int(offs.max()) + 1)[1] >= wlo and r.addr <= whi]
         if not touching:
             continue
@@ -220,23 +230,53 @@ def iteration_hazard(chain: Chain) -> str | None:
                     f"split it into several chains")
         waddr = chain.bases(w)[:, None] + rows
         first_write = None
-        for r, offs in touching:
+        for r, offs, at in touching:
             raddr = chain.bases(r)[:, None] + offs
             if int(raddr.max()) < wlo or int(raddr.min()) > whi:
                 continue
             if first_write is None:
+                # beats are written in (iteration, row) order: an address's first occurrence is its first write
                 first_write = np.full(whi - wlo + 1, np.iinfo(np.int64).max, dtype=np.int64)
-                its = np.broadcast_to(np.arange(chain.iterations)[:, None], waddr.shape)
-                # writes are in iteration order: the first occurrence of an address is its first write
+                beat = np.arange(waddr.size, dtype=np.int64).reshape(waddr.shape)
                 flat, pos = np.unique(waddr.ravel() - wlo, return_index=True)
-                first_write[flat] = its.ravel()[pos]
+                first_write[flat] = beat.ravel()[pos]
             inside = (raddr >= wlo) & (raddr <= whi)
-            rit = np.broadcast_to(np.arange(chain.iterations)[:, None], raddr.shape)
-            bad = inside & (first_write[np.clip(raddr - wlo, 0, whi - wlo)] < rit)
+            # the beat a read happens at: reads at row j come before row j's write, after row j - 1's
+            read_beat = np.arange(chain.iterations, dtype=np.int64)[:, None] * chain.rows + at[None, :]
+            written = first_write[np.clip(raddr - wlo, 0, whi - wlo)]
+            bad = inside & (written < read_beat) & (written != np.iinfo(np.int64).max)
             if bad.any():
-                k = np.argwhere(bad)[0]
-                return (f"iteration hazard: iteration {int(k[0])} reads {r.space.name.lower()} address "
-                        f"{int(raddr[tuple(k)])}, which an earlier iteration of the same chain wrote")
+                k = tuple(np.argwhere(bad)[0])
+                it, addr = int(k[0]), int(raddr[k])
+                w_it, w_row = divmod(int(written[k]), chain.rows)
+                space = r.space.name.lower()
+                if w_it < it:
+                    return (f"iteration hazard: iteration {it} reads {space} address {addr}, which an earlier "
+                            f"iteration of the same chain wrote")
+                return (f"row hazard: row {int(at[k[1]])} of iteration {it} reads {space} address {addr}, which "
+                        f"row {w_row} of the same iteration wrote (a chain does not forward its own results "
+                        f"between rows)")
+    return write_overlap(chain)
+
+
+def write_overlap(chain: Chain) -> str | None:
+    """The rule a chain breaks when two of its ``v_wr`` reach one address of one memory (which one wins would
+    depend on the order the hardware's write ports retire rows, which no program may rely on)."""
+    writes = [(k, w) for k, w in enumerate(chain.writes) if w.space in ADDRESSED_SPACES]
+    rows = np.arange(chain.rows, dtype=np.int64)
+    for a, (j, u) in enumerate(writes):
+        for k, w in writes[a + 1:]:
+            (ulo, uhi), (wlo, whi) = chain.span(u, chain.rows), chain.span(w, chain.rows)
+            if _memory(u) != _memory(w) or uhi < wlo or whi < ulo:
+                continue
+            if chain.iterations * chain.rows > MAX_CHECKED_VECTORS:
+                return (f"a chain of {chain.iterations:,} iterations whose v_wr {j + 1} and v_wr {k + 1} write "
+                        f"overlapping {w.space.name.lower()} ranges is too large to check (at most "
+                        f"{MAX_CHECKED_VECTORS:,} vectors); split it into several chains")
+            both = np.intersect1d(chain.bases(u)[:, None] + rows, chain.bases(w)[:, None] + rows)
+            if both.size:
+                return (f"write overlap: v_wr {j + 1} and v_wr {k + 1} of this chain both write "
+                        f"{w.space.name.lower()} address {int(both[0])}; a chain's destinations must be disjoint")
     return None
 
 
@@ -363,4 +403,4 @@ def analyze(program: Program) -> list[Chain | Dma]:
     return steps
 
 
-__all__ = ["Program", "Chain", "Dma", "Operand", "MfuOp", "analyze", "iteration_hazard"]
+__all__ = ["Program", "Chain", "Dma", "Operand", "MfuOp", "analyze", "iteration_hazard", "write_overlap"]

@@ -342,8 +342,6 @@ def random_program(rng: np.random.Generator, config: NpuConfig, chains: int | No
             (probed,) = analyze(Program(config, probe + [i for i in code if i.mnemonic != "s_wr"]))
         except ProgramError:
             return None
-        if row_hazard(probed) or write_overlap(probed):
-            return None
         regs.update(values)
         used.extend(n for _, n in notes)
         return code
@@ -471,60 +469,6 @@ def random_pipelined_program(rng: np.random.Generator, config: NpuConfig, steps:
     return out
 
 
-def row_hazard(chain: Chain) -> bool:
-    """Whether a row of one iteration reads an address an earlier row of the same iteration writes (the v_rd
-    of a chain without MVM, whose k-th vector is row k, or an MFU operand).
-
-    npu.program.iteration_hazard refuses this only between iterations; within one the simulator reads every
-    row before writing any, while the RTL writes row r a few cycles after reading it, so a row read later
-    sees the new value (tests/rtl/test_random.py::test_a_chain_reading_rows_it_wrote_in_the_same_iteration).
-    The generator draws no such chain."""
-    rows = np.arange(chain.rows)
-
-    def key(op):
-        return op.space, (op.mfu if op.space in (Space.ASVRF, Space.MULVRF) else 0)
-
-    writes = [(key(w), chain.bases(w)) for w in chain.writes if w.space not in (Space.NETQ, Space.ZERO)]
-    if not writes:
-        return False
-    reads = [(key(op.operand), chain.bases(op.operand)[:, None] + rows[None, :]) for op in chain.ops
-             if op.operand is not None]
-    if chain.mrf is None and chain.read.space not in (Space.NETQ, Space.ZERO):
-        offsets = chain.read_offsets()
-        reads.append((key(chain.read), chain.bases(chain.read)[:, None] + offsets[None, :len(rows)]))
-    for wk, wb in writes:
-        waddr = wb[:, None] + rows[None, :]  # [iteration, row]
-        for rk, raddr in reads:
-            if rk != wk:
-                continue
-            # row j reads raddr[i, j]; row r < j wrote waddr[i, r]
-            same = raddr[:, :, None] == waddr[:, None, :]  # [iteration, reading row, writing row]
-            earlier = rows[None, :, None] > rows[None, None, :]
-            if (same & earlier[:, :raddr.shape[1], :]).any():
-                return True
-    return False
-
-
-def write_overlap(chain: Chain) -> bool:
-    """Whether two writes of one chain reach a common address of one memory.
-
-    The simulator applies a chain's writes one destination after the other (the last ``v_wr`` wins), the
-    RTL in the order the rows come out (the later iteration wins); npu.program.analyze allows it
-    (tests/rtl/test_random.py::test_two_writes_of_a_chain_to_one_address).  The generator draws no such
-    chain."""
-    spans = []
-    for w in chain.writes:
-        if w.space in (Space.NETQ, Space.ZERO):
-            continue
-        key = (w.space, w.mfu if w.space in (Space.ASVRF, Space.MULVRF) else 0)
-        addrs = set((chain.bases(w)[:, None] + np.arange(chain.rows)[None, :]).ravel().tolist())
-        for k, a in spans:
-            if k == key and a & addrs:
-                return True
-        spans.append((key, addrs))
-    return False
-
-
 def random_case(config: NpuConfig, seed: int, chains: int | None = 4, pipelined: bool = False, *,
                 data: str = "full", verify: bool = True) -> Case:
     """A legal random program and its data (redrawn until the simulator accepts it); ``pipelined``: one of
@@ -551,8 +495,6 @@ def random_case(config: NpuConfig, seed: int, chains: int | None = 4, pipelined:
         try:
             steps = analyze(program)
         except ProgramError:
-            continue
-        if any(isinstance(s, Chain) and (row_hazard(s) or write_overlap(s)) for s in steps):
             continue
         need = sum(s.iterations * len(s.read_offsets()) for s in steps
                    if isinstance(s, Chain) and s.read.space == Space.NETQ)

@@ -54,3 +54,34 @@ def test_window_and_register_tracking():
     (c,) = steps
     assert c.read_offsets().tolist() == [0, 1, 10, 11, 20, 21]
     assert (c.cols, c.rows, c.iter_inner, c.mrf) == (6, 1, 3, 0)
+
+
+@pytest.mark.parametrize("text, words", [
+    # a later row of the same iteration reads what an earlier row wrote (the v_rd of a chain without mv_mul)
+    ("s_wr rows 4\nv_rd ivrf 0\nv_wr ivrf 1\nend_chain", "row 1 of iteration 0 reads ivrf address 1, which row 0"),
+    # ... through an MFU operand
+    ("s_wr rows 3\ns_wr iter_outer 2\nv_rd ivrf 40 so=3\nvv_add 10 so=3\nv_wr asvrf 12 so=3\nend_chain",
+     "row 2 of iteration 0 reads asvrf address 12, which row 0"),
+    # an mv_mul chain reads a whole iteration before its first row comes out: only earlier iterations count
+    ("s_wr rows 2\ns_wr cols 2\ns_wr iter_outer 2\nv_rd ivrf 0 so=2\nmv_mul 0\nv_wr ivrf 2\nend_chain",
+     "iteration hazard: iteration 1 reads ivrf address 2"),
+    # two destinations of one chain overlapping in one memory
+    ("s_wr rows 4\nv_rd netq 0\nv_wr ivrf 0\nv_wr ivrf 3\nend_chain",
+     "v_wr 1 and v_wr 2 of this chain both write ivrf address 3"),
+    ("v_rd netq 0\nv_wr asvrf 5 mfu=1\nv_wr asvrf 5 mfu=1\nend_chain", "both write asvrf address 5"),
+])
+def test_a_chain_may_not_read_or_write_over_its_own_results(text, words):
+    with pytest.raises(ProgramError, match=words):
+        analyze(prog(text))
+
+
+@pytest.mark.parametrize("text", [
+    "s_wr rows 4\nv_rd ivrf 0\nv_wr ivrf 0\nend_chain",                          # in place, row by row
+    "s_wr rows 4\nv_rd ivrf 1\nv_wr ivrf 0\nend_chain",                          # reads ahead of its writes
+    "s_wr rows 2\ns_wr cols 2\nv_rd ivrf 0\nmv_mul 0\nv_wr ivrf 0\nend_chain",   # mv_mul reads all before rows
+    "s_wr rows 4\nv_rd netq 0\nv_wr ivrf 0\nv_wr asvrf 0\nend_chain",            # same addresses, other memories
+    "v_rd netq 0\nv_wr asvrf 5 mfu=0\nv_wr asvrf 5 mfu=1\nend_chain",            # one address of two MFUs
+    "s_wr rows 2\ns_wr iter_outer 3\nv_rd netq 0\nv_wr ivrf 0 so=0\nend_chain",  # one v_wr rewriting its rows
+])
+def test_what_a_chain_may_do_with_its_own_results(text):
+    analyze(prog(text))

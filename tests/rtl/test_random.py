@@ -110,40 +110,33 @@ def test_many_random_pipelined_programs(tiny_pipelined_rtl):
     assert not bad, bad
 
 
-@pytest.mark.xfail(strict=True, reason="npu/program.py: iteration_hazard refuses a chain reading what an earlier "
-                   "iteration wrote, but not what an earlier ROW of the same iteration wrote; the simulator "
-                   "(sim/functional.py) reads every row before writing any, the RTL writes row r a few cycles "
-                   "after reading it, so row r + 8 reads the new value. Found by random programs (seeds 100063, "
-                   "100151, 100257, 100277 of bench_rtl_random.py); rtl.randprog.row_hazard keeps them out")
+# Two rule gaps the random programs found, now refused by npu.program.analyze (tests/npu/test_program.py
+# checks the messages): a chain reading, in a later row of the same iteration, what an earlier row wrote (the
+# simulator reads every row before writing any, the RTL writes row r a few cycles after reading it; seeds
+# 100063, 100151, 100257, 100277 of bench_rtl_random.py), and two v_wr of one chain reaching one address (the
+# simulator applies the writes destination by destination, the RTL in the order rows come out; seeds 100091,
+# 100136, 100163, 100451 on tiny-sb8).  What stays legal next to them runs bit- and cycle-exact.
 @pytest.mark.parametrize("source", ["s_wr rows 16\nv_rd ivrf 0\nv_wr ivrf 8\nend_chain",
-                                    "s_wr rows 16\nv_rd ivrf 0\nvv_add 0\nv_wr asvrf 8\nend_chain"])
-def test_a_chain_reading_rows_it_wrote_in_the_same_iteration(tiny_rtl, source):
-    """Either the static rules refuse the chain (as they do across iterations) or both machines agree."""
+                                    "s_wr rows 16\nv_rd ivrf 0\nvv_add 0\nv_wr asvrf 8\nend_chain",
+                                    "s_wr rows 2\ns_wr cols 4\ns_wr iter_outer 2\ns_wr iter_inner 2\n"
+                                    "v_rd asvrf 32 si=4\nv_wr ivrf 41 mfu=1 si=2\nv_wr ivrf 44 so=2 si=4\nend_chain"])
+def test_the_found_rule_gaps_are_refused(source):
     from npu.errors import ProgramError
+    from tests.rtl.test_rtl import directed
+
+    with pytest.raises(ProgramError, match="row hazard|write overlap"):
+        analyze(directed(source).program)
+
+
+@pytest.mark.parametrize("source", ["s_wr rows 16\nv_rd ivrf 0\nv_wr ivrf 0\nend_chain",
+                                    "s_wr rows 16\nv_rd ivrf 1\nvv_add 0\nv_wr ivrf 0\nend_chain",
+                                    "s_wr rows 16\nv_rd ivrf 20\nvv_add 0\nv_wr asvrf 0\nend_chain",
+                                    "s_wr rows 2\ns_wr cols 4\ns_wr iter_outer 2\ns_wr iter_inner 2\n"
+                                    "v_rd asvrf 32 si=4\nv_wr ivrf 41 mfu=1 si=2\nv_wr asvrf 44 so=2 si=4\nend_chain"])
+def test_what_stays_legal_beside_them_is_exact(tiny_rtl, source):
+    """In place, reading ahead of the writes, and two destinations in different memories."""
     from tests.rtl.test_rtl import directed
 
     case = directed(source)
-    try:
-        analyze(case.program)
-    except ProgramError:
-        return
-    assert Checker(tiny_rtl, chained=False).check(case).exact
-
-
-@pytest.mark.xfail(strict=True, reason="npu/program.py allows two v_wr of one chain to reach one address; the "
-                   "simulator (sim/functional.py) applies the writes destination by destination (the last v_wr "
-                   "wins), the RTL in the order rows come out (the later iteration wins). Found by random "
-                   "pipelined programs on tiny-sb8 (bench_rtl_random.py seeds 100091, 100136, 100163, 100451); "
-                   "rtl.randprog.write_overlap keeps them out")
-def test_two_writes_of_a_chain_to_one_address(tiny_rtl):
-    """Either the static rules refuse the chain or both machines agree (seed 100091, minimised)."""
-    from npu.errors import ProgramError
-    from tests.rtl.test_rtl import directed
-
-    case = directed("s_wr rows 2\ns_wr cols 4\ns_wr iter_outer 2\ns_wr iter_inner 2\nv_rd asvrf 32 si=4\n"
-                    "v_wr ivrf 41 mfu=1 si=2\nv_wr ivrf 44 so=2 si=4\nend_chain")
-    try:
-        analyze(case.program)
-    except ProgramError:
-        return
+    analyze(case.program)
     assert Checker(tiny_rtl, chained=False).check(case).exact
