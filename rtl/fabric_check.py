@@ -127,7 +127,7 @@ def build_fabric(config: NpuConfig, devices: int, params: RtlParams = RtlParams(
         vfile = write_fabric_verilog(config, devices, d / "verilog", params, **SIZES)
         _control_file(vfile)
         try:
-            import cocotb_tools.runner  # noqa: F401
+            import cocotb_tools.runner  # noqa: F401 - the build needs it; say so before Verilator starts
         except ImportError:
             raise ToolchainError("cocotb is not installed: `pip install cocotb==2.1.0`") from None
         log = d / "build.log"
@@ -256,9 +256,12 @@ def plan_tables(model, config: NpuConfig, devices: int) -> list[DeviceTables]:
             if len(rows) > SIZES["table_depth"]:
                 raise FabricUnsupported(f"NPU {d} needs {len(rows)} {name} entries; the RTL fabric's tables hold "
                                         f"{SIZES['table_depth']}")
-        if any(r[1 if i < 2 else 1] > (MAX_SEGMENT_VECTORS if i < 2 else MAX_TRANSFER_BYTES)
-               for i, rows in enumerate((tab.recv, tab.route, tab.port)) for r in rows):
-            raise FabricUnsupported(f"NPU {d}: a tensor too large for the RTL fabric's tables")
+        too_big = [t for _, v, t in tab.recv if v > MAX_SEGMENT_VECTORS] + \
+            [t for v, _, t in tab.route if v > MAX_SEGMENT_VECTORS] + \
+            [t for _, b, t in tab.port if b > MAX_TRANSFER_BYTES]
+        if too_big:
+            raise FabricUnsupported(f"NPU {d}: {too_big[0]!r} is too large for the RTL fabric's tables "
+                                    f"({MAX_SEGMENT_VECTORS} vectors, {MAX_TRANSFER_BYTES} bytes a transfer)")
     return tabs
 
 
@@ -349,7 +352,7 @@ class FabricCheck:
     mismatches: list[str]
     rtl_events: dict                 # ("npu", request, device) -> (start, end); ("link", request, from, k) -> ...
     sim_events: dict
-    rtl_cycles: int
+    rtl_cycles: int                  # the fabric's clock when it was done (the makespan + 1)
     sim_makespan: int
     sim_latency: int
     late: int
@@ -360,6 +363,11 @@ class FabricCheck:
     outputs: list[dict] = field(default_factory=list)    # per request, the model's outputs from the RTL fabric
 
     @property
+    def rtl_makespan(self) -> int:
+        """The cycle the RTL's last step ended (the simulator's makespan, when exact)."""
+        return max((v[1] for k, v in self.rtl_events.items() if k[0] == "npu" and v[1] is not None), default=0)
+
+    @property
     def exact(self) -> bool:
         return self.outputs_exact and self.events_exact and not self.late and not self.error and not self.hung
 
@@ -367,7 +375,7 @@ class FabricCheck:
         return {"requests": self.requests, "devices": self.devices, "exact": self.exact,
                 "outputs_exact": self.outputs_exact, "events_exact": self.events_exact,
                 "events": len(self.sim_events), "latency_cycles": self.sim_latency,
-                "makespan_cycles": self.sim_makespan, "rtl_cycles": self.rtl_cycles,
+                "makespan_cycles": self.sim_makespan, "rtl_cycles": self.rtl_makespan,
                 "mismatches": self.mismatches[:20], "late": self.late, "error": self.error, "hung": self.hung,
                 "wall_s": round(self.wall_s, 3), "rtl_sim_s": round(self.sim_s, 3)}
 
@@ -411,13 +419,31 @@ def sim_events(sched) -> dict:
     return out
 
 
-def check_model(model, feeds: list[dict], *, fabric: Fabric | None = None, build: FabricBuild | None = None,
-                params: RtlParams = RtlParams(), progress=None, max_cycles: int = 10_000_000) -> FabricCheck:
+def _host_session(model, step: dict):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.member(step["model"]), opts, providers=["CPUExecutionProvider"])
+
+
+def _run_host(sessions: dict, model, step: dict, env: dict) -> None:
+    sess = sessions.get(step["model"])
+    if sess is None:
+        sess = sessions[step["model"]] = _host_session(model, step)
+    names = [i.name for i in sess.get_inputs()]
+    env.update(zip(step["outputs"], sess.run(step["outputs"], {k: env[k] for k in names})))
+
+
+def check_model(model, feeds: list[dict], reference, *, fabric: Fabric | None = None,
+                build: FabricBuild | None = None, params: RtlParams = RtlParams(), progress=None,
+                max_cycles: int = 10_000_000) -> FabricCheck:
     """Run ``len(feeds)`` requests of a multi-NPU model file on the RTL fabric and compare them with the simulator
-    (see the module doc).  ``fabric`` overrides the link the RTL runs with (the simulator's schedule keeps the
-    model's: a way to see the check fail); ``build`` reuses a fabric build with enough NPUs."""
-    from runtime.executor import Executor
-    from sim.fabric import plan_steps, schedule
+    (see the module doc).  ``reference`` runs the model on the simulator: a ``runtime.executor.Executor`` of it
+    (``run(feed) -> (outputs, stats)``, then ``stream(K)``: sim/fabric.py's schedule of K requests for the cycles
+    those runs measured); it is the caller's, as runtime/ sits above rtl/.  ``fabric`` overrides the link the RTL
+    runs with (the schedule keeps the model's: a way to see the check fail); ``build`` reuses a fabric build with
+    enough NPUs."""
 
     t0 = time.perf_counter()
     if "fabric" not in model.manifest:
@@ -429,11 +455,9 @@ def check_model(model, feeds: list[dict], *, fabric: Fabric | None = None, build
         raise FabricUnsupported(f"the model needs {model_fabric.devices} NPUs; the fabric build has {devices}")
     tabs = plan_tables(model, config, devices)
     # the simulator: reference outputs, and each step's cycles
-    ex = Executor(model, "sim")
-    want = []
-    for feed in feeds:
-        want.append(ex.run(feed)[0])
-    sched = schedule(plan_steps(model.manifest["plan"], ex._cycles), model_fabric, config, len(feeds))
+    want = [reference.run(feed)[0] for feed in feeds]
+    sched = reference.stream(len(feeds))
+    sessions: dict = {}
     # the host's part before the NPUs: the model's inputs and host steps on them
     plan = model.manifest["plan"]
     envs = []
@@ -441,9 +465,7 @@ def check_model(model, feeds: list[dict], *, fabric: Fabric | None = None, build
         env = {s.name: np.asarray(feed[s.name]).astype(s.dtype, copy=False) for s in model.inputs}
         for step in plan:
             if step["kind"] == "host" and all(t in env for t in step["inputs"]):
-                sess = ex._sessions[step["model"]]
-                names = [i.name for i in sess.get_inputs()]
-                env.update(zip(step["outputs"], sess.run(step["outputs"], {k: env[k] for k in names})))
+                _run_host(sessions, model, step, env)
         envs.append(env)
     if build is None:
         build = build_fabric(config, devices, params, progress=progress)
@@ -471,10 +493,8 @@ def check_model(model, feeds: list[dict], *, fabric: Fabric | None = None, build
         for step in plan:
             if step["kind"] == "host" and not all(t in env for t in step["outputs"]) and \
                     all(t in env for t in step["inputs"]):
-                sess = ex._sessions[step["model"]]
-                names = [i.name for i in sess.get_inputs()]
-                env.update(zip(step["outputs"], sess.run(step["outputs"], {k: env[k] for k in names})))
-        env.update(ex._const_outputs)
+                _run_host(sessions, model, step, env)
+        env.update({k: np.array(model.array(v)) for k, v in model.manifest.get("const_outputs", {}).items()})
         got.append(env)
     mismatches = []
     outputs_exact = True
