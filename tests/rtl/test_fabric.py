@@ -109,31 +109,46 @@ def conv_model(cin=16, cout=32, size=6, seed=0):
 
 
 @pytest.fixture(scope="module")
-def tiny3():
+def tiny4():
+    """Four tiny NPUs: runs the 2-, 3- and 4-NPU models (spare NPUs stay idle)."""
     from rtl.fabric_check import build_fabric
 
-    return build_fabric(get_config("tiny"), 3)
+    return build_fabric(get_config("tiny"), 4)
 
 
 @pytest.mark.slow
-def test_tiny_row_split_convolution_on_three_npus(tiny3):
+def test_tiny_row_split_convolution_on_three_npus(tiny4):
     onnx = conv_model()
     model = compiled(onnx, "tiny", "auto")
     routes = model.manifest["routes"]
     # the first convolution's rows are split: part 0 crosses to the NPU that computes part 1 and joins them
     assert model.manifest["fabric"]["devices"] == 3 and any(".rows" in r["tensor"] for r in routes)
-    chk = check(model, random_feeds(onnx, 3, seed=3), tiny3)
+    chk = check(model, random_feeds(onnx, 3, seed=3), tiny4)
     assert_exact(chk)
     assert_input_dependent(chk)
 
 
 @pytest.mark.slow
-def test_tiny_lstm_and_its_head_on_two_npus(tiny3):
+def test_tiny_lstm_and_its_head_on_two_npus(tiny4):
     onnx = zoo.build("tiny_rnn", seed=0)
     model = compiled(onnx, "tiny", 2)
     for k in (1, 3):
-        chk = check(model, random_feeds(onnx, k, seed=4), tiny3)   # a 3-NPU build runs 2-NPU models
+        chk = check(model, random_feeds(onnx, k, seed=4), tiny4)   # a 4-NPU build runs a 2-NPU model
         assert_exact(chk)
+
+
+@pytest.mark.slow
+def test_tiny_one_tensor_to_two_npus_and_two_parts_into_one(tiny4):
+    onnx = zoo.build("mlp", seed=0, input_size=16, hidden=[80, 80])
+    model = compiled(onnx, "tiny", "auto")
+    routes = [(r["from"], r["to"]) for r in model.manifest["routes"]]
+    # NPU 0's activation goes to NPUs 1 and 2 (its port sends it twice), each computes half of the 80 x 80
+    # layer's rows, and NPU 3 joins the parts
+    assert routes == [(0, 1), (0, 2), (1, 3), (2, 3)]
+    chk = check(model, random_feeds(onnx, 3, seed=8), tiny4)
+    assert_exact(chk)
+    assert_input_dependent(chk)
+    assert chk.rtl_events["link", 0, 0, 1][1] == chk.rtl_events["link", 0, 0, 0][1] + 4   # 160 bytes at 50 a cycle
 
 
 @pytest.fixture(scope="module")
