@@ -36,11 +36,16 @@ examples:
   npu rtl check --random 100 --config tiny --errors 10   # one error program in 10 (the RTL's flags vs the simulator)
   npu zoo build tiny_cnn -o cnn.onnx && npu compile cnn.onnx --config tiny -o cnn.npu
   npu rtl check cnn.npu --json          # sim vs RTL (twice in a row) on seeded random inputs
+  npu compile mlp.onnx --config tiny --devices 2 -o mlp2.npu
+  npu rtl check mlp2.npu --fabric --requests 4   # on N NPUs in one Verilator build, tensors over the RTL link
 
 Programs and random programs compare the output queue, every word of every memory, every step's completion
 cycle (the commit trace) and the total; mismatches are listed by memory (or commit trace) and step (the pc of
 the step that wrote the address last, or that completed in another cycle). Random programs run one after the
 other on one simulator process, memories carrying over (docs/rtl.md, "Verification").
+With --fabric, a model compiled for several NPUs runs on the RTL fabric (rtl/fabric.py): every request's
+outputs, every step's start and end cycle and every link transfer's start and arrival are compared with the
+simulator's fabric schedule (docs/multinpu.md, "The RTL fabric").
 """
 SYNTH_EPILOG = """\
 examples:
@@ -101,6 +106,13 @@ def add_commands(subparsers) -> None:
                                 "simulator's error)")
             p.add_argument("--coverage", action="store_true",
                            help="with --random: print the functional coverage report (bins hit; in --json always)")
+            p.add_argument("--fabric", action="store_true",
+                           help="a model compiled for several NPUs: run it on the RTL fabric (N NPUs joined by the "
+                                "modeled link in one build) and compare outputs and every step's and transfer's "
+                                "cycles with the simulator")
+            p.add_argument("--requests", type=int, default=1, metavar="K",
+                           help="with --fabric: K requests pipelined through the NPUs (default 1; seeds --seed, "
+                                "--seed + 1, ...)")
             p.add_argument("--entries", type=int, default=None, metavar="N",
                            help="with --random: the pipelined machine with N scoreboard entries (docs/pipeline.md), "
                                 "on programs drawn where its rules bite (dependent and independent chains, DMA "
@@ -215,6 +227,35 @@ def _check_model(args) -> dict:
             "rtl_cycles_second_run": int(runs[1][1].npu_cycles), "first_mismatch": first_mismatch}
 
 
+def _check_fabric(args) -> dict:
+    """A multi-NPU .npu model on the RTL fabric against the simulator (rtl/fabric_check.py)."""
+    from npu.modelfile import read_model
+    from rtl.fabric_check import build_fabric, check_model
+
+    if args.program is None or not args.program.endswith(".npu"):
+        raise NpuError("--fabric checks a model file (.npu) compiled for several NPUs (npu compile --devices N)")
+    if not 1 <= args.requests <= 64:
+        raise NpuError(f"--requests must be between 1 and 64, not {args.requests}")
+    model = read_model(args.program)
+    if "fabric" not in model.manifest:
+        raise NpuError(f"{args.program} runs on one NPU; compile it with --devices N for the fabric")
+    feeds = []
+    for r in range(args.requests):
+        feeds.append(_model_feeds(model, argparse.Namespace(input=args.input, seed=args.seed + r)))
+    say = progress.stages(args, "npu rtl")
+    try:
+        build = build_fabric(model.config, model.manifest["fabric"]["devices"], progress=say)
+    finally:
+        say.close()
+    from runtime.executor import Executor
+
+    chk = check_model(model, feeds, Executor(model, "sim"), build=build)
+    rtl_end, sim = chk.rtl_makespan, chk.sim_makespan
+    return dict(chk.summary(), bit_exact=chk.outputs_exact, rtl_cycles=int(rtl_end), sim_cycles=int(sim),
+                cycle_error=(rtl_end - sim) / sim if sim else 0.0,
+                first_mismatch=chk.mismatches[0] if chk.mismatches else None)
+
+
 def cmd_run(args) -> int:
     from rtl.backend import RtlMachine
 
@@ -311,7 +352,9 @@ def cmd_check(args) -> int:
         results, report = _check_random(args)
     else:
         program = _load_program(args)
-        if program is None:
+        if args.fabric:
+            results.append(_check_fabric(args))
+        elif program is None:
             results.append(_check_model(args))
         else:
             class _Setup(Case):

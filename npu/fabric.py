@@ -12,6 +12,12 @@ link between two of them costs:
   transfer of B bytes occupies its link for ``ceil(B / link_bytes_per_cycle)``
   cycles and arrives ``hop_cycles`` after that).
 
+On a fabric of several NPUs each NPU's controller starts its program once the
+NPU is free and its inputs have arrived; it registers the start, so the program
+runs from the cycle after (:data:`START_CYCLES`, :attr:`Fabric.start_cycles`; the
+RTL fabric of rtl/fabric.py does the same).  A model on one NPU is started by
+its host, as ever, and counts from its first cycle.
+
 Defaults (:func:`default_fabric`) come from the published figures below,
 converted at the configuration's clock (the conversion is ours):
 
@@ -44,6 +50,9 @@ SOURCE = ("Caulfield et al., MICRO 2016 (LTL round trip under 3 us among 24 mach
           "Chung et al., IEEE Micro 2018 (Brainwave hardware microservices). One-way hop = half the round "
           "trip, both converted at the configuration's clock (derived)")
 MAX_DEVICES = 256
+#: Cycles from a fabric NPU's inputs being there (and the NPU free) to its program's first cycle: the
+#: controller asserts ``start`` and the NPU registers it (rtl/fabric.py).
+START_CYCLES = 1
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,12 @@ class Fabric:
     def link_cycles(self, nbytes: int) -> int:
         """Cycles from the first byte leaving the sender to the last arriving: serialization + one hop."""
         return self.transfer_cycles(nbytes) + self.hop_cycles
+
+    @property
+    def start_cycles(self) -> int:
+        """Cycles a step waits to start once its NPU is free and its inputs arrived: :data:`START_CYCLES` on a
+        fabric of several NPUs, 0 for one NPU (its host starts it; one-NPU figures count from the first cycle)."""
+        return START_CYCLES if self.devices > 1 else 0
 
     def replace(self, **kw) -> "Fabric":
         return Fabric(**dict(asdict(self), **kw))

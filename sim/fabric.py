@@ -8,9 +8,11 @@ The timing side, :func:`schedule`, replays the plan's steps for ``requests``
 requests, all queued at cycle 0, on these resources:
 
 * each NPU runs one step at a time, requests in arrival order (its input queue
-  buffers the requests waiting for it); a step starts when the NPU is free and every
-  tensor it reads has arrived, and takes the cycles its program's run took (the cycle
-  model is data-independent, so one run gives every request's);
+  buffers the requests waiting for it); a step starts ``fabric.start_cycles`` after
+  the NPU is free and every tensor it reads has arrived (its controller registers the
+  start: 1 cycle on a fabric of several NPUs, as rtl/fabric.py does), and takes the
+  cycles its program's run took (the cycle model is data-independent, so one run
+  gives every request's);
 * a tensor written on NPU a and read on NPU b crosses the link: it leaves through
   a's network port (one per NPU, one transfer at a time) once its step has ended,
   occupies the port for ``ceil(bytes / link_bytes_per_cycle)`` cycles, and arrives
@@ -67,6 +69,7 @@ class FabricSchedule:
     device_busy: list[int]              # cycles per device over the whole stream
     device_macs: list[int]              # graph MACs per device, one request
     link_busy: list[int]                # cycles each device's port was sending, whole stream
+    device_starts: list[int] = field(default_factory=list)   # steps each device started, whole stream
 
     @property
     def latency_us(self) -> float:
@@ -79,8 +82,11 @@ class FabricSchedule:
 
     @property
     def interval_cycles(self) -> int:
-        """The steady-state interval between requests: the busiest NPU's or port's cycles per request."""
-        per = [b // max(1, self.requests) for b in self.device_busy + self.link_busy]
+        """The steady-state interval between requests: the busiest NPU's or port's cycles per request (an NPU's
+        include the cycle its controller takes to start each step, ``fabric.start_cycles``)."""
+        starts = self.device_starts or [0] * len(self.device_busy)
+        occupied = [b + self.fabric.start_cycles * k for b, k in zip(self.device_busy, starts)]
+        per = [b // max(1, self.requests) for b in occupied + self.link_busy]
         return max(per, default=0)
 
     @property
@@ -120,6 +126,7 @@ def schedule(steps: list[FabricStep], fabric: Fabric, config: NpuConfig, request
     dev_free = [0] * n_dev
     port_free = [0] * n_dev
     dev_busy = [0] * n_dev
+    dev_starts = [0] * n_dev
     link_busy = [0] * n_dev
     dev_macs = [0] * n_dev
     for s in steps:
@@ -155,10 +162,11 @@ def schedule(steps: list[FabricStep], fabric: Fabric, config: NpuConfig, request
             if s.device is None:
                 end = t
             else:
-                start = max(t, dev_free[s.device])
+                start = max(t, dev_free[s.device]) + fabric.start_cycles
                 end = start + s.cycles
                 dev_free[s.device] = end
                 dev_busy[s.device] += s.cycles
+                dev_starts[s.device] += 1
                 events.append(Event(r, "npu", s.device, s.name, start, end, step=k))
             for tensor, vectors in s.writes:
                 made[tensor] = (s.device, end, vectors)
@@ -166,7 +174,8 @@ def schedule(steps: list[FabricStep], fabric: Fabric, config: NpuConfig, request
         if r == 0:
             latency = end_of_request
         makespan = max(makespan, end_of_request)
-    return FabricSchedule(fabric, config, requests, events, latency, makespan, dev_busy, dev_macs, link_busy)
+    return FabricSchedule(fabric, config, requests, events, latency, makespan, dev_busy, dev_macs, link_busy,
+                          dev_starts)
 
 
 def plan_steps(plan: list[dict], cycles: dict[int, int]) -> list[FabricStep]:
