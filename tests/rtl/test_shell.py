@@ -1,0 +1,165 @@
+# amaranth: UnusedElaboratable=no
+"""The FPGA shell (rtl/shell.py) driven as a host would: cocotbext-axi's AxiLiteMaster loads random programs and
+their data through the AXI4-Lite staging window, starts them, waits for the interrupt and reads status, counters
+and results back over the bus; the results must equal the simulator's bit for bit, every step's completion
+cycle and the cycle counter too, and no AXI4-Lite handshake rule may be broken (rtl/axi_check.py).  Error
+programs must raise the error bit and the interrupt.  The protocol rules and the register table are tested
+without a simulator."""
+from pathlib import Path
+
+import pytest
+
+from npu.config import PRESETS
+from npu.hostregs import BY_NAME, ID_VALUE, REGISTERS, STAGE_OFFSET, check_map, host_regs_markdown, stage_words
+from rtl.axi_check import AxiLiteChecker, HandshakeRule
+
+TINY = PRESETS["tiny"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------- without a simulator
+def test_register_map_is_consistent_and_documented():
+    offsets = [r.offset for r in REGISTERS]
+    assert len(set(offsets)) == len(offsets) and all(o % 4 == 0 and o < STAGE_OFFSET for o in offsets)
+    for r in REGISTERS:
+        for f, g in zip(r.fields, r.fields[1:]):
+            assert f.lsb + f.width <= g.lsb, (r.name, f.name, g.name)
+    check_map(1 << 16)  # the widest memory word Amaranth allows still fits the window
+    assert stage_words(320) == 10 and BY_NAME["CTRL"].bits(START=1, IRQ_EN=1) == 3
+    with pytest.raises(ValueError):
+        BY_NAME["CTRL"].bits(START=2)
+    assert host_regs_markdown() in (ROOT / "docs" / "rtl.md").read_text(), \
+        "docs/rtl.md's register table is stale: paste npu.hostregs.host_regs_markdown()"
+
+
+def _idle(**over):
+    values = {name: 0 for name in ("awvalid", "awready", "awaddr", "awprot", "wvalid", "wready", "wdata", "wstrb",
+                                   "bvalid", "bready", "bresp", "arvalid", "arready", "araddr", "arprot", "rvalid",
+                                   "rready", "rdata", "rresp")}
+    values.update(over)
+    return values
+
+
+def test_handshake_rules_catch_what_they_claim():
+    rule = HandshakeRule("aw")
+    rule.sample(0, True, False, (4,))
+    rule.sample(1, True, False, (4,))  # still waiting: fine
+    rule.sample(2, True, True, (4,))   # taken
+    rule.sample(3, False, False, (0,))
+    assert rule.violations == [] and rule.transfers == 1
+    rule.sample(4, True, False, (8,))
+    rule.sample(5, False, False, (8,))  # VALID dropped before READY
+    rule.sample(6, True, False, (8,))
+    rule.sample(7, True, False, (12,))  # payload changed while waiting
+    assert len(rule.violations) == 2
+    assert "VALID fell in cycle 5" in rule.violations[0] and "payload changed in cycle 7" in rule.violations[1]
+
+    ck = AxiLiteChecker()
+    ck.sample(_idle(awvalid=1, awready=1, wvalid=1, wready=1))
+    ck.sample(_idle(bvalid=1, bready=1))
+    assert ck.take() == []
+    ck.sample(_idle(bvalid=1, bready=1))  # a second response to one write
+    ck.sample(_idle(rvalid=1, rready=1))  # read data nobody asked for
+    bad = ck.take()
+    assert len(bad) == 2 and bad[0].startswith("b: write response 2") and bad[1].startswith("r: read data 1")
+    assert ck.take() == []
+
+
+# ---------------------------------------------------------------- on the Verilated shell
+@pytest.fixture(scope="module")
+def shell():
+    from rtl.axi_machine import ShellMachine
+
+    m = ShellMachine(TINY)
+    yield m
+    m.close()
+
+
+def _streams(case, machine) -> bool:
+    from npu.program import analyze
+    from rtl.backend import input_count, output_count
+
+    steps = analyze(case.program)
+    limit = machine.params.queue_depth - 2
+    return input_count(steps) > limit or output_count(steps) > limit
+
+
+@pytest.mark.rtl
+def test_random_programs_through_the_host_interface(shell):
+    """Random programs (seeds that fit the queue FIFOs) on one simulator process, memories carried over: the
+    bits, every step's completion cycle and CYCLES equal the simulator's; one interrupt per run, cause DONE,
+    cleared by IRQ_STATUS; COMMITS counts the steps; no AXI4-Lite rule broken."""
+    from rtl.check import Checker
+    from rtl.randprog import random_case
+
+    ck = Checker(shell)
+    done = BY_NAME["IRQ_STATUS"].bits(DONE=1)
+    checked = 0
+    for seed in range(300, 340):
+        case = random_case(TINY, seed, None, data="partial")
+        if _streams(case, shell):
+            continue
+        c = ck.check(case)
+        assert c.exact, f"seed {seed}: {c.first_mismatch}"
+        res = shell.last_result
+        assert res["protocol"] == [], res["protocol"]
+        assert res["irq_causes"] == [done] and res["irq_cleared"], res
+        assert res["status"]["done"] == 1 and res["status"]["busy"] == 0 and res["status"]["error"] == 0
+        assert res["commit_count"] == len(c.commits_sim) and res["cycles"] == c.sim_cycles
+        checked += 1
+        if checked == 5:
+            break
+    assert checked == 5
+
+
+@pytest.mark.rtl
+def test_identification_registers(shell):
+    from rtl.shell import config_id
+
+    res = shell._job({"loads": [], "program": None, "reads": [], "ident": True})
+    assert res["ident"] == {"id": ID_VALUE, "config": config_id(TINY), "stage_words": stage_words(320),
+                            "memories": len(shell.memmap.memories), "addr_bits": shell.memmap.addr_bits}
+    assert res["protocol"] == []
+
+
+@pytest.mark.rtl
+def test_a_word_changed_over_the_bus_is_seen(shell):
+    """A word written through the staging window behind the machine's back (so the expected values are wrong)
+    is reported by the comparison: the window reaches the memory and the check can fail."""
+    from rtl.check import Checker
+    from rtl.randprog import random_case
+
+    ck = Checker(shell)
+    case = random_case(TINY, 5, 2, data="partial")
+    assert ck.check(case).exact
+    ivrf = shell.memmap.by_name["ivrf"]
+    addr = ivrf.depth - 1
+    word = shell.image["ivrf"].get(addr, 0) ^ 0x3C00
+    shell._job({"loads": [(ivrf.id, addr, [word])], "reads": []})
+    shell.read_all = True  # read every word back this time (the program need not write this one)
+    try:
+        c = ck.check(random_case(TINY, 6, 1, data="partial"))
+    finally:
+        shell.read_all = False
+    assert not c.exact and any(m.where == "ivrf" and m.address == addr for m in c.mismatches), c.mismatches
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("kind", ["too_many_writes", "output_overflow", "empty_input"])
+def test_error_programs_raise_the_error_bit_and_interrupt(shell, kind):
+    """The simulator refuses the program and the shell flags the same kind: an error bit in STATUS with an
+    ERROR interrupt (then DONE), or, for a chain reading an empty input queue, no interrupt at all."""
+    from rtl.check import Checker
+    from rtl.randprog import random_error_case
+
+    c = Checker(shell).check_error(random_error_case(TINY, 11, kind, shell.params.queue_depth))
+    assert c.exact, c.first_mismatch
+    res = shell.last_result
+    irq = BY_NAME["IRQ_STATUS"]
+    if kind == "empty_input":
+        assert res["hung"] and res["irq_causes"] == []
+    else:
+        assert res["error"] != 0 and res["status"]["error"] == res["error"]
+        assert any(irq.get(v, "ERROR") for v in res["irq_causes"]) and irq.get(res["irq_causes"][-1], "DONE")
+        assert res["irq_cleared"]
+    assert res["protocol"] == []
