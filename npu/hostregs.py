@@ -6,7 +6,10 @@ The shell is an AXI4-Lite slave with 32-bit registers at byte offsets (:data:`RE
 as the widest memory word.  The host moves data through the staging buffer with ``LD_CMD`` commands: write it
 to word ``LD_ADDR`` of memory ``LD_SEL`` (rtl.layout.MemoryMap's ids; memory 0 is the program memory, so a
 program is loaded like any data), read that word into it, push it onto the network input queue, pop the output
-queue into it.  Word ``k`` of the window holds bits ``32k .. 32k+31`` of the buffer.
+queue into it.  Word ``k`` of the window holds bits ``32k .. 32k+31`` of the buffer.  The *bulk loader*
+(``DMA_*``) moves blocks of words between external memory and the memories through the same buffer, over an
+AXI4 master of :data:`BUS_BITS` data bits: word ``k`` of a block lies at ``DMA_ADDR + k * word_stride(bits)``,
+its low bits first (little-endian).
 
 Access kinds: ``RO`` read-only, ``RW`` read-write, ``W1C`` write 1 to clear, ``WO`` write-only (reads 0; a
 write is a command).  Fields not listed read 0 and ignore writes.
@@ -23,6 +26,12 @@ ADDR_BITS = 16
 
 #: Byte offset of the staging window.
 STAGE_OFFSET = 0x100
+
+#: Data bits of the AXI4 master through which the bulk loader moves memory words (one burst per word).
+BUS_BITS = 64
+
+#: Address bits of the AXI4 master.
+BUS_ADDR_BITS = 32
 
 #: Value of the ID register: "NPU" and the register map's version (bump it when the map changes).
 ID_VALUE = 0x4E505501
@@ -81,6 +90,7 @@ REGISTERS: tuple[Register, ...] = (
         Field("ERROR", 2, 2, "rtl.executor.ERR_UNSUPPORTED (1) | ERR_OVERFLOW (2), sticky until START"),
         Field("INQ_READY", 4, 1, "the network input queue takes a vector"),
         Field("OUTQ_VALID", 5, 1, "the network output queue holds a vector"),
+        Field("DMA_ERROR", 6, 1, "a bulk transfer got an error response (SLVERR/DECERR); cleared by the next one"),
     )),
     Register("IRQ_STATUS", 0x10, "W1C", "interrupt causes; the interrupt output is (DONE | ERROR) & CTRL.IRQ_EN", (
         Field("DONE", 0, 1, "set when the program completes"),
@@ -104,6 +114,15 @@ REGISTERS: tuple[Register, ...] = (
         Field("ADDR_BITS", 20, 6, "bits of LD_ADDR"),
     )),
     Register("COMMITS", 0x30, "RO", "steps (chains and transfers) completed since the last START"),
+    Register("DMA_ADDR", 0x40, "RW", "bulk loader: byte address in external memory of word LD_ADDR (aligned to "
+                                     "the memory's word stride, :func:`word_stride`)"),
+    Register("DMA_COUNT", 0x44, "RW", "bulk loader: words to move"),
+    Register("DMA_CTRL", 0x48, "WO", "bulk loader commands over the AXI4 master, one INCR burst per word; the "
+                                     "write's response comes when the transfer is done; LD_ADDR then points "
+                                     "past the last word, the staging buffer holds it", (
+        Field("IN", 0, 1, "DMA_COUNT words from external memory at DMA_ADDR to memory LD_SEL from word LD_ADDR"),
+        Field("OUT", 1, 1, "DMA_COUNT words of memory LD_SEL from word LD_ADDR to external memory at DMA_ADDR"),
+    )),
 )
 
 BY_NAME = {r.name: r for r in REGISTERS}
@@ -112,6 +131,18 @@ BY_NAME = {r.name: r for r in REGISTERS}
 def stage_words(data_bits: int) -> int:
     """32-bit words of the staging window for memories ``data_bits`` wide."""
     return -(-data_bits // REG_BITS)
+
+
+def bus_beats(bits: int) -> int:
+    """Beats of the AXI4 master's burst that carries one ``bits``-wide memory word."""
+    return -(-bits // BUS_BITS)
+
+
+def word_stride(bits: int) -> int:
+    """Bytes between consecutive ``bits``-wide words in external memory: the word's beats rounded up to a power of
+    two, so that no burst crosses a 4 KiB boundary (AXI4 A3.4.1) once the first word is aligned to it (a word of
+    more than 256 beats moves in bursts of 256, 2 KiB apart)."""
+    return (BUS_BITS // 8) << max(0, bus_beats(bits) - 1).bit_length()
 
 
 def check_map(data_bits: int) -> None:

@@ -6,16 +6,21 @@ Per case: load every word through the staging window (the program into memory 0)
 ``PROG_LEN`` and ``CTRL.START | IRQ_EN``, wait for the interrupt (an error cause is noted, cleared and waited
 past; ``max_cycles`` bounds the wait), read ``STATUS``, ``CYCLES_LO/HI`` and ``COMMITS``, clear the interrupt
 and check that it fell, pop the output queue while ``STATUS.OUTQ_VALID``, read back the ``reads``.  Cases may
-carry ``widths`` (memory id -> word bits) so that only the staging words a memory uses move, and ``ident``
-(read ID, CONFIG and GEOMETRY).  Cases that stream (``stream``: more inputs or outputs than the queue FIFOs
+carry ``widths`` (memory id -> word bits) so that only the staging words a memory uses move, ``ident``
+(read ID, CONFIG and GEOMETRY) and ``dma``: ``{"latency": L, "beat_cycles": B}`` to load and read back every
+block with the bulk loader instead, through external memory: cocotbext-axi's ``AxiRam`` on the shell's AXI4
+master behind :class:`DramModel` (each block written into the RAM by the host, then ``DMA_CTRL.IN``; read back
+by ``DMA_CTRL.OUT`` into a region first filled with a junk pattern).  Cases that stream (``stream``: more inputs or outputs than the queue FIFOs
 hold) are refused: a PUSH waiting for room would hold the bus.
 
 The result has rtl/bench.py's keys (the commit trace from the shell's debug port) and ``status``,
 ``irq_causes`` (the IRQ_STATUS values seen at each interrupt), ``irq_cleared``, ``commit_count``, ``ident``,
-and ``protocol``: every AXI4-Lite rule violation (rtl/axi_check.py) seen since the previous case.
+``dma_errors`` (STATUS.DMA_ERROR after each bulk transfer) and ``protocol``: every AXI4-Lite and AXI4 rule
+violation (rtl/axi_check.py) seen since the previous case.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import time
@@ -26,9 +31,52 @@ from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 
 from npu.hostregs import BY_NAME
 from rtl.axi_check import AxiLiteChecker, monitor
-from rtl.axi_host import NpuHost
+from npu.hostregs import word_stride
+from rtl.axi_host import NpuHost, external_image, external_words
 from rtl.bench import _commits, _recv, send
-from rtl.shell import AXIL_PREFIX
+from rtl.shell import AXI_PREFIX, AXIL_PREFIX
+
+#: Bytes of the external memory model, and the slot each bulk transfer of a case uses in turn.
+DRAM_BYTES = 1 << 21
+DRAM_SLOT = 1 << 16
+
+
+class DramModel:
+    """A simple DRAM timing model around cocotbext-axi's ``AxiRam`` on the AXI4 port ``prefix``: each burst's
+    data waits ``latency`` cycles after its address is taken (a row access), read data comes at most one beat
+    every ``beat_cycles`` cycles (the bandwidth), a write's response ``latency`` cycles after its last beat."""
+
+    def __init__(self, dut, prefix: str, size: int = DRAM_BYTES):
+        from cocotbext.axi import AxiBus, AxiRam
+
+        self.clk = dut.clk
+        self.ram = AxiRam(AxiBus.from_prefix(dut, prefix), dut.clk, dut.rst, size=size)
+        self.latency = 0
+        ar, b = self.ram.read_if.ar_channel, self.ram.write_if.b_channel
+        recv, send_b = ar.recv, b.send
+
+        async def ar_recv():
+            a = await recv()
+            await self._wait()
+            return a
+
+        async def b_send(resp):
+            await self._wait()
+            await send_b(resp)
+
+        ar.recv, b.send = ar_recv, b_send
+
+    async def _wait(self):
+        if self.latency:
+            await ClockCycles(self.clk, self.latency)
+
+    def set_timing(self, latency: int = 0, beat_cycles: int = 1) -> None:
+        self.latency = latency
+        r = self.ram.read_if.r_channel
+        if beat_cycles > 1:
+            r.set_pause_generator(itertools.cycle([False] + [True] * (beat_cycles - 1)))
+        else:
+            r.clear_pause_generator()
 
 
 async def _reset(dut, host: NpuHost) -> None:
@@ -52,7 +100,8 @@ async def _wait_irq(dut, limit: int | None) -> bool:
     return dut.irq.value == 1
 
 
-async def _run_case(dut, host: NpuHost, checker: AxiLiteChecker, case: dict) -> dict:
+async def _run_case(dut, host: NpuHost, checker: AxiLiteChecker, case: dict, dram: DramModel,
+                    checker4: AxiLiteChecker) -> dict:
     t0 = time.perf_counter()
     if case.get("stream"):
         raise ValueError("the shell's bench does not stream the queues (a PUSH waiting for room holds the bus)")
@@ -60,11 +109,22 @@ async def _run_case(dut, host: NpuHost, checker: AxiLiteChecker, case: dict) -> 
         await _reset(dut, host)
     widths = case.get("widths", {})
     res = {"cycles": 0, "error": 0, "outputs": [], "commits": [], "sim_s": 0.0, "hung": False, "status": None,
-           "irq_causes": [], "irq_cleared": None, "commit_count": 0, "ident": None}
+           "irq_causes": [], "irq_cleared": None, "commit_count": 0, "ident": None, "dma_errors": []}
     if case.get("ident"):
         res["ident"] = await host.identify()
+    dma = case.get("dma")
+    slots = itertools.count()
+    if dma is not None:
+        dram.set_timing(dma.get("latency", 0), dma.get("beat_cycles", 1))
     for mem, addr, words in case.get("loads", []):
-        await host.load(mem, addr, words, widths.get(mem))
+        if dma is None:
+            await host.load(mem, addr, words, widths.get(mem))
+            continue
+        ext = DRAM_SLOT * (next(slots) % (DRAM_BYTES // DRAM_SLOT))
+        for part in range(0, len(words), DRAM_SLOT // word_stride(widths[mem])):  # a slot at a time
+            chunk = words[part:part + DRAM_SLOT // word_stride(widths[mem])]
+            dram.ram.write(ext, external_image(chunk, widths[mem]))
+            res["dma_errors"].append(await host.dma("IN", mem, addr + part, ext, len(chunk)))
     program = case.get("program")
     qbits = case.get("queue_bits")
     if program is not None:
@@ -96,9 +156,22 @@ async def _run_case(dut, host: NpuHost, checker: AxiLiteChecker, case: dict) -> 
         res["irq_cleared"] = dut.irq.value == 0
         while (await host.status())["outq_valid"]:
             res["outputs"].append(await host.pop(qbits))
-    res["reads"] = [await host.read(mem, addr, count, widths.get(mem)) for mem, addr, count in case.get("reads", [])]
+    res["reads"] = []
+    for mem, addr, count in case.get("reads", []):
+        if dma is None:
+            res["reads"].append(await host.read(mem, addr, count, widths.get(mem)))
+            continue
+        bits, got = widths[mem], []
+        per = DRAM_SLOT // word_stride(widths[mem])
+        for part in range(0, count, per):
+            n = min(per, count - part)
+            ext = DRAM_SLOT * (next(slots) % (DRAM_BYTES // DRAM_SLOT))
+            dram.ram.write(ext, b"\xa5" * (n * word_stride(bits)))  # what the transfer must overwrite
+            res["dma_errors"].append(await host.dma("OUT", mem, addr + part, ext, n))
+            got += external_words(dram.ram.read(ext, n * word_stride(bits)), n, bits)
+        res["reads"].append(got)
     await Timer(1, unit="ns")
-    res["protocol"] = checker.take()
+    res["protocol"] = checker.take() + checker4.take()
     res["wall_s"] = time.perf_counter() - t0
     return res
 
@@ -111,14 +184,16 @@ async def run_job(dut):
     Clock(dut.clk, 10, unit="ns").start()
     dut.rst.value = 1
     axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, AXIL_PREFIX), dut.clk, dut.rst)
-    checker = AxiLiteChecker()
+    checker, checker4 = AxiLiteChecker(), AxiLiteChecker(axi4=True)
     cocotb.start_soon(monitor(dut, AXIL_PREFIX, checker, dut.rst))
+    cocotb.start_soon(monitor(dut, AXI_PREFIX, checker4, dut.rst))
+    dram = DramModel(dut, AXI_PREFIX)
     host = NpuHost(axil)
     await _reset(dut, host)
     await host.identify()
 
     async def run(job):
-        return [await _run_case(dut, host, checker, case) for case in job]
+        return [await _run_case(dut, host, checker, case, dram, checker4) for case in job]
 
     if "NPU_RTL_SOCKET" in os.environ:
         import socket

@@ -6,14 +6,29 @@ awaited together; a staging word the buffer already holds is not written again.
 """
 from __future__ import annotations
 
-from npu.hostregs import BY_NAME, REG_BITS, STAGE_OFFSET, stage_words
+from npu.hostregs import BUS_BITS, BY_NAME, REG_BITS, STAGE_OFFSET, bus_beats, stage_words, word_stride
 
 CMD = BY_NAME["LD_CMD"]
+DMA = BY_NAME["DMA_CTRL"]
 WORD_BYTES = REG_BITS // 8
 
 
 def _le(value: int) -> bytes:
     return int(value).to_bytes(WORD_BYTES, "little")
+
+
+def external_image(words: list[int], bits: int) -> bytes:
+    """``bits``-wide words as the bulk loader lays them out in external memory (npu.hostregs.word_stride apart,
+    little-endian, padded with zeros)."""
+    stride = word_stride(bits)
+    return b"".join(int(w).to_bytes(stride, "little") for w in words)
+
+
+def external_words(image: bytes, count: int, bits: int) -> list[int]:
+    """Inverse of :func:`external_image` (the padding ignored)."""
+    stride, used = word_stride(bits), bus_beats(bits) * BUS_BITS // 8
+    mask = (1 << bits) - 1
+    return [int.from_bytes(image[k * stride:k * stride + used], "little") & mask for k in range(count)]
 
 
 class NpuHost:
@@ -102,6 +117,17 @@ class NpuHost:
             value = await self._read_stage(n)
             out.append(value & ((1 << bits) - 1) if bits else value)
         return out
+
+    async def dma(self, direction: str, mem: int, addr: int, ext: int, count: int) -> int:
+        """The bulk loader: ``count`` words between memory ``mem`` from word ``addr`` and external byte address
+        ``ext`` (``direction`` "IN" to the memory, "OUT" from it); returns STATUS.DMA_ERROR."""
+        self.post("LD_SEL", mem)
+        self.post("LD_ADDR", addr)
+        self.post("DMA_ADDR", ext)
+        self.post("DMA_COUNT", count)
+        await self.write_reg("DMA_CTRL", DMA.bits(**{direction: 1}))  # its response: the transfer is done
+        self.forget_stage()  # the buffer holds the last word moved
+        return BY_NAME["STATUS"].get(await self.read_reg("STATUS"), "DMA_ERROR")
 
     async def push(self, words: list[int], bits: int) -> None:
         """Vectors onto the input queue (each PUSH's response waits for room)."""

@@ -23,7 +23,7 @@ class ShellMachine(RtlMachine):
     RtlMachine."""
 
     def __init__(self, config: NpuConfig | str, params: RtlParams = RtlParams(), *, progress=None,
-                 read_all: bool = False, max_cycles: int | None = None):
+                 read_all: bool = False, max_cycles: int | None = None, dma: dict | None = None):
         self.config = get_config(config)
         self.params = params
         self.memmap = MemoryMap(self.config, params.program_depth, params.max_word_bits)
@@ -36,13 +36,16 @@ class ShellMachine(RtlMachine):
         self.max_cycles = max_cycles
         self.session = None
         self.last_result = None
+        #: None: load and read back through the staging window; {"latency": L, "beat_cycles": B}: through the
+        #: bulk loader and external memory with that DRAM timing (rtl/axi_bench.py)
+        self.dma = dma
 
     def _case(self, case: dict) -> dict:
         if case.get("stream"):
             raise NpuError("the shell's bench does not stream the network queues: the program moves more vectors "
                            f"than the {self.params.queue_depth}-vector queue FIFOs hold")
         return {**case, "widths": {m.id: m.width for m in self.memmap.memories},
-                "queue_bits": 16 * self.config.native_dim}
+                "queue_bits": 16 * self.config.native_dim, "dma": self.dma}
 
     def _job(self, case: dict) -> dict:
         return super()._job(self._case(case))

@@ -14,6 +14,13 @@ room in the input queue, a ``POP`` for a vector in the output queue); a read's d
 address.  ``BRESP``/``RRESP`` are always OKAY, ``WSTRB`` and ``AxPROT`` are ignored (writes are whole words) and
 an unmapped address reads 0.  The interface is ``s_axil_*`` (cocotbext-axi's naming).
 
+The bulk loader (``DMA_ADDR``, ``DMA_COUNT``, ``DMA_CTRL``) moves blocks of words between external memory and the
+memories over an AXI4 master (``m_axi_*``, :data:`AXI_SIGNALS`): per word, one INCR burst of
+``npu.hostregs.bus_beats(width)`` beats (several of at most 256 for wider words) at ``DMA_ADDR + k *
+word_stride(width)``, through the staging buffer and the load port, one burst outstanding at a time.  It serves
+the host's loads and read-backs; the core's own weight and vector DRAM stay on-chip arrays with the fixed timing
+of rtl/dma.py (the cycle-exact contract with the simulator is for those).
+
 The core's timing is untouched: ``CTRL.START`` drives the core's ``start`` for one cycle, so ``CYCLES`` is the
 core's cycle count, equal to the simulator's.  Besides the host interface the shell passes the core's commit
 trace (``commit``, ``commit_pc``, ``cycles``; ``dma_commit*`` on the pipelined machine) out as a debug port for
@@ -28,12 +35,13 @@ import json
 import time
 from pathlib import Path
 
-from amaranth.hdl import Const, Module, Signal
+from amaranth.hdl import Array, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from npu.config import NpuConfig
-from npu.hostregs import ADDR_BITS, BY_NAME, ID_VALUE, REG_BITS, STAGE_OFFSET, check_map, stage_words
+from npu.hostregs import (ADDR_BITS, BUS_ADDR_BITS, BUS_BITS, BY_NAME, ID_VALUE, REG_BITS, STAGE_OFFSET, bus_beats,
+                          check_map, stage_words, word_stride)
 from rtl.generate import RtlParams, _no_zero_memory_init, make_top, report
 
 #: Verilog module name of the shell.
@@ -50,6 +58,23 @@ AXIL_SIGNALS = {
 
 #: Port name prefix of the AXI4-Lite slave.
 AXIL_PREFIX = "s_axil"
+
+#: The AXI4 master of the bulk loader: name -> (direction seen from the shell, width).  One ID (0), INCR bursts of
+#: BUS_BITS-wide beats; no lock, cache, prot, qos, region or user signals.
+AXI_SIGNALS = {
+    "awid": ("out", 1), "awaddr": ("out", BUS_ADDR_BITS), "awlen": ("out", 8), "awsize": ("out", 3),
+    "awburst": ("out", 2), "awvalid": ("out", 1), "awready": ("in", 1),
+    "wdata": ("out", BUS_BITS), "wstrb": ("out", BUS_BITS // 8), "wlast": ("out", 1), "wvalid": ("out", 1),
+    "wready": ("in", 1),
+    "bid": ("in", 1), "bresp": ("in", 2), "bvalid": ("in", 1), "bready": ("out", 1),
+    "arid": ("out", 1), "araddr": ("out", BUS_ADDR_BITS), "arlen": ("out", 8), "arsize": ("out", 3),
+    "arburst": ("out", 2), "arvalid": ("out", 1), "arready": ("in", 1),
+    "rid": ("in", 1), "rdata": ("in", BUS_BITS), "rresp": ("in", 2), "rlast": ("in", 1), "rvalid": ("in", 1),
+    "rready": ("out", 1),
+}
+
+#: Port name prefix of the AXI4 master.
+AXI_PREFIX = "m_axi"
 
 
 def config_id(config: NpuConfig) -> int:
@@ -74,6 +99,7 @@ class Shell(wiring.Component):
         check_map(self.memmap.data_bits)
         self.stage_words = stage_words(self.memmap.data_bits)
         members = {f"{AXIL_PREFIX}_{name}": (In if d == "in" else Out)(w) for name, (d, w) in AXIL_SIGNALS.items()}
+        members.update({f"{AXI_PREFIX}_{name}": (In if d == "in" else Out)(w) for name, (d, w) in AXI_SIGNALS.items()})
         members["irq"] = Out(1)
         depth = self.core.program_depth
         members.update({"commit": Out(1), "commit_pc": Out(range(depth)), "cycles": Out(32)})
@@ -84,10 +110,13 @@ class Shell(wiring.Component):
     def _axi(self, name):
         return getattr(self, f"{AXIL_PREFIX}_{name}")
 
+    def _master(self, name):
+        return getattr(self, f"{AXI_PREFIX}_{name}")
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = core = self.core
-        mm, a = self.memmap, self._axi
+        mm, a, x = self.memmap, self._axi, self._master
         R = BY_NAME
         n16 = 16 * self.config.native_dim
 
@@ -96,7 +125,8 @@ class Shell(wiring.Component):
         irq_st = Signal(2)
         prog_len = Signal.like(core.prog_len)
         ld_sel, ld_addr = Signal.like(core.ld_sel), Signal.like(core.ld_addr)
-        stage = Signal(REG_BITS * self.stage_words)
+        max_beats = bus_beats(mm.data_bits)
+        stage = Signal(max(REG_BITS * self.stage_words, BUS_BITS * max_beats))
         cycles_hi, commits = Signal(32), Signal(32)
         busy_d, err_d = Signal(), Signal()
         m.d.comb += [core.start.eq(start), core.prog_len.eq(prog_len), core.ld_sel.eq(ld_sel),
@@ -139,6 +169,31 @@ class Shell(wiring.Component):
         word = aw_addr[2:]
         cmd = R["LD_CMD"]
 
+        # the bulk loader: per memory, its beats per word and its word stride in external memory
+        dma_addr, dma_count = Signal(BUS_ADDR_BITS), Signal(32)
+        ext, left, dma_err = Signal(BUS_ADDR_BITS), Signal(32), Signal()
+        beat, last = Signal(range(max_beats + 1)), Signal(range(max_beats + 1))
+        beats = Array(Const(bus_beats(i.width), range(max_beats + 1)) for i in mm.memories)[ld_sel]
+        stride = Array(Const(word_stride(i.width), BUS_ADDR_BITS) for i in mm.memories)[ld_sel]
+        rest = beats - 1 - beat
+        burst_len = Mux(rest > 255, 255, rest)  # beats of the next burst, less one (AXI4: at most 256)
+        burst_addr = ext + (beat << (BUS_BITS // 8).bit_length() - 1)
+        dma = R["DMA_CTRL"]
+        for ch in ("aw", "ar"):
+            m.d.comb += [x(f"{ch}id").eq(0), x(f"{ch}addr").eq(burst_addr), x(f"{ch}len").eq(burst_len),
+                         x(f"{ch}size").eq((BUS_BITS // 8).bit_length() - 1), x(f"{ch}burst").eq(1)]
+        m.d.comb += [x("wdata").eq(stage.word_select(beat, BUS_BITS)), x("wstrb").eq((1 << BUS_BITS // 8) - 1),
+                     x("wlast").eq(beat == last)]
+
+        def next_word(to):
+            """The word moved: step to the next, or answer the DMA_CTRL write after the last."""
+            m.d.sync += [ld_addr.eq(ld_addr + 1), ext.eq(ext + stride), left.eq(left - 1), beat.eq(0)]
+            with m.If(left == 1):
+                m.d.sync += bvalid.eq(1)
+                m.next = "IDLE"
+            with m.Else():
+                m.next = to
+
         def bit(name):
             return w_data[cmd.field(name).lsb]
 
@@ -160,6 +215,12 @@ class Shell(wiring.Component):
                         m.next = "PUSH"
                     with m.Else():
                         m.next = "POP"
+                with m.Elif(go & (word == dma.offset // 4) & (w_data[:2] != 0) & (dma_count != 0)):
+                    m.d.sync += [ext.eq(dma_addr), left.eq(dma_count), beat.eq(0), dma_err.eq(0)]
+                    with m.If(w_data[dma.field("IN").lsb]):
+                        m.next = "IN_AR"
+                    with m.Else():
+                        m.next = "OUT_RD"
                 with m.Elif(go):
                     m.d.sync += bvalid.eq(1)
                     with m.Switch(word):
@@ -174,6 +235,10 @@ class Shell(wiring.Component):
                             m.d.sync += ld_sel.eq(w_data)
                         with m.Case(R["LD_ADDR"].offset // 4):
                             m.d.sync += ld_addr.eq(w_data)
+                        with m.Case(R["DMA_ADDR"].offset // 4):
+                            m.d.sync += dma_addr.eq(w_data)
+                        with m.Case(R["DMA_COUNT"].offset // 4):
+                            m.d.sync += dma_count.eq(w_data)
                         for k in range(self.stage_words):
                             with m.Case(STAGE_OFFSET // 4 + k):
                                 m.d.sync += stage.word_select(k, REG_BITS).eq(w_data)
@@ -186,6 +251,52 @@ class Shell(wiring.Component):
                 with m.If(core.inq.ready):
                     respond()
                     m.next = "IDLE"
+            # external memory -> the memory LD_SEL: a burst (or several) per word into the staging buffer, then
+            # the load port's write
+            with m.State("IN_AR"):
+                m.d.comb += x("arvalid").eq(1)
+                with m.If(x("arready")):
+                    m.next = "IN_R"
+            with m.State("IN_R"):
+                m.d.comb += x("rready").eq(1)
+                with m.If(x("rvalid")):
+                    m.d.sync += [stage.word_select(beat, BUS_BITS).eq(x("rdata")), beat.eq(beat + 1)]
+                    with m.If(x("rresp") != 0):
+                        m.d.sync += dma_err.eq(1)
+                    with m.If(x("rlast")):
+                        with m.If(beat + 1 == beats):
+                            m.next = "IN_WR"
+                        with m.Else():
+                            m.next = "IN_AR"
+            with m.State("IN_WR"):
+                m.d.comb += core.ld_we.eq(1)
+                next_word("IN_AR")
+            # the memory LD_SEL -> external memory: the load port's read into the staging buffer, then bursts
+            with m.State("OUT_RD"):
+                m.next = "OUT_CAP"
+            with m.State("OUT_CAP"):
+                m.d.sync += stage.eq(core.ld_rdata)
+                m.next = "OUT_AW"
+            with m.State("OUT_AW"):
+                m.d.comb += x("awvalid").eq(1)
+                with m.If(x("awready")):
+                    m.d.sync += last.eq(beat + burst_len)
+                    m.next = "OUT_W"
+            with m.State("OUT_W"):
+                m.d.comb += x("wvalid").eq(1)
+                with m.If(x("wready")):
+                    m.d.sync += beat.eq(beat + 1)
+                    with m.If(beat == last):
+                        m.next = "OUT_B"
+            with m.State("OUT_B"):
+                m.d.comb += x("bready").eq(1)
+                with m.If(x("bvalid")):
+                    with m.If(x("bresp") != 0):
+                        m.d.sync += dma_err.eq(1)
+                    with m.If(beat == beats):
+                        next_word("OUT_RD")
+                    with m.Else():
+                        m.next = "OUT_AW"
             with m.State("POP"):
                 m.d.comb += core.outq.ready.eq(1)
                 with m.If(core.outq.valid):
@@ -204,13 +315,14 @@ class Shell(wiring.Component):
         status = Signal(REG_BITS)
         m.d.comb += status.eq(core.busy << st.field("BUSY").lsb | done << st.field("DONE").lsb
                               | core.error << st.field("ERROR").lsb | core.inq.ready << st.field("INQ_READY").lsb
-                              | core.outq.valid << st.field("OUTQ_VALID").lsb)
+                              | core.outq.valid << st.field("OUTQ_VALID").lsb | dma_err << st.field("DMA_ERROR").lsb)
         geometry = geo.bits(STAGE_WORDS=self.stage_words, MEMORIES=len(mm.memories), ADDR_BITS=mm.addr_bits)
         values = {"ID": Const(ID_VALUE, REG_BITS), "CONFIG": Const(config_id(self.config), REG_BITS),
                   "CTRL": irq_en << R["CTRL"].field("IRQ_EN").lsb, "STATUS": status, "IRQ_STATUS": irq_st,
                   "PROG_LEN": prog_len, "CYCLES_LO": core.cycles, "CYCLES_HI": cycles_hi, "LD_SEL": ld_sel,
-                  "LD_ADDR": ld_addr, "GEOMETRY": Const(geometry, REG_BITS), "COMMITS": commits}
-        assert set(values) | {"LD_CMD"} == set(BY_NAME), "every register of npu.hostregs has a value"
+                  "LD_ADDR": ld_addr, "GEOMETRY": Const(geometry, REG_BITS), "COMMITS": commits,
+                  "DMA_ADDR": dma_addr, "DMA_COUNT": dma_count}
+        assert set(values) | {"LD_CMD", "DMA_CTRL"} == set(BY_NAME), "every register of npu.hostregs has a value"
         with m.Switch(a("araddr")[2:]):
             for name, value in values.items():
                 with m.Case(R[name].offset // 4):
