@@ -7,10 +7,11 @@ Per case: load every word through the staging window (the program into memory 0)
 past; ``max_cycles`` bounds the wait), read ``STATUS``, ``CYCLES_LO/HI`` and ``COMMITS``, clear the interrupt
 and check that it fell, pop the output queue while ``STATUS.OUTQ_VALID``, read back the ``reads``.  Cases may
 carry ``widths`` (memory id -> word bits) so that only the staging words a memory uses move, ``ident``
-(read ID, CONFIG and GEOMETRY) and ``dma``: ``{"latency": L, "beat_cycles": B}`` to load and read back every
+(read ID, CONFIG and GEOMETRY) and ``dma``: ``{"latency": L, "beat_cycles": B, "faulty": (lo, hi)}`` to load and read back every
 block with the bulk loader instead, through external memory: cocotbext-axi's ``AxiRam`` on the shell's AXI4
 master behind :class:`DramModel` (each block written into the RAM by the host, then ``DMA_CTRL.IN``; read back
-by ``DMA_CTRL.OUT`` into a region first filled with a junk pattern).  Cases that stream (``stream``: more inputs or outputs than the queue FIFOs
+by ``DMA_CTRL.OUT`` into a region first filled with a junk pattern; the n-th transfer of a case uses the n-th
+slot of :data:`DRAM_SLOT` bytes).  Cases that stream (``stream``: more inputs or outputs than the queue FIFOs
 hold) are refused: a PUSH waiting for room would hold the bus.
 
 The result has rtl/bench.py's keys (the commit trace from the shell's debug port) and ``status``,
@@ -44,7 +45,8 @@ DRAM_SLOT = 1 << 16
 class DramModel:
     """A simple DRAM timing model around cocotbext-axi's ``AxiRam`` on the AXI4 port ``prefix``: each burst's
     data waits ``latency`` cycles after its address is taken (a row access), read data comes at most one beat
-    every ``beat_cycles`` cycles (the bandwidth), a write's response ``latency`` cycles after its last beat."""
+    every ``beat_cycles`` cycles (the bandwidth), a write's response ``latency`` cycles after its last beat.
+    Accesses to the ``faulty`` byte range [lo, hi) fail: SLVERR on their beat (read) or burst (write)."""
 
     def __init__(self, dut, prefix: str, size: int = DRAM_BYTES):
         from cocotbext.axi import AxiBus, AxiRam
@@ -52,6 +54,23 @@ class DramModel:
         self.clk = dut.clk
         self.ram = AxiRam(AxiBus.from_prefix(dut, prefix), dut.clk, dut.rst, size=size)
         self.latency = 0
+        self.faulty: tuple[int, int] | None = None
+        rd, wr = self.ram.read_if, self.ram.write_if
+        read, write = rd._read, wr._write
+
+        def check(address):
+            if self.faulty is not None and self.faulty[0] <= address < self.faulty[1]:
+                raise OSError(f"DRAM model: address {address:#x} is faulty")
+
+        async def faulty_read(address, length):
+            check(address)
+            return await read(address, length)
+
+        async def faulty_write(address, data):
+            check(address)
+            await write(address, data)
+
+        rd._read, wr._write = faulty_read, faulty_write
         ar, b = self.ram.read_if.ar_channel, self.ram.write_if.b_channel
         recv, send_b = ar.recv, b.send
 
@@ -70,13 +89,14 @@ class DramModel:
         if self.latency:
             await ClockCycles(self.clk, self.latency)
 
-    def set_timing(self, latency: int = 0, beat_cycles: int = 1) -> None:
-        self.latency = latency
+    def set_timing(self, latency: int = 0, beat_cycles: int = 1, faulty: tuple[int, int] | None = None) -> None:
+        self.latency, self.faulty = latency, faulty
         r = self.ram.read_if.r_channel
         if beat_cycles > 1:
             r.set_pause_generator(itertools.cycle([False] + [True] * (beat_cycles - 1)))
         else:
             r.clear_pause_generator()
+            r.pause = False  # cocotbext-axi 0.1.28 leaves the last value the generator gave
 
 
 async def _reset(dut, host: NpuHost) -> None:
@@ -115,7 +135,7 @@ async def _run_case(dut, host: NpuHost, checker: AxiLiteChecker, case: dict, dra
     dma = case.get("dma")
     slots = itertools.count()
     if dma is not None:
-        dram.set_timing(dma.get("latency", 0), dma.get("beat_cycles", 1))
+        dram.set_timing(dma.get("latency", 0), dma.get("beat_cycles", 1), dma.get("faulty"))
     for mem, addr, words in case.get("loads", []):
         if dma is None:
             await host.load(mem, addr, words, widths.get(mem))

@@ -219,3 +219,24 @@ def test_the_bulk_loader_through_external_dram(shell):
         assert checked == 3
     finally:
         shell.dma = None
+
+
+@pytest.mark.rtl
+def test_the_bulk_loader_reports_error_responses(shell):
+    """External memory answering SLVERR (the DRAM model's faulty range) sets STATUS.DMA_ERROR for that transfer
+    only: a load from a faulty slot, then read-backs into a good one and (next case) into a faulty one."""
+    from rtl.axi_bench import DRAM_SLOT
+
+    ivrf = shell.memmap.by_name["ivrf"]
+    words = [0x3C00 * (k + 1) for k in range(4)]
+    case = {"loads": [(ivrf.id, 8, words)], "reads": [(ivrf.id, 8, 4), (ivrf.id, 8, 4)]}
+    shell.dma = {"latency": 3, "faulty": (0, DRAM_SLOT)}  # slot 0: the load
+    try:
+        res = shell._job(case)
+        assert res["dma_errors"] == [1, 0, 0] and res["protocol"] == [], res
+        shell.dma = {"latency": 3, "faulty": (DRAM_SLOT, 2 * DRAM_SLOT)}  # without the load: the second read-back
+        res = shell._job({**case, "loads": []})
+        assert res["dma_errors"] == [0, 1] and res["protocol"] == [], res
+    finally:
+        shell.dma = None
+        shell.close()  # what the instance holds is no longer what the machine's image says
