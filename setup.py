@@ -32,6 +32,7 @@ RUNTIME_DEPS = [
     "pyarrow==26.0.1",
 ]
 TEST_DEPS = [
+    "cocotbext-axi==0.1.28",  # the AXI4-Lite host of tests/rtl/test_shell.py (rtl/axi_bench.py)
     "pytest==9.0.3",
     "pytest-xdist==3.8.0",
     "hypothesis==6.155.2",

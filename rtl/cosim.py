@@ -44,7 +44,8 @@ def cache_root() -> Path:
 #: rtl/ files that drive or check a build and are no part of one; every other rtl/*.py is hashed.  (This file's
 #: Verilator options and control file enter the key as VERILATOR_ARGS and CONTROL_FILE_VERSION.)
 NOT_BUILT = ("bench.py", "backend.py", "check.py", "randprog.py", "coverage.py", "cosim.py",
-             "fabric.py", "fabric_bench.py", "fabric_check.py")
+             "fabric.py", "fabric_bench.py", "fabric_check.py",
+             "axi_bench.py", "axi_host.py", "axi_check.py", "axi_machine.py")
 
 
 def source_hash() -> str:
@@ -58,10 +59,20 @@ def source_hash() -> str:
     return h.hexdigest()[:12]
 
 
-def build_dir_for(config: NpuConfig, params: RtlParams = RtlParams(), trace: bool = False) -> Path:
-    key = hashlib.sha256(json.dumps([config.fingerprint(), asdict(params), source_hash(), trace,
-                                      VERILATOR_ARGS, CONTROL_FILE_VERSION]).encode())
-    return cache_root() / f"{config.name}-{key.hexdigest()[:16]}"
+def build_dir_for(config: NpuConfig, params: RtlParams = RtlParams(), trace: bool = False,
+                  toplevel: str = TOPLEVEL) -> Path:
+    what = [config.fingerprint(), asdict(params), source_hash(), trace, VERILATOR_ARGS, CONTROL_FILE_VERSION]
+    if toplevel != TOPLEVEL:  # another toplevel around the core (rtl/shell.py's npu_shell)
+        what.append(toplevel)
+    key = hashlib.sha256(json.dumps(what).encode())
+    return cache_root() / f"{config.name}{'' if toplevel == TOPLEVEL else '-' + toplevel}-{key.hexdigest()[:16]}"
+
+
+def _writers() -> dict[str, tuple[Callable, str]]:
+    """Per Verilog toplevel: what writes its Verilog, and the cocotb test module that runs cases on it."""
+    from rtl.shell import SHELL_TOPLEVEL, write_shell_verilog
+
+    return {TOPLEVEL: (write_verilog, "rtl.bench"), SHELL_TOPLEVEL: (write_shell_verilog, "rtl.axi_bench")}
 
 
 @contextmanager
@@ -82,14 +93,16 @@ class Build:
     directory: Path
     build_seconds: float  # 0.0 when it came from the cache
     trace: bool = False
+    toplevel: str = TOPLEVEL        # the Verilog toplevel: the bare core, or rtl/shell.py's npu_shell
+    test_module: str = "rtl.bench"  # the cocotb test module that runs cases on it
 
     @property
     def binary(self) -> Path:
-        return self.directory / "sim" / TOPLEVEL
+        return self.directory / "sim" / self.toplevel
 
 
 def build(config: NpuConfig, params: RtlParams = RtlParams(), *, trace: bool = False,
-          progress: Callable[[str], None] | None = None) -> Build:
+          progress: Callable[[str], None] | None = None, toplevel: str = TOPLEVEL) -> Build:
     """Generate and Verilate the NPU for ``config`` (cached); ``progress`` hears what is happening (the cached
     build used, or each stage of a new one).
 
@@ -100,16 +113,20 @@ def build(config: NpuConfig, params: RtlParams = RtlParams(), *, trace: bool = F
                          "the changed RTL")
     verilator_env()
     say = progress or (lambda message: None)
-    d = build_dir_for(config, params, trace)
+    writers = _writers()
+    if toplevel not in writers:
+        raise CosimError(f"no RTL toplevel {toplevel!r}; there are {', '.join(writers)}")
+    write, test_module = writers[toplevel]
+    d = build_dir_for(config, params, trace, toplevel)
     with _lock(d.with_suffix(".lock")):
-        b = Build(config, params, d, 0.0, trace)
+        b = Build(config, params, d, 0.0, trace, toplevel, test_module)
         if b.binary.exists():
             say(f"using the cached {config.name} RTL build in {d}")
             return b
         t0 = time.perf_counter()
         d.mkdir(parents=True, exist_ok=True)
         say(f"building the {config.name} RTL in {d}: generating Verilog")
-        vfile = write_verilog(config, d / "verilog", params)
+        vfile = write(config, d / "verilog", params)
         say(f"building the {config.name} RTL: Verilator and the C++ compiler (tiny takes about a minute)")
         try:
             import cocotb_tools.runner  # noqa: F401 - the build needs it; say so before Verilator starts
@@ -139,7 +156,7 @@ VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "--x-assign", "fast",
 CONTROL_FILE_VERSION = "ports-public, units-no-inline"
 
 
-def _control_file(vfile: Path) -> Path:
+def _control_file(vfile: Path, toplevel: str = TOPLEVEL) -> Path:
     """The Verilator control file (``npu_top.vlt``): only the top-level ports are visible to cocotb, and the
     units of rtl/units.py are never inlined.
 
@@ -153,10 +170,10 @@ def _control_file(vfile: Path) -> Path:
     from rtl.units import UNIT_NAMES
 
     text = vfile.read_text()
-    head = text[text.index(f"module {TOPLEVEL}("):]
+    head = text[text.index(f"module {toplevel}("):]
     head = head[:head.index(");")]
-    ports = re.findall(r"[A-Za-z_][A-Za-z0-9_$]*", head[len(f"module {TOPLEVEL}("):])
-    lines = ["`verilator_config"] + [f'public_flat_rw -module "{TOPLEVEL}" -var "{p}"' for p in ports]
+    ports = re.findall(r"[A-Za-z_][A-Za-z0-9_$]*", head[len(f"module {toplevel}("):])
+    lines = ["`verilator_config"] + [f'public_flat_rw -module "{toplevel}" -var "{p}"' for p in ports]
     lines += [f'no_inline -module "{name}"' for name in UNIT_NAMES.values()]
     path = vfile.with_suffix(".vlt")
     if not path.exists() or path.read_text() != "\n".join(lines) + "\n":
@@ -175,8 +192,8 @@ def _runner(b: "Build", vfile: Path, *, always: bool, log: Path):
             return cmds
 
     runner = _Verilator()
-    runner.build(sources=[vfile], hdl_toplevel=TOPLEVEL, build_dir=b.directory / "sim", waves=b.trace,
-                 build_args=[*VERILATOR_ARGS, str(_control_file(vfile))], always=always, log_file=log)
+    runner.build(sources=[vfile], hdl_toplevel=b.toplevel, build_dir=b.directory / "sim", waves=b.trace,
+                 build_args=[*VERILATOR_ARGS, str(_control_file(vfile, b.toplevel))], always=always, log_file=log)
     return runner
 
 
@@ -187,13 +204,13 @@ def run_job(b: Build, cases: list[dict], *, timeout: float | None = None) -> lis
         tmp = Path(tmp)
         job, out = tmp / "job.pkl", tmp / "out.pkl"
         job.write_bytes(pickle.dumps(cases))
-        runner = _runner(b, b.directory / "verilog" / f"{TOPLEVEL}.v", always=False, log=tmp / "build.log")
+        runner = _runner(b, b.directory / "verilog" / f"{b.toplevel}.v", always=False, log=tmp / "build.log")
         env = {"NPU_RTL_JOB": str(job), "NPU_RTL_OUT": str(out),
                "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT)] + sys.path[1:]),
                "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")}
         log = tmp / "sim.log"
         try:
-            runner.test(test_module="rtl.bench", hdl_toplevel=TOPLEVEL, build_dir=b.directory / "sim",
+            runner.test(test_module=b.test_module, hdl_toplevel=b.toplevel, build_dir=b.directory / "sim",
                         test_dir=tmp, extra_env=env, waves=b.trace, log_file=log)
         except (SystemExit, Exception) as exc:
             raise CosimError(f"RTL simulation failed ({exc}):\n{log.read_text()[-3000:] if log.exists() else ''}") \
@@ -224,7 +241,7 @@ class Session:
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(str(path))
         self._server.listen(1)
-        runner = _runner(b, b.directory / "verilog" / f"{TOPLEVEL}.v", always=False, log=tmp / "build.log")
+        runner = _runner(b, b.directory / "verilog" / f"{b.toplevel}.v", always=False, log=tmp / "build.log")
         env = {"NPU_RTL_SOCKET": str(path),
                "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT)] + sys.path[1:]),
                "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")}
@@ -232,7 +249,7 @@ class Session:
 
         def simulate():
             try:
-                runner.test(test_module="rtl.bench", hdl_toplevel=TOPLEVEL, build_dir=b.directory / "sim",
+                runner.test(test_module=b.test_module, hdl_toplevel=b.toplevel, build_dir=b.directory / "sim",
                             test_dir=tmp, extra_env=env, waves=b.trace, log_file=self._log)
             except (SystemExit, Exception) as exc:  # the runner exits on a failed simulation
                 self._failure = exc
