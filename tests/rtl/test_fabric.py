@@ -183,3 +183,17 @@ def test_small_two_layer_lstm_on_two_npus(small3):
     chk = check(model, random_feeds(onnx, 2, seed=7), small3)
     assert_exact(chk)
     assert_input_dependent(chk)
+
+
+def test_cli_checks_a_model_on_the_fabric(tiny2, tiny_mlp, tmp_path, capsys):
+    import json
+
+    from cli.main import main
+
+    onnx, model = tiny_mlp
+    path = tmp_path / "mlp2.npu"
+    path.write_bytes(model_bytes(*driver.package(driver.compile_graph(onnx, "tiny", devices=2))))
+    assert main(["rtl", "check", str(path), "--fabric", "--requests", "2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["exact"] and res["requests"] == 2 and res["rtl_cycles"] == res["sim_cycles"] > 0
+    assert main(["rtl", "check", str(path), "--fabric", "--requests", "0"]) != 0
