@@ -34,13 +34,16 @@ examples:
   npu rtl check --random 20 --config tiny --steps 4 --json   # 4 steps each
   npu rtl check --random 20 --config small --entries 8   # the pipelined machine: chains in flight, DMA beside compute
   npu rtl check --random 100 --config tiny --errors 10   # one error program in 10 (the RTL's flags vs the simulator)
+  npu rtl check --random 20 --config tiny --cocotb      # the same on the cocotb bench (the reference; slower)
   npu zoo build tiny_cnn -o cnn.onnx && npu compile cnn.onnx --config tiny -o cnn.npu
   npu rtl check cnn.npu --json          # sim vs RTL (twice in a row) on seeded random inputs
 
 Programs and random programs compare the output queue, every word of every memory, every step's completion
 cycle (the commit trace) and the total; mismatches are listed by memory (or commit trace) and step (the pc of
 the step that wrote the address last, or that completed in another cycle). Random programs run one after the
-other on one simulator process, memories carrying over (docs/rtl.md, "Verification").
+other on one simulator process, memories carrying over (docs/rtl.md, "Verification"), driven by the C++ bench
+(rtl/harness.py; about 10,000 programs in 15 minutes on tiny); --cocotb drives them from the cocotb bench, the
+reference the C++ bench is tested against (it gives the same cycles, commit trace and memories).
 """
 SYNTH_EPILOG = """\
 examples:
@@ -101,6 +104,9 @@ def add_commands(subparsers) -> None:
                                 "simulator's error)")
             p.add_argument("--coverage", action="store_true",
                            help="with --random: print the functional coverage report (bins hit; in --json always)")
+            p.add_argument("--cocotb", action="store_true",
+                           help="with --random: drive the RTL from the cocotb bench (rtl/bench.py, the reference) "
+                                "instead of the C++ bench (rtl/harness.py: the same results, tens of times faster)")
             p.add_argument("--entries", type=int, default=None, metavar="N",
                            help="with --random: the pipelined machine with N scoreboard entries (docs/pipeline.md), "
                                 "on programs drawn where its rules bite (dependent and independent chains, DMA "
@@ -275,7 +281,7 @@ def _check_random(args) -> tuple[list[dict], dict | None]:
     if args.entries is not None:
         config = config.with_scoreboard(args.entries)
     prebuild(config, args)
-    rtl = RtlMachine(config)
+    rtl = RtlMachine(config, bench="cocotb" if args.cocotb else "harness")
     cov = Coverage(config, rtl.params.queue_depth)
     checker = Checker(rtl, coverage=cov)
     kinds = sorted(ERROR_KINDS)

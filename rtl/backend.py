@@ -12,6 +12,11 @@ ranges the program may write, so memories persist from run to run as on the
 simulator (and on hardware).  The network queues are Python lists between
 runs.  ``persistent=False`` starts a simulator process per run instead (the
 old way, 1-3 s each).
+
+``bench`` chooses who drives the Verilated model: ``"cocotb"`` (rtl/bench.py,
+the reference, the default) or ``"harness"`` (rtl/harness.py: the same cases,
+edges and values from a C++ driver linked against the same build, tens of
+times faster; what rtl.check.Checker and ``npu rtl check --random`` use).
 """
 from __future__ import annotations
 
@@ -87,6 +92,9 @@ def input_count(steps) -> int:
     return sum(s.iterations * len(s.read_offsets()) for s in steps if isinstance(s, Chain) and s.read.space == Space.NETQ)
 
 
+#: Who drives the Verilated model: the cocotb bench (rtl/bench.py, the reference) or the C++ one (rtl/harness.py).
+BENCHES = ("cocotb", "harness")
+
 #: Read back every data memory after each run when they hold at most this many words in all (tiny about
 #: 3,000, small 9,000; the large presets' DRAMs are far beyond it).
 READ_ALL_WORDS = 1 << 15
@@ -100,7 +108,12 @@ class RtlMachine:
 
     def __init__(self, config: NpuConfig | str, params: RtlParams = RtlParams(), *, trace: bool = False,
                  progress=None, persistent: bool = True, read_all: bool | None = None,
-                 max_cycles: int | None = None):
+                 max_cycles: int | None = None, bench: str = "cocotb"):
+        if bench not in BENCHES:
+            raise NpuError(f"unknown RTL bench {bench!r}: one of {', '.join(BENCHES)}")
+        if bench == "harness" and trace:
+            raise NpuError("the C++ bench (bench='harness') does not trace; use bench='cocotb' for waveforms")
+        self.bench = bench
         self.config = get_config(config)
         self.params = params
         self.memmap = MemoryMap(self.config, params.program_depth, params.max_word_bits)
@@ -127,11 +140,18 @@ class RtlMachine:
     def _job(self, case: dict) -> dict:
         from rtl.cosim import Session
 
-        if not self.persistent:
+        if self.bench == "harness":
+            from rtl.harness import Harness
+
+            if not self.persistent:
+                with Harness(self.build) as h:
+                    (res,) = h.run([case])
+                return res
+        elif not self.persistent:
             (res,) = run_job(self.build, [case])
             return res
         if self.session is None:
-            self.session = Session(self.build)
+            self.session = Harness(self.build) if self.bench == "harness" else Session(self.build)
             self.image = {m.name: {} for m in self.memmap.memories}  # a new process: every word zero
         (res,) = self.session.run([case])
         return res
