@@ -195,15 +195,22 @@ class RtlMachine:
         return self.memmap.words_vectors([mem.get(a, 0) for a in range(addr, addr + count)])
 
     def read_tiles(self, name: str, at: int, count: int) -> WeightImage:
-        """Tiles of the MRF (name "mrf") or the weight DRAM ("wdram") from the shadow copy."""
+        """Tiles of the MRF (name "mrf") or the weight DRAM ("wdram") from the shadow copy (a tile whose words
+        have not changed since it was last decoded comes from a cache: most tiles stay as they are from run to
+        run, and decoding one costs a Python loop over its fields)."""
         cpt = self.memmap.cpt
         mants, exps = [], []
+        cache = self.__dict__.setdefault("_tiles", {})
         for t in range(at, at + count):
             mem, word = self.memmap.mrf_location(t) if name == "mrf" else ("wdram", t * cpt)
             parts = [self.shadow[self.memmap.tile_memory(mem, p)] for p in range(self.memmap.tile_parts)]
-            m, e = self.memmap.words_tile([[part.get(word + g, 0) for g in range(cpt)] for part in parts])
-            mants.append(m)
-            exps.append(e)
+            words = tuple(tuple(part.get(word + g, 0) for g in range(cpt)) for part in parts)
+            hit = cache.get((mem, word))
+            if hit is None or hit[0] != words:
+                hit = (words, *self.memmap.words_tile([list(w) for w in words]))
+                cache[(mem, word)] = hit
+            mants.append(hit[1])
+            exps.append(hit[2])
         return WeightImage(np.array(mants, np.int16), np.array(exps, np.int16))
 
     # ------------------------------------------------------------------ queues

@@ -18,7 +18,8 @@ Messages over the pipes: an 8-byte little-endian byte count, then little-endian 
 
 * greeting (driver -> host): magic ``0x4855504e``, protocol version, the uint32 words of ``ld_data``,
   ``ld_rdata``, the input and the output payload, 1 if the design has the ``dma_commit`` port;
-* a case (host -> driver): op 1, flags (1 reset, 2 a program, 4 stream, 8 max_cycles given), max_cycles
+* a case (host -> driver): op 1, flags (1 reset, 2 a program, 4 stream, 8 max_cycles given, 16 read the
+  memories back by peeking at them, see :class:`Harness`), max_cycles
   (low, high), prog_len, the loads (count, then per load: memory id, first word, n, n words), the inputs
   (count, then the words), the reads (count, then per read: memory id, first word, count);
 * its result: status 0, cycles, error bits, hung, the commits (count, then pc, cycle each), the outputs
@@ -54,8 +55,24 @@ class HarnessError(CosimError):
     """The fast bench could not be built, or its process failed."""
 
 
-def _stamp() -> str:
-    return hashlib.sha256(SOURCE.read_bytes() + repr(CXXFLAGS).encode()).hexdigest()[:16]
+def memories_header(b: Build) -> str:
+    """``harness_mems.h`` of a build: ``X(id, member)`` per memory of the build's MemoryMap that the model holds
+    as an array of its own name and depth (``npu_top__DOT__mem_<name>`` in ``Vtop___024root.h``), for reading
+    back by peeking; a memory Verilator renamed or split is read through the port."""
+    import re
+
+    from rtl.layout import MemoryMap
+
+    mm = MemoryMap(b.config, b.params.program_depth, b.params.max_word_bits)
+    text = (b.directory / "sim" / "Vtop___024root.h").read_text()
+    held = {m.group(2): int(m.group(1))
+            for m in re.finditer(r"VlUnpacked<[^;]*?,\s*(\d+)>\s+npu_top__DOT__mem_(\w+);", text)}
+    rows = [f"    X({m.id}, npu_top__DOT__mem_{m.name})" for m in mm.memories if held.get(m.name) == m.depth]
+    return "// written by rtl/harness.py\n#define HARNESS_MEMORIES(X) \\\n" + " \\\n".join(rows) + "\n"
+
+
+def _stamp(header: str) -> str:
+    return hashlib.sha256(SOURCE.read_bytes() + repr(CXXFLAGS).encode() + header.encode()).hexdigest()[:16]
 
 
 def harness_binary(b: Build, progress=None) -> Path:
@@ -65,7 +82,8 @@ def harness_binary(b: Build, progress=None) -> Path:
     sim = b.directory / "sim"
     out = b.directory / "harness"
     binary, stamp = out / "npu_harness", out / "stamp"
-    want = _stamp()
+    header = memories_header(b)
+    want = _stamp(header)
     if binary.exists() and stamp.exists() and stamp.read_text() == want:
         return binary
     v = verilator_env()
@@ -82,7 +100,8 @@ def harness_binary(b: Build, progress=None) -> Path:
         if progress:
             progress(f"linking the fast bench for {b.config.name} ({binary})")
         t0 = time.perf_counter()
-        inc = [f"-I{sim}", f"-I{v.root / 'include'}", f"-I{v.root / 'include' / 'vltstd'}",
+        (out / "harness_mems.h").write_text(header)
+        inc = [f"-I{out}", f"-I{sim}", f"-I{v.root / 'include'}", f"-I{v.root / 'include' / 'vltstd'}",
                f"-DVM_TRACE={int(b.trace)}"]
         tmp = out / f"npu_harness.{os.getpid()}"
         cmd = [cxx, *CXXFLAGS, *inc, str(SOURCE), *(str(sim / n) for n in RUNTIME_OBJECTS), str(sim / "Vtop__ALL.a"),
@@ -109,10 +128,18 @@ class Harness:
     :meth:`run` sends a list of cases (rtl/bench.py's format) and returns their results (the same dicts).  The
     instance keeps its memories from case to case (cases may ask for a register reset).
 
+    ``reads``: ``"direct"`` (the default) reads every memory back by peeking at the model's array of it after
+    the run, as the read port would give it, without simulating a cycle per word (a memory Verilator renamed
+    goes through the port); ``"port"`` reads one word per cycle through the load port as the cocotb bench
+    does.  Both give the same words (tests/rtl/test_harness.py); the read-back is most of a random program's
+    simulated cycles (3,072 words on tiny, 9,216 on small).
+
     ``timeout`` bounds the wait for one case's result (None: no bound)."""
 
-    def __init__(self, b: Build, *, timeout: float | None = None, progress=None):
-        self.build, self.timeout = b, timeout
+    def __init__(self, b: Build, *, timeout: float | None = None, progress=None, reads: str = "direct"):
+        if reads not in ("direct", "port"):
+            raise HarnessError(f"reads must be 'direct' or 'port', not {reads!r}")
+        self.build, self.timeout, self.reads = b, timeout, reads
         binary = harness_binary(b, progress)
         self._proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, bufsize=0)
@@ -151,7 +178,8 @@ class Harness:
         program = case.get("program")
         limit = case.get("max_cycles")
         flags = (1 if case.get("reset") else 0) | (2 if program is not None else 0) | \
-                (4 if case.get("stream") else 0) | (8 if limit is not None else 0)
+                (4 if case.get("stream") else 0) | (8 if limit is not None else 0) | \
+                (16 if self.reads == "direct" else 0)
         limit = int(limit or 0)
         parts = [_words(1), _words(flags), _words(limit & 0xFFFFFFFF), _words(limit >> 32),
                  _words(len(program) if program is not None else 0)]
@@ -249,3 +277,63 @@ def available() -> bool:
     except ToolchainError:
         return False
     return bool(os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++"))
+
+
+def random_bench_cases(machine, seeds, *, pipelined: bool = False, errors: bool = True,
+                       max_cycles: int = 100_000) -> list[dict]:
+    """Bench cases (rtl/bench.py's dicts, as ``machine`` — an RtlMachine — builds them) of random programs, the
+    first with data in every memory, the rest with a few regions (memories carry over), every other one
+    streamed (the bench feeds and drains the queues every cycle while it runs); then, with ``errors``, one
+    error program of each kind (a hung program, an output overflow, unsupported chains).  For holding two
+    benches to the same results: :func:`compare_benches`."""
+    from npu.program import analyze
+    from rtl.randprog import ERROR_KINDS, random_case, random_error_case
+
+    out = []
+    for k, seed in enumerate(seeds):
+        case = random_case(machine.config, seed, None, pipelined, data="full" if k == 0 else "partial")
+        machine.reset()
+        case.load(machine)
+        c, _ = machine.case_for(case.program, analyze(case.program), None)
+        c["stream"] = c["stream"] or k % 2 == 1
+        c["max_cycles"] = max_cycles
+        out.append(c)
+    if errors:
+        mm = machine.memmap
+        for kind in sorted(ERROR_KINDS):
+            e = random_error_case(machine.config, 11, kind, machine.params.queue_depth)
+            words = machine._program_words(e.program)
+            out.append({"loads": [(mm.by_name["prog"].id, 0, words)], "program": words,
+                        "inputs": mm.vector_words(np.asarray(e.inputs, np.float16)), "stream": False,
+                        "reads": [(m.id, 0, m.depth) for m in mm.memories if m.name != "prog"], "reset": True,
+                        "max_cycles": e.max_cycles})
+    machine.reset()
+    return out
+
+
+#: the result fields two benches must agree on (not the wall-clock ones)
+RESULT_FIELDS = ("cycles", "error", "hung", "commits", "outputs", "reads")
+
+
+def compare_benches(b: Build, cases: list[dict], reads: tuple[str, ...] = ("direct",)
+                    ) -> tuple[list[dict], list[dict], list[str]]:
+    """Run ``cases`` back to back on a fresh cocotb process (rtl.cosim.Session) and on a fresh C++ process of
+    build ``b`` per read-back mode of ``reads``; returns the cocotb results, the (first mode's) C++ results and
+    every difference ("reads=direct, case k: field ...")."""
+    from rtl.cosim import Session
+
+    with Session(b) as s:
+        ref = s.run(cases)
+    diffs, first = [], None
+    for mode in reads:
+        with Harness(b, reads=mode) as h:
+            fast = h.run(cases)
+        first = fast if first is None else first
+        if len(ref) != len(fast):
+            diffs.append(f"reads={mode}: {len(ref)} cocotb results, {len(fast)} C++ results")
+        for k, (r, f) in enumerate(zip(ref, fast)):
+            for field in RESULT_FIELDS:
+                if r[field] != f[field]:
+                    diffs.append(f"reads={mode}, case {k}: {field} differs (cocotb {str(r[field])[:200]}, "
+                                 f"C++ {str(f[field])[:200]})")
+    return ref, first, diffs

@@ -3,19 +3,18 @@
 fresh processes of the same build must give the same result in every field (cycles, error bits, hung, the
 commit trace, the output queue, every word read back); and a Checker on the C++ bench must see planted
 differences (a shifted commit cycle, a word changed behind its back)."""
-import numpy as np
 import pytest
 
 from npu.config import PRESETS
 from npu.isa import Space
 from npu.program import analyze
 from rtl.check import Checker
-from rtl.randprog import ERROR_KINDS, random_case, random_error_case
-from tests.rtl.conftest import pipelined, random_count
+from rtl.harness import compare_benches, random_bench_cases
+from rtl.randprog import random_case
+from tests.rtl.conftest import random_count
 
 pytestmark = pytest.mark.rtl
 TINY = PRESETS["tiny"]
-FIELDS = ("cycles", "error", "hung", "commits", "outputs", "reads")
 
 
 @pytest.fixture(scope="module")
@@ -27,66 +26,27 @@ def tiny_fast():
     m.close()
 
 
-def cases_for(machine, seeds, *, pipelined_programs=False, errors=True):
-    """Bench cases (rtl/bench.py's dicts) of random programs, every other one streamed (the bench feeds and
-    drains the queues every cycle), then one error program of each kind, as RtlMachine builds them."""
-    out = []
-    for k, seed in enumerate(seeds):
-        case = random_case(machine.config, seed, None, pipelined_programs, data="full" if k == 0 else "partial")
-        machine.reset()
-        case.load(machine)
-        c, _ = machine.case_for(case.program, analyze(case.program), None)
-        c["stream"] = c["stream"] or k % 2 == 1
-        c["max_cycles"] = 100_000
-        out.append(c)
-    if errors:
-        mm = machine.memmap
-        for kind in sorted(ERROR_KINDS):
-            e = random_error_case(machine.config, 11, kind, machine.params.queue_depth)
-            words = machine._program_words(e.program)
-            out.append({"loads": [(mm.by_name["prog"].id, 0, words)], "program": words,
-                        "inputs": mm.vector_words(np.asarray(e.inputs, np.float16)), "stream": False,
-                        "reads": [(m.id, 0, m.depth) for m in mm.memories if m.name != "prog"], "reset": True,
-                        "max_cycles": e.max_cycles})
-    machine.reset()
-    return out
-
-
-def both_benches(build, cases):
-    from rtl.cosim import Session
-    from rtl.harness import Harness
-
-    with Session(build) as s:
-        ref = s.run(cases)
-    with Harness(build) as h:
-        fast = h.run(cases)
-    return ref, fast
-
-
-def assert_same(ref, fast):
-    assert len(ref) == len(fast)
-    for k, (r, f) in enumerate(zip(ref, fast)):
-        for field in FIELDS:
-            assert r[field] == f[field], f"case {k}: {field} differs (cocotb {str(r[field])[:200]}, " \
-                                         f"C++ {str(f[field])[:200]})"
+def assert_same(build, cases):
+    ref, fast, diffs = compare_benches(build, cases, reads=("direct", "port"))
+    assert not diffs, diffs[:5]
+    return ref
 
 
 def test_the_cpp_bench_gives_the_cocotb_results(tiny_fast):
     """Random programs (half of them streamed) and every kind of error program (hung, overflow, unsupported),
-    back to back on one process each, memories carrying over: every result field equal."""
-    cases = cases_for(tiny_fast, range(7000, 7000 + random_count(8)))
-    ref, fast = both_benches(tiny_fast.build, cases)
-    assert_same(ref, fast)
+    back to back on one process each, memories carrying over: every result field equal, with the memories read
+    back through the port (as the cocotb bench does) and by peeking at them."""
+    cases = random_bench_cases(tiny_fast, range(7000, 7000 + random_count(8)))
+    ref = assert_same(tiny_fast.build, cases)
     assert any(r["commits"] for r in ref) and any(r["outputs"] for r in ref)
     assert {r["hung"] for r in ref} == {False, True} and any(r["error"] for r in ref)
 
 
 def test_the_cpp_bench_gives_the_cocotb_results_pipelined(tiny_pipelined_rtl):
     """The pipelined machine: transfers complete on their own commit port (dma_commit), beside chains."""
-    cases = cases_for(tiny_pipelined_rtl, range(7100, 7100 + random_count(6)), pipelined_programs=True,
-                      errors=False)
-    ref, fast = both_benches(tiny_pipelined_rtl.build, cases)
-    assert_same(ref, fast)
+    cases = random_bench_cases(tiny_pipelined_rtl, range(7100, 7100 + random_count(6)), pipelined=True,
+                               errors=False)
+    ref = assert_same(tiny_pipelined_rtl.build, cases)
     assert sum(len(r["commits"]) for r in ref) > len(ref)
 
 
@@ -150,3 +110,20 @@ def test_the_cpp_bench_refuses_tracing():
 
     with pytest.raises(NpuError, match="does not trace"):
         RtlMachine(TINY, bench="harness", trace=True)
+
+
+def test_compare_benches_reports_a_difference(tiny_fast, monkeypatch):
+    """The comparison itself can fail: a C++ result with one read-back word changed is reported by field."""
+    from rtl import harness
+
+    cases = harness.random_bench_cases(tiny_fast, [7500], errors=False)
+    real = harness.Harness.run
+
+    def corrupt(self, cases):
+        out = real(self, cases)
+        out[0]["reads"][0][3] ^= 1
+        return out
+
+    monkeypatch.setattr(harness.Harness, "run", corrupt)
+    _, _, diffs = compare_benches(tiny_fast.build, cases)
+    assert len(diffs) == 1 and "case 0: reads differs" in diffs[0], diffs
