@@ -294,17 +294,20 @@ class RtlMachine:
         return RtlRunResult(self.config, res["cycles"], len(program), sum(isinstance(s, Chain) for s in steps),
                             macs, res["commits"], res["wall_s"], res["sim_s"])
 
-    def run_raw(self, program: Program, inputs: np.ndarray | None = None, *, max_cycles: int | None = None) -> dict:
+    def run_raw(self, program: Program, inputs: np.ndarray | None = None, *, max_cycles: int | None = None,
+                stream: bool = False) -> dict:
         """Run a program the static rules may refuse (an error program) as it is, on whatever the memories
         hold, and return the bench's raw result (``error`` bits, ``hung``, ``cycles``, ``commits``, ``outputs``).
-        Afterwards the machine holds its reset state (empty shadow and queues)."""
+        ``stream``: the bench drains the output queue (and feeds the input queue) while the program runs;
+        otherwise nobody drains it until the program stops.  Afterwards the machine holds its reset state
+        (empty shadow and queues)."""
         mm = self.memmap
         words = self._program_words(program)
         reads = ([(m.id, 0, m.depth) for m in mm.memories if m.name != "prog"] if self.read_all and self.persistent
                  else [])
         x = np.zeros((0, self.config.native_dim), np.float16) if inputs is None else np.asarray(inputs, np.float16)
         case = {"loads": [(mm.by_name["prog"].id, 0, words)], "program": words, "inputs": mm.vector_words(x),
-                "stream": False, "reads": reads, "reset": True, "max_cycles": max_cycles}
+                "stream": stream, "reads": reads, "reset": True, "max_cycles": max_cycles}
         res = self._job(case)
         self.last_result = res
         if reads:
