@@ -125,6 +125,15 @@ def test_npu_rtl_check_lists_mismatches_and_coverage(tiny_rtl, capsys):
     assert res["coverage"]["bins"] > 90 and 0 < res["coverage"]["hit"] <= res["coverage"]["bins"]
 
 
+@pytest.mark.parametrize("seed,kind", [(101499, "two_output_writes"), (102774, "too_many_writes")])
+def test_an_error_program_after_more_outputs_than_the_fifo_holds(tiny_fast, seed, kind):
+    """The legal steps before the fault write more vectors than the output FIFO holds (found by
+    bench_rtl_random.py): the bench drains them as a host would, so the RTL flags the fault alone."""
+    c = Checker(tiny_fast).check_error(random_error_case(TINY, seed, kind, tiny_fast.params.queue_depth))
+    assert c.exact, c.first_mismatch
+    assert len(tiny_fast.last_result["outputs"]) > tiny_fast.params.queue_depth
+
+
 def test_npu_rtl_check_on_the_cocotb_bench(tiny_rtl, capsys):
     import json
 
