@@ -42,7 +42,7 @@ Programs and random programs compare the output queue, every word of every memor
 cycle (the commit trace) and the total; mismatches are listed by memory (or commit trace) and step (the pc of
 the step that wrote the address last, or that completed in another cycle). Random programs run one after the
 other on one simulator process, memories carrying over (docs/rtl.md, "Verification"), driven by the C++ bench
-(rtl/harness.py; about 10,000 programs in 15 minutes on tiny); --cocotb drives them from the cocotb bench, the
+(rtl/harness.py; 4-5x the cocotb bench's rate); --cocotb drives them from the cocotb bench, the
 reference the C++ bench is tested against (it gives the same cycles, commit trace and memories).
 """
 SYNTH_EPILOG = """\
@@ -106,7 +106,7 @@ def add_commands(subparsers) -> None:
                            help="with --random: print the functional coverage report (bins hit; in --json always)")
             p.add_argument("--cocotb", action="store_true",
                            help="with --random: drive the RTL from the cocotb bench (rtl/bench.py, the reference) "
-                                "instead of the C++ bench (rtl/harness.py: the same results, tens of times faster)")
+                                "instead of the C++ bench (rtl/harness.py: the same results, 4-5x faster)")
             p.add_argument("--entries", type=int, default=None, metavar="N",
                            help="with --random: the pipelined machine with N scoreboard entries (docs/pipeline.md), "
                                 "on programs drawn where its rules bite (dependent and independent chains, DMA "
