@@ -34,6 +34,7 @@ examples:
   npu rtl check --random 20 --config tiny --steps 4 --json   # 4 steps each
   npu rtl check --random 20 --config small --entries 8   # the pipelined machine: chains in flight, DMA beside compute
   npu rtl check --random 100 --config tiny --errors 10   # one error program in 10 (the RTL's flags vs the simulator)
+  npu rtl check --random 20 --config tiny --cocotb      # the same on the cocotb bench (the reference; slower)
   npu zoo build tiny_cnn -o cnn.onnx && npu compile cnn.onnx --config tiny -o cnn.npu
   npu rtl check cnn.npu --json          # sim vs RTL (twice in a row) on seeded random inputs
   npu compile mlp.onnx --config tiny --devices 2 -o mlp2.npu
@@ -42,7 +43,9 @@ examples:
 Programs and random programs compare the output queue, every word of every memory, every step's completion
 cycle (the commit trace) and the total; mismatches are listed by memory (or commit trace) and step (the pc of
 the step that wrote the address last, or that completed in another cycle). Random programs run one after the
-other on one simulator process, memories carrying over (docs/rtl.md, "Verification").
+other on one simulator process, memories carrying over (docs/rtl.md, "Verification"), driven by the C++ bench
+(rtl/harness.py; 4-5x the cocotb bench's rate); --cocotb drives them from the cocotb bench, the
+reference the C++ bench is tested against (it gives the same cycles, commit trace and memories).
 With --fabric, a model compiled for several NPUs runs on the RTL fabric (rtl/fabric.py): every request's
 outputs, every step's start and end cycle and every link transfer's start and arrival are compared with the
 simulator's fabric schedule (docs/multinpu.md, "The RTL fabric").
@@ -113,6 +116,9 @@ def add_commands(subparsers) -> None:
             p.add_argument("--requests", type=int, default=1, metavar="K",
                            help="with --fabric: K requests pipelined through the NPUs (default 1; seeds --seed, "
                                 "--seed + 1, ...)")
+            p.add_argument("--cocotb", action="store_true",
+                           help="with --random: drive the RTL from the cocotb bench (rtl/bench.py, the reference) "
+                                "instead of the C++ bench (rtl/harness.py: the same results, 4-5x faster)")
             p.add_argument("--entries", type=int, default=None, metavar="N",
                            help="with --random: the pipelined machine with N scoreboard entries (docs/pipeline.md), "
                                 "on programs drawn where its rules bite (dependent and independent chains, DMA "
@@ -316,7 +322,7 @@ def _check_random(args) -> tuple[list[dict], dict | None]:
     if args.entries is not None:
         config = config.with_scoreboard(args.entries)
     prebuild(config, args)
-    rtl = RtlMachine(config)
+    rtl = RtlMachine(config, bench="cocotb" if args.cocotb else "harness")
     cov = Coverage(config, rtl.params.queue_depth)
     checker = Checker(rtl, coverage=cov)
     kinds = sorted(ERROR_KINDS)

@@ -12,6 +12,11 @@ ranges the program may write, so memories persist from run to run as on the
 simulator (and on hardware).  The network queues are Python lists between
 runs.  ``persistent=False`` starts a simulator process per run instead (the
 old way, 1-3 s each).
+
+``bench`` chooses who drives the Verilated model: ``"cocotb"`` (rtl/bench.py,
+the reference, the default) or ``"harness"`` (rtl/harness.py: the same cases,
+edges and values from a C++ driver linked against the same build, about 8x
+faster in the RTL; what rtl.check.Checker and ``npu rtl check --random`` use).
 """
 from __future__ import annotations
 
@@ -87,6 +92,9 @@ def input_count(steps) -> int:
     return sum(s.iterations * len(s.read_offsets()) for s in steps if isinstance(s, Chain) and s.read.space == Space.NETQ)
 
 
+#: Who drives the Verilated model: the cocotb bench (rtl/bench.py, the reference) or the C++ one (rtl/harness.py).
+BENCHES = ("cocotb", "harness")
+
 #: Read back every data memory after each run when they hold at most this many words in all (tiny about
 #: 3,000, small 9,000; the large presets' DRAMs are far beyond it).
 READ_ALL_WORDS = 1 << 15
@@ -100,7 +108,12 @@ class RtlMachine:
 
     def __init__(self, config: NpuConfig | str, params: RtlParams = RtlParams(), *, trace: bool = False,
                  progress=None, persistent: bool = True, read_all: bool | None = None,
-                 max_cycles: int | None = None):
+                 max_cycles: int | None = None, bench: str = "cocotb"):
+        if bench not in BENCHES:
+            raise NpuError(f"unknown RTL bench {bench!r}: one of {', '.join(BENCHES)}")
+        if bench == "harness" and trace:
+            raise NpuError("the C++ bench (bench='harness') does not trace; use bench='cocotb' for waveforms")
+        self.bench = bench
         self.config = get_config(config)
         self.params = params
         self.memmap = MemoryMap(self.config, params.program_depth, params.max_word_bits)
@@ -127,11 +140,18 @@ class RtlMachine:
     def _job(self, case: dict) -> dict:
         from rtl.cosim import Session
 
-        if not self.persistent:
+        if self.bench == "harness":
+            from rtl.harness import Harness
+
+            if not self.persistent:
+                with Harness(self.build) as h:
+                    (res,) = h.run([case])
+                return res
+        elif not self.persistent:
             (res,) = run_job(self.build, [case])
             return res
         if self.session is None:
-            self.session = Session(self.build)
+            self.session = Harness(self.build) if self.bench == "harness" else Session(self.build)
             self.image = {m.name: {} for m in self.memmap.memories}  # a new process: every word zero
         (res,) = self.session.run([case])
         return res
@@ -175,15 +195,22 @@ class RtlMachine:
         return self.memmap.words_vectors([mem.get(a, 0) for a in range(addr, addr + count)])
 
     def read_tiles(self, name: str, at: int, count: int) -> WeightImage:
-        """Tiles of the MRF (name "mrf") or the weight DRAM ("wdram") from the shadow copy."""
+        """Tiles of the MRF (name "mrf") or the weight DRAM ("wdram") from the shadow copy (a tile whose words
+        have not changed since it was last decoded comes from a cache: most tiles stay as they are from run to
+        run, and decoding one costs a Python loop over its fields)."""
         cpt = self.memmap.cpt
         mants, exps = [], []
+        cache = self.__dict__.setdefault("_tiles", {})
         for t in range(at, at + count):
             mem, word = self.memmap.mrf_location(t) if name == "mrf" else ("wdram", t * cpt)
             parts = [self.shadow[self.memmap.tile_memory(mem, p)] for p in range(self.memmap.tile_parts)]
-            m, e = self.memmap.words_tile([[part.get(word + g, 0) for g in range(cpt)] for part in parts])
-            mants.append(m)
-            exps.append(e)
+            words = tuple(tuple(part.get(word + g, 0) for g in range(cpt)) for part in parts)
+            hit = cache.get((mem, word))
+            if hit is None or hit[0] != words:
+                hit = (words, *self.memmap.words_tile([list(w) for w in words]))
+                cache[(mem, word)] = hit
+            mants.append(hit[1])
+            exps.append(hit[2])
         return WeightImage(np.array(mants, np.int16), np.array(exps, np.int16))
 
     # ------------------------------------------------------------------ queues
@@ -267,17 +294,20 @@ class RtlMachine:
         return RtlRunResult(self.config, res["cycles"], len(program), sum(isinstance(s, Chain) for s in steps),
                             macs, res["commits"], res["wall_s"], res["sim_s"])
 
-    def run_raw(self, program: Program, inputs: np.ndarray | None = None, *, max_cycles: int | None = None) -> dict:
+    def run_raw(self, program: Program, inputs: np.ndarray | None = None, *, max_cycles: int | None = None,
+                stream: bool = False) -> dict:
         """Run a program the static rules may refuse (an error program) as it is, on whatever the memories
         hold, and return the bench's raw result (``error`` bits, ``hung``, ``cycles``, ``commits``, ``outputs``).
-        Afterwards the machine holds its reset state (empty shadow and queues)."""
+        ``stream``: the bench drains the output queue (and feeds the input queue) while the program runs;
+        otherwise nobody drains it until the program stops.  Afterwards the machine holds its reset state
+        (empty shadow and queues)."""
         mm = self.memmap
         words = self._program_words(program)
         reads = ([(m.id, 0, m.depth) for m in mm.memories if m.name != "prog"] if self.read_all and self.persistent
                  else [])
         x = np.zeros((0, self.config.native_dim), np.float16) if inputs is None else np.asarray(inputs, np.float16)
         case = {"loads": [(mm.by_name["prog"].id, 0, words)], "program": words, "inputs": mm.vector_words(x),
-                "stream": False, "reads": reads, "reset": True, "max_cycles": max_cycles}
+                "stream": stream, "reads": reads, "reset": True, "max_cycles": max_cycles}
         res = self._job(case)
         self.last_result = res
         if reads:

@@ -43,7 +43,7 @@ def cache_root() -> Path:
 
 #: rtl/ files that drive or check a build and are no part of one; every other rtl/*.py is hashed.  (This file's
 #: Verilator options and control file enter the key as VERILATOR_ARGS and CONTROL_FILE_VERSION.)
-NOT_BUILT = ("bench.py", "backend.py", "check.py", "randprog.py", "coverage.py", "cosim.py",
+NOT_BUILT = ("bench.py", "backend.py", "check.py", "randprog.py", "coverage.py", "cosim.py", "harness.py",
              "fabric.py", "fabric_bench.py", "fabric_check.py",
              "axi_bench.py", "axi_host.py", "axi_check.py", "axi_machine.py")
 

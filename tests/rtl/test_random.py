@@ -1,7 +1,9 @@
 # amaranth: UnusedElaboratable=no
-"""Random programs on one simulator process (rtl.cosim.Session, rtl.check.Checker): random lengths up to hundreds
-of steps, memories carried over from program to program, every memory word and every step's completion cycle
-compared, error programs against the simulator's error; and the checker itself against planted differences.
+"""Random programs on one simulator process (rtl.check.Checker): random lengths up to hundreds of steps, memories
+carried over from program to program, every memory word and every step's completion cycle compared, error
+programs against the simulator's error; and the checker itself against planted differences.  The C++ bench
+(rtl/harness.py) runs the many programs; the cocotb bench (rtl.cosim.Session), the reference, runs a few
+(tests/rtl/test_harness.py holds the two benches to the same results).
 
 NPU_RTL_RANDOM sets how many programs the slow tests run; benchmarks/bench_rtl_random.py runs thousands.
 """
@@ -17,6 +19,31 @@ from tests.rtl.conftest import random_count
 
 pytestmark = pytest.mark.rtl
 TINY = PRESETS["tiny"]
+
+
+def _fast(config):
+    from rtl.backend import RtlMachine
+
+    m = RtlMachine(config, bench="harness")
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_fast():
+    yield from _fast(TINY)
+
+
+@pytest.fixture(scope="module")
+def small_fast():
+    yield from _fast(PRESETS["small"])
+
+
+@pytest.fixture(scope="module")
+def tiny_pipelined_fast():
+    from tests.rtl.conftest import pipelined
+
+    yield from _fast(pipelined(TINY))
 
 
 def run_many(machine, seeds, *, pipelined_programs=False, errors=True):
@@ -45,6 +72,13 @@ def test_random_programs_on_one_process(tiny_rtl):
     assert tiny_rtl.session is not None and (before is None or tiny_rtl.session is before)
     assert ck.cycles > 0
     assert cov.report()["groups"]["error"] == {k: 1 for k in sorted(ERROR_KINDS)}
+
+
+def test_random_programs_on_the_cpp_bench(tiny_fast):
+    """Forty random programs and the error programs on the C++ bench, in seconds."""
+    ck, cov, bad = run_many(tiny_fast, range(1100, 1100 + random_count(6) * 7))
+    assert not bad, bad
+    assert ck.cases >= 40 and ck.skipped == 0 and cov.report()["percent"] >= 80.0
 
 
 def test_random_pipelined_programs_on_one_process(tiny_pipelined_rtl):
@@ -91,22 +125,40 @@ def test_npu_rtl_check_lists_mismatches_and_coverage(tiny_rtl, capsys):
     assert res["coverage"]["bins"] > 90 and 0 < res["coverage"]["hit"] <= res["coverage"]["bins"]
 
 
+@pytest.mark.parametrize("seed,kind", [(101499, "two_output_writes"), (102774, "too_many_writes")])
+def test_an_error_program_after_more_outputs_than_the_fifo_holds(tiny_fast, seed, kind):
+    """The legal steps before the fault write more vectors than the output FIFO holds (found by
+    bench_rtl_random.py): the bench drains them as a host would, so the RTL flags the fault alone."""
+    c = Checker(tiny_fast).check_error(random_error_case(TINY, seed, kind, tiny_fast.params.queue_depth))
+    assert c.exact, c.first_mismatch
+    assert len(tiny_fast.last_result["outputs"]) > tiny_fast.params.queue_depth
+
+
+def test_npu_rtl_check_on_the_cocotb_bench(tiny_rtl, capsys):
+    import json
+
+    from cli.main import main
+
+    assert main(["rtl", "check", "--random", "2", "--config", "tiny", "--seed", "3000", "--cocotb", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["exact"]
+
+
 @pytest.mark.slow
-def test_many_random_programs(tiny_rtl):
-    _, cov, bad = run_many(tiny_rtl, range(4000, 4000 + random_count(150)))
+def test_many_random_programs(tiny_fast):
+    _, cov, bad = run_many(tiny_fast, range(4000, 4000 + random_count(150) * 4))
     assert not bad, bad
     assert cov.report()["percent"] >= 95.0, cov.report()["holes"]
 
 
 @pytest.mark.slow
-def test_many_random_programs_small(small_rtl):
-    _, _, bad = run_many(small_rtl, range(5000, 5000 + random_count(30)))
+def test_many_random_programs_small(small_fast):
+    _, _, bad = run_many(small_fast, range(5000, 5000 + random_count(30) * 4))
     assert not bad, bad
 
 
 @pytest.mark.slow
-def test_many_random_pipelined_programs(tiny_pipelined_rtl):
-    _, _, bad = run_many(tiny_pipelined_rtl, range(6000, 6000 + random_count(60)), pipelined_programs=True)
+def test_many_random_pipelined_programs(tiny_pipelined_fast):
+    _, _, bad = run_many(tiny_pipelined_fast, range(6000, 6000 + random_count(60) * 4), pipelined_programs=True)
     assert not bad, bad
 
 
