@@ -7,9 +7,11 @@
 Each workload is built here as the ONNX a framework exports (Gemm for GEMV/MLP, the ONNX RNN, GRU and LSTM
 operators with input width = hidden width, as DeepBench's inference kernels), compiled for the
 configuration and timed by the cycle model (the schedule depends only on the program), twice: on the presets'
-machine (one step at a time) and on the pipelined design of docs/pipeline.md (scoreboard_entries 8,
-mvm_row_slots 2, the network queues as FIFOs beside compute that the link fills and drains at its rate), whose
-scoreboard, DMA engine, queue FIFOs and row slots the RTL builds cycle for cycle.
+machine (one step at a time) and on the pipelined design of docs/pipeline.md (npu.config.PIPELINED_DESIGN:
+scoreboard_entries 8, mvm_row_slots 4, the MVM bypass write port, the network queues as FIFOs beside compute that
+the link fills and drains at its rate), whose scoreboard, DMA engine, queue FIFOs, row slots and bypass the RTL
+builds cycle for cycle; "no bypass" is the same design without the bypass (and so the compiler's fused [x; h]
+recurrences), the figure before the bypass.
 Utilization is the project's one definition: graph MACs / (cycles x the configuration's MACs per cycle).
 
 Peers, each cited where it is printed:
@@ -149,9 +151,12 @@ def measure(shape: Shape, config: str) -> dict:
     model = build(shape)
     today = compile_report(model, config=config)
     report = compile_report(model, config=get_config(config).as_pipelined())
+    plain = compile_report(model, config=get_config(config).as_pipelined(mvm_bypass=False))
     row = {"shape": shape.name, "kind": shape.kind, "size": shape.size, "steps": shape.steps,
            "batch": shape.batch, "config": config, "cycles_today": today.total_cycles,
-           "utilization_today": round(today.utilization, 4), "cycles": report.total_cycles,
+           "utilization_today": round(today.utilization, 4),
+           "cycles_no_bypass": plain.total_cycles, "utilization_no_bypass": round(plain.utilization, 4),
+           "cycles": report.total_cycles,
            "latency_us": round(report.latency_us, 3), "utilization": round(report.utilization, 4),
            "npu_mac_share": round(report.npu_mac_share, 4), "compile_s": round(time.perf_counter() - t0, 2)}
     row["graph_macs"] = graph_macs(shape)
@@ -177,9 +182,10 @@ def main(argv=None) -> int:
     shapes = [Shape.parse(s) for s in args.shapes] if args.shapes else default_shapes(args.quick)
     if not args.json:
         print(f"modeled on {args.config}; utilization = graph MACs / (cycles x MACs per cycle); today = one step "
-              f"at a time (the RTL); pipelined = docs/pipeline.md {PIPELINED_DESIGN} (the RTL builds it bit- and cycle-exact); "
+              f"at a time (the RTL); pipelined = docs/pipeline.md {PIPELINED_DESIGN} (the RTL builds it bit- and cycle-exact; "
+              f"'no bypass': the same without mvm_bypass, the compiler's fused [x; h] recurrences); "
               f"FPT'20 = intel/fpga-npu RTL baseline / {FPT20_PEAK_TOPS} TOPS (derived peak)")
-        print(f"{'workload':<18} {'util today':>10} {'cycles':>10} {'latency us':>11} {'util':>7} {'on NPU':>7} "
+        print(f"{'workload':<18} {'util today':>10} {'no bypass':>9} {'cycles':>10} {'latency us':>11} {'util':>7} {'on NPU':>7} "
               f"{'FPT20 RTL':>9} {'ratio':>6} {'target':>7}  verdict")
     failed = 0
     for shape in shapes:
@@ -194,7 +200,8 @@ def main(argv=None) -> int:
         ref_text = "" if ref is None else f"{ref:.1%}"
         ratio = "" if ref is None else f"{row['utilization'] / ref:.2f}x"
         target_text = "" if target is None else f"{target:.0%}"
-        print(f"{shape.name:<18} {row['utilization_today']:>10.1%} {row['cycles']:>10,} {row['latency_us']:>11,.1f} "
+        print(f"{shape.name:<18} {row['utilization_today']:>10.1%} {row['utilization_no_bypass']:>9.1%} "
+              f"{row['cycles']:>10,} {row['latency_us']:>11,.1f} "
               f"{row['utilization']:>7.1%} "
               f"{row['npu_mac_share']:>7.0%} {ref_text:>9} {ratio:>6} {target_text:>7}  {verdict}", flush=True)
     if not args.json:

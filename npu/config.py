@@ -89,6 +89,9 @@ class NpuConfig:
     scoreboard_entries: int = 1     # steps (chains, DMA) issued and not yet complete: the steps in flight
     mvm_row_slots: int = 1          # output row tiles one MAC round may touch (spreads narrow matrices over engines)
     netq_fifo: int = 64             # native vectors the output FIFO to the network link holds (pipelined machine)
+    # MVM-only chains (mv_mul, no MFU operation, every destination a VRF) write through the MVM's bypass write port
+    # and take no part in the MFU order (docs/pipeline.md unit 11); the pipelined machine only
+    mvm_bypass: bool = False
     clock_mhz: float = 250.0
     latencies: Latencies = field(default_factory=Latencies)
     source: str = ""                # where the numbers come from
@@ -114,6 +117,11 @@ class NpuConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(name, f"must be a positive integer, not {value!r}")
+        if not isinstance(self.mvm_bypass, bool):
+            raise ConfigError("mvm_bypass", f"must be true or false, not {self.mvm_bypass!r}")
+        if self.mvm_bypass and not self.pipelined:
+            raise ConfigError("mvm_bypass", "the bypass write port is part of the pipelined machine (scoreboard_entries "
+                                            "> 1 or mvm_row_slots > 1)")
         for name in ("dram_latency", "netq_latency"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -315,8 +323,17 @@ class NpuConfig:
         return self.replace(**d)
 
     def fingerprint(self) -> str:
-        """A short stable hash of every field: programs record it."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """A short stable hash of every field: programs record it.  Fields added later are left out while they
+        hold their default (:data:`_LATER_FIELDS`), so earlier configurations keep their fingerprints."""
+        d = self.to_dict()
+        for name, default in _LATER_FIELDS.items():
+            if d[name] == default:
+                del d[name]
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: fields added after configurations were fingerprinted, with their defaults (NpuConfig.fingerprint)
+_LATER_FIELDS = {"mvm_bypass": False}
 
 
 def load_config(path: str | Path) -> NpuConfig:
@@ -351,7 +368,7 @@ PRESETS: dict[str, NpuConfig] = {}
 #: The pipelined machine of docs/pipeline.md that the presets move to; the model and the RTL implement it
 #: (``preset.replace(**PIPELINED_DESIGN)``), and the benchmarks print it beside the one-step presets. Four row
 #: slots: ResNet-50 on brainslice-128 needs them for 50 % (2: 47.8 %, 4: 50.9 %; 8 gives nothing more).
-PIPELINED_DESIGN = {"scoreboard_entries": 8, "mvm_row_slots": 4}
+PIPELINED_DESIGN = {"scoreboard_entries": 8, "mvm_row_slots": 4, "mvm_bypass": True}
 
 
 def _preset(cfg: NpuConfig) -> NpuConfig:

@@ -94,6 +94,13 @@ class Str:
         return value
 
 
+class Bool:
+    def check(self, value, path):
+        if not isinstance(value, bool):
+            fail(path, f"must be true or false, not {_show(value)}")
+        return value
+
+
 class OneOf:
     def __init__(self, *values):
         self.values = values
@@ -234,7 +241,8 @@ def config_schema() -> Obj:
 
     from npu.config import NpuConfig
 
-    by_type = {"int": Int(0, 1 << 40), "float": Number(0, 1e9), "str": Str(4096, what="a string")}
+    by_type = {"int": Int(0, 1 << 40), "float": Number(0, 1e9), "str": Str(4096, what="a string"),
+               "bool": Bool()}
     required, optional = {}, {}
     for f in dataclasses.fields(NpuConfig):
         if f.name == "mfus":

@@ -86,6 +86,8 @@ async def _commits(dut, log):
     ports = [(dut.commit, dut.commit_pc)]
     if hasattr(dut, "dma_commit"):
         ports.append((dut.dma_commit, dut.dma_commit_pc))
+    if hasattr(dut, "byp_commit"):  # the MVM bypass: a bypass chain completes beside the others
+        ports.append((dut.byp_commit, dut.byp_commit_pc))
     while True:
         await First(*(RisingEdge(flag) for flag, _ in ports))
         await FallingEdge(dut.clk)

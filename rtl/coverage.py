@@ -17,6 +17,10 @@ data; error programs by their kind.  Groups:
 * ``stall``: a step waiting for the previous one, one waiting for its decoding, decoding stalled by a full
   step queue, transfers back to back and a chain after a transfer;
 * ``error``: every error kind of rtl.randprog.ERROR_KINDS (the simulator and the RTL agreeing on it);
+* ``bypass`` (configurations with ``mvm_bypass``, docs/pipeline.md unit 11): MVM-only chains writing through the
+  bypass write port, with two destinations, a later chain completing before one, a bypass chain completing in
+  the cycle another chain does, RAW/WAR/WAW on a bypass chain's intervals, a chain issuing into the entry a
+  bypass chain frees while fewer steps than the entries are in flight;
 * ``value``: fp16 special values (inf, -inf, NaN, subnormal, -0, the largest finite) in what the program wrote
   (output queue and written words); stimulus profiles of the data and the weights (rtl.randprog's
   DATA_MODES and WEIGHT_MODES).
@@ -76,9 +80,17 @@ def defined_bins(config: NpuConfig) -> dict[str, list[str]]:
              "chain after DMA"]
     value = [f"wrote {v}" for v in ("inf", "-inf", "nan", "subnormal", "-0", "max finite")]
     value += [f"data {m}" for m in DATA_MODES] + [f"weights {m}" for m in WEIGHT_MODES]
-    return {"instruction": ins, "hazard": hazard, "stride": stride, "limits": limits,
-            "length": [f"steps {b}" for b in LENGTHS[1]], "stall": stall, "error": sorted(ERROR_KINDS),
-            "value": value}
+    groups = {"instruction": ins, "hazard": hazard, "stride": stride, "limits": limits,
+              "length": [f"steps {b}" for b in LENGTHS[1]], "stall": stall, "error": sorted(ERROR_KINDS),
+              "value": value}
+    if config.mvm_bypass:
+        groups["bypass"] = BYPASS_BINS
+    return groups
+
+
+BYPASS_BINS = ["bypass chain", "bypass chain, two destinations", "completes after a later chain",
+               "completes with another chain", "RAW on a bypass chain", "WAR on a bypass chain",
+               "WAW on a bypass chain", "entry held by a bypass chain"]
 
 
 def _operands(step: Chain):
@@ -158,7 +170,44 @@ class Coverage:
             if isinstance(s, Chain) and j and isinstance(steps[j - 1], Dma):
                 self.hit("stall", "chain after DMA")
         self._stalls(sres, steps)
+        if config.mvm_bypass:
+            self._bypass(steps, sres, ops)
         self._values(case, steps, sim, outputs)
+
+    def _bypass(self, steps, sres, ops) -> None:
+        from sim.timing import TimingModel
+
+        tm = TimingModel(self.config)
+        recs = sres.steps
+        chains = [k for k, s in enumerate(steps) if isinstance(s, Chain)]
+        K = self.config.scoreboard_entries
+        for n, j in enumerate(chains):
+            s = steps[j]
+            if not tm.bypasses(s):
+                continue
+            self.hit("bypass", "bypass chain")
+            if len(s.writes) > 1:
+                self.hit("bypass", "bypass chain, two destinations")
+            later = chains[n + 1:]
+            if any(recs[k].end < recs[j].end for k in later):
+                self.hit("bypass", "completes after a later chain")
+            if any(recs[k].end == recs[j].end for k in chains if k != j):
+                self.hit("bypass", "completes with another chain")
+            rj, wj = ops[j]
+            for k in later[:MAX_DISTANCE]:
+                rk, wk = ops[k]
+                if recs[k].start >= recs[j].end and recs[k].start <= recs[j].end + 1:
+                    if any(_overlap(a, b) for a in wj for b in rk):
+                        self.hit("bypass", "RAW on a bypass chain")
+                    if any(_overlap(a, b) for a in rj for b in wk):
+                        self.hit("bypass", "WAR on a bypass chain")
+                    if any(_overlap(a, b) for a in wj for b in wk):
+                        self.hit("bypass", "WAW on a bypass chain")
+            if n + K < len(chains):  # the chain that takes its entry next issues when it completes
+                k = chains[n + K]
+                in_flight = sum(1 for r in recs if r.start < recs[k].start < r.end)
+                if recs[k].start == recs[j].end and in_flight < K:
+                    self.hit("bypass", "entry held by a bypass chain")
 
     def _chain(self, s: Chain) -> None:
         config = self.config

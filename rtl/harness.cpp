@@ -105,6 +105,16 @@ auto watch_dma(T* top, std::vector<u32>& commits) -> decltype(top->dma_commit, v
 }
 inline void watch_dma(...) {}
 
+// The MVM bypass's commit port (MVM-only chains completing beside the others), when the design has one.
+template <typename T>
+auto watch_byp(T* top, std::vector<u32>& commits) -> decltype(top->byp_commit, void()) {
+    if (top->byp_commit) {
+        commits.push_back(top->byp_commit_pc);
+        commits.push_back(top->cycles);
+    }
+}
+inline void watch_byp(...) {}
+
 template <typename T>
 constexpr auto has_dma_commit(T* top) -> decltype(top->dma_commit, true) { return true; }
 constexpr bool has_dma_commit(...) { return false; }
@@ -165,6 +175,7 @@ class Bench {
             commits.push_back(top->cycles);
         }
         watch_dma(top.get(), commits);
+        watch_byp(top.get(), commits);
     }
 
     void run_case(Reader& in, std::vector<u32>& out) {

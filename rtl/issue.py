@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -111,6 +111,26 @@ def chain_facts(m, config: NpuConfig, chain, name: str) -> ChainFacts:
         m.d.comb += [f.mac.eq(Mux(p_write == 1, rounds * cpt, chain.rows * f.rowp)),
                      f.spill.eq(Mux(p_write == 1, spill, 0))]
     return f
+
+
+#: the memories the bypass write port writes (docs/pipeline.md unit 11; sim.timing._BYPASS_SPACES)
+BYPASS_SPACES = (Space.IVRF, Space.ASVRF, Space.MULVRF)
+
+
+def bypasses(m, config: NpuConfig, chain, mask, name: str) -> Signal:
+    """Whether a chain writes through the MVM's bypass write port (sim.timing.TimingModel.bypasses): the design
+    has it (``mvm_bypass``), the chain multiplies, uses no MFU stage (``mask`` 0) and writes vector memories only."""
+    out = Signal(name=name)
+    if not config.mvm_bypass:
+        return out
+    vrf_only = []
+    for k in range(config.write_slots):
+        w = chain.write[k]
+        ok = Signal(name=f"{name}_w{k}")
+        m.d.comb += ok.eq(~w.valid | Cat(*[w.space == int(s) for s in BYPASS_SPACES]).any())
+        vrf_only.append(ok)
+    m.d.comb += out.eq(chain.mvm & (mask == 0) & Cat(*vrf_only).all())
+    return out
 
 
 def overtake(m, config: NpuConfig, mask_c, mask_p, name: str) -> Signal:
@@ -261,6 +281,13 @@ class IssueUnit(wiring.Component):
         The network link has output vectors to send (rtl/link.py): the run ends after them.
     commit, commit_pc, dma_commit, dma_commit_pc : Out
         A chain / a transfer completed in this cycle; the pc of its last instruction.
+    byp, byp_head, byp_completing, byp_commit, byp_commit_pc : with ``mvm_bypass`` only
+        The entries whose chains bypass the MFUs (bit per tag); the oldest bypass chain in flight (the one the
+        bypass write stage writes) and its last write; a bypass chain completed in this cycle and its pc.
+        Chains then complete out of program order (each class in order: MFU-path chains through the write
+        stage, bypass chains through the bypass write stage), so each class keeps its tags in a queue of its
+        own and a chain issues only into a free entry of the ring (the chain ``entries`` chains earlier has
+        completed).
     """
 
     def __init__(self, *, config: NpuConfig, program_depth: int):
@@ -301,6 +328,9 @@ class IssueUnit(wiring.Component):
             "commit_pc": Out(range(program_depth)),
             "dma_commit": Out(1),
             "dma_commit_pc": Out(range(program_depth)),
+            # the MVM bypass (docs/pipeline.md unit 11): which entries bypass, the bypass write stage's chain
+            **({"byp": Out(K), "byp_head": Out(lay.tag), "byp_completing": In(1), "byp_commit": Out(1),
+                "byp_commit_pc": Out(range(program_depth))} if config.mvm_bypass else {}),
         })
 
     def elaborate(self, platform):
@@ -336,19 +366,33 @@ class IssueUnit(wiring.Component):
         dma_ent = Signal(entry_layout(c))
         dma_busy, dma_pc = Signal(), Signal.like(self.dma_commit_pc)
         completing = self.wr_completing
-        m.d.comb += [self.wr_head.eq(head),
-                     busy.eq((n_chains != 0) | dma_busy | self.commit | self.dma_commit | self.link_busy)]
-
+        byp_on = c.mvm_bypass
         step = self.steps.payload
         is_chain = step.kind == StepKind.CHAIN
         f = chain_facts(m, c, step.chain, "hd")
         ivs = step_intervals(m, c, step, f, "hd_iv")
+        hd_byp = bypasses(m, c, step.chain, f.mask, "hd_byp")
         live = Signal(K)  # entries in flight after this cycle's completion
-        m.d.comb += live.eq(valid & ~Mux(completing, Const(1, K) << head, 0))
+        in_flight = Signal(range(K + 2))
+        if byp_on:  # two completion sources, each in order: a queue of tags per class
+            b_completing = self.byp_completing
+            oq = [Signal(tagw, name=f"oq{k}") for k in range(K)]
+            bq = [Signal(tagw, name=f"bq{k}") for k in range(K)]
+            oq_h, oq_t, bq_h, bq_t = (Signal(range(K), name=n) for n in ("oq_h", "oq_t", "bq_h", "bq_t"))
+            wr_head, byp_head = Signal(tagw), Signal(tagw)
+            m.d.comb += [wr_head.eq(Array(oq)[oq_h]), byp_head.eq(Array(bq)[bq_h]), self.byp_head.eq(byp_head)]
+            done_bits = Mux(completing, Const(1, K) << wr_head, 0) | Mux(b_completing, Const(1, K) << byp_head, 0)
+            m.d.comb += [live.eq(valid & ~done_bits),
+                         in_flight.eq(n_chains - completing - b_completing + (dma_busy & ~self.dma_ending))]
+        else:
+            wr_head = head
+            m.d.comb += [live.eq(valid & ~Mux(completing, Const(1, K) << head, 0)),
+                         in_flight.eq(n_chains - completing + (dma_busy & ~self.dma_ending))]
+        m.d.comb += [self.wr_head.eq(wr_head),
+                     busy.eq((n_chains != 0) | dma_busy | self.commit | self.dma_commit | self.link_busy
+                             | (self.byp_commit if byp_on else 0))]
         hazards = [conflict(m, ivs, ent[k]) & live[k] for k in range(K)]
         hazards.append(conflict(m, ivs, dma_ent) & dma_busy & ~self.dma_ending)
-        in_flight = Signal(range(K + 2))
-        m.d.comb += in_flight.eq(n_chains - completing + (dma_busy & ~self.dma_ending))
 
         # ---- the read sequencer, the previous chain, the MAC prediction
         now = self.now
@@ -356,13 +400,15 @@ class IssueUnit(wiring.Component):
         rd_free, ret_last, last_w, pred_free = (Signal(signed(TIME_BITS), init=NEVER, name=n)
                                                 for n in ("rd_free", "ret_last", "last_w", "pred_free"))
         prev_mask = Signal(len(f.mask))
+        rd_byp = Signal()
         rd_lat, rd_mac, rd_tail = Signal.like(f.lat), Signal.like(f.mac), Signal.like(f.tail)
         rd_behind = Signal(signed(TIME_BITS))
         mvm_lat = lat.mvm + lat.mvm_reduce
         ov = overtake(m, c, f.mask, prev_mask, "hd_ov")
         chain_ok = Signal()
+        entry_free = ~live.bit_select(tail, 1) if byp_on else 1  # implied by the count without the bypass
         m.d.comb += chain_ok.eq(~reading & (now + 1 >= rd_free) & (now + f.p + f.lat >= ret_last + 1)
-                                & (step.chain.mvm | (now + f.p + f.lat + f.tail >= last_w + 1 + ov)))
+                                & (step.chain.mvm | (now + f.p + f.lat + f.tail >= last_w + 1 + ov)) & entry_free)
         ok = Signal()
         m.d.comb += ok.eq((in_flight < K) & ~Cat(*hazards).any()
                           & Mux(is_chain, chain_ok, ~dma_busy | self.dma_ending))
@@ -374,23 +420,42 @@ class IssueUnit(wiring.Component):
         m.d.comb += behind.eq(last_w + 3 + ov - f.tail - mvm_lat - f.rowp)
         with m.If(take & is_chain):
             m.d.sync += [ent[tail].eq(ivs), pcs[tail].eq(step.pc), self.descs[tail].eq(step.chain),
-                         self.behind[tail].eq(behind), tail.eq(Mux(tail == K - 1, 0, tail + 1)),
+                         tail.eq(Mux(tail == K - 1, 0, tail + 1)),
                          self.rd_desc.eq(step.chain), self.rd_tag.eq(tail), reading.eq(1),
-                         rd_lat.eq(f.lat), rd_mac.eq(f.mac), rd_tail.eq(f.tail), rd_behind.eq(behind),
-                         prev_mask.eq(f.mask)]
+                         rd_lat.eq(f.lat), rd_mac.eq(f.mac), rd_tail.eq(f.tail)]
+            if byp_on:  # a bypass chain is held by nobody's beats and is nobody's previous chain
+                m.d.sync += [self.byp.bit_select(tail, 1).eq(hd_byp), rd_byp.eq(hd_byp)]
+                with m.If(hd_byp):
+                    m.d.sync += [self.behind[tail].eq(NEVER), rd_behind.eq(NEVER),
+                                 Array(bq)[bq_t].eq(tail), bq_t.eq(Mux(bq_t == K - 1, 0, bq_t + 1))]
+                with m.Else():
+                    m.d.sync += [self.behind[tail].eq(behind), rd_behind.eq(behind), prev_mask.eq(f.mask),
+                                 Array(oq)[oq_t].eq(tail), oq_t.eq(Mux(oq_t == K - 1, 0, oq_t + 1))]
+            else:
+                m.d.sync += [self.behind[tail].eq(behind), rd_behind.eq(behind), prev_mask.eq(f.mask)]
         with m.If(take & ~is_chain):
             m.d.sync += [dma_ent.eq(ivs), dma_pc.eq(step.pc), self.dma.desc.eq(step.dma), dma_busy.eq(1)]
         with m.Elif(self.dma_ending):
             m.d.sync += dma_busy.eq(0)
         m.d.comb += self.dma.active.eq(dma_busy)
         set_bit = Mux(take & is_chain, Const(1, K) << tail, 0)
-        clr_bit = Mux(completing, Const(1, K) << head, 0)
-        # a full ring takes the next chain into the entry its head frees in this cycle: the new one wins
-        m.d.sync += [valid.eq((valid & ~clr_bit) | set_bit),
-                     n_chains.eq(n_chains + (take & is_chain) - completing)]
-        with m.If(completing):
-            m.d.sync += head.eq(Mux(head == K - 1, 0, head + 1))
-        m.d.sync += [self.commit.eq(completing), self.commit_pc.eq(pcs[head]),
+        if byp_on:
+            # a chain may take the entry a completion frees in this cycle: the new one wins
+            m.d.sync += [valid.eq((valid & ~done_bits) | set_bit),
+                         n_chains.eq(n_chains + (take & is_chain) - completing - b_completing)]
+            with m.If(completing):
+                m.d.sync += oq_h.eq(Mux(oq_h == K - 1, 0, oq_h + 1))
+            with m.If(b_completing):
+                m.d.sync += bq_h.eq(Mux(bq_h == K - 1, 0, bq_h + 1))
+            m.d.sync += [self.byp_commit.eq(b_completing), self.byp_commit_pc.eq(pcs[byp_head])]
+        else:
+            clr_bit = Mux(completing, Const(1, K) << head, 0)
+            # a full ring takes the next chain into the entry its head frees in this cycle: the new one wins
+            m.d.sync += [valid.eq((valid & ~clr_bit) | set_bit),
+                         n_chains.eq(n_chains + (take & is_chain) - completing)]
+            with m.If(completing):
+                m.d.sync += head.eq(Mux(head == K - 1, 0, head + 1))
+        m.d.sync += [self.commit.eq(completing), self.commit_pc.eq(pcs[wr_head]),
                      self.dma_commit.eq(self.dma_ending), self.dma_commit_pc.eq(dma_pc)]
 
         # the read sequencer's progress: when it is free, when its last data returns, the MAC schedule
@@ -409,11 +474,13 @@ class IssueUnit(wiring.Component):
                 m.d.sync += rd_spill.eq(f.spill)
         with m.If(self.rd_iter_end & self.rd_desc.mvm):
             m.d.sync += pred_free.eq(start_at + rd_mac)
-            with m.If(self.rd_chain_end):
+            with m.If(self.rd_chain_end & ~rd_byp):
                 m.d.sync += last_w.eq(start_at + rd_mac - 2 + mvm_lat + rd_tail + rd_spill)
 
         with m.If(self.start):  # a new run: nothing in flight
             m.d.sync += [valid.eq(0), n_chains.eq(0), head.eq(0), tail.eq(0), dma_busy.eq(0), reading.eq(0),
                          rd_free.eq(NEVER), ret_last.eq(NEVER), last_w.eq(NEVER), pred_free.eq(NEVER),
                          prev_mask.eq(0)]
+            if byp_on:
+                m.d.sync += [oq_h.eq(0), oq_t.eq(0), bq_h.eq(0), bq_t.eq(0), rd_byp.eq(0)]
         return m

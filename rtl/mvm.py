@@ -381,6 +381,9 @@ class PipelinedMvm(Mvm):
         Read ports of the MRF.
     beat : Out(stream.Signature(Layouts.beat, always_ready=True))
         Rows, ``mvm + mvm_reduce`` cycles after their last MAC cycle, and the vectors passing by.
+    byp : In(entries), bypass : Out(stream.Signature(Layouts.beat, always_ready=True))  (``mvm_bypass`` only)
+        The chains that bypass the MFUs (a bit per tag, rtl/issue.py), and their rows, in the cycle they would
+        have entered the MFUs.
     """
 
     def __init__(self, *, config: NpuConfig, memmap: MemoryMap, units: dict):
@@ -398,6 +401,8 @@ class PipelinedMvm(Mvm):
             "reserve_n": In(lay.imm),
             "mrf": In(memmap.read_ports([name for parts in self._banks for name in parts])),
             "beat": Out(beat_stream(lay.beat)),
+            # the MVM bypass (docs/pipeline.md unit 11): rows of the chains whose `byp` bit is set leave here
+            **({"byp": In(K), "bypass": Out(beat_stream(lay.beat))} if config.mvm_bypass else {}),
         })
 
     def _ring_layout(self):
@@ -518,6 +523,11 @@ class PipelinedMvm(Mvm):
         read = Signal(self._layouts.beat)
         m.d.sync += [read_valid.eq(self.vec.valid & ~vec.mvm), read.r.eq(vec.r), read.i.eq(vec.i),
                      read.j.eq(vec.j), read.tag.eq(vec.tag), read.data.eq(vec.data)]
+        if c.mvm_bypass:  # a bypass chain's rows go to the bypass write stage, beside the MFUs' beats
+            byp = Signal()
+            m.d.comb += [byp.eq(valid & self.byp.bit_select(beat.tag, 1)), self.bypass.valid.eq(byp),
+                         self.bypass.payload.eq(beat)]
+            valid = valid & ~byp
         m.d.comb += [self.beat.valid.eq(valid | read_valid),
                      self.beat.payload.eq(Mux(valid, beat.as_value(), read.as_value()))]
 

@@ -133,6 +133,8 @@ class Npu(wiring.Component):
             "commit_pc": Out(range(program_depth)),
             # the pipelined machine: a transfer may complete in the cycle a chain does
             **({"dma_commit": Out(1), "dma_commit_pc": Out(range(program_depth))} if config.pipelined else {}),
+            # the MVM bypass: a bypass chain may complete in the cycle another chain and a transfer do
+            **({"byp_commit": Out(1), "byp_commit_pc": Out(range(program_depth))} if config.mvm_bypass else {}),
         })
 
     def elaborate(self, platform):
@@ -178,13 +180,17 @@ class Npu(wiring.Component):
         self._memory_ports(m, mems, fe, rs, mvm, mfu, wr, dma)
         return m
 
-    def _memory_ports(self, m, mems, fe, rs, mvm, mfu, wr, dma) -> None:
-        """The components' memory ports (either machine's): the program, the read ports, then the write ports."""
+    def _memory_ports(self, m, mems, fe, rs, mvm, mfu, wr, dma, byp=None) -> None:
+        """The components' memory ports (either machine's): the program, the read ports, then the write ports
+        (``byp``: the bypass write stage's, after the DMA's)."""
         wiring.connect(m, fe.prog, mems["prog"].read_port(domain="comb"))
         for ports in (rs.vrf, mvm.mrf, mfu.vrf, dma.read):
             _connect(m, ports, lambda name: mems[name].read_port(domain="comb"))
-        # a memory's write ports in slot order: a later port wins when two write one address
-        for ports in [getattr(wr.vrf, f"slot{k}") for k in range(self.config.write_slots)] + [dma.write]:
+        # a memory's write ports in slot order: a later port wins when two write one address (the scoreboard
+        # keeps the chains in flight on disjoint write intervals, so with the bypass two never do)
+        slots = range(self.config.write_slots)
+        extra = [] if byp is None else [getattr(byp.vrf, f"slot{k}") for k in slots]
+        for ports in [getattr(wr.vrf, f"slot{k}") for k in slots] + [dma.write] + extra:
             _connect(m, ports, lambda name: mems[name].write_port())
 
     def _pipelined(self, m, mems, inq, outq):
@@ -230,7 +236,14 @@ class Npu(wiring.Component):
         # the DMA engine
         wiring.connect(m, iu.dma, dma.step)
         m.d.comb += iu.dma_ending.eq(dma.ending)
-        self._memory_ports(m, mems, fe, rs, mvm, mfu, wr, dma)
+        byp = None
+        if c.mvm_bypass:  # the bypass write stage: MVM-only chains' rows, straight from the MVM (unit 11)
+            m.submodules.bypass = byp = PipelinedWriteStage(config=c, memmap=mm)
+            m.d.comb += [mvm.byp.eq(iu.byp), byp.descs.eq(iu.descs), byp.head.eq(iu.byp_head),
+                         iu.byp_completing.eq(byp.completing), self.byp_commit.eq(iu.byp_commit),
+                         self.byp_commit_pc.eq(iu.byp_commit_pc)]
+            wiring.connect(m, mvm.bypass, byp.beat)
+        self._memory_ports(m, mems, fe, rs, mvm, mfu, wr, dma, byp)
 
     def _memories(self, m) -> dict[str, memory.Memory]:
         """Every memory of the map, with the load port: write port and a registered read port on each."""

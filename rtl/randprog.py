@@ -387,7 +387,8 @@ def random_pipelined_program(rng: np.random.Generator, config: NpuConfig, steps:
     touch or just miss (RAW, WAR, WAW), or overlap without a write (independent); DMA transfers racing
     chains on the MRF tiles they multiply with; MVM chains back to back with different ``cols`` (buffer
     credit); reads from DRAM and the queue (long latencies) beside VRF reads; bursts of short chains behind
-    a long transfer (a full scoreboard, a full step queue)."""
+    a long transfer (a full scoreboard, a full step queue); with ``mvm_bypass``, MVM-only chains (the bypass write
+    port) racing the short MFU chains behind them, which complete first (chains out of program order)."""
     n_mfus = config.n_mfus
     out: list[Instruction] = []
     depths = {Space.IVRF: config.ivrf_depth, Space.DRAM: config.dram_vectors, Space.ASVRF: config.asvrf_depth,
@@ -432,6 +433,24 @@ def random_pipelined_program(rng: np.random.Generator, config: NpuConfig, steps:
                                          so=0, si=0),
                         Instruction.make("end_chain")]
             continue
+        if config.mvm_bypass and u < 0.55:
+            # an MVM-only chain (the bypass write port, docs/pipeline.md unit 11), long enough that MFU chains
+            # behind it complete first, on operands near those used before (RAW, WAR, WAW through the bypass),
+            # then a few short MFU chains on intervals near its own that race it
+            out += _bypass_chain(rng, config, operand, mrf_used)
+            for _ in range(int(rng.integers(0, 4))):
+                rows = int(rng.integers(1, 3))
+                out += _regs(rows, 1, 1, 1)
+                space = Space(int(rng.choice([Space.IVRF, Space.ASVRF, Space.MULVRF])))
+                mfu = int(rng.integers(0, n_mfus))
+                out.append(Instruction.make("v_rd", space=int(space), mfu=mfu, **operand(space, rows, 1, 1)))
+                if rng.random() < 0.5:
+                    out.append(Instruction.make("v_tanh", mfu=int(rng.integers(0, n_mfus))))
+                d = Space(int(rng.choice([Space.IVRF, Space.ASVRF, Space.MULVRF])))
+                out.append(Instruction.make("v_wr", space=int(d), mfu=int(rng.integers(0, n_mfus)),
+                                            **operand(d, rows, 1, 1)))
+                out.append(Instruction.make("end_chain"))
+            continue
         rows, cols = int(rng.integers(1, 4)), int(rng.integers(1, 5))
         io, ii = int(rng.integers(1, 3)), int(rng.integers(1, 3))
         mvm = rng.random() < 0.5
@@ -466,6 +485,27 @@ def random_pipelined_program(rng: np.random.Generator, config: NpuConfig, steps:
                 out.append(Instruction.make("v_wr", space=int(d), mfu=int(rng.integers(0, n_mfus)),
                                             **operand(d, rows, io, ii)))
         out.append(Instruction.make("end_chain"))
+    return out
+
+
+def _bypass_chain(rng, config: NpuConfig, operand, mrf_used) -> list[Instruction]:
+    """An MVM-only chain: ``mv_mul``, no MFU operation, one or two VRF destinations (it takes the bypass)."""
+    rows, cols = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+    io, ii = int(rng.integers(1, 3)), int(rng.integers(1, 4))
+    out = _regs(rows, cols, io, ii)
+    space = Space(int(rng.choice([Space.IVRF, Space.IVRF, Space.DRAM, Space.NETQ, Space.ASVRF, Space.MULVRF])))
+    depths = (Space.IVRF, Space.DRAM, Space.ASVRF, Space.MULVRF)
+    op = operand(space, cols, io, ii) if space in depths else dict(addr=0, so=0, si=0)
+    out.append(Instruction.make("v_rd", space=int(space), mfu=int(rng.integers(0, config.n_mfus)), **op))
+    mrf = int(rng.integers(0, max(1, config.mrf_tiles - rows * cols + 1)))
+    mrf_used.append((mrf, mrf + rows * cols - 1))
+    out.append(Instruction.make("mv_mul", mrf=mrf))
+    dests = [Space.IVRF, Space.ASVRF, Space.MULVRF]
+    for p in rng.choice(len(dests), size=int(rng.integers(1, 3)), replace=False):
+        d = dests[int(p)]
+        out.append(Instruction.make("v_wr", space=int(d), mfu=int(rng.integers(0, config.n_mfus)),
+                                    **operand(d, rows, io, ii)))
+    out.append(Instruction.make("end_chain"))
     return out
 
 

@@ -47,8 +47,8 @@ def schedule(long long[:, ::1] steps, int queue, long long decode, long long set
 # Columns of the step table schedule_pipelined() reads; sim/timing.py fills it (one row per step).
 COL_KIND, COL_END_PC, COL_DURATION, COL_MVM, COL_ITERS, COL_WIDTH, COL_P, COL_LAT, COL_COLS, COL_ROWS, \
     COL_MAC, COL_SPREAD, COL_ROWP, COL_ROW0, COL_TAIL, COL_MVM_LAT, COL_IV0, COL_IVN, COL_STAGES, \
-    COL_NETQ_RD, COL_NETQ_WR = range(21)
-STEP_COLUMNS = 21
+    COL_NETQ_RD, COL_NETQ_WR, COL_BYPASS = range(22)
+STEP_COLUMNS = 22
 KIND_CHAIN, KIND_DMA = 0, 1
 
 
@@ -99,6 +99,11 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
     reads start): output vector o needs output vector ``o - fifo`` taken by the link before (``S + 1``).  The
     link takes vector o at ``S_o = max(W_o + 1, S_(o-1) + link)`` (``W_o`` its write cycle) and has sent it at
     ``S_o + link``.
+
+    COL_BYPASS marks an MVM-only chain that writes through the MVM's bypass write port (docs/pipeline.md unit
+    11): its rows never enter the MFUs, so its first iteration is not held for the previous chain's beats and
+    it is nobody's previous chain for the overtaking rule.  Chains may then complete out of program order, so a
+    chain also needs the chain table entry it takes free: the chain ``entries`` chains earlier has completed.
     """
     cdef Py_ssize_t S = steps.shape[0], s, a, k
     cdef long long shift = 0, queued, t, i, j, rs, arrival, mac_start, x0, x0_prev, last_x0
@@ -129,6 +134,11 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
     cdef bint rd_q, wr_q
     outs_np = np.zeros(max(1, fifo), dtype=np.int64)
     cdef long long[::1] outs = outs_np
+    # the chain table is a ring of `entries` chains: the completion cycle of the chain that last held each entry
+    table_np = np.full(max(1, entries), -(1 << 40), dtype=np.int64)
+    cdef long long[::1] table = table_np
+    cdef Py_ssize_t n_chains = 0
+    cdef bint byp
     for s in range(S):
         queued = steps[s, COL_END_PC] + 1 + shift
         if s >= queue and starts[s - queue] + 1 > queued:
@@ -167,6 +177,10 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
             cols, rows, mac, rowp = steps[s, COL_COLS], steps[s, COL_ROWS], steps[s, COL_MAC], steps[s, COL_ROWP]
             tail, mvm_lat = steps[s, COL_TAIL], steps[s, COL_MVM_LAT]
             rd_q, wr_q = steps[s, COL_NETQ_RD] != 0, steps[s, COL_NETQ_WR] != 0
+            byp = steps[s, COL_BYPASS] != 0
+            # its chain table entry is free (implied by the entry count unless bypass chains completed early)
+            if table[n_chains % entries] > t:
+                t = table[n_chains % entries]
             # the read sequencer is free, and read data returns in order
             if read_free > t:
                 t = read_free
@@ -223,7 +237,7 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
                             q_in += 1
                     arrival = r + lat
                     mac_start = arrival if arrival > mac_free else mac_free
-                    if i == 0:  # the first row must not enter the MFUs before first_x0: the MACs wait
+                    if i == 0 and not byp:  # the first row must not enter the MFUs before first_x0: the MACs wait
                         behind = first_x0 - mvm_lat + 1 - (row_done[steps[s, COL_ROW0]] if steps[s, COL_SPREAD]
                                                              else rowp - 1)
                         if behind > mac_start:
@@ -251,7 +265,10 @@ def schedule_pipelined(long long[:, ::1] steps, long long[:, ::1] intervals, lon
             read_free = last_issue + setup
             last_return = last_issue + lat - 1  # the cycle its data leaves the memory
             ends[s] = last_x0 + tail + 1
-            prev_write, prev_mask = last_x0 + tail, steps[s, COL_STAGES]
+            if not byp:  # the bypass takes no part in the MFU order
+                prev_write, prev_mask = last_x0 + tail, steps[s, COL_STAGES]
+            table[n_chains % entries] = ends[s]
+            n_chains += 1
         starts[s] = t
         # bookkeeping: the K largest ends, and the steps in flight
         if ends[s] > kth[kmin]:

@@ -59,6 +59,14 @@ network moves one native vector every ``P = port_cost(NETQ)`` cycles each way:
   has sent it at ``S_o + P``.
 * **End.**  The run ends ``drain`` cycles after the last step completed and the
   link has sent the last output vector.
+* **MVM bypass** (``config.mvm_bypass``, docs/pipeline.md unit 11).  A chain that
+  multiplies, applies no MFU operation and writes vector memories only
+  (:meth:`TimingModel.bypasses`) writes its rows through the bypass write port at the
+  same cycles as without it, but takes no part in the MFU order: its first iteration
+  is not held for the previous chain's beats and the next chain's overtaking rule
+  compares against the last chain that used the MFUs.  Chains may then complete out
+  of program order, so a chain also waits until the chain ``scoreboard_entries``
+  chains earlier has completed (its chain table entry is free).
 
 The one-step machine keeps the link-paced queue ports described above (a queue read
 or write takes ``port_cost(NETQ)`` cycles, the input is in the queue before the
@@ -82,6 +90,10 @@ from npu.config import MFU_STAGES, NpuConfig
 from npu.errors import ProgramError
 from npu.isa import Space
 from npu.program import Chain, Dma, Operand
+
+#: the memories the bypass write port writes (docs/pipeline.md unit 11)
+_BYPASS_SPACES = (Space.IVRF, Space.ASVRF, Space.MULVRF)
+
 
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
@@ -229,6 +241,13 @@ class TimingModel:
             add(w, step.rows, True)
         return out
 
+    def bypasses(self, step: Chain | Dma) -> bool:
+        """Whether a chain writes through the MVM's bypass write port (docs/pipeline.md unit 11): the design has
+        it, and the chain multiplies, applies no MFU operation and writes vector memories only (IVRF, ASVRF,
+        MULVRF: one cycle a vector)."""
+        return (self.config.mvm_bypass and isinstance(step, Chain) and step.mrf is not None and not step.ops
+                and all(w.space in _BYPASS_SPACES for w in step.writes))
+
     def spread_rounds(self, rows: int, cols: int) -> tuple[int, tuple[int, ...]]:
         """MAC rounds of one iteration in spread mode, and the cycle (from the iteration's MAC start) in which each
         row tile's last round ends: rounds take up to tile_engines consecutive tiles, touching at most
@@ -272,6 +291,7 @@ class TimingModel:
                 row[D.COL_WIDTH], row[D.COL_ROWS], row[D.COL_COLS] = len(step.read_offsets()), step.rows, step.cols
                 row[D.COL_TAIL], row[D.COL_MVM_LAT] = len(step.ops) * lat.mfu_stage + lat.vrf_write, lat.mvm + lat.mvm_reduce
                 row[D.COL_STAGES] = sum(1 << stage_index[(op.mfu, op.stage)] for op in step.ops)
+                row[D.COL_BYPASS] = self.bypasses(step)
                 if step.mrf is None:
                     row[D.COL_P] = max(p_read, p_write)
                 else:

@@ -17,6 +17,13 @@ both directions one after the other into the shared Y.
 A batch of B sequences runs each timestep's chains over B iterations (one per sequence): every operand steps
 by its per-sequence size, the gate matrix is read from the MRF once per chain and reused by every sequence,
 as the FPT'20 NPU batches its RNNs.
+
+On a machine with the MVM bypass (``NpuConfig.mvm_bypass``, docs/pipeline.md unit 11) the LSTM, the GRU with
+``linear_before_reset=0`` and large batch-1 RNNs (:func:`_splits`) split the gate product: the recurrent part
+``R h_{k-1} + b`` per step, and the input projection ``W x_{k+1}`` one step ahead as an MVM-only chain (the bypass),
+which the MVM multiplies while step k's gate chains run; x and h then live in buffers of their own
+(``_Recurrence.split_gates``).  On the pipelined machine an RNN's batch runs in two interleaved halves
+(``_Recurrence.groups``).
 """
 from __future__ import annotations
 
@@ -41,6 +48,23 @@ def _gate_blocks(w: np.ndarray, r: np.ndarray, b: np.ndarray | None, hidden: int
     return out
 
 
+def _splits(node: Node, batch: int, ht: int) -> bool:
+    """Whether a layer software-pipelines its input projections (_Recurrence.split_gates) on a machine with the
+    MVM bypass.  Measured on brainwave-s10 (benchmarks/bench_rnn.py, docs/pipeline.md): the LSTM gains at every
+    size and batch; an RNN's gate chain (add, tanh) is short, so its split only pays when the projection's MVM
+    work covers the extra chain: at batch 1 from 4 hidden tiles on (RNN 1536: 48.4 -> 49.3 %, 2560 25 steps:
+    63.6 -> 70.7 %), while at 3 tiles and at batch 6 the two half-size products lose MAC rounds (RNN 1024 batch
+    6: 46.9 -> 39.3 %).  The GRU with linear_before_reset = 0 splits from 3 hidden tiles on (its z, r rows; the n
+    rows' input part rides with P and R_n stays the second product): 2800 at 25 steps 70.0 -> 85.6 %, 1024 at
+    batch 6 45.1 -> 52.6 %; at 512 (2 tiles) batch 6 it would lose (21.2 -> 20.5 %)."""
+    op = node.op
+    if op == "GRU":  # linear_before_reset = 1 keeps its fused [z, r, W_n x, R_n h] product (not split yet)
+        return not rnn(node).linear_before_reset and ht >= 3
+    if op == "LSTM":
+        return True
+    return op == "RNN" and batch == 1 and ht >= 4
+
+
 class _Recurrence:
     """One direction's skeleton: XH rows, the gate matrix chunks, initial state, Y and Y_h."""
 
@@ -55,31 +79,62 @@ class _Recurrence:
         self.T, self.B, self.I, self.H = T, B, I, H
         self.it, self.ht = lw.ct(I), lw.ct(H)
         self.row = self.it + self.ht
-        self.iters = (1, B)
-        # XH rows (k, b), k = 0..T in processing order: [x_t, h_prev]; rows T hold the final h in their h part
-        self.xh = lw.buffer(f"{node.name}.xh{d}", (T + 1) * B * self.row)
+        self.b0, self.nb = 0, B  # the sequences the chains being emitted run over (use())
+        #: software-pipelined input projections (class doc of _Recurrence.split_gates): the machine has the MVM bypass
+        self.split = bool(lw.config.mvm_bypass) and T > 1 and _splits(node, B, self.ht)
+        # an RNN's batch runs in two interleaved halves (groups()); measured (benchmarks/bench_rnn.py): RNN 1024 and
+        # 1792 at batch 6 gain 1.6 and 1.5 points, the LSTM and GRU lose (their gate chains already overlap)
+        self.interleave = node.op == "RNN" and not self.split
+        if self.split:  # x of step k (each sequence) and h entering step k in buffers of their own
+            self.xs = lw.buffer(f"{node.name}.xs{d}", T * B * self.it)
+            self.hs = lw.buffer(f"{node.name}.hs{d}", (T + 1) * B * self.ht)
+        else:  # XH rows (k, b), k = 0..T in processing order: [x_t, h_prev]; rows T hold the final h in their h part
+            self.xh = lw.buffer(f"{node.name}.xh{d}", (T + 1) * B * self.row)
         src = lw.placement(x)
         slots = src.grid_slots()
         grid = (1, T) if B == 1 else (T, B)  # npu.chain_ir.standard_grid of [T, B, I]
         if slots is None or (src.view.H, src.view.W) != grid or not np.array_equal(slots, np.arange(I)):
             raise LoweringError("RNN input is not one timestep and sequence per pixel")
         self.src = src.view
-        lw.chain(ChainSpec(self.state(5), self.ht, self.iters, writes=[self.per(self.xh, self.it, self.row)]))
+        lw.chain(ChainSpec(self.state(5), self.ht, self.iters, writes=[self.h_ref(0)]))
 
     def load_input(self, k: int) -> None:
         """The chain copying x of processing step k (each sequence) into XH row k. One per timestep, emitted just
         before the step that needs it (the next step's during this one's MFU work): on the pipelined machine a
         timestep waits for its own input only, and with the input arriving on the network queue
         (compiler/passes/queue_io.py folds these copies into queue reads) the transfer overlaps the recurrence."""
-        T, B, v = self.T, self.B, self.src
+        B, v = self.B, self.src
         t = self.timestep(k)
         at = v.at(0, t) if B == 1 else v.at(t, 0)
-        self.lw.chain(ChainSpec(self.per(v.buf, at, v.pitch), self.it, self.iters,
-                                writes=[self.per(self.xh, k * B * self.row, self.row)]))
+        self.lw.chain(ChainSpec(self.per(v.buf, at, v.pitch), self.it, self.iters, writes=[self.x_ref(k)]))
+
+    def x_ref(self, k: int) -> Ref:
+        """x of processing step k, each sequence."""
+        if self.split:
+            return self.per(self.xs, k * self.B * self.it, self.it)
+        return self.per(self.xh, k * self.B * self.row, self.row)
+
+    @property
+    def iters(self) -> tuple[int, int]:
+        """A per-timestep chain's iterations: one per sequence of the current group."""
+        return (1, self.nb)
+
+    def groups(self) -> list[tuple[int, int]]:
+        """The batch as (first sequence, count) groups whose timesteps interleave: on the pipelined machine two
+        halves, so one half's MVM runs while the other waits for its gate chains and its next input; else one."""
+        if self.B > 1 and self.lw.config.pipelined and self.interleave:
+            half = -(-self.B // 2)
+            return [(0, half), (half, self.B - half)]
+        return [(0, self.B)]
+
+    def use(self, group: tuple[int, int]) -> None:
+        """Emit the following chains for the sequences of ``group`` (per() offsets, iters)."""
+        self.b0, self.nb = group
 
     def per(self, buf, offset: int, stride: int) -> Ref:
-        """An operand of a per-timestep chain: `offset` in `buf` for sequence 0, `stride` further per sequence."""
-        return Ref(buf, offset, 0, stride if self.B > 1 else 0)
+        """An operand of a per-timestep chain: `offset` in `buf` for sequence 0, `stride` further per sequence
+        (from the current group's first sequence on)."""
+        return Ref(buf, offset + self.b0 * stride, 0, stride if self.B > 1 else 0)
 
     def buffer(self, name: str, size: int, space=None, mfu: int = 0):
         """A per-timestep buffer of `size` vectors for each sequence of the batch."""
@@ -94,6 +149,8 @@ class _Recurrence:
 
     def h_ref(self, k: int) -> Ref:
         """h entering processing step k (k = T: the final h), each sequence."""
+        if self.split:
+            return self.per(self.hs, k * self.B * self.ht, self.ht)
         return self.per(self.xh, k * self.B * self.row + self.it, self.row)
 
     def weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -138,6 +195,95 @@ class _Recurrence:
             bias[r0:r0 + self.H] = b
         return m, bias
 
+    def chunks(self, m: np.ndarray, cols: int, tag: str) -> list[tuple[int, int, WeightChunk]]:
+        """The matrix [R*N, cols*N] as (first row tile, rows, chunk) pieces that fit the MRF share."""
+        lw, n = self.lw, self.lw.n
+        R = m.shape[0] // n
+        if cols > lw.capacity:
+            raise LoweringError(f"a row of {cols} tiles of {self.node.name}'s {tag} exceeds the MRF share")
+        rc = max(1, min(R, lw.capacity // cols))
+        out = []
+        for r0 in range(0, R, rc):
+            rows = min(rc, R - r0)
+            ch = WeightChunk(np.ascontiguousarray(m[r0 * n:(r0 + rows) * n]), rows, cols,
+                             f"{self.node.name}[{self.d}:{tag}:{r0}]")
+            ch.owner = self.node.name
+            lw.shared.chunks.append(ch)
+            out.append((r0, rows, ch))
+        return out
+
+    def split_gates(self, m: np.ndarray, bias: np.ndarray, q: Ref, p: Ref, recur_rows: int | None = None):
+        """The gate matrix split into its input part W (x columns) and recurrent part R (h columns), for a
+        machine with the MVM bypass (docs/pipeline.md unit 11), as two functions emitting one timestep's chains:
+
+        * ``project(k)``: P_k = W x_k into ``p`` (the half ``k % 2`` of a double buffer, each sequence): an
+          MVM-only chain, so it writes through the bypass and takes no part in the MFU order.  Emitted after the
+          recurrent chain of step k - 1, it keeps the MVM busy while step k - 1's gate chains run (they wait for
+          that MVM, the MVM does not wait for them);
+        * ``recur(k)``: Q = R h_{k-1} + bias into ``q`` (the bias added by MFU 0 in fp16, as before; a
+          constant input column would quantize it to the weights' block format), over the first
+          ``recur_rows`` row tiles (default all: a GRU's n rows have no recurrent part here).
+
+        The caller's first gate chain adds P_k to Q (``p_ref(k)``).  Bits change from the fused ``[x; h]``
+        product (W x and R h + b are each rounded to fp16 before their sum), which onnxruntime's comparison
+        covers; the simulator and the RTL agree bit for bit either way."""
+        lw, n = self.lw, self.lw.n
+        it, ht = self.it, self.ht
+        R = m.shape[0] // n
+        rr = R if recur_rows is None else recur_rows
+        # W in two parts: the rows with a recurrent product and the rest (a GRU's n rows)
+        w_parts = [[(r0, rows, ch) for r0, rows, ch in self.chunks(np.ascontiguousarray(m[:rr * n, :it * n]), it, "W")]]
+        if rr < R:
+            w_parts.append([(rr + r0, rows, ch) for r0, rows, ch in
+                            self.chunks(np.ascontiguousarray(m[rr * n:, :it * n]), it, "Wn")])
+        r_chunks = self.chunks(np.ascontiguousarray(m[:rr * n, it * n:]), ht, "R")
+        consts = [lw.const(bias[r0 * n:(r0 + rows) * n], Space.ASVRF, 0) for r0, rows, _ in r_chunks]
+
+        def p_ref(k: int, r0: int = 0) -> Ref:
+            return p.shifted((k % 2) * self.B * R + r0)
+
+        def project(k: int, part: int | None = None):
+            """P_k's rows (part 0: those with a recurrent product, 1: the others; None: all)."""
+            for w_chunks in (w_parts if part is None else w_parts[part:part + 1]):
+                for r0, rows, ch in w_chunks:
+                    lw.chain(ChainSpec(self.x_ref(k), rows, self.iters, it, weights=ch, writes=[p_ref(k, r0)]))
+
+        def recur(k: int):
+            for (r0, rows, ch), b in zip(r_chunks, consts):
+                lw.chain(ChainSpec(self.h_ref(k), rows, self.iters, ht, weights=ch,
+                                   ops=[ChainOp("vv_add", 0, Ref(b))], writes=[q.shifted(r0)]))
+        return project, recur, p_ref
+
+    def ahead(self, project, step) -> None:
+        """x_0, x_1 and ``project(0)`` first, then per timestep k ``step(k)`` (each group), then x_{k+2}."""
+        self.each_group(lambda: self.load_input(0))
+        self.each_group(lambda: self.load_input(1))
+        self.each_group(lambda: project(0))
+        for k in range(self.T):
+            self.each_group(lambda: step(k))
+            if k + 2 < self.T:
+                self.each_group(lambda: self.load_input(k + 2))
+
+    def pipelined_steps(self, m: np.ndarray, bias: np.ndarray, q: Ref, p: Ref, gates,
+                        recur_rows: int | None = None) -> None:
+        """Every timestep with its input projection one step ahead: x_0, x_1 and P_0 before the first step; per
+        step k: Q = R h_{k-1} + b, P_{k+1} (the MVM's work while ``gates(k, p_ref(k))`` -- the step's MFU
+        chains, the first adding P_k to Q -- runs), then x_{k+2} from the queue. ``gates(k, p, p_at)``: ``p`` is
+        P_k, ``p_at(r0)`` its row tile r0 on."""
+        project, recur, p_ref = self.split_gates(m, bias, q, p, recur_rows)
+
+        def step(k):
+            recur(k)
+            if k + 1 < self.T:
+                project(k + 1, 1 if late else None)
+            gates(k, p_ref(k), lambda r0: p_ref(k, r0))
+            if late and k + 1 < self.T:
+                project(k + 1, 0)
+        # rows without a recurrent product (a GRU's n rows): their projection first, the others' after the step's
+        # MFU chains, so the MVM has work both while the gate chains run and while the last ones do
+        late = recur_rows is not None
+        self.ahead(project, step)
+
     def gate_chains(self, m: np.ndarray, bias: np.ndarray, dst: list[Ref]) -> list:
         """Chunks of the gate matrix and a function emitting one timestep's mv_mul chains."""
         lw, n = self.lw, self.lw.n
@@ -158,16 +304,34 @@ class _Recurrence:
         def emit(t: int, writes: list[Ref] | None = None, ops: tuple = ()):
             """Timestep t's chains: + bias, then ``ops`` (operands indexed by gate row, like the bias), into
             ``writes`` (default: ``dst``); x of step t before them (at t = 0) and x of step t + 1 after them."""
-            if t == 0:
-                self.load_input(0)
             for r0, rows, ch, bconst in chunks:
                 more = [ChainOp(o.mnemonic, o.mfu, o.ref.shifted(r0) if o.ref is not None else None) for o in ops]
                 lw.chain(ChainSpec(self.per(self.xh, t * self.B * self.row, self.row), rows, self.iters, C, weights=ch,
                                    ops=[ChainOp("vv_add", 0, Ref(bconst)), *more],
                                    writes=[d.shifted(r0) for d in (writes or dst)]))
-            if t + 1 < self.T:
+            if len(self.groups()) == 1 and t + 1 < self.T:  # x of the next step during this one's MFU work
                 self.load_input(t + 1)
         return emit
+
+    def each_group(self, fn) -> None:
+        """``fn()`` for each group of the batch (groups()), then back to the whole batch."""
+        for g in self.groups():
+            self.use(g)
+            fn()
+        self.use((0, self.B))
+
+    def timesteps(self, step) -> None:
+        """Every timestep: ``step(k)`` emits step k's chains for the current group; the groups' timesteps
+        interleave.  x of step 0 before the first step; x of step k + 1 right after step k's gate product (one
+        group: gate_chains' emit) or after step k's chains of every group (the queue's order is (t, b); giving
+        each group its x right before its step measured no better: RNN 1024 batch 6 48.5 -> 48.7 %, 1792 61.7 ->
+        61.3 %, and worse with 3 or 6 groups)."""
+        grouped = len(self.groups()) > 1
+        self.each_group(lambda: self.load_input(0))
+        for k in range(self.T):
+            self.each_group(lambda: step(k))
+            if grouped and k + 1 < self.T:
+                self.each_group(lambda: self.load_input(k + 1))
 
 def _outputs(lw: Lowering, node: Node, recs: list[_Recurrence]) -> None:
     """Y [T, dirs, 1, H] from the shared Y buffer; Y_h [dirs, 1, H] from each XH's last row."""
@@ -183,7 +347,7 @@ def _outputs(lw: Lowering, node: Node, recs: list[_Recurrence]) -> None:
     if outs[1]:
         shape = tuple(g.shape(outs[1]))
         if ndir == 1 and B == 1:
-            view = View(r0.xh, 1, 1, ht, offset=T * r0.row + r0.it)
+            view = View(r0.hs, 1, 1, ht, offset=T * ht) if r0.split else View(r0.xh, 1, 1, ht, offset=T * r0.row + r0.it)
         else:  # the final h of each direction and sequence sits in its own XH row: gather them
             yh = lw.buffer(f"{node.name}.y_h", ndir * B * ht)
             for rec in recs:
@@ -225,24 +389,31 @@ def _rnn_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
     w, r, b = rec.weights()
     ((W, R, Wb, Rb),) = _gate_blocks(w, r, b, rec.H, [0])
     m, bias = rec.matrix([(W, R, Wb + Rb)])
+    if rec.split:  # h = tanh(Q + P): Q = R h + b, P = W x one step ahead (through the bypass)
+        ht = rec.ht
+        Q = rec.buffer(f"{node.name}.q{rec.d}", ht)
+        P = rec.buffer(f"{node.name}.p{rec.d}", 2 * ht, Space.ASVRF, 0)
+
+        def gates(k, p, p_at):
+            lw.chain(ChainSpec(rec.per(Q, 0, ht), ht, rec.iters, ops=[ChainOp("vv_add", 0, p), ChainOp("v_tanh", 0)],
+                               writes=[rec.h_ref(k + 1), rec.y_ref(k)]))
+        rec.pipelined_steps(m, bias, rec.per(Q, 0, ht), rec.per(P, 0, ht), gates)
+        return
     step = rec.gate_chains(m, bias, [])
-    for k in range(rec.T):
-        step(k, writes=[rec.h_ref(k + 1), rec.y_ref(k)], ops=(ChainOp("v_tanh", 0),))
+    rec.timesteps(lambda k: step(k, writes=[rec.h_ref(k + 1), rec.y_ref(k)], ops=(ChainOp("v_tanh", 0),)))
 
 
 def _gru_reset_first_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
     """GRU with linear_before_reset = 0 (ONNX's default, and Brainwave's GRU): the reset gate multiplies h
     before R_n does, n = tanh(W_n x + Wb_n + R_n (r * h) + Rb_n), so each timestep has a second mv_mul."""
-    n_, ht, T, d, it, per = lw.n, rec.ht, rec.T, rec.d, rec.iters, rec.per
+    n_, ht, d, per = lw.n, rec.ht, rec.d, rec.per
     w, r, b = rec.weights()
     (Wz, Rz, Wbz, Rbz), (Wr, Rr, Wbr, Rbr), (Wn, Rn, Wbn, Rbn) = _gate_blocks(w, r, b, rec.H, [0, 1, 2])
     m, bias = rec.matrix([(Wz, Rz, Wbz + Rbz), (Wr, Rr, Wbr + Rbr), (Wn, None, Wbn + Rbn)])
-    G = rec.buffer(f"{node.name}.gates{d}", 3 * ht, Space.ASVRF, 0)  # [z, r, W_n x + b]: MFU 0 adds the last
     ZR = rec.buffer(f"{node.name}.zr{d}", 2 * ht, Space.MULVRF, 0)
     RH = rec.buffer(f"{node.name}.rh{d}", ht)
     N0 = rec.buffer(f"{node.name}.n0{d}", ht, Space.ASVRF, 0)
     N1 = rec.buffer(f"{node.name}.n1{d}", ht, Space.ASVRF, 1)
-    gates = rec.gate_chains(m, bias, [per(G, 0, 3 * ht)])
     rn = np.zeros((ht * n_, ht * n_))
     rn[:rec.H, :rec.H] = Rn
     rows = max(1, min(ht, lw.capacity // ht))
@@ -255,17 +426,39 @@ def _gru_reset_first_direction(lw: Lowering, node: Node, rec: _Recurrence) -> No
         ch.owner = node.name
         lw.shared.chunks.append(ch)
         chunks.append((r0, ch))
-    for k in range(T):
+    if rec.split:  # [z, r] = sigm(Q + P), Q = R_zr h + b_zr; n = tanh(R_n (r * h) + P_n + b_n); P = W x one step ahead
+        Q = rec.buffer(f"{node.name}.q{d}", 2 * ht)
+        P = rec.buffer(f"{node.name}.p{d}", 2 * 3 * ht, Space.ASVRF, 0)
+        bn = lw.const(bias[2 * ht * n_:], Space.ASVRF, 1)
+
+        def gates_split(k, p, p_at):
+            lw.chain(ChainSpec(per(Q, 0, 2 * ht), 2 * ht, rec.iters, ops=[ChainOp("vv_add", 0, p), ChainOp("v_sigm", 0)],
+                               writes=[per(ZR, 0, 2 * ht)]))
+            lw.chain(ChainSpec(rec.h_ref(k), ht, rec.iters, ops=[ChainOp("vv_mul", 0, per(ZR, ht, 2 * ht))],
+                               writes=[per(RH, 0, ht)]))
+            for r0, ch in chunks:
+                lw.chain(ChainSpec(per(RH, 0, ht), ch.rows, rec.iters, ht, weights=ch,
+                                   ops=[ChainOp("vv_add", 0, p_at(2 * ht + r0)), ChainOp("vv_add", 1, Ref(bn).shifted(r0)),
+                                        ChainOp("v_tanh", 1)],
+                                   writes=[per(N0, r0, ht), per(N1, r0, ht)]))
+            _gru_update(rec, k, N0, N1, ZR)
+        rec.pipelined_steps(m, bias, per(Q, 0, 2 * ht), per(P, 0, 3 * ht), gates_split, recur_rows=2 * ht)
+        return
+    G = rec.buffer(f"{node.name}.gates{d}", 3 * ht, Space.ASVRF, 0)  # [z, r, W_n x + b]: MFU 0 adds the last
+    gates = rec.gate_chains(m, bias, [per(G, 0, 3 * ht)])
+
+    def step(k):
         gates(k)
-        lw.chain(ChainSpec(per(G, 0, 3 * ht), 2 * ht, it, ops=[ChainOp("v_sigm", 0)], writes=[per(ZR, 0, 2 * ht)]))
-        lw.chain(ChainSpec(rec.h_ref(k), ht, it, ops=[ChainOp("vv_mul", 0, per(ZR, ht, 2 * ht))],
+        lw.chain(ChainSpec(per(G, 0, 3 * ht), 2 * ht, rec.iters, ops=[ChainOp("v_sigm", 0)], writes=[per(ZR, 0, 2 * ht)]))
+        lw.chain(ChainSpec(rec.h_ref(k), ht, rec.iters, ops=[ChainOp("vv_mul", 0, per(ZR, ht, 2 * ht))],
                            writes=[per(RH, 0, ht)]))
         # n = tanh(R_n (r * h) + W_n x + b)
         for r0, ch in chunks:
-            lw.chain(ChainSpec(per(RH, 0, ht), ch.rows, it, ht, weights=ch,
+            lw.chain(ChainSpec(per(RH, 0, ht), ch.rows, rec.iters, ht, weights=ch,
                                ops=[ChainOp("vv_add", 0, per(G, 2 * ht + r0, 3 * ht)), ChainOp("v_tanh", 0)],
                                writes=[per(N0, r0, ht), per(N1, r0, ht)]))
         _gru_update(rec, k, N0, N1, ZR)
+    rec.timesteps(step)
 
 
 def _gru_update(rec: _Recurrence, k: int, N0, N1, ZR) -> None:
@@ -281,7 +474,7 @@ def _lstm_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
     """Every gate's activation rides on the gate mv_mul: sigmoid(a) = (tanh(a / 2) + 1) / 2, so the i, f, o rows
     of the matrix and bias are halved and one chain applies tanh, + [1, 1, 1, 0] and * [1/2, 1/2, 1/2, 1] per gate
     row; then three MFU chains: i * g, c = f * c + i * g, h = o * tanh(c)."""
-    n_, ht, T, d, it, per = lw.n, rec.ht, rec.T, rec.d, rec.iters, rec.per
+    n_, ht, d, per = lw.n, rec.ht, rec.d, rec.per
     w, r, b = rec.weights()
     # ONNX order i, o, f, c -> ours i, f, o, g; the sigmoid gates halved (exact: a power of two)
     blocks = [(W * k, R * k, (Wb + Rb) * k) for (W, R, Wb, Rb), k in
@@ -295,23 +488,39 @@ def _lstm_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
     G1 = rec.buffer(f"{node.name}.gates_b{d}", rows, Space.MULVRF, 1)  # o for MFU 1's, g as a chain input
     IG = rec.buffer(f"{node.name}.ig{d}", ht, Space.ASVRF, 1)
     CS = rec.c_state = rec.buffer(f"{node.name}.c{d}", ht)
-    lw.chain(ChainSpec(rec.state(6), ht, it, writes=[per(CS, 0, ht)]))
-    gates = rec.gate_chains(m, bias, [per(G0, 0, rows), per(G1, 0, rows)])
+    lw.chain(ChainSpec(rec.state(6), ht, rec.iters, writes=[per(CS, 0, ht)]))
     act = (ChainOp("v_tanh", 0), ChainOp("vv_add", 1, Ref(one)), ChainOp("vv_mul", 1, Ref(half)))
-    for k in range(T):
-        gates(k, ops=act)
-        lw.chain(ChainSpec(per(G1, 3 * ht, rows), ht, it, ops=[ChainOp("vv_mul", 0, per(G0, 0, rows))],
+
+    def cell(k):
+        lw.chain(ChainSpec(per(G1, 3 * ht, rows), ht, rec.iters, ops=[ChainOp("vv_mul", 0, per(G0, 0, rows))],
                            writes=[per(IG, 0, ht)]))
-        lw.chain(ChainSpec(per(CS, 0, ht), ht, it,
+        lw.chain(ChainSpec(per(CS, 0, ht), ht, rec.iters,
                            ops=[ChainOp("vv_mul", 0, per(G0, ht, rows)), ChainOp("vv_add", 1, per(IG, 0, ht))],
                            writes=[per(CS, 0, ht)]))
-        lw.chain(ChainSpec(per(CS, 0, ht), ht, it,
+        lw.chain(ChainSpec(per(CS, 0, ht), ht, rec.iters,
                            ops=[ChainOp("v_tanh", 0), ChainOp("vv_mul", 1, per(G1, 2 * ht, rows))],
                            writes=[rec.h_ref(k + 1), rec.y_ref(k)]))
 
+    if rec.split:  # the gates = act(Q + P): Q = R h + b, P = W x one step ahead (through the bypass)
+        Q = rec.buffer(f"{node.name}.q{d}", rows)
+        P = rec.buffer(f"{node.name}.p{d}", 2 * rows, Space.ASVRF, 0)
+
+        def gates(k, p, p_at):
+            lw.chain(ChainSpec(per(Q, 0, rows), rows, rec.iters, ops=[ChainOp("vv_add", 0, p), *act],
+                               writes=[per(G0, 0, rows), per(G1, 0, rows)]))
+            cell(k)
+        rec.pipelined_steps(m, bias, per(Q, 0, rows), per(P, 0, rows), gates)
+        return
+    gates = rec.gate_chains(m, bias, [per(G0, 0, rows), per(G1, 0, rows)])
+
+    def step(k):
+        gates(k, ops=act)
+        cell(k)
+    rec.timesteps(step)
+
 
 def _gru_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
-    ht, T, d, it, per = rec.ht, rec.T, rec.d, rec.iters, rec.per
+    ht, d, per = rec.ht, rec.d, rec.per
     w, r, b = rec.weights()
     (Wz, Rz, Wbz, Rbz), (Wr, Rr, Wbr, Rbr), (Wn, Rn, Wbn, Rbn) = _gate_blocks(w, r, b, rec.H, [0, 1, 2])
     m, bias = rec.matrix([(Wz, Rz, Wbz + Rbz), (Wr, Rr, Wbr + Rbr), (Wn, None, Wbn), (None, Rn, Rbn)])
@@ -321,15 +530,17 @@ def _gru_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
     N0 = rec.buffer(f"{node.name}.n0{d}", ht, Space.ASVRF, 0)
     N1 = rec.buffer(f"{node.name}.n1{d}", ht, Space.ASVRF, 1)
     gates = rec.gate_chains(m, bias, [per(G, 0, 4 * ht), per(GA, 0, 4 * ht)])
-    for k in range(T):
+
+    def step(k):
         gates(k)
-        lw.chain(ChainSpec(per(G, 0, 4 * ht), 2 * ht, it, ops=[ChainOp("v_sigm", 0)], writes=[per(ZR, 0, 2 * ht)]))
+        lw.chain(ChainSpec(per(G, 0, 4 * ht), 2 * ht, rec.iters, ops=[ChainOp("v_sigm", 0)], writes=[per(ZR, 0, 2 * ht)]))
         # n = tanh(W_n x + b + r * (R_n h + b))
-        lw.chain(ChainSpec(per(G, 3 * ht, 4 * ht), ht, it,
+        lw.chain(ChainSpec(per(G, 3 * ht, 4 * ht), ht, rec.iters,
                            ops=[ChainOp("vv_mul", 0, per(ZR, ht, 2 * ht)),
                                 ChainOp("vv_add", 1, per(GA, 2 * ht, 4 * ht)), ChainOp("v_tanh", 1)],
                            writes=[per(N0, 0, ht), per(N1, 0, ht)]))
         _gru_update(rec, k, N0, N1, ZR)
+    rec.timesteps(step)
 
 
 # ---------------------------------------------------------------------- records

@@ -117,3 +117,24 @@ def test_random_programs_cover_the_bins():
         cov.sample_error(kind, True)
     rep = cov.report()
     assert rep["percent"] >= 95.0, rep["holes"]
+
+
+def test_bypass_bins():
+    """The MVM bypass's bins (docs/pipeline.md unit 11): defined only with mvm_bypass; the directed programs of
+    tests/rtl/test_pipelined.py hit the ones they were written for, random programs all but the held entry."""
+    from sim.machine import Machine
+    from tests.rtl.test_pipelined import BYPASS, BYPASS_PROGRAMS
+
+    assert "bypass" not in defined_bins(TINY.with_scoreboard(8))
+    assert hits(sample(BYPASS_PROGRAMS["bypass_ring"], BYPASS), "bypass") >= {
+        "bypass chain", "completes after a later chain", "entry held by a bypass chain"}
+    assert "completes with another chain" in hits(sample(BYPASS_PROGRAMS["bypass_same_cycle"], BYPASS), "bypass")
+    race = hits(sample(BYPASS_PROGRAMS["bypass_race"], BYPASS), "bypass")
+    assert {"bypass chain, two destinations", "RAW on a bypass chain"} <= race
+    cov = Coverage(BYPASS)
+    for seed in range(12):
+        case = random_case(BYPASS, seed, pipelined=True)
+        m = Machine(BYPASS)
+        case.load(m)
+        cov.sample(case, analyze(case.program), m.run(case.program), m)
+    assert hits(cov, "bypass") >= set(cov.groups["bypass"]) - {"entry held by a bypass chain"}

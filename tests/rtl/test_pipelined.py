@@ -189,3 +189,86 @@ def test_compiled_model_with_a_slow_link(name, link_rtl, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["bit_exact"], result["first_mismatch"]
     assert result["rtl_cycles"] == result["sim_cycles"] == result["rtl_cycles_second_run"] > 0
+
+
+#: the MVM bypass (docs/pipeline.md unit 11): MVM-only chains write through the bypass write port, beside the
+#: MFUs' write stage, and chains complete out of program order
+BYPASS = TINY.replace(name="tiny-sb8-byp", mvm_bypass=True)
+BYPASS_PROGRAMS = {
+    # an MVM-only chain (2 iterations, two destinations) and a tanh chain behind it that completes first; then a
+    # RAW on its ASVRF rows, a WAR on what it reads and a WAW on its MULVRF rows, each waiting for its completion
+    "bypass_race": "s_wr rows 4\ns_wr cols 2\ns_wr iter_inner 2\nv_rd ivrf 0 si=2\nmv_mul 0\nv_wr asvrf 0 si=4\n"
+                   "v_wr mulvrf 8 si=4\nend_chain\ns_wr rows 2\ns_wr cols 1\ns_wr iter_inner 1\nv_rd ivrf 16\nv_tanh\n"
+                   "v_wr ivrf 40\nend_chain\nv_rd asvrf 6\nvv_add 20\nv_wr ivrf 50\nend_chain\nv_rd ivrf 60\n"
+                   "v_wr ivrf 3\nend_chain\nv_rd ivrf 70\nv_sigm\nv_wr mulvrf 15\nend_chain",
+    # the bypass chain and a tanh chain complete in the same cycle (23): two commits at once
+    "bypass_same_cycle": "s_wr rows 4\ns_wr cols 1\nv_rd ivrf 0\nmv_mul 0\nv_wr asvrf 0\nend_chain\ns_wr rows 6\n"
+                         "v_rd ivrf 16\nv_tanh\nv_wr ivrf 40\nend_chain",
+    # nine one-row chains complete behind a long bypass chain; the ninth needs the entry the bypass chain holds
+    "bypass_ring": "s_wr rows 8\ns_wr cols 1\ns_wr iter_inner 3\nv_rd ivrf 0 si=1\nmv_mul 0\nv_wr asvrf 0 si=8\n"
+                   "end_chain\ns_wr rows 1\ns_wr iter_inner 1\n" + "".join(f"v_rd ivrf {16 + k}\nv_wr ivrf {40 + k}\n"
+                                                                           "end_chain\n" for k in range(9)),
+    # a bypass chain, an MVM chain with MFU work behind it (held for the last MFU-path beat, not the bypass's),
+    # an MFU chain, a paced MVM chain to the queue and a DRAM-fed MVM-only chain
+    "bypass_then_mfu_mvm": "s_wr rows 3\ns_wr cols 2\nv_rd ivrf 0\nmv_mul 0\nv_wr ivrf 100\nend_chain\nv_rd ivrf 4\n"
+                           "mv_mul 8\nvv_add 0\nv_tanh\nv_wr asvrf 30\nend_chain\ns_wr rows 2\nv_rd ivrf 10\nv_relu\n"
+                           "v_wr mulvrf 0\nend_chain\nv_rd ivrf 20\nmv_mul 16\nv_wr netq 0\nend_chain\nv_rd dram 0\n"
+                           "mv_mul 4\nv_wr ivrf 120\nend_chain",
+}
+
+
+@pytest.fixture(scope="module")
+def bypass_rtl():
+    from rtl.backend import RtlMachine
+
+    return RtlMachine(BYPASS)
+
+
+@pytest.mark.parametrize("name", sorted(BYPASS_PROGRAMS))
+def test_bypass_directed(bypass_rtl, name):
+    assert_exact(directed(BYPASS_PROGRAMS[name], config=BYPASS), bypass_rtl)
+
+
+def test_bypass_cycles_are_the_hand_computed_ones(bypass_rtl):
+    # tests/sim/test_pipeline.py computes them by hand: out of program order, and two commits in one cycle
+    from rtl.check import compare
+
+    for name, commits in (("bypass_same_cycle", [23, 23]), ("bypass_race", [23, 50, 56, 58, 64])):
+        cmp = compare(directed(BYPASS_PROGRAMS[name], config=BYPASS), bypass_rtl)
+        assert sorted(cycle for _, cycle in cmp.commits_rtl) == commits, name
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bypass_random(bypass_rtl, seed):
+    assert_exact(random_case(BYPASS, seed, pipelined=True), bypass_rtl)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(3, 3 + random_count(30)))
+def test_bypass_random_many(bypass_rtl, seed):
+    assert_exact(random_case(BYPASS, seed, pipelined=True), bypass_rtl)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PIPELINE) + sorted(DIRECTED))
+def test_other_programs_on_the_bypass_machine(bypass_rtl, name):
+    assert_exact(directed({**DIRECTED, **PIPELINE}[name], config=BYPASS), bypass_rtl)
+
+
+@pytest.mark.parametrize("name", ["tiny_rnn", pytest.param("tiny_cnn", marks=pytest.mark.slow)])
+def test_compiled_model_on_the_bypass_machine(name, bypass_rtl, tmp_path, capsys):
+    """A zoo model compiled for the tiny with the bypass (a recurrent layer's input projections are MVM-only
+    chains one step ahead, compiler/ops/rnn.py): `npu rtl check` on the fixture's build."""
+    import json
+
+    from cli.main import main
+    from compiler import compile_to_file
+    from compiler.zoo import build
+
+    path = tmp_path / f"{name}.npu"
+    compile_to_file(build(name, seed=3), path, config=BYPASS)
+    capsys.readouterr()
+    assert main(["rtl", "check", str(path), "--seed", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["bit_exact"], result["first_mismatch"]
+    assert result["rtl_cycles"] == result["sim_cycles"] == result["rtl_cycles_second_run"] > 0

@@ -189,3 +189,63 @@ def test_an_mv_mul_iteration_reserves_its_rows_in_the_output_fifo():
 def test_an_mv_mul_writing_more_rows_than_the_output_fifo_holds_is_refused():
     with pytest.raises(ProgramError, match="netq_fifo"):
         timed(LINK.replace(netq_fifo=2), "s_wr rows 3\ns_wr cols 1\nv_rd ivrf 0\nmv_mul 0\nv_wr netq 0\nend_chain\n")
+
+
+BYPASS = PIPELINED.replace(mvm_bypass=True)
+MVM_ONLY = "s_wr rows 4\ns_wr cols 1\nv_rd ivrf 0\nmv_mul 0\nv_wr asvrf 0\nend_chain\n"
+
+
+def test_an_mvm_only_chain_takes_the_bypass_and_a_later_mfu_chain_completes_first():
+    # chain 0 (MVM only) issues at 8, reads at 9, MACs 10..17 (4 rows x 2 cycles), its last row leaves the MVM at
+    # 10 + 8 - 2 + 5 = 21 and is written at 22 (the bypass write port: the same vrf_write): complete at 23.
+    # chain 1 (tanh) issues when the read sequencer is free (9 + 2) and its last instruction decoded (10 + 2):
+    # reads 13..16, writes 16 + 2 + 1 = 19: complete at 20, before chain 0.
+    text = MVM_ONLY + "v_rd ivrf 16\nv_tanh\nv_wr ivrf 40\nend_chain\n"
+    assert steps(timed(BYPASS, text)) == [(8, 23), (12, 20)]
+    # without the bypass chain 1's first beat follows chain 0's last (22) by 1 + one stage (2): written at 25,
+    # so it issues at 25 - 4 = 21
+    assert steps(timed(PIPELINED, text)) == [(8, 23), (21, 29)]
+
+
+@pytest.mark.parametrize("second, kind", [("v_rd asvrf 3\nv_tanh\nv_wr ivrf 32", "RAW"),
+                                          ("v_rd ivrf 40\nv_tanh\nv_wr ivrf 0", "WAR"),
+                                          ("v_rd ivrf 40\nv_tanh\nv_wr asvrf 3", "WAW")])
+def test_chains_depending_on_a_bypass_chain_wait_for_its_completion(second, kind):
+    assert steps(timed(BYPASS, MVM_ONLY + second + "\nend_chain\n"))[1][0] == 23, kind
+
+
+def test_a_chain_with_mfu_work_or_a_slow_destination_does_not_take_the_bypass():
+    from npu.program import analyze
+    from sim.timing import TimingModel
+
+    tm = TimingModel(BYPASS)
+    for text, takes in ((MVM_ONLY, True), (MVM_ONLY.replace("mv_mul 0", "mv_mul 0\nv_relu"), False),
+                        (MVM_ONLY.replace("asvrf", "dram"), False), (MVM_ONLY.replace("asvrf 0", "netq 0"), False),
+                        ("s_wr rows 4\nv_rd ivrf 0\nv_wr asvrf 0\nend_chain", False)):
+        (chain,) = analyze(Program(BYPASS, assemble(text)))
+        assert tm.bypasses(chain) is takes, text
+    (chain,) = analyze(Program(PIPELINED, assemble(MVM_ONLY)))
+    assert not TimingModel(PIPELINED).bypasses(chain)
+
+
+def test_a_chain_takes_its_chain_table_entry_only_once_free():
+    # a long MVM-only chain (3 iterations of 8 rows: complete at 64) and nine one-row chains behind it: they
+    # complete first, one entry after the other, but the ninth needs entry 0, which the bypass chain holds
+    # until 64, though only one chain is in flight
+    text = ("s_wr rows 8\ns_wr cols 1\ns_wr iter_inner 3\nv_rd ivrf 0 si=1\nmv_mul 0\nv_wr asvrf 0 si=8\nend_chain\n"
+            "s_wr rows 1\ns_wr iter_inner 1\n" + "".join(f"v_rd ivrf {16 + k}\nv_wr ivrf {40 + k}\nend_chain\n"
+                                                        for k in range(9)))
+    got = steps(timed(BYPASS, text))
+    assert got[0] == (9, 64) and got[7] == (32, 35) and got[8] == (64, 67)
+
+
+def test_the_bypass_needs_the_pipelined_machine():
+    with pytest.raises(ConfigError, match="mvm_bypass"):
+        get_config("tiny").replace(mvm_bypass=True)
+    import hashlib
+    import json
+
+    d = get_config("tiny").to_dict()
+    assert d.pop("mvm_bypass") is False  # earlier fingerprints hold: the field at its default is left out
+    assert get_config("tiny").fingerprint() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    assert BYPASS.fingerprint() != BYPASS.replace(mvm_bypass=False).fingerprint()

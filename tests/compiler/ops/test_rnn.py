@@ -194,3 +194,39 @@ def test_layout_1_sequences_stay_on_the_host():
         out.dim.add().dim_value = d
     layer = next(L for L in compile_report(m, config="tiny").layers if L.op == "LSTM")
     assert layer.target == "host" and "layout" in layer.reason
+
+
+def _bypass(name):
+    """``name`` as the pipelined design with the MVM bypass: recurrent layers split their input projections
+    (compiler/ops/rnn.py, _Recurrence.split_gates) and an RNN batch interleaves its halves."""
+    from npu.config import get_config
+
+    return get_config(name).as_pipelined().replace(name=f"{name}-pipelined")
+
+
+@pytest.mark.parametrize("config", ["tiny", "small"])
+@pytest.mark.parametrize("op, T, I, H, batch, direction", [
+    ("LSTM", 5, 12, 10, 1, "forward"), ("LSTM", 4, 8, 20, 3, "bidirectional"), ("RNN", 5, 40, 40, 1, "forward"),
+    ("RNN", 4, 12, 10, 4, "reverse"), ("GRU", 4, 12, 10, 2, "forward")])
+def test_recurrent_layers_on_the_pipelined_design_with_the_bypass(config, op, T, I, H, batch, direction):
+    cfg = _bypass(config)
+    model = rnn_model(op, T, I, H, outputs=("Y", "Y_h"), lbr=0, direction=direction, batch=batch,
+                      h0=batch > 1 and op != "LSTM")
+    assert_matches(model, cfg)
+
+
+def test_the_split_lstm_has_mvm_only_chains_one_step_ahead():
+    from compiler import driver
+    from compiler.passes.lower import NpuSegment
+    from npu.program import analyze
+    from sim.timing import TimingModel
+
+    cfg = _bypass("tiny")
+    c = driver.compile_graph(rnn_model("LSTM", 5, 12, 10), cfg)
+    (seg,) = [s for s in c.segments if isinstance(s, NpuSegment)]
+    steps = analyze(seg.program)
+    tm = TimingModel(cfg)
+    assert sum(tm.bypasses(s) for s in steps) == 5  # one input projection per timestep
+    plain = driver.compile_graph(rnn_model("LSTM", 5, 12, 10), cfg.replace(name="tiny-nobyp", mvm_bypass=False))
+    (seg0,) = [s for s in plain.segments if isinstance(s, NpuSegment)]
+    assert not any(TimingModel(cfg).bypasses(s) for s in analyze(seg0.program))
