@@ -9,12 +9,10 @@ command and a read of its staging words); cases that stream the queues are refus
 """
 from __future__ import annotations
 
-from npu.config import NpuConfig, get_config
+from npu.config import NpuConfig
 from npu.errors import NpuError
 from rtl.backend import RtlMachine
-from rtl.cosim import build
 from rtl.generate import RtlParams
-from rtl.layout import MemoryMap
 from rtl.shell import SHELL_TOPLEVEL
 
 
@@ -22,20 +20,12 @@ class ShellMachine(RtlMachine):
     """One NPU behind its host interface (npu.backend.MachineLike), checked by the same comparisons as
     RtlMachine."""
 
+    streams = False   # the shell's bench loads the queues before a run and drains them after it
+
     def __init__(self, config: NpuConfig | str, params: RtlParams = RtlParams(), *, progress=None,
                  read_all: bool = False, max_cycles: int | None = None, dma: dict | None = None):
-        self.config = get_config(config)
-        self.params = params
-        self.memmap = MemoryMap(self.config, params.program_depth, params.max_word_bits)
-        self.build = build(self.config, params, progress=progress, toplevel=SHELL_TOPLEVEL)
-        self.shadow = {m.name: {} for m in self.memmap.memories}
-        self.image = {m.name: {} for m in self.memmap.memories}
-        self.inq, self.outq = [], []
-        self.persistent = True
-        self.read_all = read_all
-        self.max_cycles = max_cycles
-        self.session = None
-        self.last_result = None
+        super().__init__(config, params, progress=progress, read_all=read_all, max_cycles=max_cycles,
+                         toplevel=SHELL_TOPLEVEL)
         #: None: load and read back through the staging window; {"latency": L, "beat_cycles": B}: through the
         #: bulk loader and external memory with that DRAM timing (rtl/axi_bench.py)
         self.dma = dma

@@ -31,7 +31,7 @@ from npu.isa import Space, encoding_for
 from npu.program import Chain, Dma, Program, analyze
 from npu.weights import WeightImage
 from rtl.cosim import build, run_job
-from rtl.generate import RtlParams
+from rtl.generate import TOPLEVEL, RtlParams
 from rtl.executor import ERR_OVERFLOW, ERR_UNSUPPORTED
 from rtl.layout import MemoryMap, vector_memory
 
@@ -106,18 +106,23 @@ class RtlMachine:
     ``max_cycles``: a run that has not finished after that many cycles stops with a SimulationError (a
     program waiting forever, e.g. on an empty input queue); None waits without bound."""
 
+    #: whether the bench can feed and drain the network queues while a program runs (``run_raw(stream=True)``)
+    streams = True
+
     def __init__(self, config: NpuConfig | str, params: RtlParams = RtlParams(), *, trace: bool = False,
                  progress=None, persistent: bool = True, read_all: bool | None = None,
-                 max_cycles: int | None = None, bench: str = "cocotb"):
+                 max_cycles: int | None = None, bench: str = "cocotb", toplevel: str = TOPLEVEL):
         if bench not in BENCHES:
             raise NpuError(f"unknown RTL bench {bench!r}: one of {', '.join(BENCHES)}")
+        if bench == "harness" and toplevel != TOPLEVEL:
+            raise NpuError(f"the C++ bench (bench='harness') drives the bare core, not {toplevel}")
         if bench == "harness" and trace:
             raise NpuError("the C++ bench (bench='harness') does not trace; use bench='cocotb' for waveforms")
         self.bench = bench
         self.config = get_config(config)
         self.params = params
         self.memmap = MemoryMap(self.config, params.program_depth, params.max_word_bits)
-        self.build = build(self.config, params, trace=trace, progress=progress)
+        self.build = build(self.config, params, trace=trace, progress=progress, toplevel=toplevel)
         self.shadow: dict[str, dict[int, int]] = {m.name: {} for m in self.memmap.memories}
         #: what the simulated instance holds (nonzero words), as far as loads and reads tell
         self.image: dict[str, dict[int, int]] = {m.name: {} for m in self.memmap.memories}
