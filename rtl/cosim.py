@@ -197,14 +197,18 @@ def _runner(b: "Build", vfile: Path, *, always: bool, log: Path):
     return runner
 
 
-def run_job(b: Build, cases: list[dict], *, timeout: float | None = None) -> list[dict]:
-    """Run cases back to back on one simulated instance; returns the bench's results."""
+def run_job(b: Build, cases, *, timeout: float | None = None, runner=None):
+    """Run cases back to back on one simulated instance; returns the bench's results.  ``b`` may be any build
+    with the :class:`Build` fields the run reads (``directory``, ``toplevel``, ``test_module``, ``trace``) and
+    ``runner`` the function that makes its cocotb runner (default :func:`_runner`; rtl/fabric_check.py passes
+    the fabric's); ``cases`` is whatever its bench reads from the job file."""
     verilator_env()
     with tempfile.TemporaryDirectory(prefix="npu-rtl-") as tmp:
         tmp = Path(tmp)
         job, out = tmp / "job.pkl", tmp / "out.pkl"
         job.write_bytes(pickle.dumps(cases))
-        runner = _runner(b, b.directory / "verilog" / f"{b.toplevel}.v", always=False, log=tmp / "build.log")
+        runner = (runner or _runner)(b, b.directory / "verilog" / f"{b.toplevel}.v", always=False,
+                                     log=tmp / "build.log")
         env = {"NPU_RTL_JOB": str(job), "NPU_RTL_OUT": str(out),
                "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT)] + sys.path[1:]),
                "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")}

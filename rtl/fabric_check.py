@@ -17,10 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import pickle
-import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,8 +26,8 @@ import numpy as np
 from npu.config import NpuConfig
 from npu.errors import NpuError
 from npu.fabric import Fabric
-from rtl.cosim import (CONTROL_FILE_VERSION, IMPORTED_SOURCE_HASH, PROJECT_ROOT, VERILATOR_ARGS, CosimError, _lock,
-                       cache_root, source_hash)
+from rtl.cosim import (CONTROL_FILE_VERSION, IMPORTED_SOURCE_HASH, VERILATOR_ARGS, CosimError, _lock, cache_root,
+                       run_job, source_hash)
 from rtl.fabric import (FABRIC_TOPLEVEL, MAX_SEGMENT_VECTORS, MAX_TRANSFER_BYTES, SCALAR_LINKS, SCALAR_PORT,
                         SCALAR_PROG_LEN, SCALAR_RECV, SCALAR_REQUESTS, SCALAR_ROUTE, write_fabric_verilog)
 from rtl.generate import TOPLEVEL, RtlParams
@@ -53,6 +49,10 @@ class FabricBuild:
     params: RtlParams
     directory: Path
     build_seconds: float  # 0.0 when it came from the cache
+    # what rtl.cosim.run_job reads of a build
+    toplevel = FABRIC_TOPLEVEL
+    test_module = "rtl.fabric_bench"
+    trace = False
 
     @property
     def binary(self) -> Path:
@@ -146,26 +146,7 @@ def build_fabric(config: NpuConfig, devices: int, params: RtlParams = RtlParams(
 
 def run_fabric_job(b: FabricBuild, job: dict) -> dict:
     """One job on the fabric (rtl/fabric_bench.py), in a simulator process of its own."""
-    verilator_env()
-    with tempfile.TemporaryDirectory(prefix="npu-fabric-") as tmp:
-        tmp = Path(tmp)
-        jobf, out = tmp / "job.pkl", tmp / "out.pkl"
-        jobf.write_bytes(pickle.dumps(job))
-        runner = _runner(b, b.directory / "verilog" / f"{FABRIC_TOPLEVEL}.v", always=False, log=tmp / "build.log")
-        env = {"NPU_RTL_JOB": str(jobf), "NPU_RTL_OUT": str(out),
-               "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT)] + sys.path[1:]),
-               "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")}
-        log = tmp / "sim.log"
-        try:
-            runner.test(test_module="rtl.fabric_bench", hdl_toplevel=FABRIC_TOPLEVEL, build_dir=b.directory / "sim",
-                        test_dir=tmp, extra_env=env, log_file=log)
-        except (SystemExit, Exception) as exc:
-            raise CosimError(f"RTL fabric simulation failed ({exc}):\n{log.read_text()[-3000:] if log.exists() else ''}") \
-                from None
-        if not out.exists():
-            raise CosimError(f"RTL fabric simulation produced no results:\n"
-                             f"{log.read_text()[-3000:] if log.exists() else ''}")
-        return pickle.loads(out.read_bytes())
+    return run_job(b, job, runner=_runner)
 
 
 # ---------------------------------------------------------------------------------------------------- the plan
