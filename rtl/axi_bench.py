@@ -22,8 +22,6 @@ violation (rtl/axi_check.py) seen since the previous case.
 from __future__ import annotations
 
 import itertools
-import os
-import pickle
 import time
 
 import cocotb
@@ -34,7 +32,7 @@ from npu.hostregs import BY_NAME
 from rtl.axi_check import AxiLiteChecker, monitor
 from npu.hostregs import word_stride
 from rtl.axi_host import NpuHost, external_image, external_words
-from rtl.bench import _commits, _recv, send
+from rtl.bench import _commits, serve
 from rtl.shell import AXI_PREFIX, AXIL_PREFIX
 
 #: Bytes of the external memory model, and the slot each bulk transfer of a case uses in turn.
@@ -215,21 +213,4 @@ async def run_job(dut):
     async def run(job):
         return [await _run_case(dut, host, checker, case, dram, checker4) for case in job]
 
-    if "NPU_RTL_SOCKET" in os.environ:
-        import socket
-
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.connect(os.environ["NPU_RTL_SOCKET"])
-            while True:
-                try:
-                    job = _recv(sock)
-                except ConnectionError:
-                    return
-                if job is None:
-                    return
-                send(sock, await run(job))
-    with open(os.environ["NPU_RTL_JOB"], "rb") as f:
-        job = pickle.load(f)
-    results = await run(job)
-    with open(os.environ["NPU_RTL_OUT"], "wb") as f:
-        pickle.dump(results, f)
+    await serve(run)

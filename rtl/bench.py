@@ -205,6 +205,17 @@ async def run_job(dut):
     cases, run them, send their results, until the host sends None (rtl/cosim.py's Session)."""
     Clock(dut.clk, 10, unit="ns").start()
     await _reset(dut)
+
+    async def run(job):
+        return [await _run_case(dut, case) for case in job]
+
+    await serve(run)
+
+
+async def serve(run) -> None:
+    """Run jobs (lists of cases) with ``run`` and return their results: a job file (``NPU_RTL_JOB`` ->
+    ``NPU_RTL_OUT``) or, with ``NPU_RTL_SOCKET``, a session until the host sends None (rtl/cosim.py's Session).
+    Every bench of a Verilog toplevel (this one, rtl/axi_bench.py) serves its jobs this way."""
     if "NPU_RTL_SOCKET" in os.environ:
         import socket
 
@@ -217,14 +228,9 @@ async def run_job(dut):
                     return
                 if job is None:
                     return
-                results = []
-                for case in job:
-                    results.append(await _run_case(dut, case))
-                send(sock, results)
+                send(sock, await run(job))
     with open(os.environ["NPU_RTL_JOB"], "rb") as f:
         job = pickle.load(f)
-    results = []
-    for case in job:
-        results.append(await _run_case(dut, case))
+    results = await run(job)
     with open(os.environ["NPU_RTL_OUT"], "wb") as f:
         pickle.dump(results, f)
