@@ -37,24 +37,31 @@ def make_top(config: NpuConfig, params: RtlParams | None = None) -> Npu:
 def write_verilog(config: NpuConfig, outdir: str | Path, params=None) -> Path:
     """Write ``npu_top.v`` (every unit of rtl/units.py defined once, then the top) and ``report.json``
     into outdir; returns the Verilog path."""
+    top = make_top(config, params)
+    return write_design(top, top, TOPLEVEL, outdir)
+
+
+def write_design(design, core: Npu, name: str, outdir: str | Path, **extra) -> Path:
+    """Write ``<name>.v`` (every unit of ``core``, rtl/units.py, defined once, then ``design``: the core
+    itself or a design around it) and ``report.json`` (:func:`report` of the core updated by ``extra``, with
+    the Verilog's size and each module's conversion time) into outdir; returns the Verilog path."""
     from amaranth.back import verilog
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    top = make_top(config, params)
-    seconds = {}
-    parts = []
-    for name, unit in top.units.items():
+    seconds, parts = {}, []
+    for unit_name, unit in core.units.items():
         t0 = time.perf_counter()
-        parts.append(verilog.convert(unit, name=name, emit_src=False))
-        seconds[name] = round(time.perf_counter() - t0, 2)
+        parts.append(verilog.convert(unit, name=unit_name, emit_src=False))
+        seconds[unit_name] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
     with _no_zero_memory_init():
-        parts.append(verilog.convert(top, name=TOPLEVEL, emit_src=False))
-    seconds[TOPLEVEL] = round(time.perf_counter() - t0, 2)
-    path = outdir / f"{TOPLEVEL}.v"
+        parts.append(verilog.convert(design, name=name, emit_src=False))
+    seconds[name] = round(time.perf_counter() - t0, 2)
+    path = outdir / f"{name}.v"
     path.write_text("".join(parts))
-    rep = report(top)
+    rep = report(core)
+    rep.update(extra)
     rep["verilog_bytes"] = path.stat().st_size
     rep["convert_seconds"] = seconds
     (outdir / "report.json").write_text(json.dumps(rep, indent=2) + "\n")

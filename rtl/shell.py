@@ -31,8 +31,6 @@ inside) for rtl/cosim.py's ``build(..., toplevel=SHELL_TOPLEVEL)``.
 """
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 from amaranth.hdl import Array, Const, Module, Mux, Signal
@@ -42,7 +40,7 @@ from amaranth.lib.wiring import In, Out
 from npu.config import NpuConfig
 from npu.hostregs import (ADDR_BITS, BUS_ADDR_BITS, BUS_BITS, BY_NAME, ID_VALUE, REG_BITS, STAGE_OFFSET, bus_beats,
                           check_map, stage_words, word_stride)
-from rtl.generate import RtlParams, _no_zero_memory_init, make_top, report
+from rtl.generate import RtlParams, make_top, write_design
 
 #: Verilog module name of the shell.
 SHELL_TOPLEVEL = "npu_shell"
@@ -336,28 +334,9 @@ class Shell(wiring.Component):
 def write_shell_verilog(config: NpuConfig, outdir: str | Path, params: RtlParams | None = None) -> Path:
     """Write ``npu_shell.v`` (every unit of rtl/units.py defined once, then the shell and the core) and
     ``report.json`` (rtl.generate.report of the core, with the shell's ports) into outdir; returns the path."""
-    from amaranth.back import verilog
     from amaranth.hdl import Shape
 
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
     shell = Shell(config, params)
-    seconds, parts = {}, []
-    for name, unit in shell.core.units.items():
-        t0 = time.perf_counter()
-        parts.append(verilog.convert(unit, name=name, emit_src=False))
-        seconds[name] = round(time.perf_counter() - t0, 2)
-    t0 = time.perf_counter()
-    with _no_zero_memory_init():
-        parts.append(verilog.convert(shell, name=SHELL_TOPLEVEL, emit_src=False))
-    seconds[SHELL_TOPLEVEL] = round(time.perf_counter() - t0, 2)
-    path = outdir / f"{SHELL_TOPLEVEL}.v"
-    path.write_text("".join(parts))
-    rep = report(shell.core)
-    rep["toplevel"] = SHELL_TOPLEVEL
-    rep["ports"] = [{"name": "__".join(map(str, p)), "dir": mem.flow.value, "width": Shape.cast(mem.shape).width}
-                    for p, mem in shell.signature.members.flatten() if mem.is_port]
-    rep["verilog_bytes"] = path.stat().st_size
-    rep["convert_seconds"] = seconds
-    (outdir / "report.json").write_text(json.dumps(rep, indent=2) + "\n")
-    return path
+    ports = [{"name": "__".join(map(str, p)), "dir": mem.flow.value, "width": Shape.cast(mem.shape).width}
+             for p, mem in shell.signature.members.flatten() if mem.is_port]
+    return write_design(shell, shell.core, SHELL_TOPLEVEL, outdir, toplevel=SHELL_TOPLEVEL, ports=ports)
