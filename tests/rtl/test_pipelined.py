@@ -122,6 +122,31 @@ def test_npu_rtl_check_random_with_entries(tiny_pipelined_rtl, capsys):
     assert all(c["rtl_cycles"] == c["sim_cycles"] > 0 for c in res["cases"])
 
 
+def test_npu_rtl_check_pipelined_flag_needs_random(tmp_path):
+    """`--pipelined` (like `--entries`) reshapes the machine random programs run on; a program or model runs on
+    the configuration it was compiled for, so the flag without --random is refused by name."""
+    from cli.main import main
+
+    prog = tmp_path / "p.bin"
+    prog.write_bytes(b"")
+    with pytest.raises(SystemExit, match="--pipelined goes with --random"):
+        main(["rtl", "check", str(prog), "--pipelined"])
+
+
+@pytest.mark.slow
+def test_npu_rtl_check_random_pipelined(capsys):
+    """`npu rtl check --random N --pipelined` builds tiny as the whole pipelined machine (scoreboard, row slots,
+    the MVM bypass) and checks programs drawn for it (bypass chains among them) bit and cycle exact."""
+    import json
+
+    from cli.main import main
+
+    assert main(["rtl", "check", "--random", "3", "--config", "tiny", "--pipelined", "--seed", "7",
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["bit_exact"] and res["max_abs_cycle_error"] == 0.0 and len(res["cases"]) == 3
+
+
 #: the network queues as FIFOs beside compute (docs/pipeline.md, "The network queues"): a link of 8 cycles a
 #: vector (tiny's is 1 cycle, so nothing would wait) and a 3-vector output FIFO (random programs write up to 3 rows
 #: an iteration)
