@@ -33,6 +33,7 @@ examples:
   npu rtl check --random 200 --config tiny --coverage       # random lengths (up to hundreds of steps), bins hit
   npu rtl check --random 20 --config tiny --steps 4 --json   # 4 steps each
   npu rtl check --random 20 --config small --entries 8   # the pipelined machine: chains in flight, DMA beside compute
+  npu rtl check --random 200 --config tiny --pipelined   # all of it: scoreboard, row slots, the MVM bypass
   npu rtl check --random 100 --config tiny --errors 10   # one error program in 10 (the RTL's flags vs the simulator)
   npu rtl check --random 20 --config tiny --cocotb      # the same on the cocotb bench (the reference; slower)
   npu zoo build tiny_cnn -o cnn.onnx && npu compile cnn.onnx --config tiny -o cnn.npu
@@ -123,6 +124,10 @@ def add_commands(subparsers) -> None:
                            help="with --random: the pipelined machine with N scoreboard entries (docs/pipeline.md), "
                                 "on programs drawn where its rules bite (dependent and independent chains, DMA "
                                 "racing compute, full scoreboards)")
+            p.add_argument("--pipelined", action="store_true",
+                           help="with --random: the configuration as the whole pipelined machine "
+                                "(npu.config.PIPELINED_DESIGN: scoreboard, row slots, the MVM bypass), named "
+                                "<config>-pipelined; a configuration file that is already pipelined needs no flag")
         p.set_defaults(func=func)
     rtl.set_defaults(func=lambda args: rtl.print_help() or 0)
 
@@ -318,9 +323,12 @@ def _check_random(args) -> tuple[list[dict], dict | None]:
     from rtl.randprog import ERROR_KINDS, random_case, random_error_case
 
     config = get_config(args.config or "tiny")
-    pipelined = args.entries is not None and args.entries > 1
+    if args.pipelined:
+        config = config.as_pipelined().replace(name=f"{config.name}-pipelined")
     if args.entries is not None:
         config = config.with_scoreboard(args.entries)
+    # the pipelined machine (a flag or the configuration itself) gets programs drawn where its rules bite
+    pipelined = config.pipelined
     prebuild(config, args)
     rtl = RtlMachine(config, bench="cocotb" if args.cocotb else "harness")
     cov = Coverage(config, rtl.params.queue_depth)
@@ -352,8 +360,10 @@ def cmd_check(args) -> int:
 
     results = []
     report = None
-    if args.entries is not None and not args.random:
-        raise SystemExit("npu rtl check: --entries goes with --random (a program or model runs on its own configuration)")
+    for flag, given in (("--entries", args.entries is not None), ("--pipelined", args.pipelined)):
+        if given and not args.random:
+            raise SystemExit(f"npu rtl check: {flag} goes with --random (a program or model runs on its own "
+                             "configuration)")
     if args.random:
         results, report = _check_random(args)
     else:

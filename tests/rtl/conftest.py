@@ -33,6 +33,26 @@ def assert_exact(case, machine) -> None:
     assert cmp.rtl_cycles == cmp.sim_cycles, label
 
 
+def check_compiled_model(name: str, config, tmp_path, capsys) -> dict:
+    """The zoo model ``name`` (seed 3) compiled for ``config`` and run by `npu rtl check` (the simulator, then the
+    RTL twice: the model file carries the configuration, so the RTL build is the one a fixture made): asserts
+    the same bits and the same cycles in all three runs; the check's JSON."""
+    import json
+
+    from cli.main import main
+    from compiler import compile_to_file
+    from compiler.zoo import build
+
+    path = tmp_path / f"{name}.npu"
+    compile_to_file(build(name, seed=3), path, config=config)
+    capsys.readouterr()
+    assert main(["rtl", "check", str(path), "--seed", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["bit_exact"], result["first_mismatch"]
+    assert result["rtl_cycles"] == result["sim_cycles"] == result["rtl_cycles_second_run"] > 0
+    return result
+
+
 def random_count(default: int = 6) -> int:
     return int(os.environ.get("NPU_RTL_RANDOM", default))
 

@@ -10,7 +10,7 @@ import pytest
 
 from npu.config import PRESETS
 from rtl.randprog import random_case
-from tests.rtl.conftest import assert_exact, pipelined, random_count
+from tests.rtl.conftest import assert_exact, check_compiled_model, pipelined, random_count
 from tests.rtl.test_rtl import DIRECTED, directed
 
 pytestmark = pytest.mark.rtl
@@ -93,19 +93,7 @@ def test_two_entries(tmp_path):
 def test_compiled_model_on_the_pipelined_machine(name, tiny_pipelined_rtl, tmp_path, capsys):
     """A zoo model compiled for the pipelined tiny: `npu rtl check` runs it on the simulator and twice on the
     RTL (the build of the fixture: the model file carries the configuration)."""
-    import json
-
-    from cli.main import main
-    from compiler import compile_to_file
-    from compiler.zoo import build
-
-    path = tmp_path / f"{name}.npu"
-    compile_to_file(build(name, seed=3), path, config=TINY)
-    capsys.readouterr()
-    assert main(["rtl", "check", str(path), "--seed", "1", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["bit_exact"], result["first_mismatch"]
-    assert result["rtl_cycles"] == result["sim_cycles"] == result["rtl_cycles_second_run"] > 0
+    check_compiled_model(name, TINY, tmp_path, capsys)
 
 
 def test_npu_rtl_check_random_with_entries(tiny_pipelined_rtl, capsys):
@@ -120,6 +108,31 @@ def test_npu_rtl_check_random_with_entries(tiny_pipelined_rtl, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["bit_exact"] and res["max_abs_cycle_error"] == 0.0 and len(res["cases"]) == 2
     assert all(c["rtl_cycles"] == c["sim_cycles"] > 0 for c in res["cases"])
+
+
+def test_npu_rtl_check_pipelined_flag_needs_random(tmp_path):
+    """`--pipelined` (like `--entries`) reshapes the machine random programs run on; a program or model runs on
+    the configuration it was compiled for, so the flag without --random is refused by name."""
+    from cli.main import main
+
+    prog = tmp_path / "p.bin"
+    prog.write_bytes(b"")
+    with pytest.raises(SystemExit, match="--pipelined goes with --random"):
+        main(["rtl", "check", str(prog), "--pipelined"])
+
+
+@pytest.mark.slow
+def test_npu_rtl_check_random_pipelined(capsys):
+    """`npu rtl check --random N --pipelined` builds tiny as the whole pipelined machine (scoreboard, row slots,
+    the MVM bypass) and checks programs drawn for it (bypass chains among them) bit and cycle exact."""
+    import json
+
+    from cli.main import main
+
+    assert main(["rtl", "check", "--random", "3", "--config", "tiny", "--pipelined", "--seed", "7",
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["bit_exact"] and res["max_abs_cycle_error"] == 0.0 and len(res["cases"]) == 3
 
 
 #: the network queues as FIFOs beside compute (docs/pipeline.md, "The network queues"): a link of 8 cycles a
@@ -176,19 +189,7 @@ def test_network_queues_random(link_rtl, seed):
 def test_compiled_model_with_a_slow_link(name, link_rtl, tmp_path, capsys):
     """A zoo model compiled for the tiny with an 8-cycle link: its queue reads wait for arrivals and its output
     drains after the last chain; `npu rtl check` (simulator, RTL twice) on the fixture's build."""
-    import json
-
-    from cli.main import main
-    from compiler import compile_to_file
-    from compiler.zoo import build
-
-    path = tmp_path / f"{name}.npu"
-    compile_to_file(build(name, seed=3), path, config=LINK)
-    capsys.readouterr()
-    assert main(["rtl", "check", str(path), "--seed", "1", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["bit_exact"], result["first_mismatch"]
-    assert result["rtl_cycles"] == result["sim_cycles"] == result["rtl_cycles_second_run"] > 0
+    check_compiled_model(name, LINK, tmp_path, capsys)
 
 
 #: the MVM bypass (docs/pipeline.md unit 11): MVM-only chains write through the bypass write port, beside the
@@ -259,16 +260,4 @@ def test_other_programs_on_the_bypass_machine(bypass_rtl, name):
 def test_compiled_model_on_the_bypass_machine(name, bypass_rtl, tmp_path, capsys):
     """A zoo model compiled for the tiny with the bypass (a recurrent layer's input projections are MVM-only
     chains one step ahead, compiler/ops/rnn.py): `npu rtl check` on the fixture's build."""
-    import json
-
-    from cli.main import main
-    from compiler import compile_to_file
-    from compiler.zoo import build
-
-    path = tmp_path / f"{name}.npu"
-    compile_to_file(build(name, seed=3), path, config=BYPASS)
-    capsys.readouterr()
-    assert main(["rtl", "check", str(path), "--seed", "1", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["bit_exact"], result["first_mismatch"]
-    assert result["rtl_cycles"] == result["sim_cycles"] == result["rtl_cycles_second_run"] > 0
+    check_compiled_model(name, BYPASS, tmp_path, capsys)

@@ -17,7 +17,7 @@ import pytest
 
 from npu.config import PRESETS
 from rtl.randprog import random_case
-from tests.rtl.conftest import assert_exact, random_count
+from tests.rtl.conftest import assert_exact, check_compiled_model, random_count
 from tests.rtl.test_pipelined import PIPELINE
 from tests.rtl.test_rtl import DIRECTED, directed
 
@@ -127,19 +127,7 @@ def test_spread_random(tiny2_rtl, seed):
 def test_compiled_cnn_with_row_slots(tiny2_rtl, tmp_path, capsys):
     """The tiny CNN compiled for tiny with two engines and two row slots: `npu rtl check` on the simulator and
     twice on the RTL."""
-    import json
-
-    from cli.main import main
-    from compiler import compile_to_file
-    from compiler.zoo import build
-
-    path = tmp_path / "tiny_cnn.npu"
-    compile_to_file(build("tiny_cnn", seed=3), path, config=TINY2)
-    capsys.readouterr()
-    assert main(["rtl", "check", str(path), "--seed", "1", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["bit_exact"], result["first_mismatch"]
-    assert result["rtl_cycles"] == result["sim_cycles"] == result["rtl_cycles_second_run"] > 0
+    check_compiled_model("tiny_cnn", TINY2, tmp_path, capsys)
 
 
 def test_spread_is_faster_than_one_row_a_round():
@@ -204,36 +192,12 @@ def test_spread_random_many_with_the_bypass(tiny2b_rtl, seed):
 
 @pytest.mark.slow
 def test_compiled_rnn_with_row_slots_and_the_bypass(tiny2b_rtl, tmp_path, capsys):
-    import json
-
-    from cli.main import main
-    from compiler import compile_to_file
-    from compiler.zoo import build
-
-    path = tmp_path / "tiny_rnn.npu"
-    compile_to_file(build("tiny_rnn", seed=3), path, config=TINY2B)
-    capsys.readouterr()
-    assert main(["rtl", "check", str(path), "--seed", "1", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["bit_exact"], result["first_mismatch"]
-    assert result["rtl_cycles"] == result["sim_cycles"] == result["rtl_cycles_second_run"] > 0
+    check_compiled_model("tiny_rnn", TINY2B, tmp_path, capsys)
 
 
 @pytest.mark.slow
 def test_compiled_rnn_with_row_slots(tiny2_rtl, tmp_path, capsys):
-    import json
-
-    from cli.main import main
-    from compiler import compile_to_file
-    from compiler.zoo import build
-
-    path = tmp_path / "tiny_rnn.npu"
-    compile_to_file(build("tiny_rnn", seed=3), path, config=TINY2)
-    capsys.readouterr()
-    assert main(["rtl", "check", str(path), "--seed", "1", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["bit_exact"], result["first_mismatch"]
-    assert result["rtl_cycles"] == result["sim_cycles"] == result["rtl_cycles_second_run"] > 0
+    check_compiled_model("tiny_rnn", TINY2, tmp_path, capsys)
 
 
 def test_row_unit_synthesises_with_an_accumulator_and_a_shadow_per_slot(tmp_path, monkeypatch):

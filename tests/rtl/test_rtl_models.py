@@ -4,23 +4,14 @@ import json
 
 import pytest
 
+from tests.rtl.conftest import check_compiled_model
+
 pytestmark = pytest.mark.rtl
 
 
 @pytest.mark.parametrize("name", ["tiny_cnn", "tiny_rnn", "digits"])
 def test_rtl_check_of_a_compiled_model_is_bit_and_cycle_exact(name, tiny_rtl, tmp_path, capsys):
-    from compiler import compile_to_file
-    from compiler.zoo import build
-    from cli.main import main
-
-    path = tmp_path / f"{name}.npu"
-    compile_to_file(build(name, seed=3), path, config="tiny")
-    capsys.readouterr()
-    assert main(["rtl", "check", str(path), "--seed", "1", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["bit_exact"], result["first_mismatch"]
-    assert result["rtl_cycles"] == result["sim_cycles"] == result["rtl_cycles_second_run"] > 0
-    assert result["cycle_error"] == 0.0
+    assert check_compiled_model(name, "tiny", tmp_path, capsys)["cycle_error"] == 0.0
 
 
 def test_rtl_check_of_a_batch_of_lstm_sequences(tiny_rtl, tmp_path, capsys):
