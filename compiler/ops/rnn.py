@@ -62,7 +62,7 @@ def _splits(node: Node, batch: int, ht: int) -> bool:
         return not rnn(node).linear_before_reset and ht >= 3
     if op == "LSTM":
         return True
-    return op == "RNN" and batch == 1 and ht >= 4
+    return op == "RNN" and (batch > 1 or ht >= 4)
 
 
 class _Recurrence:
@@ -84,9 +84,15 @@ class _Recurrence:
         self.split = bool(lw.config.mvm_bypass) and T > 1 and _splits(node, B, self.ht)
         # an RNN's batch runs in two interleaved halves (groups()); measured (benchmarks/bench_rnn.py): RNN 1024 and
         # 1792 at batch 6 gain 1.6 and 1.5 points, the LSTM and GRU lose (their gate chains already overlap)
+        #: a batch's split RNN or LSTM: its input projections read x straight from the layer's input (the queue,
+        #: once compiler/passes/queue_io.py folds the input copy into them), no per-step copy chains
+        self.direct = self.split and B > 1 and node.op in ("RNN", "LSTM")
+        #: a batch's split RNN runs sequence by sequence (sequence_steps)
+        self.by_sequence = self.direct and node.op == "RNN"
         self.interleave = node.op == "RNN" and not self.split
         if self.split:  # x of step k (each sequence) and h entering step k in buffers of their own
-            self.xs = lw.buffer(f"{node.name}.xs{d}", T * B * self.it)
+            if not self.direct:
+                self.xs = lw.buffer(f"{node.name}.xs{d}", T * B * self.it)
             self.hs = lw.buffer(f"{node.name}.hs{d}", (T + 1) * B * self.ht)
         else:  # XH rows (k, b), k = 0..T in processing order: [x_t, h_prev]; rows T hold the final h in their h part
             self.xh = lw.buffer(f"{node.name}.xh{d}", (T + 1) * B * self.row)
@@ -96,7 +102,19 @@ class _Recurrence:
         if slots is None or (src.view.H, src.view.W) != grid or not np.array_equal(slots, np.arange(I)):
             raise LoweringError("RNN input is not one timestep and sequence per pixel")
         self.src = src.view
-        lw.chain(ChainSpec(self.state(5), self.ht, self.iters, writes=[self.h_ref(0)]))
+        h0 = self.state(5)
+        #: a split recurrence from a zero initial state skips step 0's recurrent product (R h_{-1} = 0): its gate
+        #: chains read the bias where they read Q (q_in), bit for bit what Q = 0 + bias holds
+        self.skip_r0 = self.split and h0.buf is None and h0.space == Space.ZERO
+        if not (self.skip_r0 and node.op in ("LSTM", "RNN")):  # their h_{-1} is read by the product only
+            lw.chain(ChainSpec(h0, self.ht, self.iters, writes=[self.h_ref(0)]))
+
+    def q_in(self, k: int, q: Ref, bias: np.ndarray, rows: int) -> Ref:
+        """Q of step k (the first ``rows`` row tiles) as the gate chains read it: ``q``, or at step 0 of a
+        recurrence that skips it (skip_r0) the bias itself, the same for every sequence."""
+        if k == 0 and self.skip_r0:
+            return Ref(self.lw.const(bias[:rows * self.lw.n], Space.IVRF, 0), 0, 0, 0)
+        return q
 
     def load_input(self, k: int) -> None:
         """The chain copying x of processing step k (each sequence) into XH row k. One per timestep, emitted just
@@ -110,6 +128,8 @@ class _Recurrence:
 
     def x_ref(self, k: int) -> Ref:
         """x of processing step k, each sequence."""
+        if self.direct:
+            return self.per(self.src.buf, self.src.at(self.timestep(k), 0), self.src.pitch)
         if self.split:
             return self.per(self.xs, k * self.B * self.it, self.it)
         return self.per(self.xh, k * self.B * self.row, self.row)
@@ -249,10 +269,124 @@ class _Recurrence:
                     lw.chain(ChainSpec(self.x_ref(k), rows, self.iters, it, weights=ch, writes=[p_ref(k, r0)]))
 
         def recur(k: int):
+            if k == 0 and self.skip_r0:
+                return
             for (r0, rows, ch), b in zip(r_chunks, consts):
                 lw.chain(ChainSpec(self.h_ref(k), rows, self.iters, ht, weights=ch,
                                    ops=[ChainOp("vv_add", 0, Ref(b))], writes=[q.shifted(r0)]))
         return project, recur, p_ref
+
+    def sequence_steps(self, m: np.ndarray, bias: np.ndarray, ops) -> None:
+        """A batch's timesteps sequence by sequence, in the input queue's order u = (k, b), each product split:
+        ``P_u = W x_u`` an MVM-only chain (the bypass) reading x straight from the input (so the queue, once
+        compiler/passes/queue_io.py folds the input copy into these chains), into slot ``u % 4`` of a small
+        ring; then ``R h + bias + P_u`` with ``ops`` (the RNN's tanh) into h and Y.  Emitted skewed by one unit
+        (P_{u+1} before R_u): the MVM multiplies the next sequence's projection while the previous one's
+        recurrent chain waits for its P, and each chain waits for its own sequence's input only, so the output
+        link starts after the first sequence's input instead of after a half batch's.  On N = 400 with hidden
+        1024 the MVM needs 4 rounds a unit (40 cycles) against the link's 39 a unit (measured in
+        benchmarks/bench_rnn.py; docs/pipeline.md)."""
+        lw, n = self.lw, self.lw.n
+        it, ht = self.it, self.ht
+        ring = 4
+        w_chunks = self.chunks(np.ascontiguousarray(m[:, :it * n]), it, "W")
+        r_chunks = self.chunks(np.ascontiguousarray(m[:, it * n:]), ht, "R")
+        consts = [lw.const(bias[r0 * n:(r0 + rows) * n], Space.ASVRF, 0) for r0, rows, _ in r_chunks]
+        P = lw.buffer(f"{self.node.name}.p{self.d}", ring * ht, Space.ASVRF, 1)
+        units = [(k, b) for k in range(self.T) for b in range(self.B)]
+        v = self.src
+
+        def project(u: int):
+            k, b = units[u]
+            t = self.timestep(k)
+            self.use((b, 1))
+            for r0, rows, ch in w_chunks:
+                lw.chain(ChainSpec(self.per(v.buf, v.at(t, 0), v.pitch), rows, self.iters, it, weights=ch,
+                                   writes=[Ref(P, (u % ring) * ht + r0)]))
+
+        def recur(u: int):
+            k, b = units[u]
+            self.use((b, 1))
+            if k == 0 and self.skip_r0:  # h = tanh(W x + b): P + b, bit for bit (0 + b) + P
+                more = [ChainOp(o.mnemonic, o.mfu, o.ref) for o in ops]
+                lw.chain(ChainSpec(Ref(P, (u % ring) * ht), ht, self.iters,
+                                   ops=[ChainOp("vv_add", 0, Ref(lw.const(bias[:ht * n], Space.ASVRF, 0))), *more],
+                                   writes=[self.h_ref(k + 1), self.y_ref(k)]))
+                return
+            for (r0, rows, ch), c in zip(r_chunks, consts):
+                more = [ChainOp(o.mnemonic, o.mfu, o.ref.shifted(r0) if o.ref is not None else None) for o in ops]
+                lw.chain(ChainSpec(self.h_ref(k), rows, self.iters, ht, weights=ch,
+                                   ops=[ChainOp("vv_add", 0, Ref(c)), ChainOp("vv_add", 1, Ref(P, (u % ring) * ht + r0)),
+                                        *more],
+                                   writes=[w.shifted(r0) for w in (self.h_ref(k + 1), self.y_ref(k))]))
+        project(0)
+        for u in range(len(units)):
+            if u + 1 < len(units):
+                project(u + 1)
+            recur(u)
+        self.use((0, self.B))
+
+    def batch_steps(self, m: np.ndarray, bias: np.ndarray, gate, cell, last: int, lead: int) -> None:
+        """A batch's split recurrence with every product through the bypass (docs/pipeline.md unit 11), so no MVM
+        chain takes part in the MFU order: per step k, over the whole batch, ``Q = R h_{k-1}`` and the next
+        step's projection ``P_{k+1} = W x_{k+1}`` (reading x straight from the input: the queue), both MVM-only;
+        then ``P'_k = P_k + bias`` (MFU 0), ``gate(k, Q, P')`` and ``cell(k)``.  The MVM multiplies P_{k+1}
+        while step k's MFU chains run, and R h_k as soon as they have written h_k.  The last step runs in groups
+        of ``last`` sequences, each group's products ``lead`` groups ahead of its MFU chains, so its outputs
+        leave on the link while the next group multiplies.  Step 0 from a zero state (skip_r0) has no Q:
+        ``gate(0, P', None)``.  Measured in benchmarks/bench_rnn.py (docs/pipeline.md)."""
+        lw, n = self.lw, self.lw.n
+        it, ht, B = self.it, self.ht, self.B
+        R = m.shape[0] // n
+        name = f"{self.node.name}.{{}}{self.d}"
+        w_chunks = self.chunks(np.ascontiguousarray(m[:, :it * n]), it, "W")
+        r_chunks = self.chunks(np.ascontiguousarray(m[:, it * n:]), ht, "R")
+        P = lw.buffer(name.format("p"), 2 * B * R)
+        Q = lw.buffer(name.format("q"), B * R)
+        PB = lw.buffer(name.format("pb"), B * R, Space.ASVRF, 0)
+        b_all = Ref(lw.const(bias, Space.ASVRF, 0))
+
+        def project(k: int):
+            for r0, rows, ch in w_chunks:
+                lw.chain(ChainSpec(self.x_ref(k), rows, self.iters, it, weights=ch,
+                                   writes=[self.per(P, (k % 2) * B * R + r0, R)]))
+
+        def recur(k: int):
+            if k == 0 and self.skip_r0:
+                return
+            for r0, rows, ch in r_chunks:
+                lw.chain(ChainSpec(self.h_ref(k), rows, self.iters, ht, weights=ch, writes=[self.per(Q, r0, R)]))
+
+        def add_bias(k: int):
+            lw.chain(ChainSpec(self.per(P, (k % 2) * B * R, R), R, self.iters, ops=[ChainOp("vv_add", 0, b_all)],
+                               writes=[self.per(PB, 0, R)]))
+
+        def finish(k: int):
+            if k == 0 and self.skip_r0:
+                gate(k, self.per(PB, 0, R), None)
+            else:
+                gate(k, self.per(Q, 0, R), self.per(PB, 0, R))
+            cell(k)
+        project(0)
+        for k in range(self.T - 1):
+            recur(k)
+            project(k + 1)
+            add_bias(k)
+            finish(k)
+        k = self.T - 1
+        groups = [(b0, min(last, B - b0)) for b0 in range(0, B, last)]
+        for g in groups[:lead]:
+            self.use(g)
+            recur(k)
+        self.use((0, B))
+        add_bias(k)
+        for i, g in enumerate(groups):
+            self.use(g)
+            finish(k)
+            if i + lead < len(groups):
+                self.use(groups[i + lead])
+                recur(k)
+        self.use((0, B))
 
     def ahead(self, project, step) -> None:
         """x_0, x_1 and ``project(0)`` first, then per timestep k ``step(k)`` (each group), then x_{k+2}."""
@@ -389,13 +523,17 @@ def _rnn_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
     w, r, b = rec.weights()
     ((W, R, Wb, Rb),) = _gate_blocks(w, r, b, rec.H, [0])
     m, bias = rec.matrix([(W, R, Wb + Rb)])
+    if rec.by_sequence:  # h = tanh(R h + b + W x), sequence by sequence
+        rec.sequence_steps(m, bias, (ChainOp("v_tanh", 1),))
+        return
     if rec.split:  # h = tanh(Q + P): Q = R h + b, P = W x one step ahead (through the bypass)
         ht = rec.ht
         Q = rec.buffer(f"{node.name}.q{rec.d}", ht)
         P = rec.buffer(f"{node.name}.p{rec.d}", 2 * ht, Space.ASVRF, 0)
 
         def gates(k, p, p_at):
-            lw.chain(ChainSpec(rec.per(Q, 0, ht), ht, rec.iters, ops=[ChainOp("vv_add", 0, p), ChainOp("v_tanh", 0)],
+            lw.chain(ChainSpec(rec.q_in(k, rec.per(Q, 0, ht), bias, ht), ht, rec.iters,
+                               ops=[ChainOp("vv_add", 0, p), ChainOp("v_tanh", 0)],
                                writes=[rec.h_ref(k + 1), rec.y_ref(k)]))
         rec.pipelined_steps(m, bias, rec.per(Q, 0, ht), rec.per(P, 0, ht), gates)
         return
@@ -432,7 +570,8 @@ def _gru_reset_first_direction(lw: Lowering, node: Node, rec: _Recurrence) -> No
         bn = lw.const(bias[2 * ht * n_:], Space.ASVRF, 1)
 
         def gates_split(k, p, p_at):
-            lw.chain(ChainSpec(per(Q, 0, 2 * ht), 2 * ht, rec.iters, ops=[ChainOp("vv_add", 0, p), ChainOp("v_sigm", 0)],
+            lw.chain(ChainSpec(rec.q_in(k, per(Q, 0, 2 * ht), bias, 2 * ht), 2 * ht, rec.iters,
+                               ops=[ChainOp("vv_add", 0, p), ChainOp("v_sigm", 0)],
                                writes=[per(ZR, 0, 2 * ht)]))
             lw.chain(ChainSpec(rec.h_ref(k), ht, rec.iters, ops=[ChainOp("vv_mul", 0, per(ZR, ht, 2 * ht))],
                                writes=[per(RH, 0, ht)]))
@@ -506,9 +645,16 @@ def _lstm_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
         P = rec.buffer(f"{node.name}.p{d}", 2 * rows, Space.ASVRF, 0)
 
         def gates(k, p, p_at):
-            lw.chain(ChainSpec(per(Q, 0, rows), rows, rec.iters, ops=[ChainOp("vv_add", 0, p), *act],
+            lw.chain(ChainSpec(rec.q_in(k, per(Q, 0, rows), bias, rows), rows, rec.iters,
+                               ops=[ChainOp("vv_add", 0, p), *act],
                                writes=[per(G0, 0, rows), per(G1, 0, rows)]))
             cell(k)
+        if rec.direct:  # a batch: act(Q + P'), P' = P + bias, every product MVM-only (batch_steps)
+            def gate(k, q, pb):
+                lw.chain(ChainSpec(q, rows, rec.iters, ops=[*([ChainOp("vv_add", 0, pb)] if pb else []), *act],
+                                   writes=[per(G0, 0, rows), per(G1, 0, rows)]))
+            rec.batch_steps(m, bias, gate, cell, last=1, lead=3)
+            return
         rec.pipelined_steps(m, bias, per(Q, 0, rows), per(P, 0, rows), gates)
         return
     gates = rec.gate_chains(m, bias, [per(G0, 0, rows), per(G1, 0, rows)])
