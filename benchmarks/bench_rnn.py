@@ -215,12 +215,13 @@ def main(argv=None) -> int:
             print(json.dumps(dict(row, verdict=verdict or None)), flush=True)
             continue
         ref_text = "" if ref is None else f"{ref:.1%}"
+        cap_text = f"{row['link_cap']:.1%}" if row["link_cap"] < 1 else ""  # blank: the link does not bound it
         ratio = "" if ref is None else f"{row['utilization'] / ref:.2f}x"
         target_text = "" if target is None else f"{target:.0%}"
         print(f"{shape.name:<18} {row['utilization_today']:>10.1%} {row['utilization_no_bypass']:>9.1%} "
               f"{row['cycles']:>10,} {row['latency_us']:>11,.1f} "
               f"{row['utilization']:>7.1%} "
-              f"{row['npu_mac_share']:>7.0%} {row['link_cap']:>8.1%} {ref_text:>9} {ratio:>6} {target_text:>7}  {verdict}",
+              f"{row['npu_mac_share']:>7.0%} {cap_text:>8} {ref_text:>9} {ratio:>6} {target_text:>7}  {verdict}",
               flush=True)
     if not args.json:
         print(f"{failed} target(s) missed" if failed else "every target met")

@@ -48,6 +48,21 @@ def _gate_blocks(w: np.ndarray, r: np.ndarray, b: np.ndarray | None, hidden: int
     return out
 
 
+def _fused_pays(cfg, it: int, ht: int) -> bool:
+    """Whether a batch RNN's sequences multiply ``[W R] [x; h]`` in one product rather than W x and R h apart: when
+    the fused product takes fewer MAC rounds (tiles / tile engines, each round `cycles_per_tile`) and its rounds
+    take at least as long as the link delivers one sequence's x (else the link bounds the layer and the split's
+    projections reading the queue keep it busy).  Measured (benchmarks/bench_rnn.py, brainwave-s10, batch 6, 8
+    steps): RNN 1792 (5 tiles: 9 rounds fused, 5 + 5 split) 67.6 -> 75.3 %; RNN 1024 (3 tiles: 3 against 2 + 2, but
+    30 cycles a sequence against the link's 39) stays split."""
+    e = cfg.tile_engines
+
+    def rounds(cols):
+        return -(-ht * cols // e)
+    fused = rounds(it + ht)
+    return fused < rounds(it) + rounds(ht) and fused * cfg.cycles_per_tile >= it * cfg.port_cost(Space.NETQ)
+
+
 def _splits(node: Node, batch: int, ht: int) -> bool:
     """Whether a layer software-pipelines its input projections (_Recurrence.split_gates) on a machine with the
     MVM bypass.  Measured on brainwave-s10 (benchmarks/bench_rnn.py, docs/pipeline.md): the LSTM gains at every
@@ -82,14 +97,19 @@ class _Recurrence:
         self.b0, self.nb = 0, B  # the sequences the chains being emitted run over (use())
         #: software-pipelined input projections (class doc of _Recurrence.split_gates): the machine has the MVM bypass
         self.split = bool(lw.config.mvm_bypass) and T > 1 and _splits(node, B, self.ht)
-        # an RNN's batch runs in two interleaved halves (groups()); measured (benchmarks/bench_rnn.py): RNN 1024 and
-        # 1792 at batch 6 gain 1.6 and 1.5 points, the LSTM and GRU lose (their gate chains already overlap)
         #: a batch's split RNN or LSTM: its input projections read x straight from the layer's input (the queue,
         #: once compiler/passes/queue_io.py folds the input copy into them), no per-step copy chains
         self.direct = self.split and B > 1 and node.op in ("RNN", "LSTM")
-        #: a batch's split RNN runs sequence by sequence (sequence_steps)
+        #: a batch's RNN on the bypass design runs sequence by sequence (sequence_steps)
         self.by_sequence = self.direct and node.op == "RNN"
-        self.interleave = node.op == "RNN" and not self.split
+        #: ... with one fused [x; h] product per sequence where that takes fewer MAC rounds than W x and R h apart
+        #: and the MVM, not the link, bounds it (_fused_pays); x then goes into XH rows by copy chains
+        self.fused = self.by_sequence and _fused_pays(lw.config, self.it, self.ht)
+        if self.fused:
+            self.split = self.direct = False
+        # a fused RNN batch without the bypass runs in two interleaved halves (groups()); measured
+        # (benchmarks/bench_rnn.py): RNN 1024 and 1792 at batch 6 gain 1.6 and 1.5 points
+        self.interleave = node.op == "RNN" and not self.split and not self.by_sequence
         if self.split:  # x of step k (each sequence) and h entering step k in buffers of their own
             if not self.direct:
                 self.xs = lw.buffer(f"{node.name}.xs{d}", T * B * self.it)
@@ -105,8 +125,8 @@ class _Recurrence:
         h0 = self.state(5)
         #: a split recurrence from a zero initial state skips step 0's recurrent product (R h_{-1} = 0): its gate
         #: chains read the bias where they read Q (q_in), bit for bit what Q = 0 + bias holds
-        self.skip_r0 = self.split and h0.buf is None and h0.space == Space.ZERO
-        if not (self.skip_r0 and node.op in ("LSTM", "RNN")):  # their h_{-1} is read by the product only
+        self.skip_r0 = (self.split or self.fused) and h0.buf is None and h0.space == Space.ZERO
+        if not (self.skip_r0 and node.op in ("LSTM", "RNN") and not self.fused):  # h_{-1} read by R only
             lw.chain(ChainSpec(h0, self.ht, self.iters, writes=[self.h_ref(0)]))
 
     def q_in(self, k: int, q: Ref, bias: np.ndarray, rows: int) -> Ref:
@@ -326,6 +346,49 @@ class _Recurrence:
             recur(u)
         self.use((0, self.B))
 
+    def fused_sequence_steps(self, m: np.ndarray, bias: np.ndarray) -> None:
+        """An RNN batch sequence by sequence (_fused_pays), in the input queue's order u = (k, b): x_u copied into
+        its XH row, ``A_u = [W R] [x; h]`` an MVM-only chain (the bypass) into slot ``u % 4`` of a ring, then
+        ``tanh(A_u + b)`` (MFU 0) into h (the next XH row) and Y.  Emitted skewed (copy and product u + 1, then u's
+        tanh): no product waits in the MFU order, each waits only for its own sequence's x and h.  From a
+        zero initial state (skip_r0) step 0 multiplies the W columns only (its h columns meet zeros)."""
+        lw, n = self.lw, self.lw.n
+        it, ht, C = self.it, self.ht, self.row
+        ring = 4
+        full = self.chunks(m, C, "XH")
+        w_only = self.chunks(np.ascontiguousarray(m[:, :it * n]), it, "W") if self.skip_r0 else None
+        A = lw.buffer(f"{self.node.name}.a{self.d}", ring * ht)
+        b_ref = Ref(lw.const(bias, Space.ASVRF, 0))
+        units = [(k, b) for k in range(self.T) for b in range(self.B)]
+
+        def copy(u: int):
+            k, b = units[u]
+            self.use((b, 1))
+            self.load_input(k)
+
+        def product(u: int):
+            k, b = units[u]
+            self.use((b, 1))
+            chunks, cols = (w_only, it) if k == 0 and self.skip_r0 else (full, C)
+            for r0, rows, ch in chunks:
+                lw.chain(ChainSpec(self.per(self.xh, k * self.B * C, C), rows, self.iters, cols, weights=ch,
+                                   writes=[Ref(A, (u % ring) * ht + r0)]))
+
+        def finish(u: int):
+            k, b = units[u]
+            self.use((b, 1))
+            lw.chain(ChainSpec(Ref(A, (u % ring) * ht), ht, self.iters, ops=[ChainOp("vv_add", 0, b_ref),
+                                                                           ChainOp("v_tanh", 0)],
+                               writes=[self.h_ref(k + 1), self.y_ref(k)]))
+        copy(0)
+        product(0)
+        for u in range(len(units)):
+            if u + 1 < len(units):
+                copy(u + 1)
+                product(u + 1)
+            finish(u)
+        self.use((0, self.B))
+
     def batch_steps(self, m: np.ndarray, bias: np.ndarray, gate, cell, last: int, lead: int) -> None:
         """A batch's split recurrence with every product through the bypass (docs/pipeline.md unit 11), so no MVM
         chain takes part in the MFU order: per step k, over the whole batch, ``Q = R h_{k-1}`` and the next
@@ -523,6 +586,9 @@ def _rnn_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
     w, r, b = rec.weights()
     ((W, R, Wb, Rb),) = _gate_blocks(w, r, b, rec.H, [0])
     m, bias = rec.matrix([(W, R, Wb + Rb)])
+    if rec.fused:  # h = tanh([W R] [x; h] + b), sequence by sequence
+        rec.fused_sequence_steps(m, bias)
+        return
     if rec.by_sequence:  # h = tanh(R h + b + W x), sequence by sequence
         rec.sequence_steps(m, bias, (ChainOp("v_tanh", 1),))
         return

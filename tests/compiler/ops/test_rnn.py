@@ -278,3 +278,24 @@ def test_a_zero_initial_state_skips_the_first_recurrent_product(h0):
     products = [s for s in seg.steps if getattr(s, "weights", None) is not None]
     assert len(products) == T + (T - 2) + B + (1 if h0 else 0)
     assert all(not s.ops for s in products)  # every product an MVM-only chain (the bypass)
+
+
+def test_a_batch_rnn_fuses_its_product_where_that_takes_fewer_mac_rounds():
+    """On small (two tile engines) one hidden tile's [W R] [x; h] takes one round against W x and R h's two, and
+    the MVM, not the link, bounds it (compiler/ops/rnn.py _fused_pays): one MVM-only product per (step,
+    sequence) over [x; h] (step 0 from the zero state over x only), x copied from the queue into its row."""
+    from compiler import driver
+    from compiler.ops.rnn import _fused_pays
+    from compiler.passes.lower import NpuSegment
+    from npu.isa import Space
+
+    T, B = 4, 3
+    cfg = _bypass("small")
+    assert _fused_pays(cfg, 1, 1) and not _fused_pays(_bypass("tiny"), 1, 1)
+    c = driver.compile_graph(rnn_model("RNN", T, 12, 10, batch=B), cfg)
+    (seg,) = [s for s in c.segments if isinstance(s, NpuSegment)]
+    products = [s for s in seg.steps if getattr(s, "weights", None) is not None]
+    assert [s.cols for s in products] == [1] * B + [2] * (T - 1) * B and not any(s.ops for s in products)
+    copies = [s for s in seg.steps if getattr(s, "weights", 0) is None and s.read.buf is None
+              and s.read.space == Space.NETQ]
+    assert len(copies) == T * B
