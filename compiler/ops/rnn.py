@@ -22,8 +22,11 @@ On a machine with the MVM bypass (``NpuConfig.mvm_bypass``, docs/pipeline.md uni
 ``linear_before_reset=0`` and large batch-1 RNNs (:func:`_splits`) split the gate product: the recurrent part
 ``R h_{k-1} + b`` per step, and the input projection ``W x_{k+1}`` one step ahead as an MVM-only chain (the bypass),
 which the MVM multiplies while step k's gate chains run; x and h then live in buffers of their own
-(``_Recurrence.split_gates``).  On the pipelined machine an RNN's batch runs in two interleaved halves
-(``_Recurrence.groups``).
+(``_Recurrence.split_gates``).  A batch on that machine: an RNN runs sequence by sequence, its projections reading
+the queue (``sequence_steps``) or, where the fused product takes fewer MAC rounds, one fused product per sequence
+(``fused_sequence_steps``); an LSTM multiplies every product through the bypass (``batch_steps``).  From a zero
+initial state the split recurrences skip step 0's R h (``skip_r0``).  On a pipelined machine without the bypass an
+RNN's batch runs in two interleaved halves (``_Recurrence.groups``).  docs/pipeline.md has the measurements.
 """
 from __future__ import annotations
 
