@@ -71,8 +71,9 @@ def _splits(node: Node, batch: int, ht: int) -> bool:
     MVM bypass.  Measured on brainwave-s10 (benchmarks/bench_rnn.py, docs/pipeline.md): the LSTM gains at every
     size and batch; an RNN's gate chain (add, tanh) is short, so its split only pays when the projection's MVM
     work covers the extra chain: at batch 1 from 4 hidden tiles on (RNN 1536: 48.4 -> 49.3 %, 2560 25 steps:
-    63.6 -> 70.7 %), while at 3 tiles and at batch 6 the two half-size products lose MAC rounds (RNN 1024 batch
-    6: 46.9 -> 39.3 %).  The GRU with linear_before_reset = 0 splits from 3 hidden tiles on (its z, r rows; the n
+    63.6 -> 70.7 %; at 3 tiles the two half-size products lose MAC rounds).  A batch RNN always takes the
+    bypass path, sequence by sequence (_Recurrence.sequence_steps, or fused_sequence_steps where _fused_pays):
+    RNN 1024 batch 6 48.5 -> 50.8 %, 1792 61.7 -> 73.7 %.  The GRU with linear_before_reset = 0 splits from 3 hidden tiles on (its z, r rows; the n
     rows' input part rides with P and R_n stays the second product): 2800 at 25 steps 70.0 -> 85.6 %, 1024 at
     batch 6 45.1 -> 52.6 %; at 512 (2 tiles) batch 6 it would lose (21.2 -> 20.5 %)."""
     op = node.op
