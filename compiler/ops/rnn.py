@@ -22,8 +22,11 @@ On a machine with the MVM bypass (``NpuConfig.mvm_bypass``, docs/pipeline.md uni
 ``linear_before_reset=0`` and large batch-1 RNNs (:func:`_splits`) split the gate product: the recurrent part
 ``R h_{k-1} + b`` per step, and the input projection ``W x_{k+1}`` one step ahead as an MVM-only chain (the bypass),
 which the MVM multiplies while step k's gate chains run; x and h then live in buffers of their own
-(``_Recurrence.split_gates``).  On the pipelined machine an RNN's batch runs in two interleaved halves
-(``_Recurrence.groups``).
+(``_Recurrence.split_gates``).  A batch on that machine: an RNN runs sequence by sequence, its projections reading
+the queue (``sequence_steps``) or, where the fused product takes fewer MAC rounds, one fused product per sequence
+(``fused_sequence_steps``); an LSTM multiplies every product through the bypass (``batch_steps``).  From a zero
+initial state the split recurrences skip step 0's R h (``skip_r0``).  On a pipelined machine without the bypass an
+RNN's batch runs in two interleaved halves (``_Recurrence.groups``).  docs/pipeline.md has the measurements.
 """
 from __future__ import annotations
 
@@ -48,13 +51,29 @@ def _gate_blocks(w: np.ndarray, r: np.ndarray, b: np.ndarray | None, hidden: int
     return out
 
 
+def _fused_pays(cfg, it: int, ht: int) -> bool:
+    """Whether a batch RNN's sequences multiply ``[W R] [x; h]`` in one product rather than W x and R h apart: when
+    the fused product takes fewer MAC rounds (tiles / tile engines, each round `cycles_per_tile`) and its rounds
+    take at least as long as the link delivers one sequence's x (else the link bounds the layer and the split's
+    projections reading the queue keep it busy).  Measured (benchmarks/bench_rnn.py, brainwave-s10, batch 6, 8
+    steps): RNN 1792 (5 tiles: 9 rounds fused, 5 + 5 split) 67.6 -> 75.3 %; RNN 1024 (3 tiles: 3 against 2 + 2, but
+    30 cycles a sequence against the link's 39) stays split."""
+    e = cfg.tile_engines
+
+    def rounds(cols):
+        return -(-ht * cols // e)
+    fused = rounds(it + ht)
+    return fused < rounds(it) + rounds(ht) and fused * cfg.cycles_per_tile >= it * cfg.port_cost(Space.NETQ)
+
+
 def _splits(node: Node, batch: int, ht: int) -> bool:
     """Whether a layer software-pipelines its input projections (_Recurrence.split_gates) on a machine with the
     MVM bypass.  Measured on brainwave-s10 (benchmarks/bench_rnn.py, docs/pipeline.md): the LSTM gains at every
     size and batch; an RNN's gate chain (add, tanh) is short, so its split only pays when the projection's MVM
     work covers the extra chain: at batch 1 from 4 hidden tiles on (RNN 1536: 48.4 -> 49.3 %, 2560 25 steps:
-    63.6 -> 70.7 %), while at 3 tiles and at batch 6 the two half-size products lose MAC rounds (RNN 1024 batch
-    6: 46.9 -> 39.3 %).  The GRU with linear_before_reset = 0 splits from 3 hidden tiles on (its z, r rows; the n
+    63.6 -> 70.7 %; at 3 tiles the two half-size products lose MAC rounds).  A batch RNN always takes the
+    bypass path, sequence by sequence (_Recurrence.sequence_steps, or fused_sequence_steps where _fused_pays):
+    RNN 1024 batch 6 48.5 -> 50.8 %, 1792 61.7 -> 73.7 %.  The GRU with linear_before_reset = 0 splits from 3 hidden tiles on (its z, r rows; the n
     rows' input part rides with P and R_n stays the second product): 2800 at 25 steps 70.0 -> 85.6 %, 1024 at
     batch 6 45.1 -> 52.6 %; at 512 (2 tiles) batch 6 it would lose (21.2 -> 20.5 %)."""
     op = node.op
@@ -62,7 +81,7 @@ def _splits(node: Node, batch: int, ht: int) -> bool:
         return not rnn(node).linear_before_reset and ht >= 3
     if op == "LSTM":
         return True
-    return op == "RNN" and batch == 1 and ht >= 4
+    return op == "RNN" and (batch > 1 or ht >= 4)
 
 
 class _Recurrence:
@@ -82,11 +101,22 @@ class _Recurrence:
         self.b0, self.nb = 0, B  # the sequences the chains being emitted run over (use())
         #: software-pipelined input projections (class doc of _Recurrence.split_gates): the machine has the MVM bypass
         self.split = bool(lw.config.mvm_bypass) and T > 1 and _splits(node, B, self.ht)
-        # an RNN's batch runs in two interleaved halves (groups()); measured (benchmarks/bench_rnn.py): RNN 1024 and
-        # 1792 at batch 6 gain 1.6 and 1.5 points, the LSTM and GRU lose (their gate chains already overlap)
-        self.interleave = node.op == "RNN" and not self.split
+        #: a batch's split RNN or LSTM: its input projections read x straight from the layer's input (the queue,
+        #: once compiler/passes/queue_io.py folds the input copy into them), no per-step copy chains
+        self.direct = self.split and B > 1 and node.op in ("RNN", "LSTM")
+        #: a batch's RNN on the bypass design runs sequence by sequence (sequence_steps)
+        self.by_sequence = self.direct and node.op == "RNN"
+        #: ... with one fused [x; h] product per sequence where that takes fewer MAC rounds than W x and R h apart
+        #: and the MVM, not the link, bounds it (_fused_pays); x then goes into XH rows by copy chains
+        self.fused = self.by_sequence and _fused_pays(lw.config, self.it, self.ht)
+        if self.fused:
+            self.split = self.direct = False
+        # a fused RNN batch without the bypass runs in two interleaved halves (groups()); measured
+        # (benchmarks/bench_rnn.py): RNN 1024 and 1792 at batch 6 gain 1.6 and 1.5 points
+        self.interleave = node.op == "RNN" and not self.split and not self.by_sequence
         if self.split:  # x of step k (each sequence) and h entering step k in buffers of their own
-            self.xs = lw.buffer(f"{node.name}.xs{d}", T * B * self.it)
+            if not self.direct:
+                self.xs = lw.buffer(f"{node.name}.xs{d}", T * B * self.it)
             self.hs = lw.buffer(f"{node.name}.hs{d}", (T + 1) * B * self.ht)
         else:  # XH rows (k, b), k = 0..T in processing order: [x_t, h_prev]; rows T hold the final h in their h part
             self.xh = lw.buffer(f"{node.name}.xh{d}", (T + 1) * B * self.row)
@@ -96,7 +126,19 @@ class _Recurrence:
         if slots is None or (src.view.H, src.view.W) != grid or not np.array_equal(slots, np.arange(I)):
             raise LoweringError("RNN input is not one timestep and sequence per pixel")
         self.src = src.view
-        lw.chain(ChainSpec(self.state(5), self.ht, self.iters, writes=[self.h_ref(0)]))
+        h0 = self.state(5)
+        #: a split recurrence from a zero initial state skips step 0's recurrent product (R h_{-1} = 0): its gate
+        #: chains read the bias where they read Q (q_in), bit for bit what Q = 0 + bias holds
+        self.skip_r0 = (self.split or self.fused) and h0.buf is None and h0.space == Space.ZERO
+        if not (self.skip_r0 and node.op in ("LSTM", "RNN") and not self.fused):  # h_{-1} read by R only
+            lw.chain(ChainSpec(h0, self.ht, self.iters, writes=[self.h_ref(0)]))
+
+    def q_in(self, k: int, q: Ref, bias: np.ndarray, rows: int) -> Ref:
+        """Q of step k (the first ``rows`` row tiles) as the gate chains read it: ``q``, or at step 0 of a
+        recurrence that skips it (skip_r0) the bias itself, the same for every sequence."""
+        if k == 0 and self.skip_r0:
+            return Ref(self.lw.const(bias[:rows * self.lw.n], Space.IVRF, 0), 0, 0, 0)
+        return q
 
     def load_input(self, k: int) -> None:
         """The chain copying x of processing step k (each sequence) into XH row k. One per timestep, emitted just
@@ -110,6 +152,8 @@ class _Recurrence:
 
     def x_ref(self, k: int) -> Ref:
         """x of processing step k, each sequence."""
+        if self.direct:
+            return self.per(self.src.buf, self.src.at(self.timestep(k), 0), self.src.pitch)
         if self.split:
             return self.per(self.xs, k * self.B * self.it, self.it)
         return self.per(self.xh, k * self.B * self.row, self.row)
@@ -249,10 +293,167 @@ class _Recurrence:
                     lw.chain(ChainSpec(self.x_ref(k), rows, self.iters, it, weights=ch, writes=[p_ref(k, r0)]))
 
         def recur(k: int):
+            if k == 0 and self.skip_r0:
+                return
             for (r0, rows, ch), b in zip(r_chunks, consts):
                 lw.chain(ChainSpec(self.h_ref(k), rows, self.iters, ht, weights=ch,
                                    ops=[ChainOp("vv_add", 0, Ref(b))], writes=[q.shifted(r0)]))
         return project, recur, p_ref
+
+    def sequence_steps(self, m: np.ndarray, bias: np.ndarray, ops) -> None:
+        """A batch's timesteps sequence by sequence, in the input queue's order u = (k, b), each product split:
+        ``P_u = W x_u`` an MVM-only chain (the bypass) reading x straight from the input (so the queue, once
+        compiler/passes/queue_io.py folds the input copy into these chains), into slot ``u % 4`` of a small
+        ring; then ``R h + bias + P_u`` with ``ops`` (the RNN's tanh) into h and Y.  Emitted skewed by one unit
+        (P_{u+1} before R_u): the MVM multiplies the next sequence's projection while the previous one's
+        recurrent chain waits for its P, and each chain waits for its own sequence's input only, so the output
+        link starts after the first sequence's input instead of after a half batch's.  On N = 400 with hidden
+        1024 the MVM needs 4 rounds a unit (40 cycles) against the link's 39 a unit (measured in
+        benchmarks/bench_rnn.py; docs/pipeline.md)."""
+        lw, n = self.lw, self.lw.n
+        it, ht = self.it, self.ht
+        ring = 4
+        w_chunks = self.chunks(np.ascontiguousarray(m[:, :it * n]), it, "W")
+        r_chunks = self.chunks(np.ascontiguousarray(m[:, it * n:]), ht, "R")
+        consts = [lw.const(bias[r0 * n:(r0 + rows) * n], Space.ASVRF, 0) for r0, rows, _ in r_chunks]
+        P = lw.buffer(f"{self.node.name}.p{self.d}", ring * ht, Space.ASVRF, 1)
+        units = [(k, b) for k in range(self.T) for b in range(self.B)]
+        v = self.src
+
+        def project(u: int):
+            k, b = units[u]
+            t = self.timestep(k)
+            self.use((b, 1))
+            for r0, rows, ch in w_chunks:
+                lw.chain(ChainSpec(self.per(v.buf, v.at(t, 0), v.pitch), rows, self.iters, it, weights=ch,
+                                   writes=[Ref(P, (u % ring) * ht + r0)]))
+
+        def recur(u: int):
+            k, b = units[u]
+            self.use((b, 1))
+            if k == 0 and self.skip_r0:  # h = tanh(W x + b): P + b, bit for bit (0 + b) + P
+                more = [ChainOp(o.mnemonic, o.mfu, o.ref) for o in ops]
+                lw.chain(ChainSpec(Ref(P, (u % ring) * ht), ht, self.iters,
+                                   ops=[ChainOp("vv_add", 0, Ref(lw.const(bias[:ht * n], Space.ASVRF, 0))), *more],
+                                   writes=[self.h_ref(k + 1), self.y_ref(k)]))
+                return
+            for (r0, rows, ch), c in zip(r_chunks, consts):
+                more = [ChainOp(o.mnemonic, o.mfu, o.ref.shifted(r0) if o.ref is not None else None) for o in ops]
+                lw.chain(ChainSpec(self.h_ref(k), rows, self.iters, ht, weights=ch,
+                                   ops=[ChainOp("vv_add", 0, Ref(c)), ChainOp("vv_add", 1, Ref(P, (u % ring) * ht + r0)),
+                                        *more],
+                                   writes=[w.shifted(r0) for w in (self.h_ref(k + 1), self.y_ref(k))]))
+        project(0)
+        for u in range(len(units)):
+            if u + 1 < len(units):
+                project(u + 1)
+            recur(u)
+        self.use((0, self.B))
+
+    def fused_sequence_steps(self, m: np.ndarray, bias: np.ndarray) -> None:
+        """An RNN batch sequence by sequence (_fused_pays), in the input queue's order u = (k, b): x_u copied into
+        its XH row, ``A_u = [W R] [x; h]`` an MVM-only chain (the bypass) into slot ``u % 4`` of a ring, then
+        ``tanh(A_u + b)`` (MFU 0) into h (the next XH row) and Y.  Emitted skewed (copy and product u + 1, then u's
+        tanh): no product waits in the MFU order, each waits only for its own sequence's x and h.  From a
+        zero initial state (skip_r0) step 0 multiplies the W columns only (its h columns meet zeros)."""
+        lw, n = self.lw, self.lw.n
+        it, ht, C = self.it, self.ht, self.row
+        ring = 4
+        full = self.chunks(m, C, "XH")
+        w_only = self.chunks(np.ascontiguousarray(m[:, :it * n]), it, "W") if self.skip_r0 else None
+        A = lw.buffer(f"{self.node.name}.a{self.d}", ring * ht)
+        b_ref = Ref(lw.const(bias, Space.ASVRF, 0))
+        units = [(k, b) for k in range(self.T) for b in range(self.B)]
+
+        def copy(u: int):
+            k, b = units[u]
+            self.use((b, 1))
+            self.load_input(k)
+
+        def product(u: int):
+            k, b = units[u]
+            self.use((b, 1))
+            chunks, cols = (w_only, it) if k == 0 and self.skip_r0 else (full, C)
+            for r0, rows, ch in chunks:
+                lw.chain(ChainSpec(self.per(self.xh, k * self.B * C, C), rows, self.iters, cols, weights=ch,
+                                   writes=[Ref(A, (u % ring) * ht + r0)]))
+
+        def finish(u: int):
+            k, b = units[u]
+            self.use((b, 1))
+            lw.chain(ChainSpec(Ref(A, (u % ring) * ht), ht, self.iters, ops=[ChainOp("vv_add", 0, b_ref),
+                                                                           ChainOp("v_tanh", 0)],
+                               writes=[self.h_ref(k + 1), self.y_ref(k)]))
+        copy(0)
+        product(0)
+        for u in range(len(units)):
+            if u + 1 < len(units):
+                copy(u + 1)
+                product(u + 1)
+            finish(u)
+        self.use((0, self.B))
+
+    def batch_steps(self, m: np.ndarray, bias: np.ndarray, gate, cell, last: int, lead: int) -> None:
+        """A batch's split recurrence with every product through the bypass (docs/pipeline.md unit 11), so no MVM
+        chain takes part in the MFU order: per step k, over the whole batch, ``Q = R h_{k-1}`` and the next
+        step's projection ``P_{k+1} = W x_{k+1}`` (reading x straight from the input: the queue), both MVM-only;
+        then ``P'_k = P_k + bias`` (MFU 0), ``gate(k, Q, P')`` and ``cell(k)``.  The MVM multiplies P_{k+1}
+        while step k's MFU chains run, and R h_k as soon as they have written h_k.  The last step runs in groups
+        of ``last`` sequences, each group's products ``lead`` groups ahead of its MFU chains, so its outputs
+        leave on the link while the next group multiplies.  Step 0 from a zero state (skip_r0) has no Q:
+        ``gate(0, P', None)``.  Measured in benchmarks/bench_rnn.py (docs/pipeline.md)."""
+        lw, n = self.lw, self.lw.n
+        it, ht, B = self.it, self.ht, self.B
+        R = m.shape[0] // n
+        name = f"{self.node.name}.{{}}{self.d}"
+        w_chunks = self.chunks(np.ascontiguousarray(m[:, :it * n]), it, "W")
+        r_chunks = self.chunks(np.ascontiguousarray(m[:, it * n:]), ht, "R")
+        P = lw.buffer(name.format("p"), 2 * B * R)
+        Q = lw.buffer(name.format("q"), B * R)
+        PB = lw.buffer(name.format("pb"), B * R, Space.ASVRF, 0)
+        b_all = Ref(lw.const(bias, Space.ASVRF, 0))
+
+        def project(k: int):
+            for r0, rows, ch in w_chunks:
+                lw.chain(ChainSpec(self.x_ref(k), rows, self.iters, it, weights=ch,
+                                   writes=[self.per(P, (k % 2) * B * R + r0, R)]))
+
+        def recur(k: int):
+            if k == 0 and self.skip_r0:
+                return
+            for r0, rows, ch in r_chunks:
+                lw.chain(ChainSpec(self.h_ref(k), rows, self.iters, ht, weights=ch, writes=[self.per(Q, r0, R)]))
+
+        def add_bias(k: int):
+            lw.chain(ChainSpec(self.per(P, (k % 2) * B * R, R), R, self.iters, ops=[ChainOp("vv_add", 0, b_all)],
+                               writes=[self.per(PB, 0, R)]))
+
+        def finish(k: int):
+            if k == 0 and self.skip_r0:
+                gate(k, self.per(PB, 0, R), None)
+            else:
+                gate(k, self.per(Q, 0, R), self.per(PB, 0, R))
+            cell(k)
+        project(0)
+        for k in range(self.T - 1):
+            recur(k)
+            project(k + 1)
+            add_bias(k)
+            finish(k)
+        k = self.T - 1
+        groups = [(b0, min(last, B - b0)) for b0 in range(0, B, last)]
+        for g in groups[:lead]:
+            self.use(g)
+            recur(k)
+        self.use((0, B))
+        add_bias(k)
+        for i, g in enumerate(groups):
+            self.use(g)
+            finish(k)
+            if i + lead < len(groups):
+                self.use(groups[i + lead])
+                recur(k)
+        self.use((0, B))
 
     def ahead(self, project, step) -> None:
         """x_0, x_1 and ``project(0)`` first, then per timestep k ``step(k)`` (each group), then x_{k+2}."""
@@ -389,13 +590,20 @@ def _rnn_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
     w, r, b = rec.weights()
     ((W, R, Wb, Rb),) = _gate_blocks(w, r, b, rec.H, [0])
     m, bias = rec.matrix([(W, R, Wb + Rb)])
+    if rec.fused:  # h = tanh([W R] [x; h] + b), sequence by sequence
+        rec.fused_sequence_steps(m, bias)
+        return
+    if rec.by_sequence:  # h = tanh(R h + b + W x), sequence by sequence
+        rec.sequence_steps(m, bias, (ChainOp("v_tanh", 1),))
+        return
     if rec.split:  # h = tanh(Q + P): Q = R h + b, P = W x one step ahead (through the bypass)
         ht = rec.ht
         Q = rec.buffer(f"{node.name}.q{rec.d}", ht)
         P = rec.buffer(f"{node.name}.p{rec.d}", 2 * ht, Space.ASVRF, 0)
 
         def gates(k, p, p_at):
-            lw.chain(ChainSpec(rec.per(Q, 0, ht), ht, rec.iters, ops=[ChainOp("vv_add", 0, p), ChainOp("v_tanh", 0)],
+            lw.chain(ChainSpec(rec.q_in(k, rec.per(Q, 0, ht), bias, ht), ht, rec.iters,
+                               ops=[ChainOp("vv_add", 0, p), ChainOp("v_tanh", 0)],
                                writes=[rec.h_ref(k + 1), rec.y_ref(k)]))
         rec.pipelined_steps(m, bias, rec.per(Q, 0, ht), rec.per(P, 0, ht), gates)
         return
@@ -432,7 +640,8 @@ def _gru_reset_first_direction(lw: Lowering, node: Node, rec: _Recurrence) -> No
         bn = lw.const(bias[2 * ht * n_:], Space.ASVRF, 1)
 
         def gates_split(k, p, p_at):
-            lw.chain(ChainSpec(per(Q, 0, 2 * ht), 2 * ht, rec.iters, ops=[ChainOp("vv_add", 0, p), ChainOp("v_sigm", 0)],
+            lw.chain(ChainSpec(rec.q_in(k, per(Q, 0, 2 * ht), bias, 2 * ht), 2 * ht, rec.iters,
+                               ops=[ChainOp("vv_add", 0, p), ChainOp("v_sigm", 0)],
                                writes=[per(ZR, 0, 2 * ht)]))
             lw.chain(ChainSpec(rec.h_ref(k), ht, rec.iters, ops=[ChainOp("vv_mul", 0, per(ZR, ht, 2 * ht))],
                                writes=[per(RH, 0, ht)]))
@@ -506,9 +715,16 @@ def _lstm_direction(lw: Lowering, node: Node, rec: _Recurrence) -> None:
         P = rec.buffer(f"{node.name}.p{d}", 2 * rows, Space.ASVRF, 0)
 
         def gates(k, p, p_at):
-            lw.chain(ChainSpec(per(Q, 0, rows), rows, rec.iters, ops=[ChainOp("vv_add", 0, p), *act],
+            lw.chain(ChainSpec(rec.q_in(k, per(Q, 0, rows), bias, rows), rows, rec.iters,
+                               ops=[ChainOp("vv_add", 0, p), *act],
                                writes=[per(G0, 0, rows), per(G1, 0, rows)]))
             cell(k)
+        if rec.direct:  # a batch: act(Q + P'), P' = P + bias, every product MVM-only (batch_steps)
+            def gate(k, q, pb):
+                lw.chain(ChainSpec(q, rows, rec.iters, ops=[*([ChainOp("vv_add", 0, pb)] if pb else []), *act],
+                                   writes=[per(G0, 0, rows), per(G1, 0, rows)]))
+            rec.batch_steps(m, bias, gate, cell, last=1, lead=3)
+            return
         rec.pipelined_steps(m, bias, per(Q, 0, rows), per(P, 0, rows), gates)
         return
     gates = rec.gate_chains(m, bias, [per(G0, 0, rows), per(G1, 0, rows)])

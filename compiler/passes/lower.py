@@ -16,6 +16,7 @@ from compiler.ir import Graph, Node
 from compiler.lowering import InputSpec, Lowering, OutputSpec, PadReq, Shared
 from compiler.ops import OPS
 from compiler.passes.partition import segments
+from compiler.passes.batch_wavefront import wavefront_batches
 from compiler.passes.queue_io import stream_queues
 from npu.config import NpuConfig
 
@@ -105,8 +106,10 @@ def lower_npu_segment(g: Graph, index: int, nodes: list[Node], config: NpuConfig
         lw.region = f"output {t}"
         lw.chain(ChainSpec(v.pixel_ref(), v.ct, (v.H, v.W), writes=[Ref(None)]))
         lw.outputs.append(OutputSpec(t, tuple(g.shape(t)), v.H * v.W * v.ct, np.asarray(p.emap)))
-    # the copies through the queues fold into their consumer/producer where that is exact (queue_io.py)
-    return NpuSegment(index, nodes, stream_queues(lw.steps), lw.buffers, lw.inputs, lw.outputs)
+    # the copies through the queues fold into their consumer/producer where that is exact (queue_io.py); batched
+    # Gemm layers run sequence by sequence in a wavefront on the pipelined machine (batch_wavefront.py)
+    steps = wavefront_batches(stream_queues(lw.steps), {n.name for n in nodes if n.op == "Gemm"}, config.pipelined)
+    return NpuSegment(index, nodes, steps, lw.buffers, lw.inputs, lw.outputs)
 
 
 def node_ticker(progress, total: int):

@@ -207,7 +207,8 @@ def _bypass(name):
 @pytest.mark.parametrize("config", ["tiny", "small"])
 @pytest.mark.parametrize("op, T, I, H, batch, direction", [
     ("LSTM", 5, 12, 10, 1, "forward"), ("LSTM", 4, 8, 20, 3, "bidirectional"), ("RNN", 5, 40, 40, 1, "forward"),
-    ("RNN", 4, 12, 10, 4, "reverse"), ("GRU", 4, 12, 10, 2, "forward")])
+    ("RNN", 4, 12, 10, 4, "reverse"), ("RNN", 4, 12, 10, 3, "forward"), ("RNN", 3, 16, 20, 2, "bidirectional"),
+    ("GRU", 4, 12, 10, 2, "forward")])
 def test_recurrent_layers_on_the_pipelined_design_with_the_bypass(config, op, T, I, H, batch, direction):
     cfg = _bypass(config)
     model = rnn_model(op, T, I, H, outputs=("Y", "Y_h"), lbr=0, direction=direction, batch=batch,
@@ -230,3 +231,71 @@ def test_the_split_lstm_has_mvm_only_chains_one_step_ahead():
     plain = driver.compile_graph(rnn_model("LSTM", 5, 12, 10), cfg.replace(name="tiny-nobyp", mvm_bypass=False))
     (seg0,) = [s for s in plain.segments if isinstance(s, NpuSegment)]
     assert not any(TimingModel(cfg).bypasses(s) for s in analyze(seg0.program))
+
+
+def test_a_batch_rnn_runs_sequence_by_sequence_its_projections_reading_the_queue():
+    """On the bypass design an RNN batch splits each (step, sequence) into W x (an MVM-only chain reading x
+    straight from the input queue: no copy chain) and R h + b + W x (tanh, writing h and the output queue)."""
+    from compiler import driver
+    from compiler.passes.lower import NpuSegment
+    from npu.isa import Space
+    from npu.program import analyze
+    from sim.timing import TimingModel
+
+    T, B = 4, 3
+    cfg = _bypass("tiny")
+    c = driver.compile_graph(rnn_model("RNN", T, 12, 10, batch=B), cfg)
+    (seg,) = [s for s in c.segments if isinstance(s, NpuSegment)]
+    tm = TimingModel(cfg)
+    steps = analyze(seg.program)
+    assert sum(tm.bypasses(s) for s in steps) == T * B
+    chains = [s for s in seg.steps if hasattr(s, "weights")]
+    projections = [s for s in chains if s.weights is not None and not s.ops]
+    assert len(projections) == T * B and all(s.read.buf is None and s.read.space == Space.NETQ for s in projections)
+    assert not [s for s in chains if s.weights is None and s.read.buf is None and s.read.space == Space.NETQ]
+
+
+@pytest.mark.parametrize("config", ["tiny", "small"])
+@pytest.mark.parametrize("op, T, batch, h0", [("LSTM", 4, 2, True), ("LSTM", 2, 3, False), ("LSTM", 5, 4, False),
+                                              ("RNN", 2, 3, False), ("GRU", 3, 2, False)])
+def test_batches_on_the_bypass_design_with_and_without_an_initial_state(config, op, T, batch, h0):
+    """A batch's split recurrences (compiler/ops/rnn.py batch_steps, sequence_steps) from a zero state (step 0's
+    recurrent product skipped) and from a constant one, two steps (the first is the last but one)."""
+    model = rnn_model(op, T, 12, 10, outputs=("Y", "Y_h"), lbr=0, batch=batch, h0=h0)
+    assert_matches(model, _bypass(config))
+
+
+@pytest.mark.parametrize("h0", [False, True])
+def test_a_zero_initial_state_skips_the_first_recurrent_product(h0):
+    """R h_{-1} = 0 from a zero initial state: a batch LSTM on the bypass design multiplies W x every step and R h
+    from step 1 on (whole batch, the last step sequence by sequence); from a constant state at step 0 too."""
+    from compiler import driver
+    from compiler.passes.lower import NpuSegment
+
+    T, B = 4, 3
+    c = driver.compile_graph(rnn_model("LSTM", T, 12, 10, batch=B, h0=h0), _bypass("tiny"))
+    (seg,) = [s for s in c.segments if isinstance(s, NpuSegment)]
+    products = [s for s in seg.steps if getattr(s, "weights", None) is not None]
+    assert len(products) == T + (T - 2) + B + (1 if h0 else 0)
+    assert all(not s.ops for s in products)  # every product an MVM-only chain (the bypass)
+
+
+def test_a_batch_rnn_fuses_its_product_where_that_takes_fewer_mac_rounds():
+    """On small (two tile engines) one hidden tile's [W R] [x; h] takes one round against W x and R h's two, and
+    the MVM, not the link, bounds it (compiler/ops/rnn.py _fused_pays): one MVM-only product per (step,
+    sequence) over [x; h] (step 0 from the zero state over x only), x copied from the queue into its row."""
+    from compiler import driver
+    from compiler.ops.rnn import _fused_pays
+    from compiler.passes.lower import NpuSegment
+    from npu.isa import Space
+
+    T, B = 4, 3
+    cfg = _bypass("small")
+    assert _fused_pays(cfg, 1, 1) and not _fused_pays(_bypass("tiny"), 1, 1)
+    c = driver.compile_graph(rnn_model("RNN", T, 12, 10, batch=B), cfg)
+    (seg,) = [s for s in c.segments if isinstance(s, NpuSegment)]
+    products = [s for s in seg.steps if getattr(s, "weights", None) is not None]
+    assert [s.cols for s in products] == [1] * B + [2] * (T - 1) * B and not any(s.ops for s in products)
+    copies = [s for s in seg.steps if getattr(s, "weights", 0) is None and s.read.buf is None
+              and s.read.space == Space.NETQ]
+    assert len(copies) == T * B
