@@ -33,18 +33,20 @@ def assert_exact(case, machine) -> None:
     assert cmp.rtl_cycles == cmp.sim_cycles, label
 
 
-def check_compiled_model(name: str, config, tmp_path, capsys) -> dict:
-    """The zoo model ``name`` (seed 3) compiled for ``config`` and run by `npu rtl check` (the simulator, then the
-    RTL twice: the model file carries the configuration, so the RTL build is the one a fixture made): asserts
-    the same bits and the same cycles in all three runs; the check's JSON."""
+def check_compiled_model(model, config, tmp_path, capsys) -> dict:
+    """``model`` (a zoo model's name, built with seed 3, or an ONNX ModelProto) compiled for ``config`` and run
+    by `npu rtl check` (the simulator, then the RTL twice: the model file carries the configuration, so the RTL
+    build is the one a fixture made): asserts the same bits and the same cycles in all three runs; the check's
+    JSON."""
     import json
 
     from cli.main import main
     from compiler import compile_to_file
     from compiler.zoo import build
 
+    name = model if isinstance(model, str) else model.graph.name
     path = tmp_path / f"{name}.npu"
-    compile_to_file(build(name, seed=3), path, config=config)
+    compile_to_file(build(model, seed=3) if isinstance(model, str) else model, path, config=config)
     capsys.readouterr()
     assert main(["rtl", "check", str(path), "--seed", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
