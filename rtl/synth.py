@@ -6,19 +6,23 @@ totals are the per-module counts summed over the instance tree.  Each module's r
 its text, its children's interfaces, the target and this flow's version (``~/.cache/npu-synth``, or
 ``$NPU_SYNTH_CACHE``), so a configuration that shares units with one synthesised before costs only what changed.
 
-Memories are *counted, not mapped*: the flow keeps them as Yosys ``$mem_v2`` cells (``memory -nomap``) and
-reports each one's depth, width, bits, read and write ports and whether its reads are registered.  A memory maps
-to block RAM as written only when every read is synchronous and it has at most two ports; the NPU's memories
-today are read asynchronously by up to four ports, so :attr:`SynthReport.brams_as_written` is what the RTL would
-get and :attr:`SynthReport.brams_if_mapped` what it would need in the target's blocks (one copy per read port)
-once its reads are registered.  The DRAM models (``dram``, ``wdram``) stand for off-chip memory and are listed
-but counted in no on-chip figure.
+Memories are mapped where they are block-RAM shaped (:data:`BRAM_SHAPED`: one registered read port and at most
+one write port, or a ROM with two registered reads): on the ``xilinx`` target Yosys's ``memory_libmap`` maps
+those (RAMB18E1/RAMB36E1, or LUT RAM when small; :attr:`SynthReport.brams_used`).  Every other memory stays a
+``$mem_v2`` cell (``memory -nomap``) and is reported with its depth, width, bits, ports and the reason it is not
+BRAM-shaped; :attr:`SynthReport.brams_if_mapped` is what all of them would need in the target's blocks (one copy
+per read port) once their reads are registered.  The DRAM models (``dram``, ``wdram``) stand for off-chip memory
+and are listed but counted in no on-chip figure.
 
 Targets (:data:`TARGETS`): ``generic`` (Yosys ``synth``, 6-input LUTs), ``xilinx`` (``synth_xilinx -family
 xc7``: LUT1-6, carry chains, DSP48E1, RAMB36 geometry) and ``intel`` (``synth_intel_alm``, Cyclone V ALMs and
 DSPs, M20K geometry as on Arria 10 and Stratix 10).  Logic depth is the longest path in cells between
 flip-flops (Yosys ``ltp``) of each module; a path through a purely combinational unit adds that unit's depth to
-its parent's (:attr:`SynthReport.logic_levels`).  Yosys does no placement or routing, so there is no fmax.
+its parent's (:attr:`SynthReport.logic_levels`).  Yosys does no placement or routing: the fmax estimate
+(:attr:`SynthReport.fmax_mhz`) is the longest register-to-register logic delay (rtl/sta.py, on each module's
+netlist with the cell delays of Yosys's own timing models) plus an assumed routing share
+(:data:`rtl.sta.ROUTING_SHARE`).  ``synthesize(..., shell=True)`` synthesises the FPGA shell (rtl/shell.py)
+around the core instead of the bare core.
 """
 from __future__ import annotations
 
