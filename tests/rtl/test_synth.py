@@ -79,8 +79,62 @@ def test_hierarchical_totals_match_flat_synthesis_and_memories_are_counted(tmp_p
     assert mems["a"].async_read_ports == 0 and mems["a"].bram_as_written
     assert mems["b"].async_read_ports == 1 and not mems["b"].bram_as_written
     assert rep.memory_bits == 2 * 64 * 8 and rep.brams_as_written == 1 and rep.brams_if_mapped == 2
-    assert rep.logic_levels >= 1 and rep.fmax_mhz is None
+    assert rep.logic_levels >= 1 and rep.fmax_mhz and rep.logic_delay_ps > 0
     assert "memory" in rep.table() and json.loads(json.dumps(rep.to_dict()))["memories"][0]["bits"] == 512
+
+
+def _pipeline(expr: str) -> str:
+    """Registers in, ``expr`` of them, a register out: one register-to-register path of a known depth."""
+    return ("module top(input clk, input [15:0] a, input [15:0] b, input [15:0] c, output reg [15:0] q);\n"
+            "  reg [15:0] ra, rb, rc;\n"
+            f"  always @(posedge clk) begin ra <= a; rb <= b; rc <= c; q <= {expr}; end\n"
+            "endmodule\n")
+
+
+@pytest.mark.parametrize("target", ["generic", "xilinx"])
+def test_the_fmax_estimate_falls_as_the_logic_between_registers_deepens(target):
+    shallow = synthesize_verilog(_pipeline("ra ^ rb"), "top", "shallow", target)
+    deep = synthesize_verilog(_pipeline("((ra + rb) ^ (rc >> rb[3:0])) + ((ra ^ rc) >> ra[3:0]) - rb"),
+                              "top", "deep", target)
+    # one LUT level between registers (a 2-input XOR) against adders and barrel shifters in series
+    assert 0 < shallow.logic_delay_ps < 1500 < deep.logic_delay_ps
+    assert deep.fmax_mhz < shallow.fmax_mhz
+    # the estimate is the logic delay plus the assumed routing share of the period
+    assert deep.routing_ps == pytest.approx(deep.logic_delay_ps * synth.ROUTING_SHARE / (1 - synth.ROUTING_SHARE),
+                                            abs=1)
+    assert deep.fmax_mhz == pytest.approx(1e6 / (deep.logic_delay_ps + deep.routing_ps), rel=1e-3)
+    assert deep.critical_path.startswith("top: r") and "-> q[" in deep.critical_path
+    assert "fmax estimate" in deep.table() and json.loads(json.dumps(deep.to_dict()))["fmax_mhz"] == deep.fmax_mhz
+
+
+RAMS = r"""
+module rams(input clk, input we, input [9:0] wa, input [9:0] ra, input [9:0] rb, input [31:0] wd,
+            output reg [31:0] q, output [31:0] x, output [31:0] y);
+  reg [31:0] bram [0:1023];
+  reg [31:0] multi [0:1023];
+  always @(posedge clk) begin
+    if (we) bram[wa] <= wd;
+    if (we) multi[wa] <= wd;
+    q <= bram[ra];
+  end
+  assign x = multi[ra];
+  assign y = multi[rb];
+endmodule
+"""
+
+
+def test_xilinx_maps_block_ram_shaped_memories_and_counts_the_others():
+    rep = synthesize_verilog(RAMS, "rams", "rams", "xilinx")
+    mems = {m.name: m for m in rep.memories}
+    assert mems["bram"].mapped and mems["bram"].bram_as_written
+    # 32 Kbit with one registered read and one write port: one RAMB36 or two RAMB18 in simple dual port
+    assert rep.brams_used.get("RAMB36E1", 0) * 2 + rep.brams_used.get("RAMB18E1", 0) == 2
+    assert not mems["multi"].mapped and "2 asynchronous read ports" in mems["multi"].reason
+    assert "2 read + 1 write ports" in mems["multi"].reason and "no: 2 asynchronous" in rep.table()
+    # the other targets count the same memories and map none
+    generic = synthesize_verilog(RAMS, "rams", "rams", "generic")
+    assert not generic.brams_used and not any(m.mapped for m in generic.memories)
+    assert {m.name: m.bram_as_written for m in generic.memories} == {"bram": True, "multi": False}
 
 
 def test_a_second_run_comes_from_the_cache():
@@ -153,3 +207,17 @@ def test_npu_rtl_synth_prints_json(tiny_report, monkeypatch):
     bad = subprocess.run([sys.executable, "-m", "cli.main", "rtl", "synth", "--config", "tiny", "--timeout", "0"],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "--timeout must be positive" in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.rtl
+def test_the_shell_synthesises_around_the_core(tiny_report):
+    """``--shell``: the AXI4-Lite registers and the AXI4 loader around tiny's core (a few minutes on 2 cores)."""
+    core, _ = tiny_report
+    rep = synthesize(PRESETS["tiny"], "generic", jobs=2, shell=True)
+    assert rep.top == "npu_shell" and rep.core == "npu_shell.core"
+    assert 0 < rep.top_luts and 0 < rep.top_ffs
+    assert rep.luts > core.luts and rep.ffs > core.ffs
+    # the core's memories (and the shell's staging buffer), the DRAM models still off chip
+    assert rep.memory_bits >= core.memory_bits and rep.offchip_bits == core.offchip_bits > 0
+    assert "npu_shell itself" in rep.table()
