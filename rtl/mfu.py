@@ -8,24 +8,23 @@ from amaranth.lib.wiring import In, Out
 from npu.config import MFU_STAGES, NpuConfig
 from npu.isa import BY_MNEMONIC, REDUCTION_OPS, STAGE_CODES
 from npu.numerics import reduction_tree
-from rtl import fp16 as F
 from rtl.layout import MemoryMap, vector_memory
 from rtl.step import (StepPort, address, beat_stream, check_config, check_memmap, delay, layouts_for,
                       stage_vrf)
 from rtl.units import MFU_UNITS, UNIT_NAMES, instance
 
 
-def _tree(m: Module, xs: list, kind: str, name: str):
-    """The fp16 sum or maximum of ``xs`` in npu.numerics.reduction_tree's order."""
+def _tree(m: Module, xs: list, kind: str, name: str, node: wiring.Component):
+    """The fp16 sum or maximum of ``xs`` in npu.numerics.reduction_tree's order, each node an instance of
+    ``node`` (the rtl.units.Fp16Reduce of ``kind``)."""
     level = list(xs)
     for depth, pairs in enumerate(reduction_tree(len(xs))):
         nxt = []
         for k, (a, b) in enumerate(pairs):
             label = f"{name}_{depth}_{k}"
-            if kind == "sum":
-                nxt.append(F.fp16_add(m, level[a], level[b], name=label))
-            else:
-                nxt.append(F.fp16_maxmin(m, level[a], level[b], True, name=label))
+            y = Signal(16, name=label)
+            m.submodules[label] = instance(node, UNIT_NAMES[f"reduce_{kind}"], a=level[a], b=level[b], y=y)
+            nxt.append(y)
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt
@@ -69,7 +68,8 @@ class MfuStage(wiring.Component):
         Beats out.
     """
 
-    def __init__(self, *, config: NpuConfig, memmap: MemoryMap, mfu: int, stage: str, unit: wiring.Component):
+    def __init__(self, *, config: NpuConfig, memmap: MemoryMap, mfu: int, stage: str, unit: wiring.Component,
+                 reducers: dict | None = None):
         check_config(config)
         check_memmap(memmap, config)
         if not isinstance(mfu, int) or isinstance(mfu, bool) or not 0 <= mfu < config.n_mfus:
@@ -78,6 +78,11 @@ class MfuStage(wiring.Component):
             raise ValueError(f"stage must be one of MFU {mfu}'s {list(config.mfus[mfu])}, not {stage!r}")
         if not isinstance(unit, MFU_UNITS[stage]):
             raise TypeError(f"unit must be a {MFU_UNITS[stage].__name__}, not {unit!r}")
+        kinds = {kind for mn, kind in REDUCTION_OPS.items() if BY_MNEMONIC[mn].stage == stage}
+        if not kinds <= set(reducers or {}):
+            raise ValueError(f"the {stage} stage reduces ({sorted(kinds)}): reducers must hold an "
+                             f"rtl.units.Fp16Reduce of each, not {sorted(reducers or {})}")
+        self.reducers = reducers or {}
         self.config = config
         self.mfu = mfu
         self.stage = stage
@@ -121,7 +126,8 @@ class MfuStage(wiring.Component):
         if reductions:
             # the reductions across the lanes (npu.numerics.fp16_reduce): one pairwise tree per kind, broadcast
             xs = [beat.data[16 * e:16 * (e + 1)] for e in range(c.native_dim)]
-            trees = {mn: _tree(m, xs, REDUCTION_OPS[mn], f"r{REDUCTION_OPS[mn]}") for mn in reductions}
+            trees = {mn: _tree(m, xs, REDUCTION_OPS[mn], f"r{REDUCTION_OPS[mn]}", self.reducers[REDUCTION_OPS[mn]])
+                     for mn in reductions}
             for mn, code in reductions.items():
                 pick, tree = delay(m, op == code, trees[mn], early, f"r{code}_")  # as late as the units' results
                 lanes_out = Mux(pick, Cat(*[tree] * c.native_dim), lanes_out)
@@ -173,10 +179,13 @@ class MfuChain(wiring.Component):
         #: (mfu, stage, operand memory or None) of every stage, in pipeline order
         self.stages = [(k, stage, None if stage_vrf(stage) is None else vector_memory(stage_vrf(stage), k))
                        for k, present in enumerate(config.mfus) for stage in MFU_STAGES if stage in present]
-        for _, stage, _ in self.stages:
-            if UNIT_NAMES[stage] not in units:
-                raise ValueError(f"units must hold {UNIT_NAMES[stage]}, not only {sorted(units)}")
+        kinds = sorted(set(REDUCTION_OPS.values()))
+        for name in [UNIT_NAMES[stage] for _, stage, _ in self.stages] + [UNIT_NAMES[f"reduce_{k}"] for k in kinds]:
+            if name not in units:
+                raise ValueError(f"units must hold {name}, not only {sorted(units)}")
         self._units = units
+        #: the reduction trees' node units by kind (npu.isa.REDUCTION_OPS's values)
+        self._reducers = {kind: units[UNIT_NAMES[f"reduce_{kind}"]] for kind in kinds}
         return layouts_for(config)
 
     def __init__(self, *, config: NpuConfig, memmap: MemoryMap, units: dict):
@@ -194,7 +203,7 @@ class MfuChain(wiring.Component):
         beats = wiring.flipped(self.i)
         for k, stage, vrf in self.stages:
             unit = MfuStage(config=self.config, memmap=self.memmap, mfu=k, stage=stage,
-                            unit=self._units[UNIT_NAMES[stage]])
+                            unit=self._units[UNIT_NAMES[stage]], reducers=self._reducers)
             m.submodules[f"mfu{k}_{stage}"] = unit
             ex = desc_of(unit)
             m.d.comb += unit.ctl.eq(ex.mfu[k][stage])

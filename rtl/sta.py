@@ -98,15 +98,24 @@ class PathReport:
     cells: int
     start: str
     end: str
+    #: crossings of ``through`` children -> the longest path (ps, own cells only) that crosses that many
+    by_hops: dict = field(default_factory=dict)
 
 
 def _bits(v) -> list:
     return [b for b in v]
 
 
-def longest_path(netlist: dict, module: str, target: str, ff_pattern: str, dsp_pattern: str) -> PathReport:
+#: the most crossings of combinational children a path is told apart by (more count as this many)
+MAX_HOPS = 16
+
+
+def longest_path(netlist: dict, module: str, target: str, ff_pattern: str, dsp_pattern: str,
+                 through: frozenset = frozenset()) -> PathReport:
     """The longest register-to-register (or port) path of ``module`` in a ``write_json`` netlist (see the module
-    docstring for the cell timing)."""
+    docstring for the cell timing).  Children named in ``through`` (purely combinational modules) are crossed,
+    not boundaries: their delay is not known here, so a path through them is counted by its crossings
+    (:attr:`PathReport.by_hops`), for the caller to add a child's delay per crossing."""
     lib = library(target)
     mods = netlist.get("modules", {})
     mod = mods.get(module) or mods.get("\\" + module)
@@ -145,6 +154,8 @@ def longest_path(netlist: dict, module: str, target: str, ff_pattern: str, dsp_p
 
     def arc(src, dst, d):
         fanin.setdefault(dst, []).append((src, d))
+
+    hops: dict[int, list[int]] = {}                  # net bit -> [source bit] across a ``through`` child
 
     def launch(bits, d):
         for b in bits:
@@ -205,12 +216,19 @@ def longest_path(netlist: dict, module: str, target: str, ff_pattern: str, dsp_p
                 _name_d_by_q(conns, "DATAIN" if "DATAIN" in conns else "D", "Q")
             for (p, i), s in model.setup.items():
                 capture(conns.get(p, []) if i is None else conns.get(p, [])[i:i + 1], s, cname)
+        elif ctype in through:  # a combinational child: every input to every output, a crossing
+            srcs = [b for p in ins for b in conns[p] if isinstance(b, int)]
+            for p in outs:
+                for t in conns[p]:
+                    if isinstance(t, int):
+                        hops.setdefault(t, []).extend(srcs)
         else:  # a child module, or a cell without timing: a boundary
             for p in outs:
                 launch(conns[p], 0)
             for p in ins:
                 capture(conns[p], 0, cname)
     arrival: dict[int, int] = {}
+    crossed_at: dict[int, dict[int, int]] = {}      # net bit -> {crossings >= 1: arrival}
     via: dict[int, int] = {}
     depth: dict[int, int] = {}
 
@@ -224,6 +242,7 @@ def longest_path(netlist: dict, module: str, target: str, ff_pattern: str, dsp_p
                 on_stack.discard(b)
                 continue
             pending = [s for s, _ in fanin.get(b, ()) if s not in arrival and s not in on_stack]
+            pending += [s for s in hops.get(b, ()) if s not in arrival and s not in on_stack and s not in pending]
             if pending:
                 for s in pending:
                     stack.append(s)
@@ -238,22 +257,38 @@ def longest_path(netlist: dict, module: str, target: str, ff_pattern: str, dsp_p
             depth[b] = lv
             if src is not None:
                 via[b] = src
+            if hops:  # the paths that cross combinational children, by crossings (0: the ones above)
+                crossed: dict[int, int] = {}
+                for s, d in fanin.get(b, ()):
+                    for h, a in crossed_at.get(s, {}).items():
+                        if a + d > crossed.get(h, -1):
+                            crossed[h] = a + d
+                for s in hops.get(b, ()):
+                    for h, a in {0: arrival.get(s, 0), **crossed_at.get(s, {})}.items():
+                        h = min(h + 1, MAX_HOPS)
+                        if a > crossed.get(h, -1):
+                            crossed[h] = a
+                if crossed:
+                    crossed_at[b] = crossed
             stack.pop()
             on_stack.discard(b)
         return arrival[root]
 
     worst, wbit, what = 0, None, ""
+    by_hops: dict[int, int] = {}
     for b, s, w in ends:
         a = settle(b) + s
         if a > worst:
             worst, wbit, what = a, b, w
+        for h, c in crossed_at.get(b, {}).items():
+            by_hops[h] = max(by_hops.get(h, 0), c + s)
     if wbit is None:
-        return PathReport(0, 0, "", "")
+        return PathReport(0, 0, "", "", by_hops)
     first = wbit
     while first in via:
         first = via[first]
     return PathReport(worst, depth.get(wbit, 0), names.get(first, str(first)),
-                      end_names.get(wbit) or names.get(wbit, str(wbit)))
+                      end_names.get(wbit) or names.get(wbit, str(wbit)), by_hops)
 
 
 def _memory(conns, params, clk2q, async_d, launch, capture, arc, cname):

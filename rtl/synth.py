@@ -45,7 +45,7 @@ from npu.errors import NpuError
 from rtl.sta import ROUTING_SHARE, fmax_mhz, longest_path
 
 #: Bump when the scripts or the parsing below change: it is part of every cache key.
-FLOW_VERSION = "2"
+FLOW_VERSION = "3"
 
 #: The ABC script of the fast generic flow: ABC's default LUT script without its ``&fraig``/``scorr``/``lutpack``
 #: steps, which take 95 % of its time (tiny's MVM row: 3.5 s instead of 67 s, 2,131 instead of 2,075 LUTs).
@@ -181,6 +181,10 @@ class ModuleResult:
     path_cells: int = 0     # cells on that path
     path_from: str = ""     # the nets it starts and ends at
     path_to: str = ""
+    #: the purely combinational children its paths cross (rtl/sta.py ``through``), and per number of such
+    #: crossings the longest path's own delay (ps): the caller adds a child's delay per crossing
+    through: list = field(default_factory=list)
+    delay_by_hops: dict = field(default_factory=dict)
     cached: bool = False
 
 
@@ -368,12 +372,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("NPU_SYNTH_CACHE") or Path.home() / ".cache" / "npu-synth")
 
 
+def _combinational(mod: VerilogModule) -> bool:
+    """Whether a module is purely combinational as written (no clocked process, no children): its paths are
+    crossed by its parents' timing (rtl/sta.py ``through``) rather than ended at its ports."""
+    return not mod.instances and "posedge" not in mod.text
+
+
 def _module_key(mod: VerilogModule, mods: dict[str, VerilogModule], target: Target, fast: bool) -> str:
     h = hashlib.sha256()
     h.update(f"{FLOW_VERSION}|{target.name}|{target.script}|{fast}\n".encode())
     h.update(mod.text.encode())
     for child in sorted(mod.instances):
         h.update(mods[child].stub().encode())
+        h.update(f"combinational={_combinational(mods[child])}\n".encode())
     return h.hexdigest()[:32]
 
 
@@ -385,6 +396,7 @@ def synth_module(mod: VerilogModule, mods: dict[str, VerilogModule], target: Tar
     if cached.exists():
         try:
             d = json.loads(cached.read_text())
+            d["delay_by_hops"] = {int(h): ps for h, ps in d.get("delay_by_hops", {}).items()}  # JSON keys
             return ModuleResult(**dict(d, cached=True))
         except (ValueError, TypeError):
             pass
@@ -403,13 +415,15 @@ def synth_module(mod: VerilogModule, mods: dict[str, VerilogModule], target: Tar
         cells = _stat_cells(json.loads((work / "stat.json").read_text()), mod.name)
         memories = _memories(json.loads((work / "mems.json").read_text()))
         levels = _levels((work / "ltp.txt").read_text())
+        through = frozenset(c for c in mod.instances if _combinational(mods[c]))
         path = longest_path(json.loads((work / "netlist.json").read_text()), mod.name, target.name, target.ff,
-                            target.dsp)
+                            target.dsp, through)
     children = {c: n for c, n in mod.instances.items()}
     for c in children:
         cells.pop(c, None)
     res = ModuleResult(mod.name, 0, cells, children, memories, levels, round(time.perf_counter() - t0, 2),
-                       delay_ps=path.delay_ps, path_cells=path.cells, path_from=path.start, path_to=path.end)
+                       delay_ps=path.delay_ps, path_cells=path.cells, path_from=path.start, path_to=path.end,
+                       through=sorted(through), delay_by_hops=path.by_hops)
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmpfile = cached.with_suffix(f".{os.getpid()}.tmp")
     d = asdict(res)
@@ -599,12 +613,24 @@ def _critical_delay(results: list[ModuleResult], tgt: Target) -> tuple[int, str]
     for r in results:
         if r.name in comb and len(results) > 1:
             continue
-        child = max((comb[c] for c in r.children if c in comb), key=lambda c: c.delay_ps, default=None)
+        # a path crossing combinational children (rtl/sta.py ``through``): its own delay plus, per crossing, the
+        # slowest of them (an upper bound: the child's path is added whole)
+        crossed = max((comb[c] for c in r.through if c in comb), key=lambda c: c.delay_ps, default=None)
+        hops = max(r.delay_by_hops, key=lambda h: r.delay_by_hops[h] + h * crossed.delay_ps, default=0) \
+            if crossed else 0
+        through = r.delay_by_hops[hops] + hops * crossed.delay_ps if hops else 0
+        # a combinational child its paths end at (not crossed): its own delay added once, as an upper bound
+        child = max((comb[c] for c in r.children if c in comb and c not in r.through), key=lambda c: c.delay_ps,
+                    default=None)
         total = r.delay_ps + (child.delay_ps if child else 0)
-        if total > best:
-            best = total
-            where = f"{r.name}: {r.path_from} -> {r.path_to}" + (
+        if through > total:
+            total = through
+            text = f"{r.name}: through {hops} x {crossed.name} ({crossed.delay_ps / 1000:.2f} ns each)"
+        else:
+            text = f"{r.name}: {r.path_from} -> {r.path_to}" + (
                 f" + {child.name} ({child.delay_ps / 1000:.2f} ns)" if child and child.delay_ps else "")
+        if total > best:
+            best, where = total, text
     return best, where
 
 

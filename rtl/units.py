@@ -15,6 +15,9 @@ into its user; rtl/generate.py writes the definitions next to the top.
   :class:`MfuAddSub`, :class:`MfuMul`, :class:`MfuAct` (``npu_mfu_addsub``,
   ``npu_mfu_mul``, ``npu_mfu_act``, N per stage).  An ``op`` port takes the
   operation's code within its stage (:data:`npu.isa.STAGE_CODES`).
+* :class:`Fp16Reduce` -- one node of an MFU stage's reduction tree across the lanes
+  (:class:`Fp16Reduce`: ``npu_mfu_sum``, ``npu_mfu_max``, N - 1 per tree), so the trees
+  too are instances of one definition rather than N - 1 adders flattened into their stage.
 
 All arithmetic comes from rtl/fp16.py; every width from the configuration.
 """
@@ -33,7 +36,8 @@ from rtl import fp16 as F
 from rtl.layout import MemoryMap
 
 #: Verilog module name of each unit (fixed: the build of one configuration holds one definition of each).
-UNIT_NAMES = {"mvm_row": "npu_mvm_row", "bfp_block": "npu_bfp_block", **{s: f"npu_mfu_{s}" for s in MFU_STAGES}}
+UNIT_NAMES = {"mvm_row": "npu_mvm_row", "bfp_block": "npu_bfp_block", **{s: f"npu_mfu_{s}" for s in MFU_STAGES},
+              "reduce_sum": "npu_mfu_sum", "reduce_max": "npu_mfu_max"}
 
 
 def stage_op_bits(stage: str) -> int:
@@ -377,6 +381,25 @@ def act_rom() -> tuple[list[int], list[int], dict[str, int]]:
 
 
 #: The unit of each MFU stage, by stage name.
+class Fp16Reduce(wiring.Component):
+    """One node of a reduction tree (npu.numerics.reduction_tree): ``y = a + b`` (``kind`` "sum") or the
+    maximum of the two (``kind`` "max"), combinational."""
+
+    def __init__(self, kind: str):
+        if kind not in ("sum", "max"):
+            raise ValueError(f"kind must be 'sum' or 'max', not {kind!r}")
+        self.kind = kind
+        super().__init__({"a": In(16), "b": In(16), "y": Out(16)})
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.kind == "sum":
+            m.d.comb += self.y.eq(F.fp16_add(m, self.a, self.b, name="add"))
+        else:
+            m.d.comb += self.y.eq(F.fp16_maxmin(m, self.a, self.b, True, name="max"))
+        return m
+
+
 MFU_UNITS = {unit.stage: unit for unit in (MfuAddSub, MfuMul, MfuAct)}
 assert set(MFU_UNITS) == set(MFU_STAGES), (sorted(MFU_UNITS), MFU_STAGES)
 
@@ -384,7 +407,8 @@ assert set(MFU_UNITS) == set(MFU_STAGES), (sorted(MFU_UNITS), MFU_STAGES)
 def make_units(config: NpuConfig, memmap: MemoryMap) -> dict[str, wiring.Component]:
     """One component per unit, keyed by its Verilog module name."""
     return {UNIT_NAMES["mvm_row"]: MvmRow(config, memmap), UNIT_NAMES["bfp_block"]: BfpBlock(config),
-            **{UNIT_NAMES[s]: MFU_UNITS[s]() for s in MFU_STAGES}}
+            **{UNIT_NAMES[s]: MFU_UNITS[s]() for s in MFU_STAGES},
+            **{UNIT_NAMES[f"reduce_{kind}"]: Fp16Reduce(kind) for kind in ("sum", "max")}}
 
 
 def instance(unit: wiring.Component, module_name: str, *, sync: bool = False, **connections):

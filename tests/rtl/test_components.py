@@ -62,6 +62,8 @@ def test_mfu_stage_checked():
         MfuStage(config=config, memmap=MemoryMap(config, 64), mfu=0, stage="act", unit=act)
     with pytest.raises(TypeError, match="unit must be a MfuMul, not <rtl.units.MfuAct"):
         MfuStage(config=TINY, memmap=MM, mfu=0, stage="mul", unit=act)
+    with pytest.raises(ValueError, match=r"the act stage reduces \(\['max', 'sum'\]\): reducers must hold"):
+        MfuStage(config=TINY, memmap=MM, mfu=1, stage="act", unit=act)
 
 
 def test_stage_codes_and_widths_come_from_the_isa_table():

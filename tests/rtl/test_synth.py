@@ -107,6 +107,36 @@ def test_the_fmax_estimate_falls_as_the_logic_between_registers_deepens(target):
     assert "fmax estimate" in deep.table() and json.loads(json.dumps(deep.to_dict()))["fmax_mhz"] == deep.fmax_mhz
 
 
+def _chain(k: int) -> str:
+    """Registers, ``k`` instances of a combinational adder module in series, registers."""
+    wires = "\n".join(f"  wire [15:0] w{i};" for i in range(k + 1))
+    adds = "\n".join(f"  add16 u{i}(.a(w{i}), .b(rb), .y(w{i + 1}));" for i in range(k))
+    return (f"""module add16(input [15:0] a, input [15:0] b, output [15:0] y);
+  assign y = a + b;
+endmodule
+module top(input clk, input [15:0] a, input [15:0] b, output reg [15:0] q);
+  reg [15:0] ra, rb;
+{wires}
+  assign w0 = ra;
+{adds}
+  always @(posedge clk) begin
+    ra <= a; rb <= b; q <= w{k};
+  end
+endmodule
+""")
+
+
+def test_paths_through_combinational_children_count_each_crossing():
+    """A path through k instances of a combinational module in series (an MFU's reduction tree of
+    rtl.units.Fp16Reduce nodes): each crossing adds the child's delay, so three cost about three times one."""
+    one = synthesize_verilog(_chain(1), "top", "chain1", "generic")
+    three = synthesize_verilog(_chain(3), "top", "chain3", "generic")
+    child = next(m for m in three.modules if m.name == "add16")
+    assert child.delay_ps > 0 and "through 3 x add16" in three.critical_path
+    assert three.logic_delay_ps >= 3 * child.delay_ps > one.logic_delay_ps >= child.delay_ps
+    assert three.fmax_mhz < one.fmax_mhz
+
+
 RAMS = r"""
 module rams(input clk, input we, input [9:0] wa, input [9:0] ra, input [9:0] rb, input [31:0] wd,
             output reg [31:0] q, output [31:0] x, output [31:0] y);
