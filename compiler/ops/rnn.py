@@ -239,18 +239,20 @@ class _Recurrence:
             bias[r0:r0 + self.H] = b
         return m, bias
 
-    def chunks(self, m: np.ndarray, cols: int, tag: str) -> list[tuple[int, int, WeightChunk]]:
-        """The matrix [R*N, cols*N] as (first row tile, rows, chunk) pieces that fit the MRF share."""
+    def chunks(self, m: np.ndarray, cols: int, tag: str | None = None) -> list[tuple[int, int, WeightChunk]]:
+        """The matrix [R*N, cols*N] as (first row tile, rows, chunk) pieces that fit the MRF share, named
+        ``node[direction:tag:first row tile]`` (without ``tag:`` for the whole gate matrix [x; h])."""
         lw, n = self.lw, self.lw.n
         R = m.shape[0] // n
         if cols > lw.capacity:
-            raise LoweringError(f"a row of {cols} tiles of {self.node.name}'s {tag} exceeds the MRF share")
+            raise LoweringError(f"a row of {cols} tiles of {self.node.name}'s {tag or '[x; h]'} exceeds the MRF "
+                                f"share")
         rc = max(1, min(R, lw.capacity // cols))
         out = []
         for r0 in range(0, R, rc):
             rows = min(rc, R - r0)
             ch = WeightChunk(np.ascontiguousarray(m[r0 * n:(r0 + rows) * n]), rows, cols,
-                             f"{self.node.name}[{self.d}:{tag}:{r0}]")
+                             f"{self.node.name}[{self.d}:{'' if tag is None else tag + ':'}{r0}]")
             ch.owner = self.node.name
             lw.shared.chunks.append(ch)
             out.append((r0, rows, ch))
@@ -488,26 +490,16 @@ class _Recurrence:
     def gate_chains(self, m: np.ndarray, bias: np.ndarray, dst: list[Ref]) -> list:
         """Chunks of the gate matrix and a function emitting one timestep's mv_mul chains."""
         lw, n = self.lw, self.lw.n
-        R, C = m.shape[0] // n, self.row
-        if C > lw.capacity:
-            raise LoweringError("an RNN row [x; h] exceeds the MRF share")
-        rc = max(1, min(R, lw.capacity // C))
-        chunks = []
-        for r0 in range(0, R, rc):
-            rows = min(rc, R - r0)
-            ch = WeightChunk(np.ascontiguousarray(m[r0 * n:(r0 + rows) * n]), rows, C,
-                             f"{self.node.name}[{self.d}:{r0}]")
-            ch.owner = self.node.name
-            lw.shared.chunks.append(ch)
-            bconst = lw.const(bias[r0 * n:(r0 + rows) * n], Space.ASVRF, 0)
-            chunks.append((r0, rows, ch, bconst))
+        chunks = [(r0, rows, ch, lw.const(bias[r0 * n:(r0 + rows) * n], Space.ASVRF, 0))
+                  for r0, rows, ch in self.chunks(m, self.row)]
 
         def emit(t: int, writes: list[Ref] | None = None, ops: tuple = ()):
             """Timestep t's chains: + bias, then ``ops`` (operands indexed by gate row, like the bias), into
             ``writes`` (default: ``dst``); x of step t before them (at t = 0) and x of step t + 1 after them."""
             for r0, rows, ch, bconst in chunks:
                 more = [ChainOp(o.mnemonic, o.mfu, o.ref.shifted(r0) if o.ref is not None else None) for o in ops]
-                lw.chain(ChainSpec(self.per(self.xh, t * self.B * self.row, self.row), rows, self.iters, C, weights=ch,
+                lw.chain(ChainSpec(self.per(self.xh, t * self.B * self.row, self.row), rows, self.iters, self.row,
+                                   weights=ch,
                                    ops=[ChainOp("vv_add", 0, Ref(bconst)), *more],
                                    writes=[d.shifted(r0) for d in (writes or dst)]))
             if len(self.groups()) == 1 and t + 1 < self.T:  # x of the next step during this one's MFU work
@@ -624,16 +616,7 @@ def _gru_reset_first_direction(lw: Lowering, node: Node, rec: _Recurrence) -> No
     N1 = rec.buffer(f"{node.name}.n1{d}", ht, Space.ASVRF, 1)
     rn = np.zeros((ht * n_, ht * n_))
     rn[:rec.H, :rec.H] = Rn
-    rows = max(1, min(ht, lw.capacity // ht))
-    if ht > lw.capacity:
-        raise LoweringError("a GRU's R_n row exceeds the MRF share")
-    chunks = []
-    for r0 in range(0, ht, rows):
-        ch = WeightChunk(np.ascontiguousarray(rn[r0 * n_:(r0 + min(rows, ht - r0)) * n_]), min(rows, ht - r0), ht,
-                         f"{node.name}[{d}:R_n:{r0}]")
-        ch.owner = node.name
-        lw.shared.chunks.append(ch)
-        chunks.append((r0, ch))
+    chunks = [(r0, ch) for r0, _, ch in rec.chunks(rn, ht, "R_n")]
     if rec.split:  # [z, r] = sigm(Q + P), Q = R_zr h + b_zr; n = tanh(R_n (r * h) + P_n + b_n); P = W x one step ahead
         Q = rec.buffer(f"{node.name}.q{d}", 2 * ht)
         P = rec.buffer(f"{node.name}.p{d}", 2 * 3 * ht, Space.ASVRF, 0)
