@@ -38,8 +38,9 @@ def pipelined_config(name: str, tmp: Path) -> str:
     so its programs and RTL build are its own; the file's path."""
     from npu.config import get_config
 
-    path = tmp / f"{name}-pipelined.toml"
-    get_config(name).as_pipelined().save(path)
+    config = get_config(name).as_pipelined()
+    path = tmp / f"{config.name}.toml"
+    config.save(path)
     return str(path)
 
 

@@ -331,7 +331,7 @@ def _check_random(args) -> tuple[list[dict], dict | None]:
 
     config = get_config(args.config or "tiny")
     if args.pipelined:
-        config = config.as_pipelined().replace(name=f"{config.name}-pipelined")
+        config = config.as_pipelined()
     if args.entries is not None:
         config = config.with_scoreboard(args.entries)
     # the pipelined machine (a flag or the configuration itself) gets programs drawn where its rules bite

@@ -317,10 +317,11 @@ class NpuConfig:
 
     def as_pipelined(self, **design) -> "NpuConfig":
         """This configuration as the pipelined machine: :data:`PIPELINED_DESIGN` updated by ``design``, its row
-        slots capped at :attr:`cycles_per_tile` (the most this configuration allows)."""
+        slots capped at :attr:`cycles_per_tile` (the most this configuration allows), named
+        ``<name>-pipelined`` so its builds and programs are its own (a preset's name stays the preset's)."""
         d = {**PIPELINED_DESIGN, **design}
         d["mvm_row_slots"] = min(d["mvm_row_slots"], max(1, self.cycles_per_tile))
-        return self.replace(**d)
+        return self.replace(name=f"{self.name}-pipelined", **d)
 
     def fingerprint(self) -> str:
         """A short stable hash of every field: programs record it.  Fields added later are left out while they

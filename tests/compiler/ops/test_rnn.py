@@ -201,7 +201,7 @@ def _bypass(name):
     (compiler/ops/rnn.py, _Recurrence.split_gates) and an RNN batch interleaves its halves."""
     from npu.config import get_config
 
-    return get_config(name).as_pipelined().replace(name=f"{name}-pipelined")
+    return get_config(name).as_pipelined()
 
 
 @pytest.mark.parametrize("config", ["tiny", "small"])

@@ -30,7 +30,7 @@ def mlp(width: int = 20, batch: int = 4, layers: int = 3):
 def pipelined(name="tiny"):
     from npu.config import get_config
 
-    return get_config(name).as_pipelined().replace(name=f"{name}-pipelined")
+    return get_config(name).as_pipelined()
 
 
 def compile_both(model, monkeypatch, config):
